@@ -1,0 +1,292 @@
+"""Typed, frozen settings from a TOML file plus MAILSVC_* environment overrides.
+
+The embedded default is ``config/mailsvc.toml``. ``--config FILE`` or ``MAILSVC_CONFIG`` selects
+another file. ``MAILSVC_<SECTION>__<KEY>`` overrides a key inside a section and ``MAILSVC_<KEY>``
+a top-level key. Every problem is reported as one :class:`ConfigError` line naming the key, the
+value and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mailsvc.errors import ConfigError
+
+ENV_PREFIX = "MAILSVC_"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PACKAGE_ROOT / "config" / "mailsvc.toml"
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}$")
+_DN = re.compile(r"^[A-Za-z][\w-]*=.+")
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = "127.0.0.1"
+    port: int = 2525
+    hostname: str = ""
+    max_message_size: int = 26214400
+    max_recipients: int = 100
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    host: str = "127.0.0.1"
+    ldap_port: int = 3389
+    imap_port: int = 1143
+    lmtp_port: int = 2424
+    slapd: str = "/usr/sbin/slapd"
+    slaptest: str = "/usr/sbin/slaptest"
+    slapadd: str = "/usr/sbin/slapadd"
+    dovecot: str = "/usr/sbin/dovecot"
+    start_timeout: float = 20.0
+
+
+@dataclass(frozen=True)
+class DirectorySettings:
+    url: str = ""
+    base_dn: str = "dc=rada,dc=miasto,dc=example"
+    admin_dn: str = "cn=admin,dc=rada,dc=miasto,dc=example"
+    admin_password: str = field(default="", repr=False)
+    reader_dn: str = "cn=mailstore,dc=rada,dc=miasto,dc=example"
+    reader_password: str = field(default="", repr=False)
+    councillors_rdn: str = "ou=councillors"
+    person_object_class: str = "inetOrgPerson"
+    mail_attribute: str = "mail"
+    status_attribute: str = "employeeType"
+    disabled_value: str = "disabled"
+    timeout: float = 5.0
+
+    @property
+    def councillors_dn(self) -> str:
+        return f"{self.councillors_rdn},{self.base_dn}"
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    lmtp_host: str = ""
+    lmtp_port: int = 0
+    workers: int = 4
+    retry_initial: float = 60.0
+    retry_max_interval: float = 3600.0
+    retry_period: float = 432000.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    domain: str = "rada.miasto.example"
+    var_dir: Path = Path("var")
+    language: str = "pl"
+    office_address: str = "biuro@rada.miasto.example"
+    smtp: SmtpSettings = SmtpSettings()
+    stack: StackSettings = StackSettings()
+    directory: DirectorySettings = DirectorySettings()
+    database: DatabaseSettings = DatabaseSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    source: Path | None = None
+
+    # Derived values: one place decides what an empty setting means.
+    @property
+    def ldap_url(self) -> str:
+        return self.directory.url or f"ldap://{self.stack.host}:{self.stack.ldap_port}"
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite+aiosqlite:///{self.var_dir / 'mailsvc.db'}"
+
+    @property
+    def lmtp_address(self) -> tuple[str, int]:
+        return (
+            self.delivery.lmtp_host or self.stack.host,
+            self.delivery.lmtp_port or self.stack.lmtp_port,
+        )
+
+    @property
+    def smtp_hostname(self) -> str:
+        return self.smtp.hostname or f"mail.{self.domain}"
+
+    def with_changes(self, **sections: Any) -> Settings:
+        """A variant of these settings: top-level keys or whole section objects/dicts."""
+        changes: dict[str, Any] = {}
+        for name, value in sections.items():
+            current = getattr(self, name)
+            if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
+                value = dataclasses.replace(current, **value)  # type: ignore[type-var]
+            changes[name] = value
+        return dataclasses.replace(self, **changes)
+
+
+_SECTIONS = {f.name for f in dataclasses.fields(Settings) if f.name not in ("source",)} - {
+    "domain",
+    "var_dir",
+    "language",
+    "office_address",
+}
+
+
+def _describe(tp: Any) -> str:
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "text"}.get(
+        tp, "a path" if tp is Path else str(tp)
+    )
+
+
+def _coerce(key: str, raw: Any, tp: Any, *, from_env: bool) -> Any:
+    try:
+        if tp is bool:
+            if isinstance(raw, bool):
+                return raw
+            if from_env and str(raw).lower() in ("1", "true", "yes", "on"):
+                return True
+            if from_env and str(raw).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if tp is int:
+            if isinstance(raw, bool):
+                raise ValueError
+            if isinstance(raw, int):
+                return raw
+            if from_env:
+                return int(str(raw).strip())
+            raise ValueError
+        if tp is float:
+            if isinstance(raw, bool):
+                raise ValueError
+            if isinstance(raw, (int, float)):
+                return float(raw)
+            if from_env:
+                return float(str(raw).strip())
+            raise ValueError
+        if tp is Path:
+            if not isinstance(raw, str) or not raw:
+                raise ValueError
+            return Path(raw)
+        if tp is str:
+            if not isinstance(raw, str):
+                raise ValueError
+            return raw
+    except ValueError:
+        pass
+    raise ConfigError(f"{key} = {raw!r}: expected {_describe(tp)}")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if isinstance(tp, types.UnionType):  # Path | None
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        out[f.name] = tp
+    return out
+
+
+def _build(cls: type, prefix: str, values: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    kwargs: dict[str, Any] = {}
+    types_ = _field_types(cls)
+    for key in values:
+        if key not in types_ or (prefix == "" and key == "source"):
+            where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
+            raise ConfigError(f"{prefix}{key}: unknown key in {where}")
+    for name, tp in types_.items():
+        if prefix == "" and (name in _SECTIONS or name == "source"):
+            continue
+        dotted = f"{prefix}{name}"
+        env_name = ENV_PREFIX + dotted.upper().replace(".", "__")
+        if env_name in env:
+            kwargs[name] = _coerce(f"{dotted} (from {env_name})", env[env_name], tp, from_env=True)
+        elif name in values:
+            kwargs[name] = _coerce(dotted, values[name], tp, from_env=False)
+    return cls(**kwargs)
+
+
+def _check_port(key: str, value: int, *, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if not low <= value <= 65535:
+        raise ConfigError(f"{key} = {value!r}: expected a TCP port from {low} to 65535")
+
+
+def _check_positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{key} = {value!r}: expected a number greater than 0")
+
+
+def validate(s: Settings) -> None:
+    """Semantic checks that types alone do not catch."""
+    if not _HOSTNAME.match(s.domain):
+        raise ConfigError(f"domain = {s.domain!r}: expected a lowercase mail domain such as rada.example.org")
+    if s.language not in ("pl", "en"):
+        raise ConfigError(f"language = {s.language!r}: expected 'pl' or 'en'")
+    if "@" not in s.office_address:
+        raise ConfigError(f"office_address = {s.office_address!r}: expected an email address")
+    _check_port("smtp.port", s.smtp.port)
+    _check_port("stack.ldap_port", s.stack.ldap_port)
+    _check_port("stack.imap_port", s.stack.imap_port)
+    _check_port("stack.lmtp_port", s.stack.lmtp_port)
+    _check_port("delivery.lmtp_port", s.delivery.lmtp_port, allow_zero=True)
+    _check_positive("smtp.max_message_size", s.smtp.max_message_size)
+    _check_positive("smtp.max_recipients", s.smtp.max_recipients)
+    _check_positive("stack.start_timeout", s.stack.start_timeout)
+    _check_positive("directory.timeout", s.directory.timeout)
+    _check_positive("delivery.workers", s.delivery.workers)
+    _check_positive("delivery.retry_initial", s.delivery.retry_initial)
+    _check_positive("delivery.retry_max_interval", s.delivery.retry_max_interval)
+    _check_positive("delivery.retry_period", s.delivery.retry_period)
+    for key in ("base_dn", "admin_dn", "reader_dn", "councillors_rdn"):
+        value = getattr(s.directory, key)
+        if not _DN.match(value):
+            raise ConfigError(f"directory.{key} = {value!r}: expected a DN such as dc=example,dc=org")
+    if s.directory.url and not s.directory.url.startswith(("ldap://", "ldaps://")):
+        raise ConfigError(f"directory.url = {s.directory.url!r}: expected ldap://host:port or ldaps://")
+    url = s.database.url
+    if url and not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ConfigError(
+            "database.url = <hidden>: expected sqlite+aiosqlite:///PATH or postgresql+asyncpg://..."
+        )
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Load settings once: file (or the embedded default), then environment overrides."""
+    env = os.environ if env is None else env
+    chosen = Path(path) if path else Path(env.get("MAILSVC_CONFIG") or DEFAULT_CONFIG)
+    try:
+        with chosen.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {chosen}: not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {chosen}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {chosen}: cannot be read ({exc.strerror})") from None
+
+    section_types = _field_types(Settings)
+    sections: dict[str, Any] = {}
+    top: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a [{key}] section")
+        else:
+            top[key] = value
+    for name in _SECTIONS:
+        sections[name] = _build(section_types[name], f"{name}.", data.get(name, {}), env)
+    base: Settings = _build(Settings, "", top, env)
+    settings = dataclasses.replace(base, source=chosen, **sections)
+    settings = dataclasses.replace(settings, var_dir=settings.var_dir.absolute())
+    validate(settings)
+    return settings

@@ -1,0 +1,1 @@
+"""The council directory: councillor entries, addresses, rosters. Never imports mailsvc."""
