@@ -25,7 +25,9 @@ ENV_PREFIX = "MAILSVC_"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PACKAGE_ROOT / "config" / "mailsvc.toml"
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}$"
+)
 _DN = re.compile(r"^[A-Za-z][\w-]*=.+")
 
 
@@ -227,7 +229,9 @@ def _check_positive(key: str, value: float) -> None:
 def validate(s: Settings) -> None:
     """Semantic checks that types alone do not catch."""
     if not _HOSTNAME.match(s.domain):
-        raise ConfigError(f"domain = {s.domain!r}: expected a lowercase mail domain such as rada.example.org")
+        raise ConfigError(
+            f"domain = {s.domain!r}: expected a lowercase mail domain such as rada.example.org"
+        )
     if s.language not in ("pl", "en"):
         raise ConfigError(f"language = {s.language!r}: expected 'pl' or 'en'")
     if "@" not in s.office_address:
@@ -248,9 +252,13 @@ def validate(s: Settings) -> None:
     for key in ("base_dn", "admin_dn", "reader_dn", "councillors_rdn"):
         value = getattr(s.directory, key)
         if not _DN.match(value):
-            raise ConfigError(f"directory.{key} = {value!r}: expected a DN such as dc=example,dc=org")
+            raise ConfigError(
+                f"directory.{key} = {value!r}: expected a DN such as dc=example,dc=org"
+            )
     if s.directory.url and not s.directory.url.startswith(("ldap://", "ldaps://")):
-        raise ConfigError(f"directory.url = {s.directory.url!r}: expected ldap://host:port or ldaps://")
+        raise ConfigError(
+            f"directory.url = {s.directory.url!r}: expected ldap://host:port or ldaps://"
+        )
     url = s.database.url
     if url and not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError(

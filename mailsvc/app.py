@@ -1,0 +1,92 @@
+"""Composition root: builds every part from settings, starts and stops them in order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mailsvc import secret_store
+from mailsvc.config import Settings
+from mailsvc.delivery.worker import DeliveryWorkers
+from mailsvc.smtp.inbound import InboundHandler, start_inbound
+from mailsvc.storage.db import create_engine, create_schema
+from mailsvc.storage.queue import MailQueue
+from provisioning.directory import Directory, DirectoryConfig
+
+log = logging.getLogger(__name__)
+
+
+def directory_config(settings: Settings) -> DirectoryConfig:
+    d = settings.directory
+    return DirectoryConfig(
+        url=settings.ldap_url,
+        base_dn=d.base_dn,
+        bind_dn=d.admin_dn,
+        bind_password=secret_store.admin_password(settings),
+        councillors_dn=d.councillors_dn,
+        groups_dn=f"ou=groups,{d.base_dn}",
+        person_object_class=d.person_object_class,
+        mail_attribute=d.mail_attribute,
+        status_attribute=d.status_attribute,
+        disabled_value=d.disabled_value,
+        timeout=d.timeout,
+    )
+
+
+def open_directory(settings: Settings) -> Directory:
+    return Directory(directory_config(settings))
+
+
+async def open_database(settings: Settings) -> AsyncEngine:
+    engine = create_engine(settings.database_url)
+    await create_schema(engine)
+    return engine
+
+
+@dataclass
+class Service:
+    """The running service: inbound SMTP and delivery workers."""
+
+    settings: Settings
+    directory: Directory
+    engine: AsyncEngine
+    queue: MailQueue
+    workers: DeliveryWorkers
+    servers: list[asyncio.Server] = field(default_factory=list)
+
+    @property
+    def smtp_port(self) -> int:
+        return int(self.servers[0].sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+        for server in self.servers:
+            await server.wait_closed()
+        await self.workers.stop()
+        await self.directory.close()
+        await self.engine.dispose()
+        log.info("mailsvc stopped")
+
+
+async def start_service(settings: Settings) -> Service:
+    """Start delivery first (so the backlog drains), then accept mail."""
+    engine = await open_database(settings)
+    directory = open_directory(settings)
+    queue = MailQueue(engine)
+    workers = DeliveryWorkers(
+        queue, settings.delivery, settings.lmtp_address, lhlo=settings.smtp_hostname
+    )
+    await workers.start()
+    service = Service(settings, directory, engine, queue, workers)
+    try:
+        handler = InboundHandler(settings, directory, queue, on_queued=workers.wake)
+        service.servers.append(await start_inbound(settings, handler))
+    except BaseException:
+        await service.stop()
+        raise
+    log.info("mailsvc accepting mail on %s:%d", settings.smtp.host, service.smtp_port)
+    return service

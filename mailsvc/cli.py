@@ -1,0 +1,448 @@
+"""`mailsvc …` commands. Thin: parse arguments, call a use case, print the result."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import smtplib
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Any
+
+from mailsvc import i18n
+from mailsvc.app import open_database, open_directory, start_service
+from mailsvc.config import Settings, load_settings
+from mailsvc.errors import ConfigError, MailsvcError
+from provisioning.accounts import create_councillor, taken_local_parts
+from provisioning.errors import ProvisioningError
+
+log = logging.getLogger("mailsvc")
+
+EPILOG = textwrap.dedent(
+    """\
+    examples:
+      mailsvc stack up                      start local slapd + Dovecot under var/
+      mailsvc councillors add --given-name Łukasz --surname Żółć
+      mailsvc serve                         run the SMTP relay and delivery (Ctrl-C stops)
+      mailsvc check                         check config, directory, mailbox store, database
+    """
+)
+
+
+def _print(settings: Settings, key: str, **values: Any) -> None:
+    print(i18n.text(settings.language, key, **values))
+
+
+# -- stack -----------------------------------------------------------------------------------
+
+
+def _stack(settings: Settings) -> Any:
+    from mailsvc.stack import LocalStack
+
+    return LocalStack(settings)
+
+
+def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
+    stack = _stack(settings)
+    if args.action == "up":
+        started = time.monotonic()
+        statuses = stack.up()
+        _print(settings, "stack.up")
+        for st in statuses:
+            print(f"  {st.name:8} pid {st.pid}  {st.port_info}")
+        print(f"  ({time.monotonic() - started:.2f} s)")
+    elif args.action == "down":
+        names = stack.down()
+        if names:
+            _print(settings, "stack.down", names=", ".join(names))
+        else:
+            _print(settings, "stack.down.none")
+    else:
+        running = True
+        for st in stack.status():
+            state = i18n.text(
+                settings.language, "status.running" if st.running else "status.stopped"
+            )
+            print(f"{st.name:8} {state:10} pid {st.pid or '-':>7}  {st.port_info}")
+            running = running and st.running
+        return 0 if running else 3
+    return 0
+
+
+# -- councillors -----------------------------------------------------------------------------
+
+
+async def _add_councillor(settings: Settings, args: argparse.Namespace) -> int:
+    directory = open_directory(settings)
+    try:
+        account = await create_councillor(directory, settings.domain, args.given_name, args.surname)
+    finally:
+        await directory.close()
+    if args.json:
+        print(json.dumps({"address": account.address, "password": account.password}))
+    else:
+        _print(settings, "councillor.created", address=account.address, password=account.password)
+    return 0
+
+
+async def import_sample_roster(settings: Settings, path: Path) -> list[tuple[str, str]]:
+    """Thin roster import: creates councillors not yet in the directory (by external id)."""
+    from provisioning.roster import read_roster
+
+    roster = read_roster(path)
+    if roster.problems:
+        raise MailsvcError("\n".join(str(p) for p in roster.problems))
+    directory = open_directory(settings)
+    created: list[tuple[str, str]] = []
+    try:
+        existing = await directory.list_councillors()
+        known_ids = {v for e in existing for v in e.attributes.get("employeeNumber", ())}
+        taken = await taken_local_parts(directory, settings.domain)
+        for entry in roster.entries:
+            if entry.external_id and entry.external_id in known_ids:
+                continue
+            extra: dict[str, str] = {"l": entry.district}
+            if entry.external_id:
+                extra["employeeNumber"] = entry.external_id
+            account = await create_councillor(
+                directory,
+                settings.domain,
+                entry.given_names,
+                entry.surname,
+                taken=taken,
+                extra=extra,
+            )
+            created.append((account.address, account.password))
+    finally:
+        await directory.close()
+    return created
+
+
+async def _import(settings: Settings, args: argparse.Namespace) -> int:
+    created = await import_sample_roster(settings, Path(args.file))
+    if args.json:
+        print(json.dumps({"created": [{"address": a, "password": p} for a, p in created]}))
+    else:
+        for address, password in created:
+            print(f"{address}\t{password}")
+        _print(settings, "import.summary", path=args.file, created=len(created), existing="-")
+    return 0
+
+
+def cmd_councillors(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "add":
+        return asyncio.run(_add_councillor(settings, args))
+    return asyncio.run(_import(settings, args))
+
+
+# -- serve / check ---------------------------------------------------------------------------
+
+
+async def serve(settings: Settings, ready: Callable[[int], None] | None = None) -> None:
+    """Run until SIGINT or SIGTERM, then stop gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    service = await start_service(settings)
+    try:
+        if ready:
+            ready(service.smtp_port)
+        await stop.wait()
+    finally:
+        await service.stop()
+
+
+def _configure_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    _configure_logging(args.verbose)
+
+    def ready(port: int) -> None:
+        _print(settings, "serve.ready", host=settings.smtp.host, port=port)
+        sys.stdout.flush()
+
+    asyncio.run(serve(settings, ready))
+    return 0
+
+
+async def run_checks(settings: Settings) -> list[tuple[str, bool, str]]:
+    from mailsvc.delivery.lmtp import LmtpClient
+
+    results: list[tuple[str, bool, str]] = [
+        ("config", True, str(settings.source) if settings.source else "built-in")
+    ]
+    directory = open_directory(settings)
+    try:
+        await directory.ping()
+        results.append(("directory", True, settings.ldap_url))
+    except (ProvisioningError, MailsvcError) as exc:
+        results.append(("directory", False, str(exc)))
+    finally:
+        await directory.close()
+    host, port = settings.lmtp_address
+    client = LmtpClient(host, port, timeout=5)
+    try:
+        await client.connect()
+        results.append(("mailstore", True, f"lmtp {host}:{port}"))
+    except MailsvcError as exc:
+        results.append(("mailstore", False, str(exc)))
+    finally:
+        await client.close()
+    try:
+        engine = await open_database(settings)
+        from sqlalchemy import text as sql
+
+        async with engine.connect() as conn:
+            await conn.execute(sql("SELECT 1"))
+        await engine.dispose()
+        results.append(("database", True, settings.database_url.split("://")[0]))
+    except Exception as exc:  # any driver error is a failed check, reported as such
+        results.append(("database", False, f"{type(exc).__name__}: {exc}"))
+    return results
+
+
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    results = asyncio.run(run_checks(settings))
+    ok_word = i18n.text(settings.language, "check.ok")
+    fail_word = i18n.text(settings.language, "check.fail")
+    for name, ok, detail in results:
+        print(f"{name:10} {ok_word if ok else fail_word:5} {detail}")
+    return 0 if all(ok for _, ok, _ in results) else 1
+
+
+# -- trying it out ---------------------------------------------------------------------------
+
+
+def cmd_sendmail(settings: Settings, args: argparse.Namespace) -> int:
+    msg = EmailMessage()
+    msg["From"] = args.sender
+    msg["To"] = args.to
+    msg["Subject"] = args.subject
+    msg["Date"] = formatdate(localtime=True)
+    msg["Message-ID"] = make_msgid(domain="mailsvc.local")
+    msg.set_content(args.body)
+    with smtplib.SMTP(settings.smtp.host, settings.smtp.port, timeout=30) as smtp:
+        smtp.ehlo("mailsvc-cli")
+        refused = smtp.send_message(msg, from_addr=args.sender, to_addrs=[args.to])
+        reply = "250 OK" if not refused else str(refused)
+    _print(settings, "sendmail.sent", reply=reply)
+    return 0
+
+
+async def _mailbox(settings: Settings, args: argparse.Namespace) -> int:
+    from email import message_from_bytes
+    from email.header import decode_header, make_header
+
+    import aioimaplib
+
+    client = aioimaplib.IMAP4(host=settings.stack.host, port=settings.stack.imap_port, timeout=10)
+    await client.wait_hello_from_server()
+    res = await client.login(args.user, args.password)
+    if res.result != "OK":
+        raise MailsvcError(f"IMAP login as {args.user} failed: {res.lines[-1]!r}")
+    await client.examine("INBOX")
+    res = await client.search("ALL")
+    ids = res.lines[0].decode().split() if res.lines and res.lines[0] else []
+    if not ids:
+        _print(settings, "mailbox.empty")
+    for num in ids:
+        fetched = await client.fetch(num, "(BODY.PEEK[HEADER])")
+        raw = next(
+            (
+                ln
+                for ln in fetched.lines
+                if isinstance(ln, (bytes, bytearray)) and b":" in ln and len(ln) > 20
+            ),
+            b"",
+        )
+        msg = message_from_bytes(bytes(raw))
+        subject = str(make_header(decode_header(msg.get("Subject", ""))))
+        print(f"{num}: {msg.get('From', '')} — {subject}")
+    await client.logout()
+    return 0
+
+
+def cmd_mailbox(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_mailbox(settings, args))
+
+
+def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    """make run: stack up, sample council, hints, serve; Ctrl-C stops what this started."""
+    from mailsvc.stack import LocalStack
+
+    stack = LocalStack(settings)
+    was_running = all(st.running for st in stack.status())
+    started = time.monotonic()
+    stack.up()
+    print(f"stack ready in {time.monotonic() - started:.2f} s")
+    try:
+        created = asyncio.run(import_sample_roster(settings, Path(args.roster)))
+        for address, password in created:
+            print(f"  {address}\t{password}")
+        _print(settings, "import.summary", path=args.roster, created=len(created), existing="-")
+        login, password = asyncio.run(_demo_login(settings))
+        send = f"{sys.argv[0]} sendmail --to {login} --subject 'Dziura w jezdni na ul. Długiej'"
+        read = f"{sys.argv[0]} mailbox --user {login} --password {password}"
+        _print(
+            settings,
+            "run.try",
+            send=send,
+            read=read,
+            login=login,
+            password=password,
+            imap_host=settings.stack.host,
+            imap_port=settings.stack.imap_port,
+        )
+        sys.stdout.flush()
+        return cmd_serve(settings, args)
+    finally:
+        if not was_running:
+            stack.down()
+
+
+async def _demo_login(settings: Settings) -> tuple[str, str]:
+    """A fresh password for the first sample councillor, so the demo login is known."""
+    from provisioning.passwords import generate_password, hash_password
+
+    directory = open_directory(settings)
+    try:
+        entries = sorted(
+            (e for e in await directory.list_councillors() if e.active), key=lambda e: e.address
+        )
+        if not entries:
+            raise MailsvcError("no councillors in the directory")
+        first = next((e for e in entries if e.address.startswith("lukasz.zolc@")), entries[0])
+        password = generate_password()
+        await directory.set_password(first.dn, hash_password(password))
+        return first.address, password
+    finally:
+        await directory.close()
+
+
+# -- argument parsing ------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailsvc",
+        description="Mail system of the city council.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config", help="configuration file (default: MAILSVC_CONFIG or the embedded default)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "stack",
+        help="start, stop or show the local slapd + Dovecot",
+        epilog="example: mailsvc stack up",
+    )
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.set_defaults(func=cmd_stack)
+
+    p = sub.add_parser("councillors", help="manage councillor mailboxes")
+    csub = p.add_subparsers(dest="action", required=True)
+    a = csub.add_parser(
+        "add",
+        help="create a councillor's mailbox",
+        epilog="example: mailsvc councillors add --given-name Łukasz --surname Żółć --json",
+    )
+    a.add_argument("--given-name", required=True)
+    a.add_argument("--surname", required=True)
+    a.add_argument("--json", action="store_true", help='print {"address": ..., "password": ...}')
+    a.set_defaults(func=cmd_councillors)
+    i = csub.add_parser(
+        "import",
+        help="create mailboxes for a roster file (CSV)",
+        epilog="example: mailsvc councillors import config/sample-roster.csv",
+    )
+    i.add_argument("file")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_councillors)
+
+    p = sub.add_parser(
+        "serve",
+        help="run the SMTP relay and delivery in the foreground",
+        epilog="example: mailsvc serve",
+    )
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "check",
+        help="check config, directory, mailbox store and database",
+        epilog="example: mailsvc check",
+    )
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "sendmail",
+        help="send a test message to the relay",
+        epilog="example: mailsvc sendmail --to lukasz.zolc@rada.miasto.example",
+    )
+    p.add_argument("--to", required=True)
+    p.add_argument("--from", dest="sender", default="mieszkaniec@example.org")
+    p.add_argument("--subject", default="Wiadomość od mieszkańca")
+    p.add_argument("--body", default="Dzień dobry,\nproszę o interwencję.\n\nZ poważaniem\n")
+    p.set_defaults(func=cmd_sendmail)
+
+    p = sub.add_parser(
+        "mailbox",
+        help="list a mailbox over IMAP (read-only)",
+        epilog="example: mailsvc mailbox --user lukasz.zolc@rada.miasto.example --password …",
+    )
+    p.add_argument("--user", required=True)
+    p.add_argument("--password", required=True)
+    p.set_defaults(func=cmd_mailbox)
+
+    p = sub.add_parser(
+        "run",
+        help="make run: stack up, sample council, then serve",
+        epilog="example: mailsvc run --roster config/sample-roster.csv",
+    )
+    p.add_argument(
+        "--roster",
+        default=str(Path(__file__).resolve().parent.parent / "config" / "sample-roster.csv"),
+    )
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"mailsvc: config error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result: int = args.func(settings, args)
+        return result
+    except KeyboardInterrupt:
+        return 130
+    except (MailsvcError, ProvisioningError) as exc:
+        print(f"mailsvc: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""A small asyncio LMTP client (RFC 2033) that reads one reply per accepted recipient.
+
+Python's ``smtplib.LMTP`` reads a single reply after DATA, which desynchronises the connection as
+soon as a message has several recipients; this client does it right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mailsvc.errors import TemporaryFailure
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    text: str
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 300
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+class LmtpUnavailable(TemporaryFailure, ConnectionError):
+    """The LMTP server cannot be reached or broke the conversation; retry later."""
+
+
+def encode_data(body: bytes) -> bytes:
+    """CRLF line ends, dot-stuffing and the terminating dot line."""
+    data = _BARE_LF.sub(b"\r\n", body)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    if data.startswith(b"."):
+        data = b"." + data
+    return data.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+
+
+class LmtpClient:
+    """One LMTP connection; ``deliver`` may be called repeatedly on it."""
+
+    def __init__(
+        self, host: str, port: int, *, lhlo: str = "mailsvc", timeout: float = 60.0
+    ) -> None:
+        self.host, self.port, self.lhlo, self.timeout = host, port, lhlo, timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self.extensions: set[str] = set()
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def connect(self) -> None:
+        try:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), self.timeout
+            )
+            greeting = await self._read_reply()
+            if greeting.code != 220:
+                raise LmtpUnavailable(f"LMTP {self.host}:{self.port} greeted with {greeting}")
+            reply = await self._command(f"LHLO {self.lhlo}")
+            if not reply.ok:
+                raise LmtpUnavailable(f"LMTP {self.host}:{self.port} refused LHLO: {reply}")
+            self.extensions = {
+                line.split(" ", 1)[0].upper() for line in reply.text.splitlines()[1:]
+            }
+        except (OSError, TimeoutError) as exc:
+            await self.close()
+            raise LmtpUnavailable(f"LMTP {self.host}:{self.port} unreachable: {exc}") from exc
+
+    async def close(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is None:
+            return
+        try:
+            if not writer.is_closing():
+                writer.write(b"QUIT\r\n")
+            writer.close()
+            await asyncio.wait_for(writer.wait_closed(), 2)
+        except (OSError, TimeoutError):
+            pass
+
+    async def _read_reply(self, wait: float | None = None) -> Reply:
+        assert self._reader is not None
+        lines: list[str] = []
+        while True:
+            raw = await asyncio.wait_for(self._reader.readline(), wait or self.timeout)
+            if not raw:
+                raise LmtpUnavailable(f"LMTP {self.host}:{self.port} closed the connection")
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if len(line) < 3 or not line[:3].isdigit():
+                raise LmtpUnavailable(f"LMTP {self.host}:{self.port} sent garbage: {line[:80]!r}")
+            lines.append(line[4:])
+            if line[3:4] != "-":
+                return Reply(int(line[:3]), "\n".join(lines))
+
+    async def _command(self, line: str) -> Reply:
+        assert self._writer is not None
+        self._writer.write(line.encode("utf-8") + b"\r\n")
+        await self._writer.drain()
+        return await self._read_reply()
+
+    async def deliver(
+        self, mail_from: str, recipients: Sequence[str], body: bytes
+    ) -> dict[str, Reply]:
+        """Deliver ``body`` to ``recipients``; returns the final reply for each recipient.
+
+        Raises LmtpUnavailable when the conversation breaks before per-recipient results are
+        known (every recipient should then be retried).
+        """
+        if not self.connected:
+            await self.connect()
+        try:
+            return await self._transaction(mail_from, recipients, body)
+        except (OSError, TimeoutError, LmtpUnavailable) as exc:
+            await self.close()
+            if isinstance(exc, LmtpUnavailable):
+                raise
+            raise LmtpUnavailable(f"LMTP {self.host}:{self.port} failed: {exc!r}") from exc
+
+    async def _transaction(
+        self, mail_from: str, recipients: Sequence[str], body: bytes
+    ) -> dict[str, Reply]:
+        params = ""
+        if "8BITMIME" in self.extensions and any(b > 127 for b in body):
+            params += " BODY=8BITMIME"
+        needs_utf8 = not (mail_from.isascii() and all(r.isascii() for r in recipients))
+        if needs_utf8 and "SMTPUTF8" in self.extensions:
+            params += " SMTPUTF8"
+        results: dict[str, Reply] = {}
+        reply = await self._command(f"MAIL FROM:<{mail_from}>{params}")
+        if not reply.ok:
+            await self._command("RSET")
+            return dict.fromkeys(recipients, reply)
+        accepted: list[str] = []
+        for rcpt in recipients:
+            reply = await self._command(f"RCPT TO:<{rcpt}>")
+            results[rcpt] = reply
+            if reply.ok:
+                accepted.append(rcpt)
+        if not accepted:
+            await self._command("RSET")
+            return results
+        reply = await self._command("DATA")
+        if reply.code != 354:
+            for rcpt in accepted:
+                results[rcpt] = reply
+            await self._command("RSET")
+            return results
+        assert self._writer is not None
+        self._writer.write(encode_data(body))
+        await self._writer.drain()
+        for rcpt in accepted:  # LMTP: one reply per accepted recipient, in order
+            results[rcpt] = await self._read_reply(wait=max(self.timeout, 300))
+        return results

@@ -1,0 +1,159 @@
+"""Inbound SMTP (residents → councillors): recipient checks at RCPT, durable queueing at DATA."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from email.utils import formatdate
+from typing import Any, Protocol
+
+from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as SmtpSession
+
+from mailsvc.config import Settings
+from mailsvc.domain.relay import LocalRecipient, RefusalKind, classify_recipient
+from mailsvc.errors import StorageUnavailable
+from mailsvc.smtp import replies
+from mailsvc.storage.queue import MailQueue
+from provisioning.directory import CouncillorEntry
+from provisioning.errors import DirectoryError, DirectoryUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class RecipientDirectory(Protocol):
+    async def find_by_address(self, address: str) -> CouncillorEntry | None: ...
+
+
+def _clean(text: str, limit: int = 200) -> str:
+    """Make client-supplied text safe to put in a header: no CR/LF/control characters."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:limit]
+
+
+class InboundHandler:
+    """aiosmtpd handler: answers RCPT from the directory and 250 at DATA only once stored."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        directory: RecipientDirectory,
+        queue: MailQueue,
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.directory = directory
+        self.queue = queue
+        self.on_queued = on_queued
+        self.domains = (settings.domain,)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: SmtpSession,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        # aiosmtpd reads commands one by one from the stream, so pipelining is safe to offer.
+        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: SmtpSession,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
+            return replies.S452_TOO_MANY_RCPT
+        decision = classify_recipient(address, self.domains)
+        if not isinstance(decision, LocalRecipient):
+            return replies.refusal_reply(decision.kind, address, self.settings.office_address)
+        try:
+            entry = await self.directory.find_by_address(decision.address)
+        except DirectoryUnavailable as exc:
+            log.warning("RCPT <%s>: directory unavailable: %s", decision.address, exc)
+            return replies.S451_DIRECTORY
+        except DirectoryError as exc:
+            # A misconfigured directory is not the sender's fault: keep it temporary.
+            log.error("RCPT <%s>: directory error: %s", decision.address, exc)
+            return replies.S451_DIRECTORY
+        if entry is None:
+            return replies.refusal_reply(
+                RefusalKind.UNKNOWN_USER, decision.address, self.settings.office_address
+            )
+        if not entry.active:
+            return replies.refusal_reply(
+                RefusalKind.MANDATE_ENDED, decision.address, self.settings.office_address
+            )
+        if entry.address not in envelope.rcpt_tos:
+            envelope.rcpt_tos.append(entry.address)
+        return replies.S250_RCPT_OK
+
+    def _received_header(self, session: SmtpSession, envelope: Envelope) -> bytes:
+        peer: Any = session.peer
+        ip = peer[0] if isinstance(peer, tuple) else str(peer)
+        helo = _clean(session.host_name or "unknown")
+        rcpt = envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None
+        proto = "UTF8SMTP" if envelope.smtp_utf8 else "ESMTP"
+        header = (
+            f"Received: from {helo} ([{ip}])\r\n"
+            f"\tby {self.settings.smtp_hostname} (mailsvc) with {proto}"
+            + (f"\r\n\tfor <{rcpt}>" if rcpt else "")
+            + f"; {formatdate(localtime=False, usegmt=True)}\r\n"
+        )
+        return header.encode("utf-8")
+
+    async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
+        if not envelope.rcpt_tos:
+            return replies.S554_NO_RECIPIENTS
+        content = envelope.original_content
+        if content is None:
+            content = envelope.content if isinstance(envelope.content, bytes) else b""
+        body = self._received_header(session, envelope) + content
+        peer: Any = session.peer
+        client = f"{peer[0]}" if isinstance(peer, tuple) else str(peer)
+        try:
+            queue_id = await self.queue.enqueue(
+                envelope.mail_from or "", list(envelope.rcpt_tos), body, client=client
+            )
+        except StorageUnavailable as exc:
+            log.error("DATA from <%s>: not stored: %s", envelope.mail_from, exc)
+            return replies.S451_STORAGE
+        except Exception:
+            log.exception("DATA from <%s>: unexpected error while storing", envelope.mail_from)
+            return replies.S451_LOCAL_ERROR
+        log.info(
+            "queued %s from=<%s> to=%s size=%d",
+            queue_id,
+            envelope.mail_from,
+            ",".join(f"<{r}>" for r in envelope.rcpt_tos),
+            len(body),
+        )
+        self.on_queued()
+        return replies.S250_QUEUED.format(queue_id=queue_id)
+
+
+def smtp_factory(settings: Settings, handler: InboundHandler) -> Callable[[], SMTP]:
+    def make() -> SMTP:
+        return SMTP(
+            handler,
+            data_size_limit=settings.smtp.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=settings.smtp_hostname,
+            ident="mailsvc",
+            timeout=300,
+        )
+
+    return make
+
+
+async def start_inbound(settings: Settings, handler: InboundHandler) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        smtp_factory(settings, handler), host=settings.smtp.host, port=settings.smtp.port
+    )

@@ -1,0 +1,338 @@
+"""The only code that speaks LDAP.
+
+ldap3 is blocking, so every operation runs in a worker thread on a pooled connection and the
+public API is ``async``. Every filter value and DN component is escaped here. "Not found" (``None``)
+is kept strictly apart from "directory unreachable" (:class:`DirectoryUnavailable`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import ldap3
+from ldap3.core import exceptions as ldap_exc
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn
+
+from provisioning.errors import DirectoryError, DirectoryUnavailable
+
+T = TypeVar("T")
+
+# Result codes that mean "try again later", not "no".
+_TEMPORARY_RESULTS = {
+    3,  # timeLimitExceeded
+    51,  # busy
+    52,  # unavailable
+    80,  # other (slapd uses it for transient backend trouble)
+}
+_NO_SUCH_OBJECT = 32
+_ALREADY_EXISTS = 68
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    """What the directory adapter needs; built by the service from its settings."""
+
+    url: str
+    base_dn: str
+    bind_dn: str
+    bind_password: str = field(repr=False)
+    councillors_dn: str
+    groups_dn: str
+    person_object_class: str = "inetOrgPerson"
+    mail_attribute: str = "mail"
+    status_attribute: str = "employeeType"
+    disabled_value: str = "disabled"
+    active_value: str = "active"
+    timeout: float = 5.0
+    pool_size: int = 4
+
+
+@dataclass(frozen=True)
+class CouncillorEntry:
+    """A councillor's directory entry as the service sees it."""
+
+    dn: str
+    address: str
+    given_name: str
+    surname: str
+    display_name: str
+    active: bool
+    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def person_filter(config: DirectoryConfig, address: str) -> str:
+    """LDAP filter matching the person with ``address`` (escaped)."""
+    return (
+        f"(&(objectClass={escape_filter_chars(config.person_object_class)})"
+        f"({config.mail_attribute}={escape_filter_chars(address)}))"
+    )
+
+
+def councillor_dn(config: DirectoryConfig, local_part: str) -> str:
+    return f"uid={escape_rdn(local_part)},{config.councillors_dn}"
+
+
+def _first(values: Any) -> str:
+    if isinstance(values, (list, tuple)):
+        return str(values[0]) if values else ""
+    return "" if values is None else str(values)
+
+
+class Directory:
+    """Async facade over a small pool of ldap3 connections running in threads."""
+
+    def __init__(self, config: DirectoryConfig) -> None:
+        self.config = config
+        self._pool: queue.LifoQueue[ldap3.Connection | None] = queue.LifoQueue()
+        for _ in range(config.pool_size):
+            self._pool.put(None)  # connections are opened lazily
+
+    # -- connection handling -------------------------------------------------------------
+
+    def _connect(self) -> ldap3.Connection:
+        server = ldap3.Server(
+            self.config.url, connect_timeout=self.config.timeout, get_info=ldap3.NONE
+        )
+        conn = ldap3.Connection(
+            server,
+            user=self.config.bind_dn,
+            password=self.config.bind_password,
+            receive_timeout=self.config.timeout,
+            raise_exceptions=False,
+            auto_referrals=False,
+        )
+        try:
+            ok = conn.bind()
+        except ldap_exc.LDAPException as exc:
+            raise DirectoryUnavailable(f"directory {self.config.url} unreachable: {exc}") from exc
+        if not ok:
+            code = conn.result.get("result")
+            if code in _TEMPORARY_RESULTS:
+                raise DirectoryUnavailable(f"directory {self.config.url} busy: {conn.result}")
+            raise DirectoryError(
+                f"directory {self.config.url} refused the bind as {self.config.bind_dn}: "
+                f"{conn.result.get('description')}; check the directory credentials"
+            )
+        return conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[ldap3.Connection]:
+        conn = self._pool.get()
+        broken = False
+        try:
+            if conn is None:
+                conn = self._connect()
+            yield conn
+        except (ldap_exc.LDAPCommunicationError, ldap_exc.LDAPResponseTimeoutError, OSError) as exc:
+            broken = True
+            raise DirectoryUnavailable(f"directory {self.config.url} unreachable: {exc}") from exc
+        except DirectoryUnavailable:
+            broken = True
+            raise
+        finally:
+            if broken and conn is not None:
+                try:
+                    conn.unbind()
+                except Exception:  # noqa: S110 - the socket is already gone
+                    pass
+                conn = None
+            self._pool.put(conn)
+
+    async def _run(self, fn: Callable[[ldap3.Connection], T]) -> T:
+        def call() -> T:
+            with self._connection() as conn:
+                return fn(conn)
+
+        return await asyncio.to_thread(call)
+
+    def _check(self, conn: ldap3.Connection, ok: bool, what: str) -> None:
+        if ok:
+            return
+        code = conn.result.get("result")
+        if code in _TEMPORARY_RESULTS or code is None:
+            raise DirectoryUnavailable(
+                f"directory could not {what}: {conn.result.get('description')}"
+            )
+        raise DirectoryError(
+            f"directory refused to {what}: {conn.result.get('description')} "
+            f"({conn.result.get('message') or 'no detail'})"
+        )
+
+    async def close(self) -> None:
+        def close_all() -> None:
+            while True:
+                try:
+                    conn = self._pool.get_nowait()
+                except queue.Empty:
+                    return
+                if conn is not None:
+                    conn.unbind()
+
+        await asyncio.to_thread(close_all)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def _entry(self, raw: Mapping[str, Any]) -> CouncillorEntry:
+        attrs = raw["attributes"]
+        status_values = [str(v) for v in attrs.get(self.config.status_attribute, [])]
+        return CouncillorEntry(
+            dn=raw["dn"],
+            address=_first(attrs.get(self.config.mail_attribute)).lower(),
+            given_name=_first(attrs.get("givenName")),
+            surname=_first(attrs.get("sn")),
+            display_name=_first(attrs.get("displayName")) or _first(attrs.get("cn")),
+            active=self.config.disabled_value not in status_values,
+            attributes={
+                k: tuple(str(x) for x in v) if isinstance(v, list) else (str(v),)
+                for k, v in attrs.items()
+            },
+        )
+
+    async def ping(self) -> None:
+        """Raise DirectoryUnavailable unless the directory answers a base search."""
+
+        def op(conn: ldap3.Connection) -> None:
+            ok = conn.search(self.config.base_dn, "(objectClass=*)", ldap3.BASE, attributes=["1.1"])
+            self._check(conn, ok, f"read {self.config.base_dn}")
+
+        await self._run(op)
+
+    async def find_by_address(self, address: str) -> CouncillorEntry | None:
+        """The councillor entry holding ``address`` (active or not), or None if there is none."""
+
+        def op(conn: ldap3.Connection) -> CouncillorEntry | None:
+            ok = conn.search(
+                self.config.councillors_dn,
+                person_filter(self.config, address),
+                ldap3.SUBTREE,
+                attributes=[ldap3.ALL_ATTRIBUTES],
+                size_limit=2,
+            )
+            if not ok and conn.result.get("result") == _NO_SUCH_OBJECT:
+                raise DirectoryError(
+                    f"{self.config.councillors_dn} does not exist; run `mailsvc stack up` "
+                    "or create the base tree"
+                )
+            if not ok and conn.result.get("result") != 0:
+                self._check(conn, ok, f"look up {address}")
+            entries = [r for r in conn.response or [] if r.get("type") == "searchResEntry"]
+            if not entries:
+                return None
+            if len(entries) > 1:
+                raise DirectoryError(f"{address} is held by more than one directory entry")
+            return self._entry(entries[0])
+
+        return await self._run(op)
+
+    async def list_councillors(self, page_size: int = 500) -> list[CouncillorEntry]:
+        """Every councillor entry (paged search)."""
+
+        def op(conn: ldap3.Connection) -> list[CouncillorEntry]:
+            out: list[CouncillorEntry] = []
+            cookie: bytes | None = None
+            filt = f"(objectClass={escape_filter_chars(self.config.person_object_class)})"
+            while True:
+                ok = conn.search(
+                    self.config.councillors_dn,
+                    filt,
+                    ldap3.SUBTREE,
+                    attributes=[ldap3.ALL_ATTRIBUTES],
+                    paged_size=page_size,
+                    paged_cookie=cookie,
+                )
+                self._check(conn, ok or conn.result.get("result") == 0, "list councillors")
+                out.extend(
+                    self._entry(r) for r in conn.response or [] if r.get("type") == "searchResEntry"
+                )
+                controls = conn.result.get("controls") or {}
+                cookie = controls.get("1.2.840.113556.1.4.319", {}).get("value", {}).get("cookie")
+                if not cookie:
+                    return out
+
+        return await self._run(op)
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def ensure_base_tree(self) -> None:
+        """Create the councillors and groups containers if they are missing (idempotent)."""
+
+        def op(conn: ldap3.Connection) -> None:
+            for dn in (self.config.councillors_dn, self.config.groups_dn):
+                value = dn.split(",", 1)[0].split("=", 1)[1]
+                ok = conn.add(dn, ["top", "organizationalUnit"], {"ou": value})
+                if not ok and conn.result.get("result") != _ALREADY_EXISTS:
+                    self._check(conn, ok, f"create {dn}")
+
+        await self._run(op)
+
+    async def add_councillor(
+        self,
+        *,
+        local_part: str,
+        address: str,
+        given_name: str,
+        surname: str,
+        password_hash: str,
+        extra: Mapping[str, str | Sequence[str]] | None = None,
+    ) -> str:
+        """Create a councillor entry; returns its DN. Values are stored literally."""
+        dn = councillor_dn(self.config, local_part)
+        attributes: dict[str, Any] = {
+            "uid": local_part,
+            "cn": f"{given_name} {surname}",
+            "sn": surname,
+            "givenName": given_name,
+            "displayName": f"{given_name} {surname}",
+            self.config.mail_attribute: address,
+            "userPassword": password_hash,
+            self.config.status_attribute: self.config.active_value,
+        }
+        for key, value in (extra or {}).items():
+            attributes[key] = value
+
+        def op(conn: ldap3.Connection) -> str:
+            ok = conn.add(
+                dn,
+                ["top", "person", "organizationalPerson", self.config.person_object_class],
+                attributes,
+            )
+            if not ok and conn.result.get("result") == _ALREADY_EXISTS:
+                raise DirectoryError(f"{dn} already exists")
+            self._check(conn, ok, f"add {address}")
+            return dn
+
+        return await self._run(op)
+
+    async def modify(self, dn: str, changes: Mapping[str, Sequence[str] | None]) -> None:
+        """Replace attributes of ``dn`` (None or empty deletes the attribute)."""
+        ops = {
+            key: [(ldap3.MODIFY_REPLACE, list(value) if value else [])]
+            for key, value in changes.items()
+        }
+
+        def op(conn: ldap3.Connection) -> None:
+            self._check(conn, conn.modify(dn, ops), f"modify {dn}")
+
+        await self._run(op)
+
+    async def set_password(self, dn: str, password_hash: str) -> None:
+        await self.modify(dn, {"userPassword": [password_hash]})
+
+    async def set_active(self, dn: str, active: bool) -> None:
+        value = self.config.active_value if active else self.config.disabled_value
+        await self.modify(dn, {self.config.status_attribute: [value]})
+
+    async def delete(self, dn: str) -> None:
+        def op(conn: ldap3.Connection) -> None:
+            ok = conn.delete(dn)
+            if not ok and conn.result.get("result") == _NO_SUCH_OBJECT:
+                return
+            self._check(conn, ok, f"delete {dn}")
+
+        await self._run(op)
