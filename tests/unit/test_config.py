@@ -1,0 +1,108 @@
+"""Settings: embedded default, file selection, environment overrides, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mailsvc.config import DEFAULT_CONFIG, load_settings
+from mailsvc.errors import ConfigError
+
+
+def test_embedded_default_documents_the_contract_keys() -> None:
+    s = load_settings(env={})
+    assert s.domain == "rada.miasto.example"
+    assert s.var_dir == Path("var").absolute()
+    assert (s.smtp.port, s.stack.ldap_port, s.stack.imap_port, s.stack.lmtp_port) == (
+        2525,
+        3389,
+        1143,
+        2424,
+    )
+    assert s.database_url == f"sqlite+aiosqlite:///{Path('var').absolute() / 'mailsvc.db'}"
+    assert s.ldap_url == "ldap://127.0.0.1:3389"
+    assert s.source == DEFAULT_CONFIG
+
+
+def test_environment_overrides_section_and_top_level_keys() -> None:
+    env = {
+        "MAILSVC_SMTP__PORT": "2600",
+        "MAILSVC_DOMAIN": "rada.gmina.example",
+        "MAILSVC_STACK__LMTP_PORT": "2700",
+        "MAILSVC_DATABASE__URL": "postgresql+asyncpg://u:p@localhost/mailsvc",
+        "MAILSVC_VAR_DIR": "/tmp/x",
+    }
+    s = load_settings(env=env)
+    assert s.smtp.port == 2600
+    assert s.domain == "rada.gmina.example"
+    assert s.lmtp_address == ("127.0.0.1", 2700)
+    assert s.database_url.startswith("postgresql+asyncpg://")
+    assert s.var_dir == Path("/tmp/x")
+
+
+def test_mailsvc_config_selects_another_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "other.toml"
+    cfg.write_text('domain = "rada.powiat.example"\n[smtp]\nport = 2526\n', encoding="utf-8")
+    s = load_settings(env={"MAILSVC_CONFIG": str(cfg)})
+    assert (s.domain, s.smtp.port, s.source) == ("rada.powiat.example", 2526, cfg)
+    # Keys not in the file keep their defaults.
+    assert s.stack.imap_port == 1143
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        (
+            {"MAILSVC_SMTP__PORT": "abc"},
+            "smtp.port (from MAILSVC_SMTP__PORT) = 'abc': expected a whole number",
+        ),
+        ({"MAILSVC_SMTP__PORT": "70000"}, "smtp.port = 70000: expected a TCP port"),
+        ({"MAILSVC_DOMAIN": "Not A Domain"}, "domain = 'Not A Domain'"),
+        ({"MAILSVC_LANGUAGE": "de"}, "language = 'de': expected 'pl' or 'en'"),
+        ({"MAILSVC_DATABASE__URL": "mysql://x"}, "database.url = <hidden>"),
+        ({"MAILSVC_DIRECTORY__BASE_DN": "nonsense"}, "directory.base_dn = 'nonsense'"),
+    ],
+)
+def test_wrong_values_name_key_value_and_expectation(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env=env)
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "typo.toml"
+    cfg.write_text("[smtp]\nprot = 25\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"smtp\.prot: unknown key"):
+        load_settings(cfg, env={})
+
+
+def test_wrong_type_in_file_is_an_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[stack]\nldap_port = "389"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"stack\.ldap_port = '389': expected a whole number"):
+        load_settings(cfg, env={})
+
+
+def test_cli_exits_2_with_one_line_on_a_wrong_value() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "mailsvc.cli", "check"],
+        env={"MAILSVC_SMTP__PORT": "zero", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "smtp.port" in lines[0] and "'zero'" in lines[0]
+
+
+def test_secrets_are_not_in_repr() -> None:
+    s = load_settings(env={"MAILSVC_DIRECTORY__ADMIN_PASSWORD": "hunter2-very-secret"})
+    assert s.directory.admin_password == "hunter2-very-secret"
+    assert "hunter2" not in repr(s)
