@@ -248,32 +248,17 @@ async def _mailbox(settings: Settings, args: argparse.Namespace) -> int:
     from email import message_from_bytes
     from email.header import decode_header, make_header
 
-    import aioimaplib
+    from mailsvc.mailbox import read_inbox
 
-    client = aioimaplib.IMAP4(host=settings.stack.host, port=settings.stack.imap_port, timeout=10)
-    await client.wait_hello_from_server()
-    res = await client.login(args.user, args.password)
-    if res.result != "OK":
-        raise MailsvcError(f"IMAP login as {args.user} failed: {res.lines[-1]!r}")
-    await client.examine("INBOX")
-    res = await client.search("ALL")
-    ids = res.lines[0].decode().split() if res.lines and res.lines[0] else []
-    if not ids:
+    headers = await read_inbox(
+        settings.stack.host, settings.stack.imap_port, args.user, args.password, headers_only=True
+    )
+    if not headers:
         _print(settings, "mailbox.empty")
-    for num in ids:
-        fetched = await client.fetch(num, "(BODY.PEEK[HEADER])")
-        raw = next(
-            (
-                ln
-                for ln in fetched.lines
-                if isinstance(ln, (bytes, bytearray)) and b":" in ln and len(ln) > 20
-            ),
-            b"",
-        )
-        msg = message_from_bytes(bytes(raw))
+    for num, raw in enumerate(headers, 1):
+        msg = message_from_bytes(raw)
         subject = str(make_header(decode_header(msg.get("Subject", ""))))
-        print(f"{num}: {msg.get('From', '')} — {subject}")
-    await client.logout()
+        print(f"{num}: {msg.get('Date', '')} | {msg.get('From', '')} | {subject}")
     return 0
 
 

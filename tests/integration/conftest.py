@@ -1,0 +1,95 @@
+"""Fixtures for the service on the real local stack (slapd + Dovecot from tests/conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import smtplib
+from collections.abc import AsyncIterator, Callable, Sequence
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailsvc.app import Service, open_directory, start_service
+from mailsvc.config import Settings
+from mailsvc.mailbox import read_inbox
+from provisioning.accounts import NewAccount, create_councillor
+from provisioning.directory import Directory
+
+
+@pytest.fixture
+def settings(stack_settings: Settings, local_stack: Any, tmp_path: Path) -> Settings:
+    """Per test: its own database, fast retries, any free SMTP port."""
+    return stack_settings.with_changes(
+        smtp={"port": 0},
+        database={"url": f"sqlite+aiosqlite:///{tmp_path / 'mailsvc.db'}"},
+        delivery={"retry_initial": 0.3, "retry_max_interval": 1.0, "workers": 2},
+    )
+
+
+async def _wipe_directory(directory: Directory) -> None:
+    for entry in await directory.list_councillors():
+        await directory.delete(entry.dn)
+
+
+@pytest.fixture
+async def directory(settings: Settings) -> AsyncIterator[Directory]:
+    """The real directory, emptied of councillors and mailboxes before and after each test."""
+    d = open_directory(settings)
+    await _wipe_directory(d)
+    shutil.rmtree(settings.var_dir / "mail" / settings.domain, ignore_errors=True)
+    yield d
+    await _wipe_directory(d)
+    shutil.rmtree(settings.var_dir / "mail" / settings.domain, ignore_errors=True)
+    await d.close()
+
+
+@pytest.fixture
+def add_councillor(directory: Directory, settings: Settings) -> Callable[[str, str], Any]:
+    async def add(given: str, surname: str) -> NewAccount:
+        return await create_councillor(directory, settings.domain, given, surname)
+
+    return add
+
+
+@pytest.fixture
+async def service(settings: Settings, directory: Directory) -> AsyncIterator[Service]:
+    svc = await start_service(settings)
+    yield svc
+    await svc.stop()
+
+
+def make_message(to: str, subject: str, body: str = "Dzień dobry.\n") -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = "Jan Mieszkaniec <jan@example.org>"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg.set_content(body)
+    return msg
+
+
+async def smtp_send(
+    port: int, recipients: Sequence[str], msg: EmailMessage, host: str = "127.0.0.1"
+) -> dict[str, tuple[int, bytes]]:
+    """Send with the standard library's real SMTP client (in a thread); returns refusals."""
+
+    def send() -> dict[str, tuple[int, bytes]]:
+        with smtplib.SMTP(host, port, timeout=30) as client:
+            client.ehlo("resident.example.org")
+            return client.send_message(msg, "jan@example.org", list(recipients))
+
+    return await asyncio.to_thread(send)
+
+
+async def wait_for_inbox(
+    settings: Settings, user: str, password: str, count: int = 1, within: float = 15.0
+) -> list[bytes]:
+    """Poll the mailbox over IMAP until ``count`` messages are there."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        found = await read_inbox(settings.stack.host, settings.stack.imap_port, user, password)
+        if len(found) >= count or asyncio.get_running_loop().time() > deadline:
+            return found
+        await asyncio.sleep(0.1)
