@@ -89,6 +89,33 @@ class DeliverySettings:
 
 
 @dataclass(frozen=True)
+class CouncilSettings:
+    name: str = "Rada Miasta Przykładowo"
+    helpdesk_email: str = "informatyk@urzad.miasto.example"
+    helpdesk_phone: str = "+48 12 345 67 89"
+
+
+@dataclass(frozen=True)
+class ClientsSettings:
+    """What councillors type into their mail program (credentials letter, welcome message)."""
+
+    imap_host: str = ""
+    imap_port: int = 0
+    imap_security: str = "none"
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: str = "starttls"
+
+
+@dataclass(frozen=True)
+class ProvisioningSettings:
+    password_length: int = 20
+    send_welcome: bool = True
+    retention_days: int = 90
+    forward_ended_to_office: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     domain: str = "rada.miasto.example"
     var_dir: Path = Path("var")
@@ -99,6 +126,11 @@ class Settings:
     directory: DirectorySettings = DirectorySettings()
     database: DatabaseSettings = DatabaseSettings()
     delivery: DeliverySettings = DeliverySettings()
+    council: CouncilSettings = CouncilSettings()
+    clients: ClientsSettings = ClientsSettings()
+    provisioning: ProvisioningSettings = ProvisioningSettings()
+    # Committee slug -> display name; the slug names the group address komisja-<slug>@domain.
+    committees: tuple[tuple[str, str], ...] = ()
     source: Path | None = None
 
     # Derived values: one place decides what an empty setting means.
@@ -118,6 +150,24 @@ class Settings:
         )
 
     @property
+    def committee_names(self) -> dict[str, str]:
+        return dict(self.committees)
+
+    @property
+    def client_imap(self) -> tuple[str, int, str]:
+        c = self.clients
+        return (
+            c.imap_host or self.stack.host,
+            c.imap_port or self.stack.imap_port,
+            c.imap_security,
+        )
+
+    @property
+    def client_smtp(self) -> tuple[str, int, str]:
+        c = self.clients
+        return (c.smtp_host or self.smtp_hostname, c.smtp_port, c.smtp_security)
+
+    @property
     def smtp_hostname(self) -> str:
         return self.smtp.hostname or f"mail.{self.domain}"
 
@@ -132,12 +182,9 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-_SECTIONS = {f.name for f in dataclasses.fields(Settings) if f.name not in ("source",)} - {
-    "domain",
-    "var_dir",
-    "language",
-    "office_address",
-}
+_TOP_LEVEL = {"domain", "var_dir", "language", "office_address", "source", "committees"}
+_SECTIONS = {f.name for f in dataclasses.fields(Settings)} - _TOP_LEVEL
+_SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
 def _describe(tp: Any) -> str:
@@ -200,11 +247,11 @@ def _build(cls: type, prefix: str, values: Mapping[str, Any], env: Mapping[str, 
     kwargs: dict[str, Any] = {}
     types_ = _field_types(cls)
     for key in values:
-        if key not in types_ or (prefix == "" and key == "source"):
+        if key not in types_ or (prefix == "" and key in ("source", "committees")):
             where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
             raise ConfigError(f"{prefix}{key}: unknown key in {where}")
     for name, tp in types_.items():
-        if prefix == "" and (name in _SECTIONS or name == "source"):
+        if prefix == "" and (name in _SECTIONS or name in ("source", "committees")):
             continue
         dotted = f"{prefix}{name}"
         env_name = ENV_PREFIX + dotted.upper().replace(".", "__")
@@ -249,6 +296,21 @@ def validate(s: Settings) -> None:
     _check_positive("delivery.retry_initial", s.delivery.retry_initial)
     _check_positive("delivery.retry_max_interval", s.delivery.retry_max_interval)
     _check_positive("delivery.retry_period", s.delivery.retry_period)
+    for key in ("imap_security", "smtp_security"):
+        value = getattr(s.clients, key)
+        if value not in ("none", "starttls", "tls"):
+            raise ConfigError(f"clients.{key} = {value!r}: expected 'none', 'starttls' or 'tls'")
+    _check_port("clients.imap_port", s.clients.imap_port, allow_zero=True)
+    _check_port("clients.smtp_port", s.clients.smtp_port)
+    _check_positive("provisioning.password_length", s.provisioning.password_length)
+    if s.provisioning.password_length < 16:
+        raise ConfigError(
+            f"provisioning.password_length = {s.provisioning.password_length}: expected 16 or more"
+        )
+    if s.provisioning.retention_days < 0:
+        raise ConfigError(
+            f"provisioning.retention_days = {s.provisioning.retention_days}: expected 0 or more"
+        )
     for key in ("base_dn", "admin_dn", "reader_dn", "councillors_rdn"):
         value = getattr(s.directory, key)
         if not _DN.match(value):
@@ -264,6 +326,19 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             "database.url = <hidden>: expected sqlite+aiosqlite:///PATH or postgresql+asyncpg://..."
         )
+
+
+def _committees(raw: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(raw, dict):
+        raise ConfigError('committees: expected a [committees] section of slug = "name"')
+    out = []
+    for slug, name in raw.items():
+        if not _SLUG.match(slug):
+            raise ConfigError(f"committees.{slug}: expected a slug of a-z, 0-9 and single hyphens")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"committees.{slug} = {name!r}: expected the committee's name")
+        out.append((slug, name.strip()))
+    return tuple(out)
 
 
 def load_settings(
@@ -285,6 +360,7 @@ def load_settings(
     section_types = _field_types(Settings)
     sections: dict[str, Any] = {}
     top: dict[str, Any] = {}
+    committees = _committees(data.pop("committees", {}))
     for key, value in data.items():
         if key in _SECTIONS:
             if not isinstance(value, dict):
@@ -294,7 +370,7 @@ def load_settings(
     for name in _SECTIONS:
         sections[name] = _build(section_types[name], f"{name}.", data.get(name, {}), env)
     base: Settings = _build(Settings, "", top, env)
-    settings = dataclasses.replace(base, source=chosen, **sections)
+    settings = dataclasses.replace(base, source=chosen, committees=committees, **sections)
     settings = dataclasses.replace(settings, var_dir=settings.var_dir.absolute())
     validate(settings)
     return settings
