@@ -66,11 +66,24 @@ class DirectorySettings:
     mail_attribute: str = "mail"
     status_attribute: str = "employeeType"
     disabled_value: str = "disabled"
+    active_value: str = "active"
+    external_id_attribute: str = "employeeNumber"
+    district_attribute: str = "l"
+    club_attribute: str = "o"
+    role_attribute: str = "title"
+    phone_attribute: str = "mobile"
+    groups_rdn: str = "ou=groups"
+    group_object_class: str = "groupOfNames"
+    member_attribute: str = "member"
     timeout: float = 5.0
 
     @property
     def councillors_dn(self) -> str:
         return f"{self.councillors_rdn},{self.base_dn}"
+
+    @property
+    def groups_dn(self) -> str:
+        return f"{self.groups_rdn},{self.base_dn}"
 
 
 @dataclass(frozen=True)
@@ -311,7 +324,7 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             f"provisioning.retention_days = {s.provisioning.retention_days}: expected 0 or more"
         )
-    for key in ("base_dn", "admin_dn", "reader_dn", "councillors_rdn"):
+    for key in ("base_dn", "admin_dn", "reader_dn", "councillors_rdn", "groups_rdn"):
         value = getattr(s.directory, key)
         if not _DN.match(value):
             raise ConfigError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -49,6 +49,14 @@ class DirectoryConfig:
     status_attribute: str = "employeeType"
     disabled_value: str = "disabled"
     active_value: str = "active"
+    # Where roster fields live on the person entry (inetOrgPerson by default).
+    external_id_attribute: str = "employeeNumber"
+    district_attribute: str = "l"
+    club_attribute: str = "o"
+    role_attribute: str = "title"
+    phone_attribute: str = "mobile"
+    group_object_class: str = "groupOfNames"
+    member_attribute: str = "member"
     timeout: float = 5.0
     pool_size: int = 4
 
@@ -63,7 +71,21 @@ class CouncillorEntry:
     surname: str
     display_name: str
     active: bool
+    external_id: str | None = None
+    district: str = ""
+    club: str = ""
+    role: str = ""
+    phone: str | None = None
     attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GroupEntry:
+    """A group (all councillors, a committee, a role) and its member DNs."""
+
+    dn: str
+    name: str
+    members: frozenset[str]
 
 
 def person_filter(config: DirectoryConfig, address: str) -> str:
@@ -181,7 +203,13 @@ class Directory:
     def _entry(self, raw: Mapping[str, Any]) -> CouncillorEntry:
         attrs = raw["attributes"]
         status_values = [str(v) for v in attrs.get(self.config.status_attribute, [])]
+        c = self.config
         return CouncillorEntry(
+            external_id=_first(attrs.get(c.external_id_attribute)) or None,
+            district=_first(attrs.get(c.district_attribute)),
+            club=_first(attrs.get(c.club_attribute)),
+            role=_first(attrs.get(c.role_attribute)),
+            phone=_first(attrs.get(c.phone_attribute)) or None,
             dn=raw["dn"],
             address=_first(attrs.get(self.config.mail_attribute)).lower(),
             given_name=_first(attrs.get("givenName")),
@@ -294,7 +322,8 @@ class Directory:
             self.config.status_attribute: self.config.active_value,
         }
         for key, value in (extra or {}).items():
-            attributes[key] = value
+            if value:  # empty means "no value": LDAP has no empty attributes
+                attributes[key] = value
 
         def op(conn: ldap3.Connection) -> str:
             ok = conn.add(
@@ -336,3 +365,101 @@ class Directory:
             self._check(conn, ok, f"delete {dn}")
 
         await self._run(op)
+
+    def roster_attributes(
+        self,
+        *,
+        external_id: str | None,
+        district: str,
+        club: str,
+        role: str,
+        phone: str | None,
+    ) -> dict[str, list[str]]:
+        """Roster fields as directory attributes (an empty list removes the attribute)."""
+        c = self.config
+        pairs = (
+            (c.external_id_attribute, external_id),
+            (c.district_attribute, district),
+            (c.club_attribute, club),
+            (c.role_attribute, role),
+            (c.phone_attribute, phone),
+        )
+        return {attr: [value] if value else [] for attr, value in pairs}
+
+    # -- groups --------------------------------------------------------------------------
+
+    def group_dn(self, name: str) -> str:
+        return f"cn={escape_rdn(name)},{self.config.groups_dn}"
+
+    async def get_group(self, name: str) -> GroupEntry | None:
+        """The group called ``name`` (e.g. "rada", "komisja-budzetowa"), or None."""
+        dn = self.group_dn(name)
+
+        def op(conn: ldap3.Connection) -> GroupEntry | None:
+            ok = conn.search(
+                dn,
+                f"(objectClass={escape_filter_chars(self.config.group_object_class)})",
+                ldap3.BASE,
+                attributes=[self.config.member_attribute],
+            )
+            if not ok and conn.result.get("result") == _NO_SUCH_OBJECT:
+                return None
+            self._check(conn, ok or conn.result.get("result") == 0, f"read group {name}")
+            entries = [r for r in conn.response or [] if r.get("type") == "searchResEntry"]
+            if not entries:
+                return None
+            members = entries[0]["attributes"].get(self.config.member_attribute, [])
+            return GroupEntry(dn, name, frozenset(str(m).lower() for m in members))
+
+        return await self._run(op)
+
+    async def sync_group(self, name: str, member_dns: Iterable[str], description: str) -> bool:
+        """Make group ``name`` have exactly ``member_dns``; True if anything changed.
+
+        groupOfNames needs at least one member, so an empty group holds the groups container
+        itself as a placeholder (never a person, so it expands to nobody).
+        """
+        wanted = sorted({dn.lower() for dn in member_dns}) or [self.config.groups_dn.lower()]
+        current = await self.get_group(name)
+        dn = self.group_dn(name)
+        if current is None:
+
+            def create(conn: ldap3.Connection) -> None:
+                ok = conn.add(
+                    dn,
+                    ["top", self.config.group_object_class],
+                    {"cn": name, "description": description, self.config.member_attribute: wanted},
+                )
+                self._check(conn, ok, f"create group {name}")
+
+            await self._run(create)
+            return True
+        if set(wanted) == set(current.members):
+            return False
+        await self.modify(dn, {self.config.member_attribute: wanted})
+        return True
+
+    async def list_groups(self) -> list[GroupEntry]:
+        def op(conn: ldap3.Connection) -> list[GroupEntry]:
+            ok = conn.search(
+                self.config.groups_dn,
+                f"(objectClass={escape_filter_chars(self.config.group_object_class)})",
+                ldap3.LEVEL,
+                attributes=["cn", self.config.member_attribute],
+            )
+            self._check(conn, ok or conn.result.get("result") == 0, "list groups")
+            out = []
+            for r in conn.response or []:
+                if r.get("type") != "searchResEntry":
+                    continue
+                members = r["attributes"].get(self.config.member_attribute, [])
+                out.append(
+                    GroupEntry(
+                        r["dn"],
+                        _first(r["attributes"].get("cn")),
+                        frozenset(str(m).lower() for m in members),
+                    )
+                )
+            return out
+
+        return await self._run(op)

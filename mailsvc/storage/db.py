@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -57,6 +58,48 @@ deliveries = Table(
     Column("updated_at", DateTime, nullable=False),
     Index("ix_deliveries_due", "status", "next_attempt_at"),
     Index("ix_deliveries_message", "message_id"),
+)
+
+
+# The council register: every councillor who ever had a mailbox. Rows are never deleted, so an
+# address once used is never given to anyone else. The directory holds the account itself.
+councillors = Table(
+    "councillors",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("address", String(254), nullable=False, unique=True),
+    Column("dn", Text, nullable=True),
+    Column("external_id", String(128), nullable=True, index=True),
+    Column("given_names", Text, nullable=False),
+    Column("surname", Text, nullable=False),
+    Column("district", Text, nullable=False, default=""),
+    Column("club", Text, nullable=False, default=""),
+    Column("role", String(32), nullable=False, default="radny"),
+    Column("committees", Text, nullable=False, default=""),  # comma-separated slugs
+    Column("term_start", Date, nullable=True),
+    Column("mandate_end", Date, nullable=True),
+    Column("end_reason", Text, nullable=True),
+    Column("private_email", Text, nullable=True),
+    Column("phone", Text, nullable=True),
+    Column("status", String(16), nullable=False, default="active"),  # active|disabled|removed
+    Column("disabled_at", DateTime, nullable=True),
+    Column("removed_at", DateTime, nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+# Every directory change, with before and after (JSON), who did it and with which command.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("command", Text, nullable=False),
+    Column("address", String(254), nullable=True, index=True),
+    Column("action", String(32), nullable=False),
+    Column("before", Text, nullable=True),
+    Column("after", Text, nullable=True),
 )
 
 

@@ -1,0 +1,232 @@
+"""The council register (councillors table) and the audit log of directory changes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from mailsvc.storage.db import audit_log, councillors, utcnow
+
+
+@dataclass(frozen=True)
+class RegisterRow:
+    address: str
+    dn: str | None
+    external_id: str | None
+    given_names: str
+    surname: str
+    district: str
+    club: str
+    role: str
+    committees: tuple[str, ...]
+    term_start: date | None
+    mandate_end: date | None
+    end_reason: str | None
+    private_email: str | None
+    phone: str | None
+    status: str
+    disabled_at: datetime | None
+    removed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.given_names} {self.surname}"
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """Who changes the directory, and with which command."""
+
+    actor: str
+    command: str
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    actor: str
+    command: str
+    address: str | None
+    action: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+_ROW_FIELDS = [f.name for f in fields(RegisterRow)]
+
+
+def _to_row(raw: Any) -> RegisterRow:
+    data = {name: getattr(raw, name) for name in _ROW_FIELDS}
+    data["committees"] = tuple(c for c in (raw.committees or "").split(",") if c)
+    return RegisterRow(**data)
+
+
+def _jsonable(values: Mapping[str, Any] | None) -> str | None:
+    if values is None:
+        return None
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, (date, datetime)):
+            return v.isoformat()
+        if isinstance(v, tuple):
+            return list(v)
+        return v
+
+    return json.dumps({k: conv(v) for k, v in values.items()}, ensure_ascii=False, sort_keys=True)
+
+
+def _db_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    if "committees" in out:
+        out["committees"] = ",".join(out["committees"])
+    return out
+
+
+@dataclass(frozen=True)
+class RegisterWrite:
+    """One change to one councillor: register values (insert or update) plus its audit record."""
+
+    address: str
+    action: str
+    values: Mapping[str, Any]
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
+
+
+class Register:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def all(self, *, include_removed: bool = True) -> list[RegisterRow]:
+        query = select(councillors).order_by(councillors.c.surname, councillors.c.given_names)
+        if not include_removed:
+            query = query.where(councillors.c.status != "removed")
+        async with self.engine.connect() as conn:
+            return [_to_row(r) for r in (await conn.execute(query)).all()]
+
+    async def get(self, address: str) -> RegisterRow | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(select(councillors).where(councillors.c.address == address))
+            ).first()
+        return _to_row(row) if row else None
+
+    async def addresses(self) -> set[str]:
+        async with self.engine.connect() as conn:
+            return set((await conn.execute(select(councillors.c.address))).scalars())
+
+    async def write(self, context: AuditContext, changes: Sequence[RegisterWrite]) -> None:
+        """Apply register changes and their audit records in one transaction."""
+        if not changes:
+            return
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            existing = set(
+                (
+                    await conn.execute(
+                        select(councillors.c.address).where(
+                            councillors.c.address.in_([c.address for c in changes])
+                        )
+                    )
+                ).scalars()
+            )
+            for change in changes:
+                values = _db_values(change.values)
+                if change.address in existing:
+                    if values:
+                        await conn.execute(
+                            update(councillors)
+                            .where(councillors.c.address == change.address)
+                            .values(**values, updated_at=now)
+                        )
+                else:
+                    await conn.execute(
+                        councillors.insert().values(
+                            address=change.address, created_at=now, updated_at=now, **values
+                        )
+                    )
+                    existing.add(change.address)
+            await self._audit(conn, context, changes, now)
+
+    async def audit_only(self, context: AuditContext, changes: Iterable[RegisterWrite]) -> None:
+        async with self.engine.begin() as conn:
+            await self._audit(conn, context, list(changes), utcnow())
+
+    @staticmethod
+    async def _audit(
+        conn: AsyncConnection,
+        context: AuditContext,
+        changes: Sequence[RegisterWrite],
+        now: datetime,
+    ) -> None:
+        await conn.execute(
+            audit_log.insert(),
+            [
+                {
+                    "at": now,
+                    "actor": context.actor,
+                    "command": context.command,
+                    "address": c.address,
+                    "action": c.action,
+                    "before": _jsonable(c.before),
+                    "after": _jsonable(c.after),
+                }
+                for c in changes
+            ],
+        )
+
+    async def history(self, address: str) -> list[AuditEntry]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(audit_log)
+                    .where(audit_log.c.address == address)
+                    .order_by(audit_log.c.at, audit_log.c.id)
+                )
+            ).all()
+        return [
+            AuditEntry(
+                at=r.at,
+                actor=r.actor,
+                command=r.command,
+                address=r.address,
+                action=r.action,
+                before=json.loads(r.before) if r.before else None,
+                after=json.loads(r.after) if r.after else None,
+            )
+            for r in rows
+        ]
+
+    async def due_mandate_ends(self, today: date) -> list[RegisterRow]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(councillors).where(
+                        councillors.c.status == "active",
+                        councillors.c.mandate_end.is_not(None),
+                        councillors.c.mandate_end <= today,
+                    )
+                )
+            ).all()
+        return [_to_row(r) for r in rows]
+
+    async def due_removals(self, disabled_before: datetime) -> list[RegisterRow]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(councillors).where(
+                        councillors.c.status == "disabled",
+                        councillors.c.disabled_at.is_not(None),
+                        councillors.c.disabled_at <= disabled_before,
+                    )
+                )
+            ).all()
+        return [_to_row(r) for r in rows]
