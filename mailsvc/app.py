@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailsvc import secret_store
 from mailsvc.config import Settings
+from mailsvc.councillors import Councillors
 from mailsvc.delivery.worker import DeliveryWorkers
 from mailsvc.smtp.inbound import InboundHandler, start_inbound
 from mailsvc.storage.db import create_engine, create_schema
 from mailsvc.storage.queue import MailQueue
+from mailsvc.storage.register import AuditContext, Register
 from provisioning.directory import Directory, DirectoryConfig
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,66 @@ async def open_database(settings: Settings) -> AsyncEngine:
     engine = create_engine(settings.database_url)
     await create_schema(engine)
     return engine
+
+
+def audit_context(command: str) -> AuditContext:
+    """Who runs this command: the OS user (sudo's caller when there is one)."""
+    try:
+        user = os.environ.get("SUDO_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid:{os.getuid()}"
+    return AuditContext(actor=user, command=command)
+
+
+def cli_command_line() -> str:
+    return " ".join(["mailsvc", *sys.argv[1:]])[:500]
+
+
+@dataclass
+class Parts:
+    """What the clerk commands work with: database, directory, register, queue, use cases."""
+
+    settings: Settings
+    engine: AsyncEngine
+    directory: Directory
+    register: Register
+    queue: MailQueue
+
+    def councillors(self) -> Councillors:
+        from mailsvc.compose import welcome_message
+
+        def compose(display_name: str, address: str) -> EmailMessage:
+            return welcome_message(self.settings, display_name=display_name, address=address)
+
+        send = self.settings.provisioning.send_welcome
+        return Councillors(
+            self.settings,
+            self.directory,
+            self.register,
+            self.queue if send else None,
+            compose if send else None,
+        )
+
+    async def deliver_queued(self) -> int:
+        """Hand queued mail (welcome messages) to the mailbox store now; the rest waits."""
+        workers = DeliveryWorkers(
+            self.queue,
+            self.settings.delivery,
+            self.settings.lmtp_address,
+            lhlo=self.settings.smtp_hostname,
+        )
+        return await workers.drain()
+
+
+@asynccontextmanager
+async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
+    engine = await open_database(settings)
+    directory = open_directory(settings)
+    try:
+        yield Parts(settings, engine, directory, Register(engine), MailQueue(engine))
+    finally:
+        await directory.close()
+        await engine.dispose()
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import signal
 import smtplib
@@ -17,11 +16,10 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-from mailsvc import i18n
+from mailsvc import cli_councillors, i18n
 from mailsvc.app import open_database, open_directory, start_service
 from mailsvc.config import Settings, load_settings
 from mailsvc.errors import ConfigError, MailsvcError
-from provisioning.accounts import create_councillor, taken_local_parts
 from provisioning.errors import ProvisioningError
 
 log = logging.getLogger("mailsvc")
@@ -75,72 +73,6 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
             running = running and st.running
         return 0 if running else 3
     return 0
-
-
-# -- councillors -----------------------------------------------------------------------------
-
-
-async def _add_councillor(settings: Settings, args: argparse.Namespace) -> int:
-    directory = open_directory(settings)
-    try:
-        account = await create_councillor(directory, settings.domain, args.given_name, args.surname)
-    finally:
-        await directory.close()
-    if args.json:
-        print(json.dumps({"address": account.address, "password": account.password}))
-    else:
-        _print(settings, "councillor.created", address=account.address, password=account.password)
-    return 0
-
-
-async def import_sample_roster(settings: Settings, path: Path) -> list[tuple[str, str]]:
-    """Thin roster import: creates councillors not yet in the directory (by external id)."""
-    from provisioning.roster import read_roster
-
-    roster = read_roster(path)
-    if roster.problems:
-        raise MailsvcError("\n".join(str(p) for p in roster.problems))
-    directory = open_directory(settings)
-    created: list[tuple[str, str]] = []
-    try:
-        existing = await directory.list_councillors()
-        known_ids = {v for e in existing for v in e.attributes.get("employeeNumber", ())}
-        taken = await taken_local_parts(directory, settings.domain)
-        for entry in roster.entries:
-            if entry.external_id and entry.external_id in known_ids:
-                continue
-            extra: dict[str, str] = {"l": entry.district}
-            if entry.external_id:
-                extra["employeeNumber"] = entry.external_id
-            account = await create_councillor(
-                directory,
-                settings.domain,
-                entry.given_names,
-                entry.surname,
-                taken=taken,
-                extra=extra,
-            )
-            created.append((account.address, account.password))
-    finally:
-        await directory.close()
-    return created
-
-
-async def _import(settings: Settings, args: argparse.Namespace) -> int:
-    created = await import_sample_roster(settings, Path(args.file))
-    if args.json:
-        print(json.dumps({"created": [{"address": a, "password": p} for a, p in created]}))
-    else:
-        for address, password in created:
-            print(f"{address}\t{password}")
-        _print(settings, "import.summary", path=args.file, created=len(created), existing="-")
-    return 0
-
-
-def cmd_councillors(settings: Settings, args: argparse.Namespace) -> int:
-    if args.action == "add":
-        return asyncio.run(_add_councillor(settings, args))
-    return asyncio.run(_import(settings, args))
 
 
 # -- serve / check ---------------------------------------------------------------------------
@@ -276,10 +208,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     stack.up()
     print(f"stack ready in {time.monotonic() - started:.2f} s")
     try:
-        created = asyncio.run(import_sample_roster(settings, Path(args.roster)))
-        for address, password in created:
-            print(f"  {address}\t{password}")
-        _print(settings, "import.summary", path=args.roster, created=len(created), existing="-")
+        asyncio.run(_import_sample(settings, Path(args.roster)))
         login, password = asyncio.run(_demo_login(settings))
         send = f"{sys.argv[0]} sendmail --to {login} --subject 'Dziura w jezdni na ul. Długiej'"
         read = f"{sys.argv[0]} mailbox --user {login} --password {password}"
@@ -298,6 +227,30 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         if not was_running:
             stack.down()
+
+
+async def _import_sample(settings: Settings, roster: Path) -> None:
+    from mailsvc.app import open_parts
+    from mailsvc.cli_councillors import run_import
+
+    async with open_parts(settings) as parts:
+        _, result, _, _ = await run_import(parts, roster, quiet=True)
+        assert result is not None
+        if result.created:
+            await parts.deliver_queued()
+    for account in result.created:
+        print(f"  {account.address}\t{account.password}")
+    print(
+        i18n.text(
+            settings.language,
+            "import.done",
+            created=len(result.created),
+            updated=len(result.updated),
+            disabled=len(result.disabled),
+            unchanged=result.unchanged,
+            errors=len(result.errors),
+        )
+    )
 
 
 async def _demo_login(settings: Settings) -> tuple[str, str]:
@@ -342,25 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["up", "down", "status"])
     p.set_defaults(func=cmd_stack)
 
-    p = sub.add_parser("councillors", help="manage councillor mailboxes")
-    csub = p.add_subparsers(dest="action", required=True)
-    a = csub.add_parser(
-        "add",
-        help="create a councillor's mailbox",
-        epilog="example: mailsvc councillors add --given-name Łukasz --surname Żółć --json",
-    )
-    a.add_argument("--given-name", required=True)
-    a.add_argument("--surname", required=True)
-    a.add_argument("--json", action="store_true", help='print {"address": ..., "password": ...}')
-    a.set_defaults(func=cmd_councillors)
-    i = csub.add_parser(
-        "import",
-        help="create mailboxes for a roster file (CSV)",
-        epilog="example: mailsvc councillors import config/sample-roster.csv",
-    )
-    i.add_argument("file")
-    i.add_argument("--json", action="store_true")
-    i.set_defaults(func=cmd_councillors)
+    cli_councillors.add_parser(sub)
 
     p = sub.add_parser(
         "serve",

@@ -9,10 +9,53 @@ MESSAGES: dict[str, dict[str, str]] = {
         "pl": "Utworzono skrzynkę: {address}\nHasło początkowe: {password}",
         "en": "Mailbox created: {address}\nInitial password: {password}",
     },
-    "import.summary": {
-        "pl": "Import {path}: utworzono {created}, pominięto istniejących {existing}.",
-        "en": "Import {path}: created {created}, skipped existing {existing}.",
+    "plan.header": {
+        "pl": "Plan dla {path} (kodowanie {encoding}, separator '{delimiter}', wierszy: {rows}):",
+        "en": "Plan for {path} (encoding {encoding}, delimiter '{delimiter}', rows: {rows}):",
     },
+    "plan.create": {"pl": "utworzenie", "en": "create"},
+    "plan.update": {"pl": "zmiana", "en": "update"},
+    "plan.disable": {"pl": "wyłączenie", "en": "disable"},
+    "plan.unchanged": {"pl": "bez zmian", "en": "unchanged"},
+    "import.progress": {"pl": "Zapisywanie", "en": "Applying"},
+    "import.invalid": {
+        "pl": "Błędnych wierszy: {count}. Nic nie zmieniono. Popraw plik albo użyj --skip-invalid.",
+        "en": "{count} invalid rows. Nothing was changed. Fix the file or use --skip-invalid.",
+    },
+    "import.dry_run": {
+        "pl": "Próba (--dry-run): nic nie zmieniono.",
+        "en": "Dry run (--dry-run): nothing was changed.",
+    },
+    "import.done": {
+        "pl": (
+            "Gotowe: utworzono {created}, zmieniono {updated}, wyłączono {disabled}, "
+            "bez zmian {unchanged}, błędów {errors}."
+        ),
+        "en": (
+            "Done: created {created}, updated {updated}, disabled {disabled}, "
+            "unchanged {unchanged}, errors {errors}."
+        ),
+    },
+    "letters.written": {
+        "pl": "Zapisano listy z danymi logowania ({count}) do {path}",
+        "en": "Wrote credentials letters ({count}) to {path}",
+    },
+    "password.reset": {
+        "pl": "Nowe hasło dla {address}: {password}",
+        "en": "New password for {address}: {password}",
+    },
+    "mandate.ended_now": {
+        "pl": "Mandat {address} wygasł {on}: konto wyłączone.",
+        "en": "The mandate of {address} ended on {on}: account disabled.",
+    },
+    "mandate.scheduled": {
+        "pl": "Mandat {address} wygaśnie {on}: konto zostanie wtedy wyłączone.",
+        "en": "The mandate of {address} ends on {on}: the account will be disabled then.",
+    },
+    "history.none": {"pl": "Brak historii dla {address}.", "en": "No history for {address}."},
+    "status.active": {"pl": "aktywny", "en": "active"},
+    "status.disabled": {"pl": "wyłączony", "en": "disabled"},
+    "status.removed": {"pl": "usunięty", "en": "removed"},
     "stack.up": {"pl": "Stos lokalny działa:", "en": "Local stack is running:"},
     "stack.down": {"pl": "Zatrzymano: {names}", "en": "Stopped: {names}"},
     "stack.down.none": {"pl": "Nic nie było uruchomione.", "en": "Nothing was running."},

@@ -463,3 +463,14 @@ class Directory:
             return out
 
         return await self._run(op)
+
+    async def expand_group(self, name: str) -> list[CouncillorEntry] | None:
+        """Active members of group ``name`` now (None if there is no such group)."""
+        group = await self.get_group(name)
+        if group is None:
+            return None
+        people = await self.list_councillors()
+        return sorted(
+            (p for p in people if p.active and p.dn.lower() in group.members),
+            key=lambda p: p.address,
+        )

@@ -108,6 +108,18 @@ class DeliveryWorkers:
         finally:
             await client.close()
 
+    async def drain(self) -> int:
+        """Deliver everything due now on one connection, then return (CLI, outside serve)."""
+        client = LmtpClient(*self.lmtp, lhlo=self.lhlo)
+        count = 0
+        try:
+            while (message := await self.queue.claim_next()) is not None:
+                await self.deliver(client, message)
+                count += 1
+        finally:
+            await client.close()
+        return count
+
     async def deliver(self, client: LmtpClient, message: QueuedMessage) -> None:
         recipients = [rcpt for _, rcpt, _ in message.deliveries]
         try:

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 class RecipientDirectory(Protocol):
     async def find_by_address(self, address: str) -> CouncillorEntry | None: ...
 
+    async def expand_group(self, name: str) -> list[CouncillorEntry] | None: ...
+
 
 def _clean(text: str, limit: int = 200) -> str:
     """Make client-supplied text safe to put in a header: no CR/LF/control characters."""
@@ -74,6 +76,11 @@ class InboundHandler:
             return replies.refusal_reply(decision.kind, address, self.settings.office_address)
         try:
             entry = await self.directory.find_by_address(decision.address)
+            members = None
+            if entry is None:
+                # Group and role addresses (rada@, komisja-…@, przewodniczacy@) expand to the
+                # members active right now.
+                members = await self.directory.expand_group(decision.local_part)
         except DirectoryUnavailable as exc:
             log.warning("RCPT <%s>: directory unavailable: %s", decision.address, exc)
             return replies.S451_DIRECTORY
@@ -81,6 +88,11 @@ class InboundHandler:
             # A misconfigured directory is not the sender's fault: keep it temporary.
             log.error("RCPT <%s>: directory error: %s", decision.address, exc)
             return replies.S451_DIRECTORY
+        if entry is None and members:
+            for member in members:
+                if member.address not in envelope.rcpt_tos:
+                    envelope.rcpt_tos.append(member.address)
+            return replies.S250_RCPT_OK
         if entry is None:
             return replies.refusal_reply(
                 RefusalKind.UNKNOWN_USER, decision.address, self.settings.office_address
