@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -124,42 +125,61 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
 
 @dataclass
 class Service:
-    """The running service: inbound SMTP and delivery workers."""
+    """The running service: inbound SMTP, delivery workers, scheduled jobs."""
 
     settings: Settings
-    directory: Directory
-    engine: AsyncEngine
-    queue: MailQueue
+    parts: Parts
     workers: DeliveryWorkers
     servers: list[asyncio.Server] = field(default_factory=list)
+    scheduler: Any = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.parts.engine
+
+    @property
+    def directory(self) -> Directory:
+        return self.parts.directory
+
+    @property
+    def queue(self) -> MailQueue:
+        return self.parts.queue
 
     @property
     def smtp_port(self) -> int:
         return int(self.servers[0].sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
         for server in self.servers:
             server.close()
         for server in self.servers:
             await server.wait_closed()
         await self.workers.stop()
-        await self.directory.close()
-        await self.engine.dispose()
+        await self.parts.directory.close()
+        await self.parts.engine.dispose()
         log.info("mailsvc stopped")
 
 
-async def start_service(settings: Settings) -> Service:
-    """Start delivery first (so the backlog drains), then accept mail."""
+async def start_service(settings: Settings, *, scheduler: bool = True) -> Service:
+    """Start delivery first (so the backlog drains), then jobs, then accept mail."""
+    from mailsvc.scheduling.jobs import job_specs, start_scheduler
+
     engine = await open_database(settings)
     directory = open_directory(settings)
-    queue = MailQueue(engine)
+    parts = Parts(settings, engine, directory, Register(engine), MailQueue(engine))
     workers = DeliveryWorkers(
-        queue, settings.delivery, settings.lmtp_address, lhlo=settings.smtp_hostname
+        parts.queue, settings.delivery, settings.lmtp_address, lhlo=settings.smtp_hostname
     )
     await workers.start()
-    service = Service(settings, directory, engine, queue, workers)
+    service = Service(settings, parts, workers)
     try:
-        handler = InboundHandler(settings, directory, queue, on_queued=workers.wake)
+        if scheduler:
+            service.scheduler = start_scheduler(
+                parts, job_specs(settings.provisioning.lifecycle_interval)
+            )
+        handler = InboundHandler(settings, directory, parts.queue, on_queued=workers.wake)
         service.servers.append(await start_inbound(settings, handler))
     except BaseException:
         await service.stop()

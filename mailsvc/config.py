@@ -126,6 +126,7 @@ class ProvisioningSettings:
     send_welcome: bool = True
     retention_days: int = 90
     forward_ended_to_office: bool = False
+    lifecycle_interval: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -320,6 +321,7 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             f"provisioning.password_length = {s.provisioning.password_length}: expected 16 or more"
         )
+    _check_positive("provisioning.lifecycle_interval", s.provisioning.lifecycle_interval)
     if s.provisioning.retention_days < 0:
         raise ConfigError(
             f"provisioning.retention_days = {s.provisioning.retention_days}: expected 0 or more"

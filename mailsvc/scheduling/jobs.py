@@ -1,0 +1,66 @@
+"""APScheduler wiring. Jobs are thin calls into use cases; their state lives in the database,
+so a job that was due while the service was down simply runs at start-up."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+if TYPE_CHECKING:
+    from mailsvc.app import Parts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    id: str
+    seconds: float
+    run: Callable[[Parts], Awaitable[object]]
+
+
+async def councillor_lifecycle(ctx: Parts) -> object:
+    """Disable accounts whose mandate ended; remove mailboxes past retention."""
+    from mailsvc.app import audit_context
+
+    service = ctx.councillors()
+    audit = audit_context("scheduler: councillor-lifecycle")
+    disabled = await service.apply_due_mandate_ends(audit)
+    removed = await service.remove_expired(audit)
+    if disabled or removed:
+        log.info("lifecycle: disabled %s, removed %s", disabled, removed)
+    return disabled, removed
+
+
+def job_specs(lifecycle_interval: float) -> list[JobSpec]:
+    """Every job of the service, with stable ids. Nothing is discovered by magic."""
+    return [JobSpec("councillor-lifecycle", lifecycle_interval, councillor_lifecycle)]
+
+
+def start_scheduler(ctx: Parts, specs: list[JobSpec]) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    for spec in specs:
+
+        async def run(spec: JobSpec = spec) -> None:
+            try:
+                await spec.run(ctx)
+            except Exception:  # a failing job is logged and retried at its next run
+                log.exception("job %s failed", spec.id)
+
+        scheduler.add_job(
+            run,
+            "interval",
+            seconds=spec.seconds,
+            id=spec.id,
+            next_run_time=datetime.now().astimezone(),  # also once at start-up
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+        )
+    scheduler.start()
+    return scheduler
