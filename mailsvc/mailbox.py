@@ -1,4 +1,4 @@
-"""Read-only access to a mailbox over IMAP (aioimaplib): EXAMINE and BODY.PEEK never set \\Seen."""
+"""Read-only access to a mailbox over IMAP (aioimaplib): BODY.PEEK never sets \\Seen."""
 
 from __future__ import annotations
 
@@ -24,9 +24,11 @@ async def read_inbox(
         res = await client.login(user, password)
         if res.result != "OK":
             raise MailboxLoginFailed(f"IMAP login as {user} refused: {res.lines[-1]!r}")
-        res = await client.examine("INBOX")
+        # aioimaplib does not enter the SELECTED state after EXAMINE, so SELECT is used;
+        # BODY.PEEK below is what keeps \\Seen untouched.
+        res = await client.select("INBOX")
         if res.result != "OK":
-            raise MailsvcError(f"IMAP EXAMINE INBOX failed for {user}: {res.lines[-1]!r}")
+            raise MailsvcError(f"IMAP SELECT INBOX failed for {user}: {res.lines[-1]!r}")
         part = "BODY.PEEK[HEADER]" if headers_only else "BODY.PEEK[]"
         res = await client.fetch("1:*", f"({part})") if _has_messages(res.lines) else None
         if res is None:

@@ -8,9 +8,9 @@ is kept strictly apart from "directory unreachable" (:class:`DirectoryUnavailabl
 from __future__ import annotations
 
 import asyncio
+import math
 import queue
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -125,7 +125,7 @@ class Directory:
             server,
             user=self.config.bind_dn,
             password=self.config.bind_password,
-            receive_timeout=self.config.timeout,
+            receive_timeout=max(1, math.ceil(self.config.timeout)),  # ldap3 packs it as an int
             raise_exceptions=False,
             auto_referrals=False,
         )
@@ -143,35 +143,51 @@ class Directory:
             )
         return conn
 
-    @contextmanager
-    def _connection(self) -> Iterator[ldap3.Connection]:
-        conn = self._pool.get()
-        broken = False
-        try:
-            if conn is None:
-                conn = self._connect()
-            yield conn
-        except (ldap_exc.LDAPCommunicationError, ldap_exc.LDAPResponseTimeoutError, OSError) as exc:
-            broken = True
-            raise DirectoryUnavailable(f"directory {self.config.url} unreachable: {exc}") from exc
-        except DirectoryUnavailable:
-            broken = True
-            raise
-        finally:
-            if broken and conn is not None:
-                try:
-                    conn.unbind()
-                except Exception:  # noqa: S110 - the socket is already gone
-                    pass
-                conn = None
+    def _discard(self, conn: ldap3.Connection | None) -> None:
+        if conn is not None:
+            try:
+                conn.unbind()
+            except Exception:  # noqa: S110 - the socket is already gone
+                pass
+        self._pool.put(None)
+
+    def _call(self, fn: Callable[[ldap3.Connection], T]) -> T:
+        # A pooled connection may have gone stale (server restarted): on a communication error
+        # with a reused connection, try once more on a fresh one before calling it unavailable.
+        for attempt in (1, 2):
+            conn = self._pool.get()
+            reused = conn is not None
+            try:
+                if conn is None:
+                    conn = self._connect()
+                result = fn(conn)
+            except (
+                ldap_exc.LDAPCommunicationError,
+                ldap_exc.LDAPResponseTimeoutError,
+                OSError,
+            ) as exc:
+                self._discard(conn)
+                if (
+                    reused
+                    and attempt == 1
+                    and not isinstance(exc, ldap_exc.LDAPResponseTimeoutError)
+                ):
+                    continue
+                raise DirectoryUnavailable(
+                    f"directory {self.config.url} unreachable: {exc}"
+                ) from exc
+            except DirectoryUnavailable:
+                self._discard(conn)
+                raise
+            except BaseException:
+                self._pool.put(conn)
+                raise
             self._pool.put(conn)
+            return result
+        raise AssertionError("unreachable")
 
     async def _run(self, fn: Callable[[ldap3.Connection], T]) -> T:
-        def call() -> T:
-            with self._connection() as conn:
-                return fn(conn)
-
-        return await asyncio.to_thread(call)
+        return await asyncio.to_thread(self._call, fn)
 
     def _check(self, conn: ldap3.Connection, ok: bool, what: str) -> None:
         if ok:
