@@ -1,0 +1,270 @@
+"""Building the messages and letters the service itself writes to councillors.
+
+``build_message`` is the one way outgoing mail is put together: every display name, subject and
+extra header value passes through it, so no caller can smuggle a line break into a header.
+Bodies come from ``templates/`` through :mod:`mailsvc.templating`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any
+
+from mailsvc import templating
+from mailsvc.config import Settings
+
+# Unicode categories that end a line somewhere: controls (CR, LF, NUL, TAB, NEL, ...) and the
+# line/paragraph separators that str.splitlines() honours.
+_LINE_BREAKING_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+# Characters that would turn one address into several, a group, a comment or a route.
+_ADDRESS_SPECIALS = frozenset('<>()[]\\,;:"')
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*")
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII except ':' (RFC 5322 ftext)
+# Headers build_message sets itself, or that must never travel in a message (Bcc).
+_RESERVED_HEADERS = frozenset(
+    {
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "sender",
+        "subject",
+        "date",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+    }
+)
+
+_SECURITY_LABELS = {
+    "pl": {"none": "brak", "starttls": "STARTTLS", "tls": "SSL/TLS"},
+    "en": {"none": "none", "starttls": "STARTTLS", "tls": "SSL/TLS"},
+}
+_WELCOME_SUBJECT = {
+    "pl": "Witamy w poczcie {council_genitive}",
+    "en": "Welcome to your {council} mailbox",
+}
+# Feminine adjectives after "Rada" take -ej in the genitive: Rada Miejska -> Rady Miejskiej.
+_ADJECTIVE_GENITIVE = (("ska", "skiej"), ("cka", "ckiej"), ("nna", "nnej"), ("owa", "owej"))
+
+
+def clean_header_text(value: str) -> str:
+    """``value`` with every control or line-breaking character replaced by a space.
+
+    A header value can then never end its line and start another header.
+    """
+    return "".join(
+        " " if unicodedata.category(ch) in _LINE_BREAKING_CATEGORIES else ch for ch in value
+    ).strip()
+
+
+def _check_address(field_name: str, address: str) -> tuple[str, str]:
+    """``(local part, domain)`` of a plain ASCII address, or ValueError naming the field."""
+
+    def bad(reason: str) -> ValueError:
+        return ValueError(f"{field_name}: {address!r} is not a usable email address ({reason})")
+
+    if address.count("@") != 1:
+        raise bad("expected exactly one @")
+    if not address.isascii():
+        raise bad("expected ASCII only")
+    if any(ch.isspace() or not ch.isprintable() for ch in address):
+        raise bad("spaces and control characters are not allowed")
+    if any(ch in _ADDRESS_SPECIALS for ch in address):
+        raise bad("quotes, brackets, commas and similar characters are not allowed")
+    local, domain = address.split("@")
+    if not local or local.startswith(".") or local.endswith(".") or ".." in local:
+        raise bad("expected a local part before the @")
+    if not _DOMAIN.fullmatch(domain):
+        raise bad("expected a domain such as rada.example.org after the @")
+    return local, domain
+
+
+def _mailbox(field_name: str, mailbox: tuple[str, str]) -> Address:
+    display_name, address = mailbox
+    local, domain = _check_address(field_name, address)
+    return Address(display_name=clean_header_text(display_name), username=local, domain=domain)
+
+
+def build_message(
+    *,
+    from_addr: tuple[str, str],
+    to: tuple[str, str],
+    subject: str,
+    text: str,
+    html: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    message_id_domain: str,
+) -> EmailMessage:
+    """A complete message, safe to serialise with ``bytes(msg)`` / ``msg.as_bytes()``.
+
+    ``from_addr`` and ``to`` are ``(display name, address)``. Display names, the subject and
+    ``headers`` values have control characters replaced by spaces; addresses, header names and
+    ``message_id_domain`` that do not fit raise ValueError naming the field. Non-ASCII text is
+    encoded as RFC 2047 words in headers and quoted-printable UTF-8 in bodies, so the message is
+    plain 7-bit ASCII and needs no 8BITMIME from any server on the way. With ``html`` the message
+    is multipart/alternative (text first, as clients prefer the last part they can show).
+    """
+    if not _DOMAIN.fullmatch(message_id_domain):
+        raise ValueError(f"message_id_domain: {message_id_domain!r} is not a domain name")
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["From"] = _mailbox("from_addr", from_addr)
+    msg["To"] = _mailbox("to", to)
+    msg["Subject"] = clean_header_text(subject)
+    msg["Date"] = formatdate(localtime=True)
+    msg["Message-ID"] = make_msgid(domain=message_id_domain)
+    extra = dict(headers or {})
+    for name in extra:
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"headers: {name!r} is not a valid header name")
+        if name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"headers: {name} is set by build_message and may not be given")
+    msg.set_content(text, cte="quoted-printable")
+    if html is not None:
+        msg.add_alternative(html, subtype="html", cte="quoted-printable")
+    # Added after the bodies: set_content drops and add_alternative moves Content-* headers.
+    for name, value in extra.items():
+        msg[name] = clean_header_text(value)
+    return msg
+
+
+# -- messages and letters to councillors ------------------------------------------------------
+
+
+def council_genitive_pl(name: str) -> str:
+    """The council's name in the Polish genitive: "Rada Miasta X" -> "Rady Miasta X".
+
+    Handles names that start with "Rada" (with an adjective such as "Miejska" after it); any
+    other name is returned unchanged.
+    """
+    words = name.split(" ")
+    if words[0] != "Rada":
+        return name
+    words[0] = "Rady"
+    if len(words) > 1:
+        for ending, genitive in _ADJECTIVE_GENITIVE:
+            if words[1].endswith(ending):
+                words[1] = words[1][: -len(ending)] + genitive
+                break
+    return " ".join(words)
+
+
+def _client_settings(settings: Settings) -> dict[str, dict[str, Any]]:
+    labels = _SECURITY_LABELS.get(settings.language, _SECURITY_LABELS["pl"])
+    out: dict[str, dict[str, Any]] = {}
+    for key, (host, port, security) in (
+        ("imap", settings.client_imap),
+        ("smtp", settings.client_smtp),
+    ):
+        out[key] = {
+            "host": host,
+            "port": port,
+            "security": security,
+            "security_label": labels.get(security, security),
+        }
+    return out
+
+
+def _common_context(settings: Settings) -> dict[str, Any]:
+    council = settings.council
+    return {
+        "council": council.name,
+        "council_genitive": council_genitive_pl(council.name),
+        "helpdesk_email": council.helpdesk_email,
+        "helpdesk_phone": council.helpdesk_phone,
+        "office_address": settings.office_address,
+        **_client_settings(settings),
+    }
+
+
+def welcome_message(
+    settings: Settings, *, display_name: str, address: str, cutover: date | None = None
+) -> EmailMessage:
+    """The welcome message a new mailbox receives from the council office.
+
+    It tells the councillor what to set in a mail program, that session documents will arrive
+    by mail with a confirmation link (from ``cutover`` on, when given), and whom to ask.
+    """
+    context = {
+        **_common_context(settings),
+        "display_name": display_name,
+        "address": address,
+        "cutover": cutover,
+    }
+    language = settings.language
+    subject_format = _WELCOME_SUBJECT.get(language, _WELCOME_SUBJECT["pl"])
+    return build_message(
+        from_addr=(settings.council.name, settings.office_address),
+        to=(display_name, address),
+        subject=subject_format.format(**context),
+        text=templating.render("mail/welcome.txt", language, **context),
+        html=templating.render("mail/welcome.html", language, **context),
+        # RFC 3834: vacation responders must not answer an automatic message.
+        headers={"Auto-Submitted": "auto-generated", "Content-Language": language},
+        message_id_domain=settings.domain,
+    )
+
+
+@dataclass(frozen=True)
+class CouncillorCredentials:
+    """What one credentials letter prints."""
+
+    display_name: str
+    address: str
+    password: str = field(repr=False)
+    district: str | None = None
+
+
+def credentials_letters(
+    settings: Settings,
+    items: Iterable[CouncillorCredentials],
+    *,
+    issued: date | None = None,
+) -> str:
+    """One print-ready HTML document with a credentials letter per item, each on its own page.
+
+    ``issued`` is the date printed on the letters (default: today). Every value is escaped.
+    """
+    letters = [
+        {
+            "display_name": item.display_name,
+            "address": item.address,
+            "password": item.password,
+            "district": item.district,
+        }
+        for item in items
+    ]
+    if not letters:
+        raise ValueError("credentials_letters: no councillors given, nothing to print")
+    return templating.render(
+        "letters/credentials.html",
+        settings.language,
+        **_common_context(settings),
+        letters=letters,
+        issued=issued or date.today(),
+    )
+
+
+def credentials_letter(
+    settings: Settings,
+    *,
+    display_name: str,
+    address: str,
+    password: str,
+    district: str | None = None,
+    issued: date | None = None,
+) -> str:
+    """The print-ready HTML credentials letter (one A4 page) for one councillor."""
+    item = CouncillorCredentials(display_name, address, password, district)
+    return credentials_letters(settings, [item], issued=issued)
