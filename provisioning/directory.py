@@ -106,6 +106,20 @@ def _first(values: Any) -> str:
     return "" if values is None else str(values)
 
 
+def _close_quietly(conn: ldap3.Connection) -> None:
+    """Close a connection whose socket may be half-open or gone, without raising."""
+    try:
+        conn.unbind()
+    except Exception:  # noqa: S110 - nothing more to do with a dead socket
+        pass
+    sock = getattr(conn, "socket", None)
+    if sock is not None:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
 class Directory:
     """Async facade over a small pool of ldap3 connections running in threads."""
 
@@ -132,8 +146,10 @@ class Directory:
         try:
             ok = conn.bind()
         except ldap_exc.LDAPException as exc:
+            _close_quietly(conn)
             raise DirectoryUnavailable(f"directory {self.config.url} unreachable: {exc}") from exc
         if not ok:
+            _close_quietly(conn)
             code = conn.result.get("result")
             if code in _TEMPORARY_RESULTS:
                 raise DirectoryUnavailable(f"directory {self.config.url} busy: {conn.result}")
@@ -145,10 +161,7 @@ class Directory:
 
     def _discard(self, conn: ldap3.Connection | None) -> None:
         if conn is not None:
-            try:
-                conn.unbind()
-            except Exception:  # noqa: S110 - the socket is already gone
-                pass
+            _close_quietly(conn)
         self._pool.put(None)
 
     def _call(self, fn: Callable[[ldap3.Connection], T]) -> T:
