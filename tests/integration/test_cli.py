@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +60,14 @@ async def test_councillors_add_json_prints_a_working_login(
     out = json.loads(proc.stdout)
     assert out["address"] == f"lukasz.zolc@{settings.domain}"
     assert len(out["password"]) >= 16
-    # The password works against the real Dovecot (which binds to slapd with it).
-    assert (
-        await read_inbox(
-            settings.stack.host, settings.stack.imap_port, out["address"], out["password"]
-        )
-        == []
+    # The password works against the real Dovecot (which binds to slapd with it), and the new
+    # mailbox holds its welcome message.
+    inbox = await read_inbox(
+        settings.stack.host, settings.stack.imap_port, out["address"], out["password"]
     )
+    assert len(inbox) == 1
+    welcome = message_from_bytes(inbox[0], policy=policy.default)
+    assert str(welcome["Subject"]).startswith("Witamy")
     # Stored only hashed.
     entry = await directory.find_by_address(out["address"])
     assert entry is not None
