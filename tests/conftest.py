@@ -1,0 +1,98 @@
+"""Fixtures shared by all tests.
+
+Integration tests run against the real local stack (OpenLDAP slapd + Dovecot) that
+``mailsvc.stack.LocalStack`` starts from a temporary var_dir on free loopback ports: once per
+session (``local_stack``), or privately for tests that stop and start servers
+(``new_stack_settings``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mailsvc.config import DEFAULT_CONFIG, Settings, load_settings
+from mailsvc.stack import LocalStack
+
+with warnings.catch_warnings():
+    # pyasn1 0.6 deprecates names that ldap3 2.9 still imports. Import it once here, quietly,
+    # so that `filterwarnings = error` does not fail whichever test happens to import it first.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import ldap3  # noqa: F401
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
+    """``count`` distinct ports the kernel just reported free on ``host``."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _isolated_settings() -> Settings:
+    """The embedded default on a fresh short var_dir in /tmp and free ports.
+
+    The environment is ignored on purpose: a developer's MAILSVC_* variables must not point the
+    tests at their own directory or ports.
+    """
+    base = load_settings(DEFAULT_CONFIG, env={})
+    ldap_port, imap_port, lmtp_port, smtp_port = free_ports(4)
+    return base.with_changes(
+        var_dir=Path(tempfile.mkdtemp(prefix="ms", dir="/tmp")),
+        stack={
+            "host": LOOPBACK,
+            "ldap_port": ldap_port,
+            "imap_port": imap_port,
+            "lmtp_port": lmtp_port,
+        },
+        smtp={"host": LOOPBACK, "port": smtp_port},
+    )
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Iterator[Settings]:
+    """Settings of the session's local stack; its var_dir is removed at the end."""
+    settings = _isolated_settings()
+    yield settings
+    shutil.rmtree(settings.var_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def local_stack(stack_settings: Settings) -> Iterator[LocalStack]:
+    """slapd and Dovecot running for the whole session (started once, stopped at the end)."""
+    stack = LocalStack(stack_settings)
+    stack.up()
+    yield stack
+    stack.down()
+
+
+@pytest.fixture
+def new_stack_settings() -> Iterator[Callable[[], Settings]]:
+    """Make settings for a private stack; whatever runs from them is stopped and removed after."""
+    made: list[Settings] = []
+
+    def make() -> Settings:
+        settings = _isolated_settings()
+        made.append(settings)
+        return settings
+
+    yield make
+    for settings in made:
+        try:
+            LocalStack(settings).down()
+        finally:
+            shutil.rmtree(settings.var_dir, ignore_errors=True)
