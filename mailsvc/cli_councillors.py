@@ -15,6 +15,7 @@ from mailsvc.app import Parts, audit_context, cli_command_line, open_parts
 from mailsvc.config import Settings
 from mailsvc.councillors import ApplyResult, CreatedAccount
 from mailsvc.errors import MailsvcError
+from mailsvc.storage.register import AuditContext
 from provisioning.roster import Roster, read_roster
 from provisioning.sync import Plan
 
@@ -86,6 +87,7 @@ async def run_import(
     skip_invalid: bool = False,
     quiet: bool = False,
     today: date | None = None,
+    context: AuditContext | None = None,
 ) -> tuple[Plan, ApplyResult | None, list[str], dict[int, str]]:
     """Read, validate, plan and (unless dry_run) apply a roster. Returns the plan, the result,
     the row problems and the planned address per roster line."""
@@ -107,7 +109,7 @@ async def run_import(
         return plan, None, problems, addresses
     result = await service.apply(
         plan,
-        audit_context(cli_command_line()),
+        context or audit_context(cli_command_line()),
         progress=None if quiet else _progress(_t(settings, "import.progress")),
     )
     result.errors = problems + result.errors

@@ -49,6 +49,7 @@ class CreatedAccount:
     display_name: str = ""
     district: str = ""
     private_email: str | None = None
+    dn: str = ""
 
 
 @dataclass
@@ -111,7 +112,10 @@ class Councillors:
 
     async def current(self) -> list[Existing]:
         """Every councillor with a directory entry, joined with the register."""
-        entries, rows = await asyncio.gather(self.directory.list_councillors(), self.register.all())
+        # One after the other: with gather, a directory failure would leave the database read
+        # running unattended while the caller closes the engine.
+        entries = await self.directory.list_councillors()
+        rows = await self.register.all()
         by_address = {r.address: r for r in rows}
         out = []
         for e in entries:
@@ -240,7 +244,7 @@ class Councillors:
             values = {**_register_values(e), "dn": dn, "status": "active"}
             write = RegisterWrite(address, "create", values, None, _register_values(e))
             account = CreatedAccount(
-                address, password, f"{e.given_names} {e.surname}", e.district, e.private_email
+                address, password, f"{e.given_names} {e.surname}", e.district, e.private_email, dn
             )
             return write, account
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from mailsvc.app import Service, open_directory, start_service
+from mailsvc.app import Parts, Service, audit_context, open_directory, open_parts, start_service
 from mailsvc.config import Settings
+from mailsvc.councillors import Councillors, CreatedAccount
 from mailsvc.mailbox import read_inbox
-from provisioning.accounts import NewAccount, create_councillor
 from provisioning.directory import Directory
 
 
@@ -32,6 +32,8 @@ def settings(stack_settings: Settings, local_stack: Any, tmp_path: Path) -> Sett
 async def _wipe_directory(directory: Directory) -> None:
     for entry in await directory.list_councillors():
         await directory.delete(entry.dn)
+    for group in await directory.list_groups():
+        await directory.delete(group.dn)
 
 
 @pytest.fixture
@@ -47,11 +49,21 @@ async def directory(settings: Settings) -> AsyncIterator[Directory]:
 
 
 @pytest.fixture
-def add_councillor(directory: Directory, settings: Settings) -> Callable[[str, str], Any]:
-    async def add(given: str, surname: str) -> NewAccount:
-        return await create_councillor(directory, settings.domain, given, surname)
+def add_councillor(parts: Parts) -> Callable[[str, str], Any]:
+    """Create a mailbox the way `mailsvc councillors add` does, without the welcome message."""
+    service = Councillors(parts.settings, parts.directory, parts.register)
+
+    async def add(given: str, surname: str) -> CreatedAccount:
+        return await service.add(given, surname, audit_context("pytest"))
 
     return add
+
+
+@pytest.fixture
+async def parts(settings: Settings, directory: Directory) -> AsyncIterator[Parts]:
+    """Database, directory, register and queue as the clerk commands open them."""
+    async with open_parts(settings) as p:
+        yield p
 
 
 @pytest.fixture
