@@ -18,8 +18,8 @@ unit: venv ## only the pure unit tests (no servers)
 	$(BIN)/pytest -q tests/unit
 
 lint: venv
-	$(BIN)/ruff check mailsvc provisioning tests bench
-	$(BIN)/ruff format --check mailsvc provisioning tests bench
+	$(BIN)/ruff check mailsvc provisioning tests $(wildcard bench)
+	$(BIN)/ruff format --check mailsvc provisioning tests $(wildcard bench)
 	$(BIN)/mypy
 
 system-deps: ## Debian packages: slapd and Dovecot (IMAP, LMTP, LDAP), installed if missing
