@@ -99,6 +99,7 @@ def _configure_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -190,7 +191,8 @@ async def _mailbox(settings: Settings, args: argparse.Namespace) -> int:
     for num, raw in enumerate(headers, 1):
         msg = message_from_bytes(raw)
         subject = str(make_header(decode_header(msg.get("Subject", ""))))
-        print(f"{num}: {msg.get('Date', '')} | {msg.get('From', '')} | {subject}")
+        sender = str(make_header(decode_header(msg.get("From", ""))))
+        print(f"{num}: {msg.get('Date', '')} | {sender} | {subject}")
     return 0
 
 
@@ -238,8 +240,6 @@ async def _import_sample(settings: Settings, roster: Path) -> None:
         assert result is not None
         if result.created:
             await parts.deliver_queued()
-    for account in result.created:
-        print(f"  {account.address}\t{account.password}")
     print(
         i18n.text(
             settings.language,

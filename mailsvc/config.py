@@ -125,7 +125,6 @@ class ProvisioningSettings:
     password_length: int = 20
     send_welcome: bool = True
     retention_days: int = 90
-    forward_ended_to_office: bool = False
     lifecycle_interval: float = 60.0
 
 

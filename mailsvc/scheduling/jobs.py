@@ -57,6 +57,7 @@ def start_scheduler(ctx: Parts, specs: list[JobSpec]) -> AsyncIOScheduler:
             "interval",
             seconds=spec.seconds,
             id=spec.id,
+            name=spec.id,
             next_run_time=datetime.now().astimezone(),  # also once at start-up
             coalesce=True,
             max_instances=1,
