@@ -390,3 +390,79 @@ async def test_directory_unreachable_is_reported_as_such(
             await run_import(parts, roster(tmp_path, ROW_ZOLC), quiet=True)
     finally:
         local_stack.start_service("slapd")
+
+
+class FailingDirectory(Directory):
+    """The real directory, except that the directory 'goes away' after ``ok`` additions."""
+
+    def __init__(self, base: Directory, ok: int) -> None:
+        super().__init__(base.config)
+        self.ok = ok
+
+    async def add_councillor(self, **kwargs: Any) -> str:
+        if self.ok <= 0:
+            raise DirectoryUnavailable("directory ldap://test unreachable: injected fault")
+        self.ok -= 1
+        return await super().add_councillor(**kwargs)
+
+
+async def test_a_failure_part_way_leaves_whole_entries_and_a_rerun_completes(
+    parts: Parts, settings: Settings, tmp_path: Path
+) -> None:
+    path = SAMPLE
+    flaky = FailingDirectory(parts.directory, ok=10)
+    broken = Parts(settings, parts.engine, flaky, parts.register, parts.queue)
+    try:
+        with pytest.raises(DirectoryUnavailable):
+            await run_import(broken, path, quiet=True)
+    finally:
+        await flaky.close()
+    entries = await parts.directory.list_councillors()
+    assert len(entries) == 10
+    # Every entry that exists is complete: its register row and audit record are there too.
+    for entry in entries:
+        row = await parts.register.get(entry.address)
+        assert row is not None and row.external_id == entry.external_id
+        assert entry.display_name and entry.district
+    _, result, _, _ = await run_import(parts, path, quiet=True)
+    assert result is not None and len(result.created) == 15 and not result.errors
+    final = await parts.directory.list_councillors()
+    assert len(final) == 25
+    assert len({e.address for e in final}) == 25
+    assert len({e.external_id for e in final}) == 25
+
+
+async def test_an_entry_without_a_register_row_is_adopted_not_duplicated(
+    parts: Parts, settings: Settings, tmp_path: Path
+) -> None:
+    # As if a run died between the directory write and the register write.
+    await parts.directory.add_councillor(
+        local_part="lukasz.zolc",
+        address=f"lukasz.zolc@{settings.domain}",
+        given_name="Łukasz",
+        surname="Żółć",
+        password_hash="{SSHA}x",
+        extra={"employeeNumber": "R01", "l": "Okręg 1"},
+    )
+    plan, result, _, _ = await run_import(parts, roster(tmp_path, ROW_ZOLC), quiet=True)
+    assert result is not None and result.created == []
+    assert result.updated == [f"lukasz.zolc@{settings.domain}"]
+    assert (await parts.register.history(result.updated[0]))[0].action == "adopt"
+    plan, result, _, _ = await run_import(parts, roster(tmp_path, ROW_ZOLC), quiet=True)
+    assert plan.changes == 0
+
+
+async def test_import_writes_printable_credentials_letters(
+    settings: Settings, directory: Directory, tmp_path: Path
+) -> None:
+    letters = tmp_path / "listy.html"
+    path = roster(tmp_path, ROW_ZOLC, ROW_NOWAK)
+    proc = await asyncio.to_thread(
+        run_cli, settings, "councillors", "import", str(path), "--json", "--letters", str(letters)
+    )
+    assert proc.returncode == 0, proc.stderr
+    created = json.loads(proc.stdout)["created"]
+    html = letters.read_text(encoding="utf-8")
+    for account in created:
+        assert account["address"] in html and account["password"] in html
+    assert "Łukasz Żółć" in html and str(settings.stack.imap_port) in html
