@@ -38,6 +38,53 @@ class SmtpSettings:
     hostname: str = ""
     max_message_size: int = 26214400
     max_recipients: int = 100
+    # STARTTLS: PEM files; empty means no STARTTLS; "auto" makes a self-signed pair in var_dir.
+    tls_cert: str = ""
+    tls_key: str = ""
+    max_connections: int = 200
+    max_connections_per_ip: int = 20
+    max_messages_per_ip_per_minute: int = 120
+    # Seconds a client may stay silent (command or data) before the connection is closed.
+    timeout: float = 300.0
+    # Unrecognised or out-of-sequence commands before the connection is closed.
+    max_bad_commands: int = 10
+    # Seconds a directory answer about a recipient is reused.
+    directory_cache_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class SubmissionSettings:
+    """Councillors sending replies: STARTTLS + AUTH against the directory."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 2587
+    # Allow AUTH without TLS (only for loopback test setups).
+    allow_plaintext_auth: bool = False
+
+
+@dataclass(frozen=True)
+class SmarthostSettings:
+    """Where mail for other domains goes (acknowledgements, bounces, councillors' replies).
+
+    port 0 means the local capture: a sink inside `mailsvc serve` that stores each message as a
+    file under <var_dir>/capture/ (the embedded default; nothing leaves the machine).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    security: str = "none"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    # Tell residents their message reached the councillor's mailbox (RFC 3834 auto-reply).
+    acknowledge: bool = True
+    # Days the relay log (metadata only, no bodies) is kept.
+    log_retention_days: int = 90
 
 
 @dataclass(frozen=True)
@@ -135,6 +182,9 @@ class Settings:
     language: str = "pl"
     office_address: str = "biuro@rada.miasto.example"
     smtp: SmtpSettings = SmtpSettings()
+    submission: SubmissionSettings = SubmissionSettings()
+    smarthost: SmarthostSettings = SmarthostSettings()
+    relay: RelaySettings = RelaySettings()
     stack: StackSettings = StackSettings()
     directory: DirectorySettings = DirectorySettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -297,6 +347,31 @@ def validate(s: Settings) -> None:
     if "@" not in s.office_address:
         raise ConfigError(f"office_address = {s.office_address!r}: expected an email address")
     _check_port("smtp.port", s.smtp.port)
+    _check_port("submission.port", s.submission.port)
+    _check_port("smarthost.port", s.smarthost.port, allow_zero=True)
+    if s.smarthost.security not in ("none", "starttls", "tls"):
+        raise ConfigError(
+            f"smarthost.security = {s.smarthost.security!r}: expected 'none', 'starttls' or 'tls'"
+        )
+    if bool(s.smtp.tls_cert) != bool(s.smtp.tls_key) and s.smtp.tls_cert != "auto":
+        raise ConfigError("smtp.tls_key: expected both smtp.tls_cert and smtp.tls_key, or neither")
+    for key in (
+        "max_connections",
+        "max_connections_per_ip",
+        "max_messages_per_ip_per_minute",
+        "timeout",
+        "max_bad_commands",
+    ):
+        _check_positive(f"smtp.{key}", getattr(s.smtp, key))
+    if s.smtp.directory_cache_seconds < 0:
+        raise ConfigError(
+            f"smtp.directory_cache_seconds = {s.smtp.directory_cache_seconds}: expected 0 or more"
+        )
+    _check_positive("smarthost.timeout", s.smarthost.timeout)
+    if s.relay.log_retention_days < 1:
+        raise ConfigError(
+            f"relay.log_retention_days = {s.relay.log_retention_days}: expected 1 or more"
+        )
     _check_port("stack.ldap_port", s.stack.ldap_port)
     _check_port("stack.imap_port", s.stack.imap_port)
     _check_port("stack.lmtp_port", s.stack.lmtp_port)
