@@ -20,6 +20,8 @@ from mailsvc.config import Settings
 from mailsvc.councillors import Councillors
 from mailsvc.delivery.worker import DeliveryWorkers
 from mailsvc.smtp.inbound import InboundHandler, start_inbound
+from mailsvc.smtp.recipients import CachedRecipients
+from mailsvc.smtp.tls import server_context
 from mailsvc.storage.db import create_engine, create_schema
 from mailsvc.storage.queue import MailQueue
 from mailsvc.storage.register import AuditContext, Register
@@ -179,8 +181,10 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
             service.scheduler = start_scheduler(
                 parts, job_specs(settings.provisioning.lifecycle_interval)
             )
-        handler = InboundHandler(settings, directory, parts.queue, on_queued=workers.wake)
-        service.servers.append(await start_inbound(settings, handler))
+        recipients = CachedRecipients(directory, settings.smtp.directory_cache_seconds)
+        handler = InboundHandler(settings, recipients, parts.queue, on_queued=workers.wake)
+        tls = server_context(settings)
+        service.servers.append(await start_inbound(settings, handler, tls))
     except BaseException:
         await service.stop()
         raise

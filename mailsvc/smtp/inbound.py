@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any, Protocol
@@ -15,6 +16,7 @@ from mailsvc.config import Settings
 from mailsvc.domain.relay import LocalRecipient, RefusalKind, classify_recipient
 from mailsvc.errors import StorageUnavailable
 from mailsvc.smtp import replies
+from mailsvc.smtp.server import ConnectionLimiter, CouncilSMTP, RateLimiter
 from mailsvc.storage.queue import MailQueue
 from provisioning.directory import CouncillorEntry
 from provisioning.errors import DirectoryError, DirectoryUnavailable
@@ -48,6 +50,22 @@ class InboundHandler:
         self.queue = queue
         self.on_queued = on_queued
         self.domains = (settings.domain,)
+        self.rate = RateLimiter(settings.smtp.max_messages_per_ip_per_minute)
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: SmtpSession,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if not self.rate.allow(_peer_ip(session)):
+            log.warning("rate limit: %s sent too many messages", _peer_ip(session))
+            return replies.S451_RATE
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return replies.S250_MAIL_OK
 
     async def handle_EHLO(
         self,
@@ -106,14 +124,17 @@ class InboundHandler:
         return replies.S250_RCPT_OK
 
     def _received_header(self, session: SmtpSession, envelope: Envelope) -> bytes:
-        peer: Any = session.peer
-        ip = peer[0] if isinstance(peer, tuple) else str(peer)
+        ip = _peer_ip(session)
         helo = _clean(session.host_name or "unknown")
         rcpt = envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None
+        tls = _tls_details(session)
         proto = "UTF8SMTP" if envelope.smtp_utf8 else "ESMTP"
+        if tls:
+            proto += "S"  # RFC 3848
         header = (
             f"Received: from {helo} ([{ip}])\r\n"
-            f"\tby {self.settings.smtp_hostname} (mailsvc) with {proto}"
+            + (f"\t({tls})\r\n" if tls else "")
+            + f"\tby {self.settings.smtp_hostname} (mailsvc) with {proto}"
             + (f"\r\n\tfor <{rcpt}>" if rcpt else "")
             + f"; {formatdate(localtime=False, usegmt=True)}\r\n"
         )
@@ -126,8 +147,7 @@ class InboundHandler:
         if content is None:
             content = envelope.content if isinstance(envelope.content, bytes) else b""
         body = self._received_header(session, envelope) + content
-        peer: Any = session.peer
-        client = f"{peer[0]}" if isinstance(peer, tuple) else str(peer)
+        client = _peer_ip(session)
         try:
             queue_id = await self.queue.enqueue(
                 envelope.mail_from or "", list(envelope.rcpt_tos), body, client=client
@@ -149,23 +169,58 @@ class InboundHandler:
         return replies.S250_QUEUED.format(queue_id=queue_id)
 
 
-def smtp_factory(settings: Settings, handler: InboundHandler) -> Callable[[], SMTP]:
+def _peer_ip(session: SmtpSession) -> str:
+    peer: Any = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
+def _tls_details(session: SmtpSession) -> str:
+    """'using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)' or '' without TLS."""
+    extra: Any = session.ssl
+    if not extra:
+        return ""
+    cipher = extra.get("cipher") if isinstance(extra, dict) else None
+    if not cipher:
+        return "using TLS"
+    name, version, bits = cipher
+    return f"using {version} with cipher {name} ({bits}/{bits} bits)"
+
+
+def smtp_factory(
+    settings: Settings,
+    handler: object,
+    *,
+    tls: ssl.SSLContext | None = None,
+    **extra: Any,
+) -> Callable[[], SMTP]:
+    """Protocol factory for one listening socket; all its connections share one limiter."""
+    limiter = ConnectionLimiter(settings.smtp.max_connections, settings.smtp.max_connections_per_ip)
+
     def make() -> SMTP:
-        return SMTP(
+        return CouncilSMTP(
             handler,
+            limiter=limiter,
+            max_bad_commands=settings.smtp.max_bad_commands,
             data_size_limit=settings.smtp.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
             hostname=settings.smtp_hostname,
             ident="mailsvc",
-            timeout=300,
+            timeout=settings.smtp.timeout,
+            tls_context=tls,
+            **extra,
         )
 
     return make
 
 
-async def start_inbound(settings: Settings, handler: InboundHandler) -> asyncio.Server:
+async def start_inbound(
+    settings: Settings, handler: InboundHandler, tls: ssl.SSLContext | None = None
+) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        smtp_factory(settings, handler), host=settings.smtp.host, port=settings.smtp.port
+        smtp_factory(settings, handler, tls=tls),
+        host=settings.smtp.host,
+        port=settings.smtp.port,
+        reuse_address=True,
     )

@@ -21,6 +21,12 @@ S550_MANDATE_ENDED = (
     "please write to the council office at <{office}>"
 )
 S554_NO_RECIPIENTS = "554 5.5.1 No valid recipients"
+S552_TOO_BIG = "552 5.3.4 Message too big for this system"
+S421_TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, please try again later"
+S421_TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing the connection"
+S451_RATE = "451 4.7.1 Too many messages from your address, please try again later"
+S530_AUTH_REQUIRED = "530 5.7.0 Authentication required"
+S553_SENDER_NOT_OWNED = "553 5.7.1 <{address}>: you may send only as your own address"
 
 REFUSALS: dict[RefusalKind, str] = {
     RefusalKind.BAD_SYNTAX: S553_BAD_SYNTAX,

@@ -23,7 +23,8 @@ from provisioning.directory import Directory
 def settings(stack_settings: Settings, local_stack: Any, tmp_path: Path) -> Settings:
     """Per test: its own database, fast retries, any free SMTP port."""
     return stack_settings.with_changes(
-        smtp={"port": 0},
+        # Cache off: tests change the directory and expect the next RCPT to see it.
+        smtp={"port": 0, "directory_cache_seconds": 0.0},
         database={"url": f"sqlite+aiosqlite:///{tmp_path / 'mailsvc.db'}"},
         delivery={"retry_initial": 0.3, "retry_max_interval": 1.0, "workers": 2},
     )
