@@ -3,6 +3,7 @@ so a job that was due while the service was down simply runs at start-up."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ def start_scheduler(ctx: Parts, specs: list[JobSpec]) -> AsyncIOScheduler:
         async def run(spec: JobSpec = spec) -> None:
             try:
                 await spec.run(ctx)
+            except asyncio.CancelledError:
+                log.info("job %s interrupted by shutdown; it runs again at the next start", spec.id)
             except Exception:  # a failing job is logged and retried at its next run
                 log.exception("job %s failed", spec.id)
 

@@ -63,6 +63,8 @@ class InboundHandler:
         if not self.rate.allow(_peer_ip(session)):
             log.warning("rate limit: %s sent too many messages", _peer_ip(session))
             return replies.S451_RATE
+        if not valid_sender(address):
+            return replies.S501_BAD_SENDER
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return replies.S250_MAIL_OK
@@ -167,6 +169,16 @@ class InboundHandler:
         )
         self.on_queued()
         return replies.S250_QUEUED.format(queue_id=queue_id)
+
+
+def valid_sender(address: str) -> bool:
+    """The null sender, or one printable address with a single @ and a dotted domain."""
+    if address == "":
+        return True
+    if len(address) > 254 or any(ord(ch) < 33 or ord(ch) == 127 for ch in address):
+        return False
+    local, at, domain = address.rpartition("@")
+    return bool(at and local and "." in domain and "@" not in local.strip('"'))
 
 
 def _peer_ip(session: SmtpSession) -> str:
