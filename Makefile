@@ -49,5 +49,8 @@ stack-down: venv
 check: venv
 	$(BIN)/mailsvc check
 
+bench: system-deps venv ## benchmarks beside their peers (bench/); not timed tests
+	$(BIN)/python bench/relay.py
+
 clean: stack-down
 	rm -rf var
