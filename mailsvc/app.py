@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import getpass
 import logging
 import os
@@ -18,13 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mailsvc import secret_store
 from mailsvc.config import Settings
 from mailsvc.councillors import Councillors
+from mailsvc.delivery.capture import CaptureSink, capture_dir, running_capture
 from mailsvc.delivery.worker import DeliveryWorkers
 from mailsvc.smtp.inbound import InboundHandler, start_inbound
 from mailsvc.smtp.recipients import CachedRecipients
+from mailsvc.smtp.submission import SubmissionHandler, start_submission
 from mailsvc.smtp.tls import server_context
 from mailsvc.storage.db import create_engine, create_schema
 from mailsvc.storage.queue import MailQueue
 from mailsvc.storage.register import AuditContext, Register
+from mailsvc.storage.relaylog import RelayLog
 from provisioning.directory import Directory, DirectoryConfig
 
 log = logging.getLogger(__name__)
@@ -88,6 +92,10 @@ class Parts:
     register: Register
     queue: MailQueue
 
+    @functools.cached_property
+    def relay_log(self) -> RelayLog:
+        return RelayLog(self.engine)
+
     def councillors(self) -> Councillors:
         from mailsvc.compose import welcome_message
 
@@ -104,14 +112,25 @@ class Parts:
         )
 
     async def deliver_queued(self) -> int:
-        """Hand queued mail (welcome messages) to the mailbox store now; the rest waits."""
-        workers = DeliveryWorkers(
-            self.queue,
-            self.settings.delivery,
-            self.settings.lmtp_address,
-            lhlo=self.settings.smtp_hostname,
-        )
-        return await workers.drain()
+        """Deliver everything due now (welcome messages, outside serve); the rest waits."""
+        async with smarthost_target(self.settings) as smarthost:
+            return await DeliveryWorkers(self.queue, self.settings, smarthost=smarthost).drain()
+
+
+def open_queue(settings: Settings, engine: AsyncEngine) -> MailQueue:
+    """The queue; recipients in the council's domain go to the mailbox store, others out."""
+    return MailQueue(engine, local_domains=(settings.domain,))
+
+
+@asynccontextmanager
+async def smarthost_target(settings: Settings) -> AsyncIterator[tuple[str, int] | None]:
+    """Where smarthost mail goes: None for the configured smarthost, else a capture sink
+    running for the duration of the block (``smarthost.port = 0``)."""
+    if settings.smarthost.port != 0:
+        yield None
+        return
+    async with running_capture(capture_dir(settings.var_dir), settings.smtp_hostname) as addr:
+        yield addr
 
 
 @asynccontextmanager
@@ -119,7 +138,7 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
     engine = await open_database(settings)
     directory = open_directory(settings)
     try:
-        yield Parts(settings, engine, directory, Register(engine), MailQueue(engine))
+        yield Parts(settings, engine, directory, Register(engine), open_queue(settings, engine))
     finally:
         await directory.close()
         await engine.dispose()
@@ -134,6 +153,7 @@ class Service:
     workers: DeliveryWorkers
     servers: list[asyncio.Server] = field(default_factory=list)
     scheduler: Any = None
+    capture: CaptureSink | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -151,6 +171,10 @@ class Service:
     def smtp_port(self) -> int:
         return int(self.servers[0].sockets[0].getsockname()[1])
 
+    @property
+    def submission_port(self) -> int:
+        return int(self.servers[1].sockets[0].getsockname()[1])
+
     async def stop(self) -> None:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
@@ -158,7 +182,10 @@ class Service:
             server.close()
         for server in self.servers:
             await server.wait_closed()
+        await self.parts.relay_log.close()
         await self.workers.stop()
+        if self.capture is not None:
+            await self.capture.stop()
         await self.parts.directory.close()
         await self.parts.engine.dispose()
         log.info("mailsvc stopped")
@@ -170,21 +197,33 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
 
     engine = await open_database(settings)
     directory = open_directory(settings)
-    parts = Parts(settings, engine, directory, Register(engine), MailQueue(engine))
-    workers = DeliveryWorkers(
-        parts.queue, settings.delivery, settings.lmtp_address, lhlo=settings.smtp_hostname
-    )
+    parts = Parts(settings, engine, directory, Register(engine), open_queue(settings, engine))
+    capture = None
+    if settings.smarthost.port == 0:  # the embedded default: keep outgoing mail as files
+        capture = CaptureSink(capture_dir(settings.var_dir), settings.smtp_hostname)
+        await capture.start()
+    workers = DeliveryWorkers(parts.queue, settings, smarthost=capture.address if capture else None)
     await workers.start()
-    service = Service(settings, parts, workers)
+    service = Service(settings, parts, workers, capture=capture)
     try:
         if scheduler:
             service.scheduler = start_scheduler(
                 parts, job_specs(settings.provisioning.lifecycle_interval)
             )
         recipients = CachedRecipients(directory, settings.smtp.directory_cache_seconds)
-        handler = InboundHandler(settings, recipients, parts.queue, on_queued=workers.wake)
+        handler = InboundHandler(
+            settings, recipients, parts.queue, on_queued=workers.wake, relay_log=parts.relay_log
+        )
         tls = server_context(settings)
         service.servers.append(await start_inbound(settings, handler, tls))
+        if settings.submission.enabled:
+            submission = SubmissionHandler(
+                settings, directory, parts.queue, parts.relay_log, on_queued=workers.wake
+            )
+            # Submission always offers STARTTLS: a self-signed pair when none is configured.
+            sub_tls = tls or server_context(settings.with_changes(smtp={"tls_cert": "auto"}))
+            assert sub_tls is not None
+            service.servers.append(await start_submission(settings, submission, sub_tls))
     except BaseException:
         await service.stop()
         raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import smtplib
@@ -16,7 +17,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-from mailsvc import cli_councillors, i18n
+from mailsvc import cli_councillors, cli_queue, i18n
 from mailsvc.app import open_database, open_directory, start_service
 from mailsvc.config import Settings, load_settings
 from mailsvc.errors import ConfigError, MailsvcError
@@ -158,6 +159,54 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if all(ok for _, ok, _ in results) else 1
 
 
+# -- relay statistics ------------------------------------------------------------------------
+
+
+async def _relay_stats(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from mailsvc.app import open_parts
+
+    since = None
+    if args.since:
+        try:
+            since = datetime.fromisoformat(args.since)
+        except ValueError:
+            raise MailsvcError(f"--since {args.since!r}: expected a date as YYYY-MM-DD") from None
+    async with open_parts(settings) as parts:
+        stats = await parts.relay_log.stats(since)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "councillor": st.recipient,
+                        "received": st.received,
+                        "replied": st.replied,
+                        "median_reply_seconds": st.median_reply_seconds,
+                    }
+                    for st in stats
+                ]
+            )
+        )
+        return 0
+    print(i18n.text(settings.language, "relay.stats.header"))
+    for st in stats:
+        median = "—" if st.median_reply_seconds is None else _duration(st.median_reply_seconds)
+        print(f"{st.recipient:<42} {st.received:>8} {st.replied:>8} {median:>12}")
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
+
+
+def cmd_relay(settings: Settings, args: argparse.Namespace) -> int:
+    result: int = asyncio.run(_relay_stats(settings, args))
+    return result
+
+
 # -- trying it out ---------------------------------------------------------------------------
 
 
@@ -296,6 +345,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stack)
 
     cli_councillors.add_parser(sub)
+    cli_queue.add_parser(sub)
+
+    p = sub.add_parser("relay", help="residents' mail: statistics (aggregates only)")
+    rsub = p.add_subparsers(dest="action", required=True)
+    r = rsub.add_parser(
+        "stats",
+        help="per councillor: messages received and median reply time",
+        epilog="example: mailsvc relay stats --since 2026-01-01",
+    )
+    r.add_argument("--since", help="YYYY-MM-DD (default: everything kept)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_relay)
 
     p = sub.add_parser(
         "serve",

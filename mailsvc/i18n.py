@@ -83,6 +83,10 @@ MESSAGES: dict[str, dict[str, str]] = {
             "  {read}\n"
         ),
     },
+    "relay.stats.header": {
+        "pl": f"{'radny/radna':<42} {'wiadomości':>8} {'odpowiedzi':>8} {'mediana czasu':>12}",
+        "en": f"{'councillor':<42} {'messages':>8} {'replied':>8} {'median time':>12}",
+    },
     "sendmail.sent": {"pl": "Wysłano: {reply}", "en": "Sent: {reply}"},
     "mailbox.empty": {"pl": "Skrzynka jest pusta.", "en": "The mailbox is empty."},
 }

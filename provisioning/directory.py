@@ -503,3 +503,42 @@ class Directory:
             (p for p in people if p.active and p.dn.lower() in group.members),
             key=lambda p: p.address,
         )
+
+    async def authenticate(self, address: str, password: str) -> CouncillorEntry | None:
+        """The active councillor whose address and password these are, or None.
+
+        The password is checked by the directory itself (a simple bind as the entry), so it is
+        verified by the same scheme Dovecot relies on. An empty password never binds (RFC 4513
+        would make it an unauthenticated bind that "succeeds").
+        """
+        if not password:
+            return None
+        entry = await self.find_by_address(address)
+        if entry is None or not entry.active:
+            return None
+
+        def bind() -> bool:
+            server = ldap3.Server(
+                self.config.url, connect_timeout=self.config.timeout, get_info=ldap3.NONE
+            )
+            conn = ldap3.Connection(
+                server,
+                user=entry.dn,
+                password=password,
+                receive_timeout=max(1, math.ceil(self.config.timeout)),
+                raise_exceptions=False,
+            )
+            try:
+                ok = bool(conn.bind())
+                code = conn.result.get("result") if conn.result else None
+            except ldap_exc.LDAPException as exc:
+                raise DirectoryUnavailable(
+                    f"directory {self.config.url} unreachable: {exc}"
+                ) from exc
+            finally:
+                _close_quietly(conn)
+            if not ok and code in _TEMPORARY_RESULTS:
+                raise DirectoryUnavailable(f"directory {self.config.url} busy")
+            return ok
+
+        return entry if await asyncio.to_thread(bind) else None

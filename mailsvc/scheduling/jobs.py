@@ -38,9 +38,26 @@ async def councillor_lifecycle(ctx: Parts) -> object:
     return disabled, removed
 
 
-def job_specs(lifecycle_interval: float) -> list[JobSpec]:
+async def relay_log_upkeep(ctx: Parts) -> object:
+    """Copy final delivery states into the relay log; forget metadata past retention."""
+    from datetime import timedelta
+
+    from mailsvc.storage.db import utcnow
+
+    refreshed = await ctx.relay_log.refresh_status()
+    cutoff = utcnow() - timedelta(days=ctx.settings.relay.log_retention_days)
+    purged = await ctx.relay_log.purge(cutoff)
+    if purged:
+        log.info("relay log: purged %d entries older than %s", purged, cutoff)
+    return refreshed, purged
+
+
+def job_specs(lifecycle_interval: float, upkeep_interval: float = 300.0) -> list[JobSpec]:
     """Every job of the service, with stable ids. Nothing is discovered by magic."""
-    return [JobSpec("councillor-lifecycle", lifecycle_interval, councillor_lifecycle)]
+    return [
+        JobSpec("councillor-lifecycle", lifecycle_interval, councillor_lifecycle),
+        JobSpec("relay-log-upkeep", upkeep_interval, relay_log_upkeep),
+    ]
 
 
 def start_scheduler(ctx: Parts, specs: list[JobSpec]) -> AsyncIOScheduler:

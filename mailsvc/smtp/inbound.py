@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import logging
+import re
 import ssl
 from collections.abc import Callable
+from email.parser import BytesHeaderParser
 from email.utils import formatdate
 from typing import Any, Protocol
 
@@ -17,7 +20,9 @@ from mailsvc.domain.relay import LocalRecipient, RefusalKind, classify_recipient
 from mailsvc.errors import StorageUnavailable
 from mailsvc.smtp import replies
 from mailsvc.smtp.server import ConnectionLimiter, CouncilSMTP, RateLimiter
+from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import MailQueue
+from mailsvc.storage.relaylog import RelayEntry, RelayLog
 from provisioning.directory import CouncillorEntry
 from provisioning.errors import DirectoryError, DirectoryUnavailable
 
@@ -44,7 +49,9 @@ class InboundHandler:
         directory: RecipientDirectory,
         queue: MailQueue,
         on_queued: Callable[[], None] = lambda: None,
+        relay_log: RelayLog | None = None,
     ) -> None:
+        self.relay_log = relay_log
         self.settings = settings
         self.directory = directory
         self.queue = queue
@@ -168,7 +175,35 @@ class InboundHandler:
             len(body),
         )
         self.on_queued()
+        if self.relay_log is not None:
+            self.relay_log.record(
+                RelayEntry(
+                    received_at=utcnow(),
+                    queue_id=queue_id,
+                    message_id=header_message_id(content),
+                    sender=envelope.mail_from or "",
+                    recipients=tuple(envelope.rcpt_tos),
+                    size=len(body),
+                )
+            )
         return replies.S250_QUEUED.format(queue_id=queue_id)
+
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+
+
+def header_message_id(content: bytes) -> str | None:
+    """The Message-ID of a raw message (looked for in the header only), or None."""
+    end = _HEADER_END.search(content, 0, 256 * 1024)
+    head = content[: end.start()] if end else content[: 256 * 1024]
+    value = BytesHeaderParser(policy=email.policy.compat32).parsebytes(head).get("Message-ID")
+    ids = message_ids(str(value)) if value else []
+    return ids[0] if ids else None
+
+
+def message_ids(value: str) -> list[str]:
+    """Message-IDs (<…>) found in a Message-ID, In-Reply-To or References value."""
+    return re.findall(r"<[^<>\s]{1,250}>", value)
 
 
 def valid_sender(address: str) -> bool:

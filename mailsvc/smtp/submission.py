@@ -1,0 +1,241 @@
+"""Submission (councillors → anyone): STARTTLS, AUTH PLAIN/LOGIN against the directory, and
+sending only as one's own address or a group one belongs to."""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import logging
+import ssl
+from base64 import b64decode
+from email.utils import formatdate
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
+from aiosmtpd.smtp import Session as SmtpSession
+
+from mailsvc.config import Settings
+from mailsvc.domain.relay import LocalRecipient, classify_recipient
+from mailsvc.errors import StorageUnavailable
+from mailsvc.smtp import replies
+from mailsvc.smtp.inbound import _clean, _peer_ip, _tls_details, message_ids, smtp_factory
+from mailsvc.storage.queue import MailQueue
+from mailsvc.storage.relaylog import RelayLog
+from provisioning.directory import Directory
+from provisioning.errors import DirectoryError, DirectoryUnavailable
+
+log = logging.getLogger(__name__)
+
+S235_OK = "235 2.7.0 Authentication successful"
+S535_INVALID = "535 5.7.8 Authentication credentials invalid"
+S454_AUTH_TEMP = "454 4.7.0 Temporary authentication failure, please try again later"
+S501_BASE64 = "501 5.5.2 Cannot decode the authentication data"
+
+
+class SubmissionHandler:
+    """aiosmtpd handler for the submission port."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        directory: Directory,
+        queue: MailQueue,
+        relay_log: RelayLog | None = None,
+        on_queued: Any = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self.directory = directory
+        self.queue = queue
+        self.relay_log = relay_log
+        self.on_queued = on_queued
+
+    # -- AUTH (async, so the directory bind never blocks the loop) ---------------------------
+
+    async def _verify(self, server: SMTP, login: bytes, password: bytes) -> AuthResult:
+        address = login.decode("utf-8", "replace").strip().lower()
+        try:
+            entry = await self.directory.authenticate(address, password.decode("utf-8", "replace"))
+        except (DirectoryUnavailable, DirectoryError) as exc:
+            log.warning("AUTH for %s: directory unavailable: %s", address, exc)
+            await server.push(S454_AUTH_TEMP)
+            return AuthResult(success=False, handled=True)
+        if entry is None:
+            peer = _peer_ip(server.session) if server.session else "?"
+            log.info("AUTH failed for %s from %s", address, peer)
+            return AuthResult(success=False, handled=False, message=S535_INVALID)
+        return AuthResult(
+            success=True, message=S235_OK, auth_data=LoginPassword(entry.address.encode(), b"")
+        )
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            raw = await server.challenge_auth("")
+            if not isinstance(raw, bytes):
+                return AuthResult(success=False)
+        else:
+            try:
+                raw = b64decode(args[1].encode(), validate=True)
+            except (binascii.Error, ValueError):
+                await server.push(S501_BASE64)
+                return AuthResult(success=False, handled=True)
+        parts = raw.split(b"\x00")
+        if len(parts) != 3:
+            await server.push(S501_BASE64)
+            return AuthResult(success=False, handled=True)
+        return await self._verify(server, parts[1], parts[2])
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await server.challenge_auth("Username:")
+            if not isinstance(login, bytes):
+                return AuthResult(success=False)
+        else:
+            try:
+                login = b64decode(args[1].encode(), validate=True)
+            except (binascii.Error, ValueError):
+                await server.push(S501_BASE64)
+                return AuthResult(success=False, handled=True)
+        password = await server.challenge_auth("Password:")
+        if not isinstance(password, bytes):
+            return AuthResult(success=False)
+        return await self._verify(server, login, password)
+
+    # -- envelope ---------------------------------------------------------------------------
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: SmtpSession,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+    @staticmethod
+    def _login(session: SmtpSession) -> str | None:
+        data: Any = session.auth_data
+        if not session.authenticated or data is None:
+            return None
+        return bytes(data.login).decode()
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: SmtpSession,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        login = self._login(session)
+        if login is None:
+            return replies.S530_AUTH_REQUIRED
+        sender = address.strip().lower()
+        if sender != login and not await self._member_of(login, sender):
+            return replies.S553_SENDER_NOT_OWNED.format(address=_clean(address, 254))
+        envelope.mail_from = sender
+        envelope.mail_options.extend(mail_options)
+        return replies.S250_MAIL_OK
+
+    async def _member_of(self, login: str, group_address: str) -> bool:
+        decision = classify_recipient(group_address, (self.settings.domain,))
+        if not isinstance(decision, LocalRecipient):
+            return False
+        try:
+            members = await self.directory.expand_group(decision.local_part)
+        except (DirectoryUnavailable, DirectoryError):
+            return False
+        return bool(members) and any(m.address == login for m in members or [])
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: SmtpSession,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if self._login(session) is None:
+            return replies.S530_AUTH_REQUIRED
+        if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
+            return replies.S452_TOO_MANY_RCPT
+        rcpt = address.strip()
+        local, at, domain = rcpt.rpartition("@")
+        if not at or not local or "." not in domain or any(ord(c) < 33 for c in rcpt):
+            return replies.S553_BAD_SYNTAX.format(address=_clean(rcpt, 254))
+        if domain.lower() == self.settings.domain:
+            decision = classify_recipient(rcpt, (self.settings.domain,))
+            if not isinstance(decision, LocalRecipient):
+                return replies.refusal_reply(decision.kind, rcpt, self.settings.office_address)
+            try:
+                entry = await self.directory.find_by_address(decision.address)
+                members = None if entry else await self.directory.expand_group(decision.local_part)
+            except (DirectoryUnavailable, DirectoryError):
+                return replies.S451_DIRECTORY
+            if entry is None and not members:
+                return replies.S550_UNKNOWN.format(address=decision.address)
+            targets = [entry.address] if entry else [m.address for m in members or []]
+            for target in targets:
+                if target not in envelope.rcpt_tos:
+                    envelope.rcpt_tos.append(target)
+            return replies.S250_RCPT_OK
+        envelope.rcpt_tos.append(rcpt)
+        return replies.S250_RCPT_OK
+
+    async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
+        login = self._login(session)
+        if login is None:
+            return replies.S530_AUTH_REQUIRED
+        content = envelope.original_content or b""
+        tls = _tls_details(session)
+        received = (
+            f"Received: from {_clean(session.host_name or 'unknown')} ([{_peer_ip(session)}])\r\n"
+            + (f"\t({tls})\r\n" if tls else "")
+            + f"\t(authenticated sender: {login})\r\n"
+            + f"\tby {self.settings.smtp_hostname} (mailsvc) with ESMTPSA"
+            + f"; {formatdate(localtime=False, usegmt=True)}\r\n"
+        ).encode()
+        body = received + content
+        try:
+            queue_id = await self.queue.enqueue(
+                envelope.mail_from or login, list(envelope.rcpt_tos), body, client=_peer_ip(session)
+            )
+        except StorageUnavailable:
+            return replies.S451_STORAGE
+        self.on_queued()
+        if self.relay_log is not None:
+            answered = _answered_ids(content)
+            if answered:
+                await self.relay_log.record_reply(login, answered)
+        log.info("submitted %s by %s to %d recipients", queue_id, login, len(envelope.rcpt_tos))
+        return replies.S250_QUEUED.format(queue_id=queue_id)
+
+
+def _answered_ids(content: bytes) -> list[str]:
+    from email.parser import BytesHeaderParser
+    from email.policy import compat32
+
+    head = content.split(b"\r\n\r\n", 1)[0][: 256 * 1024]
+    msg = BytesHeaderParser(policy=compat32).parsebytes(head)
+    ids: list[str] = []
+    for name in ("In-Reply-To", "References"):
+        for value in msg.get_all(name, []):
+            ids.extend(message_ids(str(value)))
+    return ids
+
+
+async def start_submission(
+    settings: Settings, handler: SubmissionHandler, tls: ssl.SSLContext
+) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+    factory = smtp_factory(
+        settings,
+        handler,
+        tls=tls,
+        auth_required=False,  # checked per command, so the reply says what is missing
+        auth_require_tls=not settings.submission.allow_plaintext_auth,
+    )
+    return await loop.create_server(
+        factory, host=settings.submission.host, port=settings.submission.port, reuse_address=True
+    )
