@@ -50,6 +50,11 @@ class SmtpSettings:
     max_bad_commands: int = 10
     # Seconds a directory answer about a recipient is reused.
     directory_cache_seconds: float = 30.0
+    # SPF, DKIM and DMARC checks for an Authentication-Results header, within a time budget.
+    authentication_checks: bool = True
+    authentication_budget: float = 1.0
+    # DNS server for those checks as host or host:port; empty means /etc/resolv.conf.
+    dns_resolver: str = ""
 
 
 @dataclass(frozen=True)
@@ -363,6 +368,16 @@ def validate(s: Settings) -> None:
         "max_bad_commands",
     ):
         _check_positive(f"smtp.{key}", getattr(s.smtp, key))
+    if s.smtp.authentication_budget < 0:
+        raise ConfigError(
+            f"smtp.authentication_budget = {s.smtp.authentication_budget}: expected 0 or more"
+        )
+    if s.smtp.dns_resolver and not re.match(
+        r"^[0-9A-Za-z.:\-\[\]]+?(:\d{1,5})?$", s.smtp.dns_resolver
+    ):
+        raise ConfigError(
+            f"smtp.dns_resolver = {s.smtp.dns_resolver!r}: expected host or host:port"
+        )
     if s.smtp.directory_cache_seconds < 0:
         raise ConfigError(
             f"smtp.directory_cache_seconds = {s.smtp.directory_cache_seconds}: expected 0 or more"

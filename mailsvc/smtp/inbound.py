@@ -12,6 +12,7 @@ from email.parser import BytesHeaderParser
 from email.utils import formatdate
 from typing import Any, Protocol
 
+import dns.resolver
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
 
@@ -19,6 +20,7 @@ from mailsvc.config import Settings
 from mailsvc.domain.relay import LocalRecipient, RefusalKind, classify_recipient
 from mailsvc.errors import StorageUnavailable
 from mailsvc.smtp import replies
+from mailsvc.smtp.authres import authenticate, authentication_results_header
 from mailsvc.smtp.server import ConnectionLimiter, CouncilSMTP, RateLimiter
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import MailQueue
@@ -58,6 +60,7 @@ class InboundHandler:
         self.on_queued = on_queued
         self.domains = (settings.domain,)
         self.rate = RateLimiter(settings.smtp.max_messages_per_ip_per_minute)
+        self.resolver = dns_resolver(settings.smtp.dns_resolver)
 
     async def handle_MAIL(
         self,
@@ -156,6 +159,17 @@ class InboundHandler:
         if content is None:
             content = envelope.content if isinstance(envelope.content, bytes) else b""
         body = self._received_header(session, envelope) + content
+        if self.settings.smtp.authentication_checks:
+            results = await authenticate(
+                authserv_id=self.settings.smtp_hostname,
+                client_ip=_peer_ip(session),
+                helo=session.host_name or "",
+                mail_from=envelope.mail_from or "",
+                message=content,
+                budget=self.settings.smtp.authentication_budget,
+                resolver=self.resolver,
+            )
+            body = authentication_results_header(results) + body
         client = _peer_ip(session)
         try:
             queue_id = await self.queue.enqueue(
@@ -204,6 +218,19 @@ def header_message_id(content: bytes) -> str | None:
 def message_ids(value: str) -> list[str]:
     """Message-IDs (<…>) found in a Message-ID, In-Reply-To or References value."""
     return re.findall(r"<[^<>\s]{1,250}>", value)
+
+
+def dns_resolver(spec: str) -> dns.resolver.Resolver | None:
+    """A resolver for "host" or "host:port"; None means the system's (authres default)."""
+    if not spec:
+        return None
+    host, _, port = spec.partition(":")
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [host]
+    resolver.port = int(port or 53)
+    resolver.timeout = 1.0
+    resolver.lifetime = 5.0
+    return resolver
 
 
 def valid_sender(address: str) -> bool:

@@ -70,7 +70,7 @@ async def custom_service(settings: Settings, directory: Any) -> AsyncIterator[Ca
     started: list[Service] = []
 
     async def start(**smtp: Any) -> Service:
-        changes = {**smtp, "port": 0, "directory_cache_seconds": 0.0}
+        changes = {"authentication_checks": False, **smtp, "port": 0, "directory_cache_seconds": 0}
         svc = await start_service(settings.with_changes(smtp=changes))
         started.append(svc)
         return svc
@@ -299,3 +299,29 @@ async def test_starttls_discards_commands_pipelined_before_it(
     msg = message_from_bytes(inbox[0], policy=policy.default)
     ours = [h for h in msg.get_all("Received", []) if "(mailsvc)" in h]
     assert "using TLSv1." in ours[0] and "with ESMTPS" in ours[0]
+
+
+async def test_authentication_results_are_prepended_from_the_dns(
+    custom_service: Callable[..., Any], settings: Settings, add_councillor: Callable[..., Any]
+) -> None:
+    from tests.unit.test_authres import Zone
+
+    account = await add_councillor("Jan", "Sprawdzony")
+    loop = asyncio.get_running_loop()
+    transport, zone = await loop.create_datagram_endpoint(Zone, local_addr=("127.0.0.1", 0))
+    try:
+        zone.txt("example.org", "v=spf1 ip4:127.0.0.1 -all")
+        zone.txt("_dmarc.example.org", "v=DMARC1; p=reject")
+        port = transport.get_extra_info("sockname")[1]
+        svc = await custom_service(authentication_checks=True, dns_resolver=f"127.0.0.1:{port}")
+        assert await smtp_send(svc.smtp_port, [account.address], make_message("x", "spf")) == {}
+        inbox = await wait_for_inbox(settings, account.address, account.password)
+    finally:
+        transport.close()
+    msg = message_from_bytes(inbox[0], policy=policy.default)
+    results = str(msg["Authentication-Results"])
+    assert results.startswith(settings.smtp_hostname)
+    assert "spf=pass smtp.mailfrom=jan@example.org" in results
+    assert "dkim=none" in results
+    assert "dmarc=pass" in results and "header.from=example.org" in results
+    assert ("example.org", "TXT") in zone.queries
