@@ -269,11 +269,13 @@ def smtp_factory(
 ) -> Callable[[], SMTP]:
     """Protocol factory for one listening socket; all its connections share one limiter."""
     limiter = ConnectionLimiter(settings.smtp.max_connections, settings.smtp.max_connections_per_ip)
+    prototype: dict[str, Any] = {}
 
     def make() -> SMTP:
         return CouncilSMTP(
             handler,
             limiter=limiter,
+            prototype=prototype,
             max_bad_commands=settings.smtp.max_bad_commands,
             data_size_limit=settings.smtp.max_message_size,
             enable_SMTPUTF8=True,

@@ -27,6 +27,7 @@ def settings(stack_settings: Settings, local_stack: Any, tmp_path: Path) -> Sett
         # No SPF/DKIM/DMARC lookups against the machine's resolver: the test that covers them
         # runs its own DNS server.
         smtp={"port": 0, "directory_cache_seconds": 0.0, "authentication_checks": False},
+        submission={"port": 0},
         database={"url": f"sqlite+aiosqlite:///{tmp_path / 'mailsvc.db'}"},
         delivery={"retry_initial": 0.3, "retry_max_interval": 1.0, "workers": 2},
         # Acknowledgements queue mail of their own; the tests about them turn them on.
