@@ -1,4 +1,10 @@
-"""Delivery workers: take due messages from the queue and hand them to Dovecot over LMTP."""
+"""Delivery workers: take due messages from the queue and hand them on, each route with its own
+client — LMTP to the mailbox store for the council's domain, SMTP to the smarthost for the rest.
+
+After each attempt the outcomes are recorded in one transaction together with what they cause:
+a bounce (RFC 3464) to the sender for recipients that failed for good, and an acknowledgement
+(RFC 3834) to a resident whose message reached a councillor's mailbox.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,49 @@ import asyncio
 import contextlib
 import logging
 import traceback
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
-from mailsvc.config import DeliverySettings
-from mailsvc.delivery.lmtp import LmtpClient, LmtpUnavailable, Reply
+from mailsvc.config import DeliverySettings, Settings
+from mailsvc.delivery.ack import ack_refusal, acknowledgement_day, build_acknowledgement
+from mailsvc.delivery.dsn import Failure, bounce_refusal, build_dsn
+from mailsvc.delivery.lmtp import LmtpClient, Reply
+from mailsvc.delivery.smarthost import SmarthostClient
+from mailsvc.errors import TemporaryFailure
 from mailsvc.storage.db import utcnow
-from mailsvc.storage.queue import MailQueue, QueuedMessage, backoff
+from mailsvc.storage.queue import (
+    ORIGIN_ACK,
+    ORIGIN_DSN,
+    ROUTE_LMTP,
+    ROUTE_SMTP,
+    ROUTES,
+    AckRequest,
+    MailQueue,
+    Outgoing,
+    QueuedMessage,
+    backoff,
+)
 
 log = logging.getLogger(__name__)
 
 # Give up polling for longer than this even when nothing is due (picks up rows other
 # processes added, e.g. the CLI or a second acceptor).
 _MAX_IDLE = 5.0
+# Concurrent smarthost connections (delivery.workers counts the LMTP ones).
+SMARTHOST_WORKERS = 2
+# The reply recorded for a recipient the server gave no answer about.
+_NO_REPLY = Reply(451, "4.3.0 no reply for this recipient")
+
+
+class Transport(Protocol):
+    """A client for one route: LmtpClient or SmarthostClient."""
+
+    async def deliver(
+        self, mail_from: str, recipients: Sequence[str], body: bytes
+    ) -> dict[str, Reply]: ...
+
+    async def close(self) -> None: ...
 
 
 def decide(
@@ -35,36 +72,66 @@ def decide(
 
 
 class DeliveryWorkers:
-    """A fixed number of workers, each with its own LMTP connection."""
+    """``delivery.workers`` LMTP workers and SMARTHOST_WORKERS smarthost workers.
+
+    ``smarthost`` overrides where smarthost mail goes (the local capture, which speaks plain
+    SMTP without AUTH); otherwise ``settings.smarthost`` says.
+    """
 
     def __init__(
-        self, queue: MailQueue, settings: DeliverySettings, lmtp: tuple[str, int], lhlo: str
+        self,
+        queue: MailQueue,
+        settings: Settings,
+        *,
+        smarthost: tuple[str, int] | None = None,
+        smarthost_workers: int = SMARTHOST_WORKERS,
     ) -> None:
         self.queue = queue
         self.settings = settings
-        self.lmtp = lmtp
-        self.lhlo = lhlo
-        self._wake = asyncio.Event()
+        self.smarthost = smarthost
+        self.local_domains = (settings.domain,)
+        self._pool = {ROUTE_LMTP: settings.delivery.workers, ROUTE_SMTP: smarthost_workers}
+        self._wake = {route: asyncio.Event() for route in ROUTES}
         self._claim_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
     def wake(self) -> None:
         """Called after a message is queued: deliver now rather than at the next poll."""
-        self._wake.set()
+        for event in self._wake.values():
+            event.set()
+
+    def client(self, route: str) -> Transport:
+        """A new, unconnected client for ``route``."""
+        s = self.settings
+        if route == ROUTE_LMTP:
+            return LmtpClient(*s.lmtp_address, lhlo=s.smtp_hostname)
+        if self.smarthost is not None:
+            host, port = self.smarthost
+            return SmarthostClient(host, port, helo=s.smtp_hostname, timeout=s.smarthost.timeout)
+        return SmarthostClient(
+            s.smarthost.host,
+            s.smarthost.port,
+            security=s.smarthost.security,
+            username=s.smarthost.username,
+            password=s.smarthost.password,
+            helo=s.smtp_hostname,
+            timeout=s.smarthost.timeout,
+        )
 
     async def start(self) -> None:
         released = await self.queue.release_claims()
         if released:
             log.warning("%d deliveries were in flight at the last stop; retrying them", released)
         self._tasks = [
-            asyncio.create_task(self._run(i), name=f"delivery-{i}")
-            for i in range(self.settings.workers)
+            asyncio.create_task(self._run(route), name=f"delivery-{route}-{i}")
+            for route, size in self._pool.items()
+            for i in range(size)
         ]
 
     async def stop(self) -> None:
         self._stopping = True
-        self._wake.set()
+        self.wake()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -72,75 +139,108 @@ class DeliveryWorkers:
                 await task
         self._tasks = []
 
-    async def _claim(self) -> QueuedMessage | None:
+    async def _claim(self, route: str) -> QueuedMessage | None:
         async with self._claim_lock:
-            return await self.queue.claim_next()
+            return await self.queue.claim_next(route)
 
-    async def _idle(self) -> None:
+    async def _idle(self, route: str) -> None:
         try:
-            due_in = await self.queue.next_due_in()
+            due_in = await self.queue.next_due_in(route)
         except Exception:  # database briefly unavailable: poll again soon
             log.exception("could not read the queue")
             due_in = 1.0
         timeout = _MAX_IDLE if due_in is None else min(_MAX_IDLE, max(due_in, 0.05))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            await asyncio.wait_for(self._wake[route].wait(), timeout)
 
-    async def _run(self, index: int) -> None:
-        client = LmtpClient(*self.lmtp, lhlo=self.lhlo)
+    async def _run(self, route: str) -> None:
+        client = self.client(route)
+        wake = self._wake[route]
         try:
             while not self._stopping:
                 try:
-                    message = await self._claim()
+                    message = await self._claim(route)
                 except Exception:
                     log.exception("could not claim work from the queue")
                     await asyncio.sleep(1)
                     continue
                 if message is None:
-                    if self._wake.is_set():  # woken since the claim: look again first
-                        self._wake.clear()
+                    if wake.is_set():  # woken since the claim: look again first
+                        wake.clear()
                         continue
-                    await self._idle()
+                    await self._idle(route)
                     continue
                 # More work may be waiting: let an idle sibling look too.
-                self._wake.set()
-                await self.deliver(client, message)
+                wake.set()
+                queued = await self.deliver(client, message)
+                if queued:  # a bounce or an acknowledgement: possibly for the other route
+                    self.wake()
         finally:
             await client.close()
 
     async def drain(self) -> int:
-        """Deliver everything due now on one connection, then return (CLI, outside serve)."""
-        client = LmtpClient(*self.lmtp, lhlo=self.lhlo)
+        """Deliver everything due now, route by route, then return (CLI, outside serve).
+
+        Bounces and acknowledgements queued on the way are delivered too.
+        """
         count = 0
-        try:
-            while (message := await self.queue.claim_next()) is not None:
-                await self.deliver(client, message)
-                count += 1
-        finally:
-            await client.close()
+        progress = True
+        while progress:
+            progress = False
+            for route in ROUTES:
+                client = self.client(route)
+                try:
+                    while (message := await self.queue.claim_next(route)) is not None:
+                        await self.deliver(client, message)
+                        count += 1
+                        progress = True
+                finally:
+                    await client.close()
         return count
 
-    async def deliver(self, client: LmtpClient, message: QueuedMessage) -> None:
+    async def deliver(self, client: Transport, message: QueuedMessage) -> list[str]:
+        """One attempt for the claimed recipients; returns the queue ids of messages it caused."""
         recipients = [rcpt for _, rcpt, _ in message.deliveries]
         try:
             try:
                 replies = await client.deliver(message.mail_from, recipients, message.body)
-            except LmtpUnavailable as exc:
-                log.warning("queue %s: mailbox store unavailable: %s", message.queue_id, exc)
+            except TemporaryFailure as exc:
+                log.warning("queue %s: %s unavailable: %s", message.queue_id, message.route, exc)
                 replies = dict.fromkeys(recipients, Reply(451, f"4.4.1 {exc}"))
-            outcomes = []
+            now = datetime.now(UTC)
+            outcomes: list[tuple[int, str, str, datetime | None]] = []
+            failures: list[Failure] = []
+            delivered: list[str] = []
             for delivery_id, rcpt, attempts in message.deliveries:
-                reply = replies[rcpt]
-                status, next_at = decide(reply, attempts, message.received_at, self.settings)
+                reply = replies.get(rcpt, _NO_REPLY)
+                status, next_at = decide(
+                    reply, attempts, message.received_at, self.settings.delivery
+                )
                 outcomes.append((delivery_id, status, str(reply)[:2000], next_at))
+                if status == "failed":
+                    failures.append(Failure(rcpt, reply, expired=reply.temporary))
+                elif status == "delivered":
+                    delivered.append(rcpt)
                 log.info(
-                    "queue %s to=<%s> status=%s reply=%s",
+                    "queue %s to=<%s> route=%s status=%s reply=%s",
                     message.queue_id,
                     rcpt,
+                    message.route,
                     status,
-                    str(reply).splitlines()[0],
+                    str(reply).splitlines()[0] if str(reply) else "",
                 )
-            await self.queue.record(message.id, outcomes)
+            follow_ups, error = self._bounce(message, failures)
+            if error is not None:
+                # No bounce could be written: keep the failed recipients as dead letters, so
+                # that the sender is not left without word once the cause is fixed.
+                log.error(
+                    "queue %s: bounce failed, kept as dead letter:\n%s", message.queue_id, error
+                )
+                outcomes = [(d, "dead" if s == "failed" else s, r, n) for d, s, r, n in outcomes]
+            ack = await self._ack_request(message, delivered, now)
+            return await self.queue.record(
+                message.id, outcomes, follow_ups=follow_ups, ack=ack, error=error
+            )
         except asyncio.CancelledError:
             raise  # the claim is released at the next start (at-least-once)
         except Exception:
@@ -150,3 +250,70 @@ class DeliveryWorkers:
             )
             with contextlib.suppress(Exception):
                 await self.queue.mark_dead(message.id, error)
+            return []
+
+    def _bounce(
+        self, message: QueuedMessage, failures: list[Failure]
+    ) -> tuple[list[Outgoing], str | None]:
+        """The bounce for ``failures`` (if one may be sent), or the error that prevented it."""
+        if not failures:
+            return [], None
+        refusal = bounce_refusal(message.mail_from, message.body, self.local_domains)
+        if refusal is not None:
+            log.info("queue %s: no bounce: %s", message.queue_id, refusal)
+            return [], None
+        try:
+            dsn = build_dsn(
+                self.settings,
+                queue_id=message.queue_id,
+                mail_from=message.mail_from,
+                arrival=message.received_at,
+                original=message.body,
+                failures=failures,
+            )
+        except ValueError as exc:  # the sender's address cannot be written to
+            log.warning("queue %s: no bounce: %s", message.queue_id, exc)
+            return [], None
+        except Exception:
+            return [], traceback.format_exc()
+        return [Outgoing("", (message.mail_from,), dsn.as_bytes(), ORIGIN_DSN)], None
+
+    async def _ack_request(
+        self, message: QueuedMessage, delivered: list[str], now: datetime
+    ) -> AckRequest | None:
+        """What to acknowledge to a resident; never fails (the mail is delivered by now)."""
+        if not (self.settings.relay.acknowledge and delivered and message.route == ROUTE_LMTP):
+            return None
+        refusal = ack_refusal(
+            message.mail_from, message.body, self.local_domains, origin=message.origin
+        )
+        if refusal is not None:
+            log.debug("queue %s: no acknowledgement: %s", message.queue_id, refusal)
+            return None
+        try:
+            names = await self.queue.display_names(delivered)
+        except Exception:
+            log.exception("queue %s: councillors' names unavailable", message.queue_id)
+            names = {}
+
+        def compose(fresh: Sequence[str]) -> Outgoing | None:
+            try:
+                ack = build_acknowledgement(
+                    self.settings,
+                    mail_from=message.mail_from,
+                    original=message.body,
+                    delivered_at=now,
+                    councillors=[(names.get(a.lower(), ""), a) for a in fresh],
+                )
+            except Exception:
+                log.exception("queue %s: acknowledgement not sent", message.queue_id)
+                return None
+            log.info(
+                "queue %s: acknowledging to <%s> delivery to %s",
+                message.queue_id,
+                message.mail_from,
+                ",".join(f"<{a}>" for a in fresh),
+            )
+            return Outgoing("", (message.mail_from,), ack.as_bytes(), ORIGIN_ACK)
+
+        return AckRequest(message.mail_from, tuple(delivered), acknowledgement_day(now), compose)

@@ -22,9 +22,12 @@ from sqlalchemy import (
     Table,
     Text,
     event,
+    inspect,
+    text,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.schema import CreateColumn
 
 metadata = MetaData()
 
@@ -41,6 +44,9 @@ messages = Table(
     Column("body", LargeBinary, nullable=True),
     Column("status", String(16), nullable=False, default="queued"),  # queued|done|dead
     Column("error", Text, nullable=True),
+    # Who produced it: inbound (a resident via SMTP), submission, welcome, dsn, ack, local.
+    # Acknowledgements answer only "inbound"; bounces and acks are never answered.
+    Column("origin", String(16), nullable=False, server_default="local"),
 )
 
 # One row per (message, recipient): the unit of delivery, retry and evidence.
@@ -50,6 +56,8 @@ deliveries = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("message_id", Integer, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
     Column("recipient", Text, nullable=False),
+    # lmtp: the council's mailbox store; smtp: the smarthost. Decided at enqueue from the domain.
+    Column("route", String(8), nullable=False, server_default="lmtp"),
     # queued | inflight | deferred | delivered | failed | dead
     Column("status", String(16), nullable=False, default="queued"),
     Column("attempts", Integer, nullable=False, default=0),
@@ -57,6 +65,7 @@ deliveries = Table(
     Column("last_reply", Text, nullable=True),
     Column("updated_at", DateTime, nullable=False),
     Index("ix_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_deliveries_route_due", "route", "status", "next_attempt_at"),
     Index("ix_deliveries_message", "message_id"),
 )
 
@@ -130,6 +139,23 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_pre_ping=True)
 
 
+def _add_missing_columns(sync_conn: Connection) -> None:
+    """Bring tables made by an older version up to date: columns added since (each nullable or
+    with a server default) and indexes. Tables are never rewritten or dropped."""
+    inspector = inspect(sync_conn)
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                ddl = CreateColumn(column).compile(dialect=sync_conn.dialect)
+                sync_conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
+        indexes = {i["name"] for i in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in indexes:
+                index.create(sync_conn)
+
+
 async def create_schema(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
+        await conn.run_sync(_add_missing_columns)

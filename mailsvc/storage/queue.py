@@ -1,26 +1,68 @@
-"""The durable mail queue: accepted messages and their per-recipient deliveries."""
+"""The durable mail queue: accepted messages and their per-recipient deliveries.
+
+Each delivery has a route, decided once at enqueue from the recipient's domain: ``lmtp`` for the
+council's own domain (the mailbox store), ``smtp`` for every other domain (the smarthost).
+Workers claim the due deliveries of one message on one route at a time, so a message becomes one
+LMTP transaction for its local recipients and one SMTP transaction for the rest.
+"""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import Select, and_, delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailsvc.errors import StorageUnavailable
+from mailsvc.storage import acks
 from mailsvc.storage.db import deliveries, messages, utcnow
 
 PENDING = ("queued", "deferred")
 SETTLED = ("delivered", "failed", "dead")
+# Settled for good: nothing will ever read the body again.
+FINAL = ("delivered", "failed")
+STATUSES = ("queued", "inflight", "deferred", "delivered", "failed", "dead")
+
+ROUTE_LMTP = "lmtp"
+ROUTE_SMTP = "smtp"
+ROUTES = (ROUTE_LMTP, ROUTE_SMTP)
+
+# Where a message came from (messages.origin).
+ORIGIN_INBOUND = "inbound"  # a resident, through the inbound SMTP server
+ORIGIN_SUBMISSION = "submission"  # a councillor, through the submission server
+ORIGIN_WELCOME = "welcome"
+ORIGIN_DSN = "dsn"
+ORIGIN_ACK = "ack"
+ORIGIN_LOCAL = "local"  # anything else the service writes itself
+
+
+def route_for(recipient: str, local_domains: Sequence[str] | None) -> str:
+    """``lmtp`` for a recipient in one of ``local_domains``, ``smtp`` otherwise.
+
+    ``None`` means every recipient is local (the queue before routes existed).
+    """
+    if local_domains is None:
+        return ROUTE_LMTP
+    domain = recipient.rpartition("@")[2].lower()
+    return ROUTE_LMTP if domain in local_domains else ROUTE_SMTP
+
+
+def _origin_from_client(client: str) -> str:
+    # Callers that predate origins: the inbound server passes the client IP, provisioning
+    # passes "welcome".
+    if client == ORIGIN_WELCOME:
+        return ORIGIN_WELCOME
+    return ORIGIN_INBOUND if client else ORIGIN_LOCAL
 
 
 @dataclass(frozen=True)
 class QueuedMessage:
-    """A message with the recipients claimed for one delivery attempt."""
+    """A message with the recipients claimed for one delivery attempt on one route."""
 
     id: int
     queue_id: str
@@ -28,6 +70,32 @@ class QueuedMessage:
     received_at: datetime
     body: bytes
     deliveries: tuple[tuple[int, str, int], ...]  # (delivery id, recipient, attempts so far)
+    route: str = ROUTE_LMTP
+    origin: str = ORIGIN_LOCAL
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to queue in the same transaction as the delivery outcomes that caused it."""
+
+    mail_from: str
+    recipients: tuple[str, ...]
+    body: bytes
+    origin: str
+
+
+@dataclass(frozen=True)
+class AckRequest:
+    """Acknowledge to ``sender`` the delivery to ``councillors`` — each at most once a day.
+
+    ``compose`` is called inside the transaction with the councillors not acknowledged yet that
+    day (never with an empty list) and returns the message to queue, or None to send nothing.
+    """
+
+    sender: str
+    councillors: tuple[str, ...]
+    day: date
+    compose: Callable[[Sequence[str]], Outgoing | None]
 
 
 @dataclass(frozen=True)
@@ -39,50 +107,110 @@ class DeliveryRow:
     attempts: int
     next_attempt_at: datetime
     last_reply: str | None
+    route: str = ROUTE_LMTP
+    mail_from: str = ""
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class MessageDetail:
+    """What an operator sees of one queued message (the body only when asked for)."""
+
+    queue_id: str
+    mail_from: str
+    received_at: datetime
+    size: int
+    client: str
+    origin: str
+    status: str
+    error: str | None
+    body_kept: bool
+    deliveries: tuple[DeliveryRow, ...] = field(default=())
+    body: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Retried:
+    queue_id: str
+    recipient: str
+    previous_status: str
 
 
 class MailQueue:
     """Repository over the queue tables. Every write is one committed transaction."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, local_domains: Sequence[str] | None = None) -> None:
         self.engine = engine
+        self.local_domains = (
+            None if local_domains is None else tuple(d.lower() for d in local_domains)
+        )
+
+    def route_for(self, recipient: str) -> str:
+        return route_for(recipient, self.local_domains)
 
     async def enqueue(
-        self, mail_from: str, recipients: Sequence[str], body: bytes, client: str = ""
+        self,
+        mail_from: str,
+        recipients: Sequence[str],
+        body: bytes,
+        client: str = "",
+        *,
+        origin: str | None = None,
     ) -> str:
-        """Store a message durably (committed, fsync'd) and return its queue id."""
-        queue_id = secrets.token_hex(8)
-        now = utcnow()
+        """Store a message durably (committed, fsync'd) and return its queue id.
+
+        The null reverse path is stored as "" (aiosmtpd reports it as "<>").
+        """
+        if mail_from == "<>":
+            mail_from = ""
         try:
             async with self.engine.begin() as conn:
-                result = await conn.execute(
-                    messages.insert().values(
-                        queue_id=queue_id,
-                        mail_from=mail_from,
-                        received_at=now,
-                        size=len(body),
-                        client=client,
-                        body=body,
-                        status="queued",
-                    )
-                )
-                message_id = result.inserted_primary_key[0]  # type: ignore[index]
-                await conn.execute(
-                    deliveries.insert(),
-                    [
-                        {
-                            "message_id": message_id,
-                            "recipient": rcpt,
-                            "status": "queued",
-                            "attempts": 0,
-                            "next_attempt_at": now,
-                            "updated_at": now,
-                        }
-                        for rcpt in recipients
-                    ],
+                queue_id = await self._insert(
+                    conn, mail_from, recipients, body, client, origin or _origin_from_client(client)
                 )
         except SQLAlchemyError as exc:
             raise StorageUnavailable(f"queue could not store the message: {exc}") from exc
+        return queue_id
+
+    async def _insert(
+        self,
+        conn: AsyncConnection,
+        mail_from: str,
+        recipients: Sequence[str],
+        body: bytes,
+        client: str,
+        origin: str,
+    ) -> str:
+        queue_id = secrets.token_hex(8)
+        now = utcnow()
+        result = await conn.execute(
+            messages.insert().values(
+                queue_id=queue_id,
+                mail_from=mail_from,
+                received_at=now,
+                size=len(body),
+                client=client,
+                body=body,
+                status="queued",
+                origin=origin,
+            )
+        )
+        message_id = result.inserted_primary_key[0]  # type: ignore[index]
+        await conn.execute(
+            deliveries.insert(),
+            [
+                {
+                    "message_id": message_id,
+                    "recipient": rcpt,
+                    "route": self.route_for(rcpt),
+                    "status": "queued",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "updated_at": now,
+                }
+                for rcpt in recipients
+            ],
+        )
         return queue_id
 
     async def release_claims(self) -> int:
@@ -95,27 +223,31 @@ class MailQueue:
             )
         return result.rowcount
 
-    async def claim_next(self) -> QueuedMessage | None:
-        """Claim every due delivery of the oldest due message (one LMTP transaction)."""
+    async def claim_next(self, route: str | None = None) -> QueuedMessage | None:
+        """Claim every due delivery of the oldest due message on one route (one transaction).
+
+        With ``route`` None any route is taken: the route of the oldest due delivery.
+        """
         now = utcnow()
+        due_now = and_(deliveries.c.status.in_(PENDING), deliveries.c.next_attempt_at <= now)
         async with self.engine.begin() as conn:
+            first = select(deliveries.c.message_id, deliveries.c.route).where(due_now)
+            if route is not None:
+                first = first.where(deliveries.c.route == route)
             row = (
                 await conn.execute(
-                    select(deliveries.c.message_id)
-                    .where(deliveries.c.status.in_(PENDING), deliveries.c.next_attempt_at <= now)
-                    .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-                    .limit(1)
+                    first.order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(1)
                 )
             ).first()
             if row is None:
                 return None
-            message_id = row[0]
+            message_id, chosen = row[0], row[1]
             due = (
                 await conn.execute(
                     select(deliveries.c.id, deliveries.c.recipient, deliveries.c.attempts).where(
                         deliveries.c.message_id == message_id,
-                        deliveries.c.status.in_(PENDING),
-                        deliveries.c.next_attempt_at <= now,
+                        deliveries.c.route == chosen,
+                        due_now,
                     )
                 )
             ).all()
@@ -136,6 +268,7 @@ class MailQueue:
                         messages.c.mail_from,
                         messages.c.received_at,
                         messages.c.body,
+                        messages.c.origin,
                     ).where(messages.c.id == message_id)
                 )
             ).one()
@@ -146,15 +279,28 @@ class MailQueue:
             received_at=msg.received_at,
             body=msg.body or b"",
             deliveries=tuple((d[0], d[1], d[2]) for d in due),
+            route=chosen,
+            origin=msg.origin,
         )
 
     async def record(
         self,
         message_id: int,
         outcomes: Sequence[tuple[int, str, str, datetime | None]],
-    ) -> None:
-        """Store outcomes: (delivery id, new status, reply text, next attempt or None)."""
+        *,
+        follow_ups: Sequence[Outgoing] = (),
+        ack: AckRequest | None = None,
+        error: str | None = None,
+    ) -> list[str]:
+        """Store outcomes: (delivery id, new status, reply text, next attempt or None).
+
+        In the same transaction, queue ``follow_ups`` (bounces) and, for the councillors of
+        ``ack`` not acknowledged yet that day, an acknowledgement: a crash either keeps all of
+        it or none. ``error`` is kept on the message when an outcome is ``dead``. Returns the
+        queue ids of the messages queued here.
+        """
         now = utcnow()
+        queued: list[str] = []
         async with self.engine.begin() as conn:
             for delivery_id, status, reply, next_at in outcomes:
                 await conn.execute(
@@ -168,23 +314,77 @@ class MailQueue:
                         updated_at=now,
                     )
                 )
-            open_left = (
-                await conn.execute(
-                    select(func.count())
-                    .select_from(deliveries)
-                    .where(
-                        deliveries.c.message_id == message_id,
-                        deliveries.c.status.not_in(SETTLED),
+            for out in follow_ups:
+                queued.append(
+                    await self._insert(
+                        conn, out.mail_from, out.recipients, out.body, "", out.origin
                     )
                 )
-            ).scalar_one()
-            if open_left == 0:
-                # Privacy: a body is kept only until every recipient is settled.
+            if ack is not None:
+                queue_id = await self._acknowledge(conn, message_id, ack, now)
+                if queue_id:
+                    queued.append(queue_id)
+            if error is not None and any(o[1] == "dead" for o in outcomes):
                 await conn.execute(
                     update(messages)
                     .where(messages.c.id == message_id)
-                    .values(status="done", body=None)
+                    .values(status="dead", error=error[:10000])
                 )
+            await self._settle(conn, message_id)
+        return queued
+
+    async def _acknowledge(
+        self, conn: AsyncConnection, message_id: int, ack: AckRequest, now: datetime
+    ) -> str | None:
+        original = (
+            await conn.execute(select(messages.c.queue_id).where(messages.c.id == message_id))
+        ).scalar_one()
+        fresh = [
+            c
+            for c in ack.councillors
+            if await acks.claim(
+                conn,
+                sender=ack.sender,
+                councillor=c,
+                day=ack.day,
+                original_queue_id=original,
+                now=now,
+            )
+        ]
+        if not fresh:
+            return None
+        out = ack.compose(fresh)
+        if out is None:
+            return None
+        queue_id = await self._insert(conn, out.mail_from, out.recipients, out.body, "", out.origin)
+        await acks.attach_ack(
+            conn, sender=ack.sender, councillors_=fresh, day=ack.day, ack_queue_id=queue_id
+        )
+        return queue_id
+
+    async def _settle(self, conn: AsyncConnection, message_id: int) -> None:
+        open_left = (
+            await conn.execute(
+                select(func.count())
+                .select_from(deliveries)
+                .where(
+                    deliveries.c.message_id == message_id,
+                    deliveries.c.status.not_in(FINAL),
+                )
+            )
+        ).scalar_one()
+        if open_left == 0:
+            # Privacy: a body is kept only until every recipient is settled for good (a dead
+            # letter keeps it, so that it can be retried).
+            await conn.execute(
+                update(messages)
+                .where(messages.c.id == message_id)
+                .values(status="done", body=None, error=None)
+            )
+
+    async def display_names(self, addresses: Sequence[str]) -> dict[str, str]:
+        async with self.engine.connect() as conn:
+            return await acks.display_names(conn, addresses)
 
     async def mark_dead(self, message_id: int, error: str) -> None:
         """An unexpected error: keep the message and say why (never drop it)."""
@@ -200,36 +400,154 @@ class MailQueue:
                 .values(status="dead", error=error[:10000])
             )
 
-    async def next_due_in(self) -> float | None:
-        """Seconds until the next pending delivery is due (None if nothing is pending)."""
+    async def next_due_in(self, route: str | None = None) -> float | None:
+        """Seconds until the next pending delivery (on ``route``) is due; None if none pends."""
+        query = select(func.min(deliveries.c.next_attempt_at)).where(
+            deliveries.c.status.in_(PENDING)
+        )
+        if route is not None:
+            query = query.where(deliveries.c.route == route)
         async with self.engine.connect() as conn:
-            when = (
-                await conn.execute(
-                    select(func.min(deliveries.c.next_attempt_at)).where(
-                        deliveries.c.status.in_(PENDING)
-                    )
-                )
-            ).scalar_one()
+            when = (await conn.execute(query)).scalar_one()
         if when is None:
             return None
         delta: float = (when - utcnow()).total_seconds()
         return max(0.0, delta)
 
+    # -- operators (mailsvc queue …) ----------------------------------------------------------
+
     async def list_deliveries(self, statuses: Sequence[str] | None = None) -> list[DeliveryRow]:
-        query = select(
-            deliveries.c.id,
-            messages.c.queue_id,
-            deliveries.c.recipient,
-            deliveries.c.status,
-            deliveries.c.attempts,
-            deliveries.c.next_attempt_at,
-            deliveries.c.last_reply,
-        ).select_from(deliveries.join(messages, and_(messages.c.id == deliveries.c.message_id)))
+        query = _delivery_rows()
         if statuses:
             query = query.where(deliveries.c.status.in_(list(statuses)))
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query.order_by(deliveries.c.id))).all()
         return [DeliveryRow(*row) for row in rows]
+
+    async def show(self, queue_id: str, *, with_body: bool = False) -> MessageDetail | None:
+        """One message with every delivery, or None if there is no such queue id."""
+        async with self.engine.connect() as conn:
+            msg = (
+                await conn.execute(
+                    select(
+                        messages.c.id,
+                        messages.c.queue_id,
+                        messages.c.mail_from,
+                        messages.c.received_at,
+                        messages.c.size,
+                        messages.c.client,
+                        messages.c.origin,
+                        messages.c.status,
+                        messages.c.error,
+                        messages.c.body.is_not(None).label("body_kept"),
+                    ).where(messages.c.queue_id == queue_id)
+                )
+            ).first()
+            if msg is None:
+                return None
+            rows = (
+                await conn.execute(
+                    _delivery_rows()
+                    .where(deliveries.c.message_id == msg.id)
+                    .order_by(deliveries.c.id)
+                )
+            ).all()
+            body = None
+            if with_body:
+                body = (
+                    await conn.execute(select(messages.c.body).where(messages.c.id == msg.id))
+                ).scalar_one()
+        return MessageDetail(
+            queue_id=msg.queue_id,
+            mail_from=msg.mail_from,
+            received_at=msg.received_at,
+            size=msg.size,
+            client=msg.client,
+            origin=msg.origin,
+            status=msg.status,
+            error=msg.error,
+            body_kept=bool(msg.body_kept),
+            deliveries=tuple(DeliveryRow(*row) for row in rows),
+            body=body,
+        )
+
+    async def retry(
+        self,
+        queue_id: str | None = None,
+        *,
+        deferred: bool = False,
+        dead: bool = False,
+    ) -> list[Retried]:
+        """Make deliveries due now: one message's pending and dead ones, every deferred one,
+        or every dead one. Dead letters become queued again. Returns what was changed."""
+        if queue_id is not None:
+            wanted: tuple[str, ...] = ("queued", "deferred", "dead")
+        else:
+            wanted = (("deferred",) if deferred else ()) + (("dead",) if dead else ())
+        if not wanted:
+            return []
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            query = (
+                select(
+                    deliveries.c.id,
+                    deliveries.c.message_id,
+                    messages.c.queue_id,
+                    deliveries.c.recipient,
+                    deliveries.c.status,
+                )
+                .select_from(deliveries.join(messages, messages.c.id == deliveries.c.message_id))
+                .where(deliveries.c.status.in_(wanted), messages.c.body.is_not(None))
+            )
+            if queue_id is not None:
+                query = query.where(messages.c.queue_id == queue_id)
+            rows = (await conn.execute(query.order_by(deliveries.c.id))).all()
+            if not rows:
+                return []
+            await conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.id.in_([r.id for r in rows]),
+                    deliveries.c.status.in_(wanted),
+                )
+                .values(status="queued", next_attempt_at=now, updated_at=now)
+            )
+            await conn.execute(
+                update(messages)
+                .where(
+                    messages.c.id.in_({r.message_id for r in rows}),
+                    messages.c.status == "dead",
+                )
+                .values(status="queued", error=None)
+            )
+        return [Retried(r.queue_id, r.recipient, r.status) for r in rows]
+
+    async def delete(self, queue_id: str) -> MessageDetail | None:
+        """Remove a message and its deliveries; returns what was removed (None if absent)."""
+        detail = await self.show(queue_id)
+        if detail is None:
+            return None
+        async with self.engine.begin() as conn:
+            ids = select(messages.c.id).where(messages.c.queue_id == queue_id).scalar_subquery()
+            await conn.execute(delete(deliveries).where(deliveries.c.message_id == ids))
+            await conn.execute(delete(messages).where(messages.c.queue_id == queue_id))
+        return detail
+
+
+def _delivery_rows() -> Select[Any]:
+    """Rows shaped like DeliveryRow, joined to their message."""
+    return select(
+        deliveries.c.id,
+        messages.c.queue_id,
+        deliveries.c.recipient,
+        deliveries.c.status,
+        deliveries.c.attempts,
+        deliveries.c.next_attempt_at,
+        deliveries.c.last_reply,
+        deliveries.c.route,
+        messages.c.mail_from,
+        deliveries.c.updated_at,
+    ).select_from(deliveries.join(messages, messages.c.id == deliveries.c.message_id))
 
 
 def backoff(attempts: int, initial: float, maximum: float) -> timedelta:

@@ -1,0 +1,185 @@
+"""SMTP client for the smarthost route (aiosmtplib): one transaction per message.
+
+Results are per recipient, as with LMTP: the MAIL reply applies to every recipient, each RCPT
+reply to its own, and the final DATA reply to every accepted recipient. A connection that cannot
+be made or breaks before the final reply raises :class:`SmarthostUnavailable`; the worker defers
+every recipient of the message then.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+
+import aiosmtplib
+
+from mailsvc.delivery.lmtp import Reply
+from mailsvc.errors import TemporaryFailure
+
+SECURITY_NONE = "none"
+SECURITY_STARTTLS = "starttls"
+SECURITY_TLS = "tls"
+# Reply given to a recipient whose address needs SMTPUTF8 when the server does not offer it.
+_NO_SMTPUTF8 = Reply(553, "5.6.7 The smarthost does not support SMTPUTF8 addresses")
+
+
+class SmarthostUnavailable(TemporaryFailure, ConnectionError):
+    """The smarthost cannot be reached or broke the conversation; retry later."""
+
+
+def _reply(exc: aiosmtplib.SMTPResponseException) -> Reply:
+    return Reply(exc.code, " ".join(exc.message.split()) or "(no text)")
+
+
+class SmarthostClient:
+    """One connection to the smarthost, opened on first use and kept for the next message."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        security: str = SECURITY_NONE,
+        username: str = "",
+        password: str = "",
+        helo: str = "mailsvc",
+        timeout: float = 60.0,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if security not in (SECURITY_NONE, SECURITY_STARTTLS, SECURITY_TLS):
+            raise ValueError(f"smarthost security {security!r}: expected none, starttls or tls")
+        self.host, self.port, self.security = host, port, security
+        self._username, self._password = username, password
+        self.helo, self.timeout = helo, timeout
+        self._tls_context = tls_context
+        self._smtp: aiosmtplib.SMTP | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._smtp is not None and self._smtp.is_connected
+
+    def _where(self) -> str:
+        return f"smarthost {self.host}:{self.port}"
+
+    async def connect(self) -> None:
+        smtp = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            local_hostname=self.helo,
+            timeout=self.timeout,
+            use_tls=self.security == SECURITY_TLS,
+            start_tls=self.security == SECURITY_STARTTLS,
+            tls_context=self._tls_context,
+            username=self._username or None,
+            password=self._password or None,
+        )
+        try:
+            await smtp.connect()
+            if smtp.is_ehlo_or_helo_needed:
+                await smtp.ehlo()
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            smtp.close()
+            # Wrong credentials are a configuration problem: keep the mail and say so.
+            raise SmarthostUnavailable(f"{self._where()} refused AUTH: {_reply(exc)}") from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            smtp.close()
+            raise SmarthostUnavailable(f"{self._where()} unreachable: {exc}") from exc
+        self._smtp = smtp
+
+    async def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is None or not smtp.is_connected:
+            return
+        try:
+            await smtp.quit(timeout=2)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            smtp.close()
+
+    async def deliver(
+        self, mail_from: str, recipients: Sequence[str], body: bytes
+    ) -> dict[str, Reply]:
+        """Send ``body``; returns the final reply for each recipient.
+
+        A connection kept from an earlier message may have been closed by the server while
+        idle: that shows at MAIL, and the transaction is then tried once on a new connection.
+        """
+        reused = self.connected
+        if not reused:
+            await self.connect()
+        try:
+            return await self._transaction(mail_from, recipients, body)
+        except _StaleConnection as exc:
+            await self.close()
+            if not reused:
+                raise SmarthostUnavailable(f"{self._where()} closed the connection") from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await self.close()
+            raise SmarthostUnavailable(f"{self._where()} failed: {exc!r}") from exc
+        await self.connect()
+        try:
+            return await self._transaction(mail_from, recipients, body)
+        except (_StaleConnection, aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await self.close()
+            raise SmarthostUnavailable(f"{self._where()} failed: {exc!r}") from exc
+
+    async def _transaction(
+        self, mail_from: str, recipients: Sequence[str], body: bytes
+    ) -> dict[str, Reply]:
+        smtp = self._smtp
+        assert smtp is not None
+        results: dict[str, Reply] = {}
+        options: list[str] = []
+        if any(b > 127 for b in body) and smtp.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        encoding = "ascii"
+        if not (mail_from.isascii() and all(r.isascii() for r in recipients)):
+            if smtp.supports_extension("smtputf8"):
+                options.append("SMTPUTF8")
+                encoding = "utf-8"
+            elif not mail_from.isascii():
+                return dict.fromkeys(recipients, _NO_SMTPUTF8)
+            else:
+                results = {r: _NO_SMTPUTF8 for r in recipients if not r.isascii()}
+                recipients = [r for r in recipients if r.isascii()]
+        try:
+            await smtp.mail(mail_from, options=options, encoding=encoding)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            raise _StaleConnection from exc
+        except aiosmtplib.SMTPSenderRefused as exc:
+            if exc.code == 421:  # the server is closing this connection (idle too long)
+                raise _StaleConnection from exc
+            await self._reset(smtp)
+            return results | dict.fromkeys(recipients, _reply(exc))
+        accepted: list[str] = []
+        for rcpt in recipients:
+            try:
+                reply = await smtp.rcpt(rcpt, encoding=encoding)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                results[rcpt] = _reply(exc)
+            else:
+                results[rcpt] = Reply(reply.code, reply.message)
+                accepted.append(rcpt)
+        if not accepted:
+            await self._reset(smtp)
+            return results
+        try:
+            reply = await smtp.data(body)
+            final = Reply(reply.code, reply.message)
+        except aiosmtplib.SMTPDataError as exc:
+            final = _reply(exc)
+            await self._reset(smtp)
+        return results | dict.fromkeys(accepted, final)
+
+    @staticmethod
+    async def _reset(smtp: aiosmtplib.SMTP) -> None:
+        # A failed RSET needs no handling here: the next MAIL notices and reconnects.
+        if not smtp.is_connected:
+            return
+        try:
+            await smtp.rset()
+        except aiosmtplib.SMTPException:
+            pass
+
+
+class _StaleConnection(Exception):
+    """The server closed a kept connection before this transaction started."""

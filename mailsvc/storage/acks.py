@@ -1,0 +1,99 @@
+"""Acknowledgements to residents: at most one per (sender, councillor, day).
+
+The unique constraint is what makes "at most once" hold under concurrency: two workers that
+deliver two messages of the same resident at the same moment both try to insert the key, and
+exactly one insert takes effect (``ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL alike).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import Executable
+
+from mailsvc.storage.db import councillors, metadata
+
+acknowledgements = Table(
+    "acknowledgements",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sender", String(254), nullable=False),
+    Column("councillor", String(254), nullable=False),
+    # The resident's day in the council's time zone (Europe/Warsaw), not UTC.
+    Column("day", Date, nullable=False),
+    Column("original_queue_id", String(32), nullable=False),
+    Column("ack_queue_id", String(32), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("sender", "councillor", "day", name="uq_acknowledgements_once"),
+)
+
+
+async def claim(
+    conn: AsyncConnection,
+    *,
+    sender: str,
+    councillor: str,
+    day: date,
+    original_queue_id: str,
+    now: datetime,
+) -> bool:
+    """Record the key (sender, councillor, day); True only for the first claim of that key."""
+    values = {
+        "sender": sender.lower(),
+        "councillor": councillor.lower(),
+        "day": day,
+        "original_queue_id": original_queue_id,
+        "created_at": now,
+    }
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt: Executable = dialect.insert(acknowledgements).values(values).on_conflict_do_nothing()
+    result = await conn.execute(stmt)
+    return bool(result.rowcount == 1)
+
+
+async def attach_ack(
+    conn: AsyncConnection,
+    *,
+    sender: str,
+    councillors_: Sequence[str],
+    day: date,
+    ack_queue_id: str,
+) -> None:
+    """Note which queued message carried the acknowledgement for these keys."""
+    await conn.execute(
+        update(acknowledgements)
+        .where(
+            acknowledgements.c.sender == sender.lower(),
+            acknowledgements.c.councillor.in_([c.lower() for c in councillors_]),
+            acknowledgements.c.day == day,
+        )
+        .values(ack_queue_id=ack_queue_id)
+    )
+
+
+async def display_names(conn: AsyncConnection, addresses: Sequence[str]) -> dict[str, str]:
+    """Councillors' names from the register ("Given Surname"); unknown addresses are absent."""
+    if not addresses:
+        return {}
+    rows = (
+        await conn.execute(
+            select(councillors.c.address, councillors.c.given_names, councillors.c.surname).where(
+                councillors.c.address.in_([a.lower() for a in addresses])
+            )
+        )
+    ).all()
+    return {row.address: f"{row.given_names} {row.surname}".strip() for row in rows}
