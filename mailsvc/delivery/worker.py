@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 # Give up polling for longer than this even when nothing is due (picks up rows other
 # processes added, e.g. the CLI or a second acceptor).
 _MAX_IDLE = 5.0
+# Passes of drain(): the mail itself, then its bounce or acknowledgement, then theirs.
+_DRAIN_PASSES = 3
 # Concurrent smarthost connections (delivery.workers counts the LMTP ones).
 SMARTHOST_WORKERS = 2
 # The reply recorded for a recipient the server gave no answer about.
@@ -181,11 +183,11 @@ class DeliveryWorkers:
     async def drain(self) -> int:
         """Deliver everything due now, route by route, then return (CLI, outside serve).
 
-        Bounces and acknowledgements queued on the way are delivered too.
+        Bounces and acknowledgements queued on the way are delivered too: a few passes over
+        the routes, never a loop over retries that happen to fall due while it runs.
         """
         count = 0
-        progress = True
-        while progress:
+        for _ in range(_DRAIN_PASSES):
             progress = False
             for route in ROUTES:
                 client = self.client(route)
@@ -196,6 +198,8 @@ class DeliveryWorkers:
                         progress = True
                 finally:
                     await client.close()
+            if not progress:
+                break
         return count
 
     async def deliver(self, client: Transport, message: QueuedMessage) -> list[str]:
