@@ -320,4 +320,11 @@ class DeliveryWorkers:
             )
             return Outgoing("", (message.mail_from,), ack.as_bytes(), ORIGIN_ACK)
 
-        return AckRequest(message.mail_from, tuple(delivered), acknowledgement_day(now), compose)
+        day = acknowledgement_day(now)
+        return AckRequest(
+            message.mail_from,
+            tuple(delivered),
+            day,
+            compose,
+            forget_before=day - timedelta(days=self.settings.relay.log_retention_days),
+        )

@@ -14,10 +14,12 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Index,
     Integer,
     String,
     Table,
     UniqueConstraint,
+    delete,
     select,
     update,
 )
@@ -39,6 +41,7 @@ acknowledgements = Table(
     Column("ack_queue_id", String(32), nullable=True),
     Column("created_at", DateTime, nullable=False),
     UniqueConstraint("sender", "councillor", "day", name="uq_acknowledgements_once"),
+    Index("ix_acknowledgements_day", "day"),
 )
 
 
@@ -63,6 +66,12 @@ async def claim(
     stmt: Executable = dialect.insert(acknowledgements).values(values).on_conflict_do_nothing()
     result = await conn.execute(stmt)
     return bool(result.rowcount == 1)
+
+
+async def purge(conn: AsyncConnection, before: date) -> int:
+    """Forget keys of days before ``before``: they hold residents' addresses (RODO)."""
+    result = await conn.execute(delete(acknowledgements).where(acknowledgements.c.day < before))
+    return int(result.rowcount or 0)
 
 
 async def attach_ack(

@@ -96,6 +96,8 @@ class AckRequest:
     councillors: tuple[str, ...]
     day: date
     compose: Callable[[Sequence[str]], Outgoing | None]
+    # Keys of days before this one are forgotten on the way (None: keep them).
+    forget_before: date | None = None
 
 
 @dataclass(frozen=True)
@@ -336,6 +338,8 @@ class MailQueue:
     async def _acknowledge(
         self, conn: AsyncConnection, message_id: int, ack: AckRequest, now: datetime
     ) -> str | None:
+        if ack.forget_before is not None:
+            await acks.purge(conn, ack.forget_before)
         original = (
             await conn.execute(select(messages.c.queue_id).where(messages.c.id == message_id))
         ).scalar_one()

@@ -10,6 +10,7 @@ import asyncio
 import shutil
 import ssl
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, date, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from email.utils import make_msgid
@@ -24,6 +25,7 @@ from mailsvc.config import Settings
 from mailsvc.delivery import capture
 from mailsvc.delivery.smarthost import SmarthostClient, SmarthostUnavailable
 from mailsvc.smtp.tls import ensure_self_signed
+from mailsvc.storage import acks
 from mailsvc.storage.acks import acknowledgements
 from mailsvc.storage.db import deliveries, messages
 from provisioning.directory import Directory
@@ -480,3 +482,43 @@ async def test_delivery_rows_record_the_route_and_the_origin(
         (f"x@{settings.domain}", "lmtp", "inbound"),
         (EXTERNAL, "smtp", "inbound"),
     ]
+
+
+async def test_acknowledgement_keys_older_than_the_log_retention_are_forgotten(
+    ack_service: Service, ack_settings: Settings, add_councillor: Callable[..., Any]
+) -> None:
+    account = await add_councillor("Olga", "Stara")
+    old_day = date.today() - timedelta(days=ack_settings.relay.log_retention_days + 1)
+    async with ack_service.engine.begin() as conn:
+        for day in (old_day, date.today() - timedelta(days=1)):
+            await acks.claim(
+                conn,
+                sender="ktos@example.org",
+                councillor=account.address,
+                day=day,
+                original_queue_id="old",
+                now=datetime.now(UTC).replace(tzinfo=None),
+            )
+    await smtp_send(ack_service.smtp_port, [account.address], make_message(account.address, "x"))
+    assert len(await captured(ack_settings, 1)) == 1
+    async with ack_service.engine.connect() as conn:
+        days = (await conn.execute(select(acknowledgements.c.day))).scalars().all()
+    assert old_day not in days and len(days) == 2
+
+
+async def test_the_once_a_day_key_is_taken_by_exactly_one_of_concurrent_workers(
+    outbound: Service,
+) -> None:
+    async def claim() -> bool:
+        async with outbound.engine.begin() as conn:
+            return await acks.claim(
+                conn,
+                sender="Jan@Example.org",
+                councillor="rada@x.example",
+                day=date(2026, 5, 7),
+                original_queue_id="q",
+                now=datetime.now(UTC).replace(tzinfo=None),
+            )
+
+    results = await asyncio.gather(*(claim() for _ in range(6)))
+    assert sorted(results) == [False] * 5 + [True]
