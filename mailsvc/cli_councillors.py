@@ -88,11 +88,17 @@ async def run_import(
     quiet: bool = False,
     today: date | None = None,
     context: AuditContext | None = None,
+    max_bytes: int | None = None,
 ) -> tuple[Plan, ApplyResult | None, list[str], dict[int, str]]:
     """Read, validate, plan and (unless dry_run) apply a roster. Returns the plan, the result,
     the row problems and the planned address per roster line."""
     settings = parts.settings
-    roster = read_roster(path, encoding=encoding, committees=settings.committee_names)
+    roster = read_roster(
+        path,
+        encoding=encoding,
+        committees=settings.committee_names,
+        **({"max_bytes": max_bytes} if max_bytes else {}),
+    )
     problems = [str(p) for p in roster.problems]
     service = parts.councillors()
     plan = await service.plan(roster.entries, today)
@@ -111,6 +117,7 @@ async def run_import(
         plan,
         context or audit_context(cli_command_line()),
         progress=None if quiet else _progress(_t(settings, "import.progress")),
+        chosen=chosen,
     )
     result.errors = problems + result.errors
     return plan, result, problems, addresses

@@ -23,6 +23,7 @@ from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import MailQueue
 from mailsvc.storage.register import AuditContext, Register, RegisterRow, RegisterWrite
 from provisioning.directory import CouncillorEntry, Directory
+from provisioning.errors import DirectoryUnavailable
 from provisioning.naming import choose_local_part
 from provisioning.passwords import generate_password, hash_password
 from provisioning.roster import RosterEntry
@@ -32,8 +33,8 @@ log = logging.getLogger(__name__)
 
 ROLE_GROUPS = {"przewodniczacy": "przewodniczacy", "wiceprzewodniczacy": "wiceprzewodniczacy"}
 ALL_COUNCILLORS_GROUP = "rada"
-_CHUNK = 200
-_PARALLEL = 8
+_CHUNK = 1000
+_PARALLEL = 8  # directory connections used at once by bulk changes
 
 Progress = Callable[[int, int], None]
 
@@ -111,10 +112,12 @@ class Councillors:
     # -- current state ---------------------------------------------------------------------
 
     async def current(self) -> list[Existing]:
-        """Every councillor with a directory entry, joined with the register."""
-        # One after the other: with gather, a directory failure would leave the database read
-        # running unattended while the caller closes the engine.
-        entries = await self.directory.list_councillors()
+        """Every councillor with a directory entry, joined with the register.
+
+        The directory is asked only for address, DN and status (the register holds the rest);
+        entries the register does not know are read in full and adopted.
+        """
+        entries = await self.directory.list_councillors(brief=True)
         rows = await self.register.all()
         by_address = {r.address: r for r in rows}
         out = []
@@ -139,28 +142,30 @@ class Councillors:
                         external_id=reg.external_id,
                     )
                 )
-            else:  # created outside the register (or a run interrupted): adopt it
-                out.append(
-                    Existing(
-                        address=e.address,
-                        dn=e.dn,
-                        active=e.active,
-                        given_names=e.given_name,
-                        surname=e.surname,
-                        district=e.district,
-                        club=e.club,
-                        role=e.role or "radny",
-                        phone=e.phone,
-                        external_id=e.external_id,
-                        registered=False,
-                    )
+                continue
+            # Created outside the register (or a run interrupted): adopt it.
+            full = await self.directory.find_by_address(e.address) or e
+            out.append(
+                Existing(
+                    address=full.address,
+                    dn=full.dn,
+                    active=full.active,
+                    given_names=full.given_name,
+                    surname=full.surname,
+                    district=full.district,
+                    club=full.club,
+                    role=full.role or "radny",
+                    phone=full.phone,
+                    external_id=full.external_id,
+                    registered=False,
                 )
+            )
         return out
 
     async def taken_local_parts(self) -> set[str]:
         suffix = "@" + self.domain
         addresses = await self.register.addresses()
-        addresses |= {e.address for e in await self.directory.list_councillors()}
+        addresses |= {e.address for e in await self.directory.list_councillors(brief=True)}
         return {a[: -len(suffix)] for a in addresses if a.endswith(suffix)}
 
     async def plan(self, entries: Sequence[RosterEntry], today: date | None = None) -> Plan:
@@ -179,6 +184,8 @@ class Councillors:
 
     async def choose_addresses(self, creates: Sequence[Create]) -> list[tuple[Create, str]]:
         """Local parts for new mailboxes, in roster order, so the outcome is deterministic."""
+        if not creates:
+            return []
         taken = await self.taken_local_parts()
         reserved = set(self.settings.committee_names) | {
             committee_group(s) for s in self.settings.committee_names
@@ -194,8 +201,13 @@ class Councillors:
         return chosen
 
     async def apply(
-        self, plan: Plan, context: AuditContext, progress: Progress | None = None
+        self,
+        plan: Plan,
+        context: AuditContext,
+        progress: Progress | None = None,
+        chosen: list[tuple[Create, str]] | None = None,
     ) -> ApplyResult:
+        """Carry out ``plan``. ``chosen``: addresses already picked by ``choose_addresses``."""
         result = ApplyResult(unchanged=len(plan.unchanged))
         total = plan.changes
         done = 0
@@ -207,7 +219,8 @@ class Councillors:
                 progress(done, total)
 
         if plan.creates:
-            chosen = await self.choose_addresses(plan.creates)
+            if chosen is None or len(chosen) != len(plan.creates):
+                chosen = await self.choose_addresses(plan.creates)
             for chunk in _chunks(chosen, _CHUNK):
                 await self._create_chunk(chunk, context, result)
                 tick(len(chunk))
@@ -225,41 +238,50 @@ class Councillors:
     async def _create_chunk(
         self, chunk: Sequence[tuple[Create, str]], context: AuditContext, result: ApplyResult
     ) -> None:
-        gate = asyncio.Semaphore(_PARALLEL)
-
-        async def create_one(item: tuple[Create, str]) -> tuple[RegisterWrite, CreatedAccount]:
-            create, local = item
+        prepared = []
+        for create, local in chunk:
             e = create.entry
-            address = f"{local}@{self.domain}"
             password = generate_password(self.settings.provisioning.password_length)
-            async with gate:
-                dn = await self.directory.add_councillor(
-                    local_part=local,
-                    address=address,
-                    given_name=" ".join(e.given_names.split()),
-                    surname=e.surname,
-                    password_hash=hash_password(password),
-                    extra=self._attrs(e),
-                )
-            values = {**_register_values(e), "dn": dn, "status": "active"}
-            write = RegisterWrite(address, "create", values, None, _register_values(e))
-            account = CreatedAccount(
-                address, password, f"{e.given_names} {e.surname}", e.district, e.private_email, dn
+            request = self.directory.councillor_request(
+                local_part=local,
+                address=f"{local}@{self.domain}",
+                given_name=" ".join(e.given_names.split()),
+                surname=e.surname,
+                password_hash=hash_password(password),
+                extra=self._attrs(e),
             )
-            return write, account
-
-        outcomes = await asyncio.gather(*(create_one(i) for i in chunk), return_exceptions=True)
+            prepared.append((create, local, password, request))
+        # One thread hop per connection, each adding its share in sequence.
+        shares = [prepared[i::_PARALLEL] for i in range(_PARALLEL)]
+        answers = await asyncio.gather(
+            *(self.directory.add_many([p[3] for p in share]) for share in shares if share)
+        )
         writes = []
-        for item, outcome in zip(chunk, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                if not isinstance(outcome, Exception):
-                    raise outcome
-                result.errors.append(f"line {item[0].entry.line}: {outcome}")
-                continue
-            writes.append(outcome[0])
-            result.created.append(outcome[1])
+        unavailable: Exception | None = None
+        for share, outcomes in zip([s for s in shares if s], answers, strict=True):
+            for (create, local, password, _), outcome in zip(share, outcomes, strict=True):
+                e = create.entry
+                if isinstance(outcome, Exception):
+                    result.errors.append(f"line {e.line}: {outcome}")
+                    if isinstance(outcome, DirectoryUnavailable):
+                        unavailable = outcome
+                    continue
+                address = f"{local}@{self.domain}"
+                values = {**_register_values(e), "dn": outcome, "status": "active"}
+                writes.append(RegisterWrite(address, "create", values, None, _register_values(e)))
+                result.created.append(
+                    CreatedAccount(
+                        address,
+                        password,
+                        f"{e.given_names} {e.surname}",
+                        e.district,
+                        e.private_email,
+                        outcome,
+                    )
+                )
         await self.register.write(context, writes)
-        self._raise_if_unavailable(outcomes)
+        if unavailable is not None:
+            raise unavailable
 
     async def _update_chunk(
         self, chunk: Sequence[Update], context: AuditContext, result: ApplyResult
@@ -349,8 +371,6 @@ class Councillors:
     @staticmethod
     def _raise_if_unavailable(outcomes: Sequence[object]) -> None:
         """Stop at the first chunk that met an unreachable directory (the rest would too)."""
-        from provisioning.errors import DirectoryUnavailable
-
         for outcome in outcomes:
             if isinstance(outcome, DirectoryUnavailable):
                 raise outcome
@@ -367,9 +387,8 @@ class Councillors:
 
     async def sync_groups(self) -> int:
         """Groups follow the register: all active councillors, committees, role holders."""
-        rows = [r for r in await self.register.all(include_removed=False) if r.status == "active"]
-        entries = {e.address: e for e in await self.directory.list_councillors() if e.active}
-        active = [(r, entries[r.address].dn) for r in rows if r.address in entries]
+        rows = await self.register.all(include_removed=False)
+        active = [(r, r.dn) for r in rows if r.status == "active" and r.dn]
         wanted: dict[str, tuple[set[str], str]] = {
             ALL_COUNCILLORS_GROUP: ({dn for _, dn in active}, "Wszyscy radni")
         }

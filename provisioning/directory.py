@@ -58,7 +58,7 @@ class DirectoryConfig:
     group_object_class: str = "groupOfNames"
     member_attribute: str = "member"
     timeout: float = 5.0
-    pool_size: int = 4
+    pool_size: int = 8
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,24 @@ class Directory:
 
     # -- reads ---------------------------------------------------------------------------
 
-    def _entry(self, raw: Mapping[str, Any]) -> CouncillorEntry:
+    def person_attributes(self) -> list[str]:
+        """The attributes a CouncillorEntry is made of (never the password hash)."""
+        c = self.config
+        return [
+            c.mail_attribute,
+            "givenName",
+            "sn",
+            "cn",
+            "displayName",
+            c.status_attribute,
+            c.external_id_attribute,
+            c.district_attribute,
+            c.club_attribute,
+            c.role_attribute,
+            c.phone_attribute,
+        ]
+
+    def _entry(self, raw: Mapping[str, Any], *, keep_raw: bool = True) -> CouncillorEntry:
         attrs = raw["attributes"]
         status_values = [str(v) for v in attrs.get(self.config.status_attribute, [])]
         c = self.config
@@ -248,7 +265,9 @@ class Directory:
             attributes={
                 k: tuple(str(x) for x in v) if isinstance(v, list) else (str(v),)
                 for k, v in attrs.items()
-            },
+            }
+            if keep_raw
+            else {},
         )
 
     async def ping(self) -> None:
@@ -287,8 +306,12 @@ class Directory:
 
         return await self._run(op)
 
-    async def list_councillors(self, page_size: int = 500) -> list[CouncillorEntry]:
-        """Every councillor entry (paged search)."""
+    async def list_councillors(
+        self, page_size: int = 2000, *, brief: bool = False
+    ) -> list[CouncillorEntry]:
+        """Every councillor entry (paged search). ``brief``: address, DN and status only."""
+        c = self.config
+        wanted = [c.mail_attribute, c.status_attribute] if brief else self.person_attributes()
 
         def op(conn: ldap3.Connection) -> list[CouncillorEntry]:
             out: list[CouncillorEntry] = []
@@ -299,13 +322,15 @@ class Directory:
                     self.config.councillors_dn,
                     filt,
                     ldap3.SUBTREE,
-                    attributes=[ldap3.ALL_ATTRIBUTES],
+                    attributes=wanted,
                     paged_size=page_size,
                     paged_cookie=cookie,
                 )
                 self._check(conn, ok or conn.result.get("result") == 0, "list councillors")
                 out.extend(
-                    self._entry(r) for r in conn.response or [] if r.get("type") == "searchResEntry"
+                    self._entry(r, keep_raw=False)
+                    for r in conn.response or []
+                    if r.get("type") == "searchResEntry"
                 )
                 controls = conn.result.get("controls") or {}
                 cookie = controls.get("1.2.840.113556.1.4.319", {}).get("value", {}).get("cookie")
@@ -328,7 +353,7 @@ class Directory:
 
         await self._run(op)
 
-    async def add_councillor(
+    def councillor_request(
         self,
         *,
         local_part: str,
@@ -337,9 +362,8 @@ class Directory:
         surname: str,
         password_hash: str,
         extra: Mapping[str, str | Sequence[str]] | None = None,
-    ) -> str:
-        """Create a councillor entry; returns its DN. Values are stored literally."""
-        dn = councillor_dn(self.config, local_part)
+    ) -> tuple[str, dict[str, Any]]:
+        """DN and attributes of a new councillor entry. Values are stored literally."""
         attributes: dict[str, Any] = {
             "uid": local_part,
             "cn": f"{given_name} {surname}",
@@ -353,17 +377,48 @@ class Directory:
         for key, value in (extra or {}).items():
             if value:  # empty means "no value": LDAP has no empty attributes
                 attributes[key] = value
+        return councillor_dn(self.config, local_part), attributes
 
-        def op(conn: ldap3.Connection) -> str:
-            ok = conn.add(
-                dn,
-                ["top", "person", "organizationalPerson", self.config.person_object_class],
-                attributes,
-            )
-            if not ok and conn.result.get("result") == _ALREADY_EXISTS:
-                raise DirectoryError(f"{dn} already exists")
-            self._check(conn, ok, f"add {address}")
-            return dn
+    def _person_classes(self) -> list[str]:
+        return ["top", "person", "organizationalPerson", self.config.person_object_class]
+
+    async def add_councillor(self, **fields: Any) -> str:
+        """Create one councillor entry (see ``councillor_request``); returns its DN."""
+        (result,) = await self.add_many([self.councillor_request(**fields)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def add_many(
+        self, items: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[str | Exception]:
+        """Add several prepared entries (from ``councillor_request``) on one connection, in one
+        thread hop; each result is the DN or the error for that entry (entries are independent).
+        """
+
+        def op(conn: ldap3.Connection) -> list[str | Exception]:
+            out: list[str | Exception] = []
+            for i, (dn, attributes) in enumerate(items):
+                ok = conn.add(dn, self._person_classes(), dict(attributes))
+                if ok:
+                    out.append(dn)
+                    continue
+                code = conn.result.get("result")
+                if code is None or code in _TEMPORARY_RESULTS:
+                    # The rest would fail the same way: report them all as unavailable.
+                    err = DirectoryUnavailable(
+                        f"directory could not add {dn}: {conn.result.get('description')}"
+                    )
+                    out.extend([err] * (len(items) - i))
+                    return out
+                out.append(
+                    DirectoryError(
+                        f"{dn} already exists"
+                        if code == _ALREADY_EXISTS
+                        else f"directory refused to add {dn}: {conn.result.get('description')}"
+                    )
+                )
+            return out
 
         return await self._run(op)
 

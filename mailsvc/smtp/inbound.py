@@ -23,7 +23,7 @@ from mailsvc.smtp import replies
 from mailsvc.smtp.authres import authenticate, authentication_results_header
 from mailsvc.smtp.server import ConnectionLimiter, CouncilSMTP, RateLimiter
 from mailsvc.storage.db import utcnow
-from mailsvc.storage.queue import MailQueue
+from mailsvc.storage.queue import ORIGIN_INBOUND, MailQueue
 from mailsvc.storage.relaylog import RelayEntry, RelayLog
 from provisioning.directory import CouncillorEntry
 from provisioning.errors import DirectoryError, DirectoryUnavailable
@@ -173,7 +173,11 @@ class InboundHandler:
         client = _peer_ip(session)
         try:
             queue_id = await self.queue.enqueue(
-                envelope.mail_from or "", list(envelope.rcpt_tos), body, client=client
+                envelope.mail_from or "",
+                list(envelope.rcpt_tos),
+                body,
+                client=client,
+                origin=ORIGIN_INBOUND,
             )
         except StorageUnavailable as exc:
             log.error("DATA from <%s>: not stored: %s", envelope.mail_from, exc)
@@ -235,7 +239,7 @@ def dns_resolver(spec: str) -> dns.resolver.Resolver | None:
 
 def valid_sender(address: str) -> bool:
     """The null sender, or one printable address with a single @ and a dotted domain."""
-    if address == "":
+    if address in ("", "<>"):  # the null reverse path (aiosmtpd hands it over as "<>")
         return True
     if len(address) > 254 or any(ord(ch) < 33 or ord(ch) == 127 for ch in address):
         return False

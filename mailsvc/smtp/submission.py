@@ -19,7 +19,7 @@ from mailsvc.domain.relay import LocalRecipient, classify_recipient
 from mailsvc.errors import StorageUnavailable
 from mailsvc.smtp import replies
 from mailsvc.smtp.inbound import _clean, _peer_ip, _tls_details, message_ids, smtp_factory
-from mailsvc.storage.queue import MailQueue
+from mailsvc.storage.queue import ORIGIN_SUBMISSION, MailQueue
 from mailsvc.storage.relaylog import RelayLog
 from provisioning.directory import Directory
 from provisioning.errors import DirectoryError, DirectoryUnavailable
@@ -199,7 +199,11 @@ class SubmissionHandler:
         body = received + content
         try:
             queue_id = await self.queue.enqueue(
-                envelope.mail_from or login, list(envelope.rcpt_tos), body, client=_peer_ip(session)
+                envelope.mail_from or login,
+                list(envelope.rcpt_tos),
+                body,
+                client=_peer_ip(session),
+                origin=ORIGIN_SUBMISSION,
             )
         except StorageUnavailable:
             return replies.S451_STORAGE

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailsvc.storage.db import audit_log, councillors, utcnow
@@ -124,36 +124,52 @@ class Register:
             return set((await conn.execute(select(councillors.c.address))).scalars())
 
     async def write(self, context: AuditContext, changes: Sequence[RegisterWrite]) -> None:
-        """Apply register changes and their audit records in one transaction."""
+        """Apply register changes and their audit records in one transaction.
+
+        New rows go in one multi-row INSERT; updates are grouped by the set of columns they
+        change and sent as one executemany each (a bulk import writes thousands at once).
+        """
         if not changes:
             return
         now = utcnow()
         async with self.engine.begin() as conn:
-            existing = set(
-                (
-                    await conn.execute(
-                        select(councillors.c.address).where(
-                            councillors.c.address.in_([c.address for c in changes])
+            existing: set[str] = set()
+            addresses = [c.address for c in changes]
+            for i in range(0, len(addresses), 500):  # stay below bind-parameter limits
+                existing.update(
+                    (
+                        await conn.execute(
+                            select(councillors.c.address).where(
+                                councillors.c.address.in_(addresses[i : i + 500])
+                            )
                         )
-                    )
-                ).scalars()
-            )
+                    ).scalars()
+                )
+            inserts: list[dict[str, Any]] = []
+            updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
             for change in changes:
                 values = _db_values(change.values)
                 if change.address in existing:
                     if values:
-                        await conn.execute(
-                            update(councillors)
-                            .where(councillors.c.address == change.address)
-                            .values(**values, updated_at=now)
-                        )
+                        key = tuple(sorted(values))
+                        updates.setdefault(key, []).append({"b_address": change.address, **values})
                 else:
-                    await conn.execute(
-                        councillors.insert().values(
-                            address=change.address, created_at=now, updated_at=now, **values
-                        )
+                    inserts.append(
+                        {"address": change.address, "created_at": now, "updated_at": now, **values}
                     )
                     existing.add(change.address)
+            if inserts:
+                names = sorted({k for row in inserts for k in row})
+                await conn.execute(
+                    councillors.insert(), [{c: row.get(c) for c in names} for row in inserts]
+                )
+            for columns, rows in updates.items():
+                await conn.execute(
+                    update(councillors)
+                    .where(councillors.c.address == bindparam("b_address"))
+                    .values({**{c: bindparam(c) for c in columns}, "updated_at": now}),
+                    rows,
+                )
             await self._audit(conn, context, changes, now)
 
     async def audit_only(self, context: AuditContext, changes: Iterable[RegisterWrite]) -> None:

@@ -138,7 +138,9 @@ class RelayLog:
                         )
                     )
                     .where(
-                        relay_log.c.status == "accepted",
+                        # "dead" can still change: an operator may retry a dead letter.
+                        relay_log.c.status.in_(("accepted", "dead")),
+                        relay_log.c.status != deliveries.c.status,
                         deliveries.c.status.in_(("delivered", "failed", "dead")),
                     )
                 )

@@ -111,3 +111,20 @@ async def wait_for_inbox(
         if len(found) >= count or asyncio.get_running_loop().time() > deadline:
             return found
         await asyncio.sleep(0.1)
+
+
+async def wait_for_deliveries(
+    queue: Any, statuses: set[str], count: int = 1, within: float = 15.0
+) -> list[Any]:
+    """Poll the queue until ``count`` deliveries are in one of ``statuses``.
+
+    IMAP can show a message a moment before the worker has recorded the LMTP reply.
+    """
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        rows = await queue.list_deliveries()
+        if sum(r.status in statuses for r in rows) >= count:
+            return list(rows)
+        if asyncio.get_running_loop().time() > deadline:
+            return list(rows)
+        await asyncio.sleep(0.05)

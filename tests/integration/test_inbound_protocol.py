@@ -325,3 +325,19 @@ async def test_authentication_results_are_prepended_from_the_dns(
     assert "dkim=none" in results
     assert "dmarc=pass" in results and "header.from=example.org" in results
     assert ("example.org", "TXT") in zone.queries
+
+
+async def test_bounces_with_the_null_sender_reach_the_councillor(
+    service: Service, settings: Settings, add_councillor: Callable[..., Any]
+) -> None:
+    account = await add_councillor("Jan", "Odbiorca")
+    wire = await greet(service.smtp_port)
+    await wire.cmd("EHLO mx.example.org")
+    assert (await wire.cmd("MAIL FROM:<>")).startswith("250")
+    assert (await wire.cmd(f"RCPT TO:<{account.address}>")).startswith("250")
+    await wire.cmd("DATA")
+    await wire.send(b"Subject: Undelivered Mail Returned to Sender\r\n\r\nbounce\r\n.\r\n")
+    assert (await wire.reply()).startswith("250")
+    await wire.close()
+    inbox = await wait_for_inbox(settings, account.address, account.password)
+    assert message_from_bytes(inbox[0], policy=policy.default)["Return-Path"] == "<>"

@@ -399,11 +399,11 @@ class FailingDirectory(Directory):
         super().__init__(base.config)
         self.ok = ok
 
-    async def add_councillor(self, **kwargs: Any) -> str:
-        if self.ok <= 0:
-            raise DirectoryUnavailable("directory ldap://test unreachable: injected fault")
-        self.ok -= 1
-        return await super().add_councillor(**kwargs)
+    async def add_many(self, items: Any) -> list[str | Exception]:
+        allowed, self.ok = items[: max(self.ok, 0)], self.ok - len(items)
+        done = await super().add_many(allowed)
+        fault = DirectoryUnavailable("directory ldap://test unreachable: injected fault")
+        return done + [fault] * (len(items) - len(allowed))
 
 
 async def test_a_failure_part_way_leaves_whole_entries_and_a_rerun_completes(

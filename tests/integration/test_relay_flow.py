@@ -18,7 +18,7 @@ from mailsvc.config import Settings
 from mailsvc.storage.db import deliveries, messages
 from provisioning.directory import Directory
 
-from .conftest import make_message, smtp_send, wait_for_inbox
+from .conftest import make_message, smtp_send, wait_for_deliveries, wait_for_inbox
 
 
 def message_from_bytes(raw: bytes) -> EmailMessage:
@@ -153,5 +153,5 @@ async def test_dovecot_down_defers_and_delivers_when_it_returns(
         local_stack.start_service("dovecot")
     inbox = await wait_for_inbox(settings, account.address, account.password)
     assert len(inbox) == 1
-    rows = await service.queue.list_deliveries()
+    rows = await wait_for_deliveries(service.queue, {"delivered"})
     assert rows[0].status == "delivered" and rows[0].attempts >= 2
