@@ -263,11 +263,13 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
         login, password = asyncio.run(_demo_login(settings))
         send = f"{sys.argv[0]} sendmail --to {login} --subject 'Dziura w jezdni na ul. Długiej'"
         read = f"{sys.argv[0]} mailbox --user {login} --password {password}"
+        capture = f"{sys.argv[0]} capture list"
         _print(
             settings,
             "run.try",
             send=send,
             read=read,
+            capture=capture,
             login=login,
             password=password,
             imap_host=settings.stack.host,

@@ -74,6 +74,8 @@ MESSAGES: dict[str, dict[str, str]] = {
             "Skrzynka radnego przez IMAP: {imap_host}:{imap_port} (bez TLS, tylko lokalnie)\n"
             "  login: {login}\n  hasło: {password}\n"
             "  {read}\n"
+            "Poczta wychodząca (np. potwierdzenia dla mieszkańców) zostaje na miejscu,\n"
+            "w var/capture/: {capture}\n"
         ),
         "en": (
             "\nReady. Try from another shell:\n"
@@ -81,6 +83,8 @@ MESSAGES: dict[str, dict[str, str]] = {
             "The councillor's mailbox over IMAP: {imap_host}:{imap_port} (no TLS, local only)\n"
             "  login: {login}\n  password: {password}\n"
             "  {read}\n"
+            "Outgoing mail (e.g. acknowledgements to residents) stays on this machine,\n"
+            "in var/capture/: {capture}\n"
         ),
     },
     "relay.stats.header": {
