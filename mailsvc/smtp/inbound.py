@@ -21,7 +21,12 @@ from mailsvc.domain.relay import LocalRecipient, RefusalKind, classify_recipient
 from mailsvc.errors import StorageUnavailable
 from mailsvc.smtp import replies
 from mailsvc.smtp.authres import authenticate, authentication_results_header
-from mailsvc.smtp.server import ConnectionLimiter, CouncilSMTP, RateLimiter
+from mailsvc.smtp.server import (
+    AdvertisesExtensions,
+    ConnectionLimiter,
+    CouncilSMTP,
+    RateLimiter,
+)
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import ORIGIN_INBOUND, MailQueue
 from mailsvc.storage.relaylog import RelayEntry, RelayLog
@@ -42,7 +47,7 @@ def _clean(text: str, limit: int = 200) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text)[:limit]
 
 
-class InboundHandler:
+class InboundHandler(AdvertisesExtensions):
     """aiosmtpd handler: answers RCPT from the directory and 250 at DATA only once stored."""
 
     def __init__(
@@ -78,18 +83,6 @@ class InboundHandler:
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return replies.S250_MAIL_OK
-
-    async def handle_EHLO(
-        self,
-        server: SMTP,
-        session: SmtpSession,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        session.host_name = hostname
-        # aiosmtpd reads commands one by one from the stream, so pipelining is safe to offer.
-        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
     async def handle_RCPT(
         self,

@@ -107,6 +107,24 @@ class RateLimiter:
         return True
 
 
+class AdvertisesExtensions:
+    """Handler mixin: EHLO also offers PIPELINING and ENHANCEDSTATUSCODES.
+
+    aiosmtpd reads commands one by one from the stream, so pipelining is safe to offer.
+    """
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Any,
+        envelope: Any,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+
 @functools.cache
 def _protocol_attributes() -> frozenset[str]:
     """Attributes asyncio's StreamReaderProtocol sets itself (never copied between objects)."""

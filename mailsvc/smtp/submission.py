@@ -19,6 +19,7 @@ from mailsvc.domain.relay import LocalRecipient, classify_recipient
 from mailsvc.errors import StorageUnavailable
 from mailsvc.smtp import replies
 from mailsvc.smtp.inbound import _clean, _peer_ip, _tls_details, message_ids, smtp_factory
+from mailsvc.smtp.server import AdvertisesExtensions
 from mailsvc.storage.queue import ORIGIN_SUBMISSION, MailQueue
 from mailsvc.storage.relaylog import RelayLog
 from provisioning.directory import Directory
@@ -32,7 +33,7 @@ S454_AUTH_TEMP = "454 4.7.0 Temporary authentication failure, please try again l
 S501_BASE64 = "501 5.5.2 Cannot decode the authentication data"
 
 
-class SubmissionHandler:
+class SubmissionHandler(AdvertisesExtensions):
     """aiosmtpd handler for the submission port."""
 
     def __init__(
@@ -101,17 +102,6 @@ class SubmissionHandler:
         return await self._verify(server, login, password)
 
     # -- envelope ---------------------------------------------------------------------------
-
-    async def handle_EHLO(
-        self,
-        server: SMTP,
-        session: SmtpSession,
-        envelope: Envelope,
-        hostname: str,
-        responses: list[str],
-    ) -> list[str]:
-        session.host_name = hostname
-        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
     @staticmethod
     def _login(session: SmtpSession) -> str | None:
