@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import getpass
 import logging
@@ -35,28 +36,19 @@ log = logging.getLogger(__name__)
 
 
 def directory_config(settings: Settings) -> DirectoryConfig:
+    """The directory library's config from our settings (same names where they overlap)."""
     d = settings.directory
-    return DirectoryConfig(
-        url=settings.ldap_url,
-        base_dn=d.base_dn,
-        bind_dn=d.admin_dn,
-        bind_password=secret_store.admin_password(settings),
-        councillors_dn=d.councillors_dn,
-        groups_dn=d.groups_dn,
-        person_object_class=d.person_object_class,
-        mail_attribute=d.mail_attribute,
-        status_attribute=d.status_attribute,
-        disabled_value=d.disabled_value,
-        active_value=d.active_value,
-        external_id_attribute=d.external_id_attribute,
-        district_attribute=d.district_attribute,
-        club_attribute=d.club_attribute,
-        role_attribute=d.role_attribute,
-        phone_attribute=d.phone_attribute,
-        group_object_class=d.group_object_class,
-        member_attribute=d.member_attribute,
-        timeout=d.timeout,
-    )
+    explicit: dict[str, Any] = {
+        "url": settings.ldap_url,
+        "bind_dn": d.admin_dn,
+        "bind_password": secret_store.admin_password(settings),
+    }
+    shared = {
+        f.name: getattr(d, f.name)
+        for f in dataclasses.fields(DirectoryConfig)
+        if f.name not in explicit and hasattr(d, f.name)
+    }
+    return DirectoryConfig(**explicit, **shared)
 
 
 def open_directory(settings: Settings) -> Directory:
