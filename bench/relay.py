@@ -480,6 +480,23 @@ class Bench:
         return run
 
 
+def wait_for_quiet(cores: float, patience: float) -> None:
+    """Wait (at most ``patience`` s) until the machine's busy CPU over one second is below
+    ``cores``: other work on a shared machine (test suites, builds) skews a run badly."""
+    if patience <= 0:
+        return
+    end = time.monotonic() + patience
+    while True:
+        before = busy_cpu_seconds()
+        time.sleep(1.0)
+        busy = busy_cpu_seconds() - before
+        if busy < cores:
+            return
+        if time.monotonic() > end:
+            print(f"  (machine still busy: {busy:.2f} cores; going ahead)", flush=True)
+            return
+
+
 def own_cpu_seconds() -> tuple[float, float]:
     """(this process, its reaped children: smtp-source and the latency client) CPU seconds."""
     me = resource.getrusage(resource.RUSAGE_SELF)
@@ -493,7 +510,8 @@ def start_profiler(target: Target, out: Path) -> subprocess.Popen[bytes] | None:
         print("  (no py-spy, or not mailsvc: not profiling)")
         return None
     argv = [spy, "record", "--pid", str(target.process.pid), "--format", "raw"]
-    argv += ["--rate", "250", "--nonblocking", "--output", str(out)]
+    # --gil: only the thread holding the GIL, i.e. what keeps the one core of mailsvc busy.
+    argv += ["--rate", "200", "--gil", "--output", str(out)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # let it attach
     return proc
@@ -619,6 +637,14 @@ def main(argv: list[str] | None = None) -> int:
         "--mailsvc-tree", type=Path, default=REPO, help="run mailsvc from this source tree"
     )
     p.add_argument("--patch", action="append", default=[], help="bench/relay_patches.py experiment")
+    p.add_argument("--mailsvc-env", action="append", default=[], help="KEY=VALUE for mailsvc serve")
+    p.add_argument(
+        "--quiet-below",
+        type=float,
+        default=0.3,
+        help="before each run wait until the machine's busy CPU is below this many cores",
+    )
+    p.add_argument("--quiet-wait", type=float, default=120, help="…for at most this many s")
     p.add_argument("--repeat", type=int, default=1, help="runs per cell; the median is shown")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--keep", action="store_true", help="keep the var_dir (logs) at the end")
@@ -655,6 +681,7 @@ def main(argv: list[str] | None = None) -> int:
         targets_by_name: dict[str, Target] = {}
         if "mailsvc" in targets:
             mailsvc = MailsvcProcess(settings, ports, args.mailsvc_tree.resolve(), args.patch)
+            mailsvc.env.update(item.split("=", 1) for item in args.mailsvc_env)
             mailsvc.start()
             targets_by_name["mailsvc"] = MailsvcTarget(mailsvc)
         if "postfix" in targets:
@@ -689,6 +716,7 @@ def main(argv: list[str] | None = None) -> int:
                 profile = args.profile if profiled else None
                 attempts = []
                 for attempt in range(args.repeat):
+                    wait_for_quiet(args.quiet_below, args.quiet_wait)
                     print(f"  {cell.label:<12} → {target.name} …", end="", flush=True)
                     try:
                         run = bench.run(target, cell, count, profile if attempt == 0 else None)
