@@ -101,6 +101,9 @@ def _configure_logging(verbose: bool = False) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # aiosmtpd logs every command line at INFO: costly at load, and our own log already has
+    # one line per accepted message and per delivery.
+    logging.getLogger("mail.log").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
