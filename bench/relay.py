@@ -632,7 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", default="mailsvc,postfix", help="mailsvc, postfix or both")
     p.add_argument("--councillors", type=int, default=10, choices=range(1, len(COUNCILLORS) + 1))
     p.add_argument("--timeout", type=float, default=0, help="seconds per pass (default: scaled)")
-    p.add_argument("--profile", type=Path, help="py-spy raw profile of mailsvc during 1 KB × 10")
+    p.add_argument("--profile", type=Path, help="py-spy raw profile of mailsvc (--profile-cell)")
+    p.add_argument("--profile-cell", default="1k:10", help="the cell to profile (default 1k:10)")
     p.add_argument(
         "--mailsvc-tree", type=Path, default=REPO, help="run mailsvc from this source tree"
     )
@@ -651,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     count = 300 if args.quick else args.messages
     cells = parse_cells(args.only)
+    profile_cell = parse_cells(args.profile_cell)[0]
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     timeout = args.timeout or max(60.0, count / 10)
 
@@ -712,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
             if i % 2:
                 order.reverse()
             for target in order:
-                profiled = cell == Cell("1k", 10) and target.name == "mailsvc"
+                profiled = cell == profile_cell and target.name == "mailsvc"
                 profile = args.profile if profiled else None
                 attempts = []
                 for attempt in range(args.repeat):
