@@ -7,13 +7,10 @@ soon as a message has several recipients; this client does it right.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailsvc.errors import TemporaryFailure
-
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 @dataclass(frozen=True)
@@ -39,7 +36,8 @@ class LmtpUnavailable(TemporaryFailure, ConnectionError):
 
 def encode_data(body: bytes) -> bytes:
     """CRLF line ends, dot-stuffing and the terminating dot line."""
-    data = _BARE_LF.sub(b"\r\n", body)
+    # Bare LF → CRLF (bare CR is left alone): the same as a (?<!\r)\n regex, at C speed.
+    data = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     if data.startswith(b"."):
@@ -134,7 +132,7 @@ class LmtpClient:
         self, mail_from: str, recipients: Sequence[str], body: bytes
     ) -> dict[str, Reply]:
         params = ""
-        if "8BITMIME" in self.extensions and any(b > 127 for b in body):
+        if "8BITMIME" in self.extensions and not body.isascii():
             params += " BODY=8BITMIME"
         needs_utf8 = not (mail_from.isascii() and all(r.isascii() for r in recipients))
         if needs_utf8 and "SMTPUTF8" in self.extensions:

@@ -129,7 +129,7 @@ class SmarthostClient:
         assert smtp is not None
         results: dict[str, Reply] = {}
         options: list[str] = []
-        if any(b > 127 for b in body) and smtp.supports_extension("8bitmime"):
+        if not body.isascii() and smtp.supports_extension("8bitmime"):
             options.append("BODY=8BITMIME")
         encoding = "ascii"
         if not (mail_from.isascii() and all(r.isascii() for r in recipients)):
