@@ -8,6 +8,7 @@ LMTP transaction for its local recipients and one SMTP transaction for the rest.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -146,6 +147,8 @@ class MailQueue:
         self.local_domains = (
             None if local_domains is None else tuple(d.lower() for d in local_domains)
         )
+        self._pending_enqueues: list[tuple[tuple[Any, ...], asyncio.Future[str]]] = []
+        self._committer: asyncio.Task[None] | None = None
 
     def route_for(self, recipient: str) -> str:
         return route_for(recipient, self.local_domains)
@@ -161,18 +164,41 @@ class MailQueue:
     ) -> str:
         """Store a message durably (committed, fsync'd) and return its queue id.
 
-        The null reverse path is stored as "" (aiosmtpd reports it as "<>").
+        Group commit: messages arriving while a commit is in progress are written together in
+        the next transaction, so concurrent sessions share one fsync. Each caller still returns
+        only after its own message is committed. The null reverse path is stored as "".
         """
         if mail_from == "<>":
             mail_from = ""
-        try:
-            async with self.engine.begin() as conn:
-                queue_id = await self._insert(
-                    conn, mail_from, recipients, body, client, origin or _origin_from_client(client)
-                )
-        except SQLAlchemyError as exc:
-            raise StorageUnavailable(f"queue could not store the message: {exc}") from exc
-        return queue_id
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        request = (mail_from, recipients, body, client, origin or _origin_from_client(client))
+        self._pending_enqueues.append((request, future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_pending())
+        return await future
+
+    async def _commit_pending(self) -> None:
+        while self._pending_enqueues:
+            batch, self._pending_enqueues = self._pending_enqueues, []
+            try:
+                async with self.engine.begin() as conn:
+                    ids = [await self._insert(conn, *request) for request, _ in batch]
+            except SQLAlchemyError as exc:
+                error = StorageUnavailable(f"queue could not store the message: {exc}")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            except BaseException as exc:  # cancelled or unexpected: no caller may hang
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(
+                            StorageUnavailable(f"queue could not store the message: {exc!r}")
+                        )
+                raise
+            for (_, future), queue_id in zip(batch, ids, strict=True):
+                if not future.done():
+                    future.set_result(queue_id)
 
     async def _insert(
         self,
