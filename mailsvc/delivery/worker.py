@@ -13,7 +13,7 @@ import contextlib
 import logging
 import traceback
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
 from mailsvc.config import DeliverySettings, Settings
@@ -97,6 +97,9 @@ class DeliveryWorkers:
         self._claim_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        # (sender, councillor) pairs acknowledged today, to skip the database for repeats.
+        self._acked_day: date | None = None
+        self._acked: set[tuple[str, str]] = set()
 
     def wake(self) -> None:
         """Called after a message is queued: deliver now rather than at the next poll."""
@@ -288,12 +291,23 @@ class DeliveryWorkers:
         """What to acknowledge to a resident; never fails (the mail is delivered by now)."""
         if not (self.settings.relay.acknowledge and delivered and message.route == ROUTE_LMTP):
             return None
+        # Most deliveries are to councillors this sender was already told about today: skip
+        # the parsing and the database for them (the database stays the authority).
+        day = acknowledgement_day(now)
+        sender = message.mail_from.lower()
+        if self._acked_day != day:
+            self._acked_day, self._acked = day, set()
+        delivered = [a for a in delivered if (sender, a.lower()) not in self._acked]
+        if not delivered:
+            return None
         refusal = ack_refusal(
             message.mail_from, message.body, self.local_domains, origin=message.origin
         )
         if refusal is not None:
             log.debug("queue %s: no acknowledgement: %s", message.queue_id, refusal)
             return None
+        if len(self._acked) < 100_000:
+            self._acked.update((sender, a.lower()) for a in delivered)
         try:
             names = await self.queue.display_names(delivered)
         except Exception:
@@ -320,7 +334,6 @@ class DeliveryWorkers:
             )
             return Outgoing("", (message.mail_from,), ack.as_bytes(), ORIGIN_ACK)
 
-        day = acknowledgement_day(now)
         return AckRequest(
             message.mail_from,
             tuple(delivered),
