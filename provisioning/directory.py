@@ -20,6 +20,15 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
 from provisioning.errors import DirectoryError, DirectoryUnavailable
+from provisioning.ldapwire import (
+    SERVER_DOWN,
+    TIMEOUT,
+    LdapBindError,
+    LdapConnectionError,
+    LdapProtocolError,
+    LdapResult,
+    LdapWire,
+)
 
 T = TypeVar("T")
 
@@ -392,35 +401,50 @@ class Directory:
     async def add_many(
         self, items: Sequence[tuple[str, Mapping[str, Any]]]
     ) -> list[str | Exception]:
-        """Add several prepared entries (from ``councillor_request``) on one connection, in one
-        thread hop; each result is the DN or the error for that entry (entries are independent).
+        """Add several prepared entries (from ``councillor_request``) on one connection, with
+        many requests in flight (``ldapwire``); each result is the DN or the error for that entry
+        (entries are independent). After a temporary failure no further entries are sent.
         """
-
-        def op(conn: ldap3.Connection) -> list[str | Exception]:
-            out: list[str | Exception] = []
-            for i, (dn, attributes) in enumerate(items):
-                ok = conn.add(dn, self._person_classes(), dict(attributes))
-                if ok:
-                    out.append(dn)
-                    continue
-                code = conn.result.get("result")
-                if code is None or code in _TEMPORARY_RESULTS:
-                    # The rest would fail the same way: report them all as unavailable.
-                    err = DirectoryUnavailable(
-                        f"directory could not add {dn}: {conn.result.get('description')}"
-                    )
-                    out.extend([err] * (len(items) - i))
-                    return out
+        if not items:
+            return []
+        c = self.config
+        try:
+            async with await LdapWire.connect(c.url, c.bind_dn, c.bind_password, c.timeout) as wire:
+                answers = await wire.add_many(
+                    items,
+                    object_classes=self._person_classes(),
+                    stop_on=_TEMPORARY_RESULTS,
+                )
+        except LdapBindError as exc:
+            if exc.result.code in _TEMPORARY_RESULTS:
+                busy = DirectoryUnavailable(f"directory {c.url} busy: {exc.result}")
+                return [busy] * len(items)
+            raise DirectoryError(
+                f"directory {c.url} refused the bind as {c.bind_dn}: {exc.result.name}; "
+                "check the directory credentials"
+            ) from exc
+        except (LdapConnectionError, LdapProtocolError) as exc:
+            down = DirectoryUnavailable(f"directory unreachable: {exc}")
+            return [down] * len(items)
+        except ValueError as exc:  # the URL or the credentials in the configuration
+            raise DirectoryError(f"cannot connect to the directory: {exc}") from exc
+        out: list[str | Exception] = []
+        for (dn, _), answer in zip(items, answers, strict=True):
+            if not isinstance(answer, LdapResult):
+                out.append(dn)
+            elif answer.code in (SERVER_DOWN, TIMEOUT):
                 out.append(
-                    DirectoryError(
-                        f"{dn} already exists"
-                        if code == _ALREADY_EXISTS
-                        else f"directory refused to add {dn}: {conn.result.get('description')}"
+                    DirectoryUnavailable(
+                        f"directory unreachable: could not add {dn}: {answer.message}"
                     )
                 )
-            return out
-
-        return await self._run(op)
+            elif answer.code in _TEMPORARY_RESULTS:
+                out.append(DirectoryUnavailable(f"directory could not add {dn}: {answer}"))
+            elif answer.code == _ALREADY_EXISTS:
+                out.append(DirectoryError(f"{dn} already exists"))
+            else:
+                out.append(DirectoryError(f"directory refused to add {dn}: {answer}"))
+        return out
 
     async def modify(self, dn: str, changes: Mapping[str, Sequence[str] | None]) -> None:
         """Replace attributes of ``dn`` (None or empty deletes the attribute)."""
