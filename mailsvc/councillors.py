@@ -221,9 +221,20 @@ class Councillors:
         if plan.creates:
             if chosen is None or len(chosen) != len(plan.creates):
                 chosen = await self.choose_addresses(plan.creates)
-            for chunk in _chunks(chosen, _CHUNK):
-                await self._create_chunk(chunk, context, result)
-                tick(len(chunk))
+            # The register write of one chunk overlaps the directory adds of the next.
+            writing: asyncio.Task[None] | None = None
+            try:
+                for chunk in _chunks(chosen, _CHUNK):
+                    writes, unavailable = await self._create_chunk(chunk, result)
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.create_task(self.register.write(context, writes))
+                    if unavailable is not None:
+                        raise unavailable
+                    tick(len(chunk))
+            finally:
+                if writing is not None:
+                    await writing
         for chunk in _chunks(plan.updates, _CHUNK):
             await self._update_chunk(chunk, context, result)
             tick(len(chunk))
@@ -236,8 +247,10 @@ class Councillors:
         return result
 
     async def _create_chunk(
-        self, chunk: Sequence[tuple[Create, str]], context: AuditContext, result: ApplyResult
-    ) -> None:
+        self, chunk: Sequence[tuple[Create, str]], result: ApplyResult
+    ) -> tuple[list[RegisterWrite], Exception | None]:
+        """Add a chunk's entries; returns their register writes and the first temporary
+        failure (the caller writes the register, then stops on the failure)."""
         prepared = []
         for create, local in chunk:
             e = create.entry
@@ -279,9 +292,7 @@ class Councillors:
                         outcome,
                     )
                 )
-        await self.register.write(context, writes)
-        if unavailable is not None:
-            raise unavailable
+        return writes, unavailable
 
     async def _update_chunk(
         self, chunk: Sequence[Update], context: AuditContext, result: ApplyResult
@@ -387,18 +398,17 @@ class Councillors:
 
     async def sync_groups(self) -> int:
         """Groups follow the register: all active councillors, committees, role holders."""
-        rows = await self.register.all(include_removed=False)
-        active = [(r, r.dn) for r in rows if r.status == "active" and r.dn]
+        active = await self.register.active_memberships()
         wanted: dict[str, tuple[set[str], str]] = {
-            ALL_COUNCILLORS_GROUP: ({dn for _, dn in active}, "Wszyscy radni")
+            ALL_COUNCILLORS_GROUP: ({dn for dn, _, _ in active}, "Wszyscy radni")
         }
         for slug, name in self.settings.committee_names.items():
             wanted[committee_group(slug)] = (set(), name)
-        for row, dn in active:
-            for slug in row.committees:
+        for dn, role, committees in active:
+            for slug in committees:
                 wanted.setdefault(committee_group(slug), (set(), slug))[0].add(dn)
-            if row.role in ROLE_GROUPS:
-                wanted.setdefault(ROLE_GROUPS[row.role], (set(), row.role))[0].add(dn)
+            if role in ROLE_GROUPS:
+                wanted.setdefault(ROLE_GROUPS[role], (set(), role))[0].add(dn)
         for group in ROLE_GROUPS.values():
             wanted.setdefault(group, (set(), group))
         changed = 0

@@ -399,7 +399,9 @@ class Directory:
         return result
 
     async def add_many(
-        self, items: Sequence[tuple[str, Mapping[str, Any]]]
+        self,
+        items: Sequence[tuple[str, Mapping[str, Any]]],
+        object_classes: Sequence[str] | None = None,
     ) -> list[str | Exception]:
         """Add several prepared entries (from ``councillor_request``) on one connection, with
         many requests in flight (``ldapwire``); each result is the DN or the error for that entry
@@ -412,7 +414,7 @@ class Directory:
             async with await LdapWire.connect(c.url, c.bind_dn, c.bind_password, c.timeout) as wire:
                 answers = await wire.add_many(
                     items,
-                    object_classes=self._person_classes(),
+                    object_classes=object_classes or self._person_classes(),
                     stop_on=_TEMPORARY_RESULTS,
                 )
         except LdapBindError as exc:
@@ -531,16 +533,18 @@ class Directory:
         current = await self.get_group(name)
         dn = self.group_dn(name)
         if current is None:
-
-            def create(conn: ldap3.Connection) -> None:
-                ok = conn.add(
-                    dn,
-                    ["top", self.config.group_object_class],
-                    {"cn": name, "description": description, self.config.member_attribute: wanted},
-                )
-                self._check(conn, ok, f"create group {name}")
-
-            await self._run(create)
+            # Through the pipelined client: a council-wide group can hold tens of thousands of
+            # member values, which ldap3's encoder takes seconds to write.
+            attributes = {
+                "cn": name,
+                "description": description,
+                self.config.member_attribute: wanted,
+            }
+            (result,) = await self.add_many(
+                [(dn, attributes)], ["top", self.config.group_object_class]
+            )
+            if isinstance(result, Exception):
+                raise result
             return True
         if set(wanted) == set(current.members):
             return False

@@ -246,3 +246,17 @@ class Register:
                 )
             ).all()
         return [_to_row(r) for r in rows]
+
+    async def active_memberships(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(DN, role, committees) of every active councillor: what groups are made of."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(councillors.c.dn, councillors.c.role, councillors.c.committees).where(
+                        councillors.c.status == "active", councillors.c.dn.is_not(None)
+                    )
+                )
+            ).all()
+        return [
+            (dn, role, tuple(c for c in (comm or "").split(",") if c)) for dn, role, comm in rows
+        ]
