@@ -1,4 +1,4 @@
-"""The only code that speaks LDAP.
+"""The directory adapter: the code that speaks LDAP (with ``ldapwire`` for bulk additions).
 
 ldap3 is blocking, so every operation runs in a worker thread on a pooled connection and the
 public API is ``async``. Every filter value and DN component is escaped here. "Not found" (``None``)
