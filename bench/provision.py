@@ -30,7 +30,6 @@ import platform
 import random
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,7 +51,7 @@ with warnings.catch_warnings():
 
 from mailsvc import secret_store
 from mailsvc.config import DEFAULT_CONFIG, Settings, load_settings
-from mailsvc.stack import LocalStack
+from mailsvc.stack import LocalStack, free_ports
 from provisioning import roster as roster_module
 from provisioning.naming import choose_local_part, transliterate
 from provisioning.passwords import generate_password, hash_password
@@ -345,20 +344,6 @@ def write_ldif(path: Path, settings: Settings, people: list[Person]) -> None:
 
 
 # --- private stacks ------------------------------------------------------------------------------
-
-
-def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
-    """``count`` distinct ports the kernel just reported free on ``host``."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def slapd_without_fsync() -> None:

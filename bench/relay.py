@@ -66,7 +66,7 @@ from relay_procs import (  # noqa: E402
 
 from mailsvc import secret_store  # noqa: E402
 from mailsvc.config import DEFAULT_CONFIG, Settings, load_settings  # noqa: E402
-from mailsvc.stack import LocalStack  # noqa: E402
+from mailsvc.stack import LocalStack, free_ports  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 SENDER = "mieszkaniec@example.net"
@@ -118,19 +118,6 @@ class Run:
 
 
 # -- set-up ----------------------------------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind((LOOPBACK, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def isolated_settings() -> tuple[Settings, dict[str, int]]:

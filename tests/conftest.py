@@ -9,7 +9,6 @@ session (``local_stack``), or privately for tests that stop and start servers
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mailsvc.config import DEFAULT_CONFIG, Settings, load_settings
-from mailsvc.stack import LocalStack
+from mailsvc.stack import LocalStack, free_ports
 
 with warnings.catch_warnings():
     # pyasn1 0.6 deprecates names that ldap3 2.9 still imports. Import it once here, quietly,
@@ -27,20 +26,6 @@ with warnings.catch_warnings():
     import ldap3  # noqa: F401
 
 LOOPBACK = "127.0.0.1"
-
-
-def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
-    """``count`` distinct ports the kernel just reported free on ``host``."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _isolated_settings() -> Settings:

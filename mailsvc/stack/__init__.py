@@ -8,6 +8,7 @@ from mailsvc.stack.local import (
     LocalStack,
     ServiceStatus,
     StackError,
+    free_ports,
     master_credentials,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "LocalStack",
     "ServiceStatus",
     "StackError",
+    "free_ports",
     "master_credentials",
 ]

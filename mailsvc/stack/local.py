@@ -1224,3 +1224,17 @@ def _ldap_bind(url: str, dn: str, password: str) -> int | None:
             conn.unbind()
     code = conn.result.get("result") if conn.result else None
     return code if isinstance(code, int) else None
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct TCP ports the kernel just reported free on ``host`` (tests, benches)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()

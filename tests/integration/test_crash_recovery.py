@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mailsvc.config import Settings
-from tests.conftest import free_ports
+from mailsvc.stack import free_ports
 
 from .test_cli import cli_env
 
