@@ -82,6 +82,10 @@ class SmarthostSettings:
     username: str = ""
     password: str = field(default="", repr=False)
     timeout: float = 60.0
+    # Concurrent connections to the smarthost.
+    workers: int = 2
+    # PEM bundle to verify the smarthost's certificate; empty means the system's CAs.
+    ca_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,8 @@ class RelaySettings:
     acknowledge: bool = True
     # Days the relay log (metadata only, no bodies) is kept.
     log_retention_days: int = 90
+    # From address of acknowledgements; empty means noreply@<domain>.
+    acknowledge_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -383,6 +389,11 @@ def validate(s: Settings) -> None:
             f"smtp.directory_cache_seconds = {s.smtp.directory_cache_seconds}: expected 0 or more"
         )
     _check_positive("smarthost.timeout", s.smarthost.timeout)
+    _check_positive("smarthost.workers", s.smarthost.workers)
+    if s.relay.acknowledge_from and "@" not in s.relay.acknowledge_from:
+        raise ConfigError(
+            f"relay.acknowledge_from = {s.relay.acknowledge_from!r}: expected an email address"
+        )
     if s.relay.log_retention_days < 1:
         raise ConfigError(
             f"relay.log_retention_days = {s.relay.log_retention_days}: expected 1 or more"

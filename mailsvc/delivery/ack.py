@@ -128,7 +128,10 @@ def build_acknowledgement(
         else _SUBJECT_NONE.get(language, _SUBJECT_NONE["pl"])
     )
     return build_message(
-        from_addr=(settings.council.name, f"{ACK_FROM_LOCAL_PART}@{settings.domain}"),
+        from_addr=(
+            settings.council.name,
+            settings.relay.acknowledge_from or f"{ACK_FROM_LOCAL_PART}@{settings.domain}",
+        ),
         to=("", mail_from),
         subject=subject_line,
         text=templating.render("mail/ack.txt", language, **context),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import traceback
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -44,7 +45,6 @@ _MAX_IDLE = 5.0
 # Passes of drain(): the mail itself, then its bounce or acknowledgement, then theirs.
 _DRAIN_PASSES = 3
 # Concurrent smarthost connections (delivery.workers counts the LMTP ones).
-SMARTHOST_WORKERS = 2
 # The reply recorded for a recipient the server gave no answer about.
 _NO_REPLY = Reply(451, "4.3.0 no reply for this recipient")
 
@@ -74,7 +74,7 @@ def decide(
 
 
 class DeliveryWorkers:
-    """``delivery.workers`` LMTP workers and SMARTHOST_WORKERS smarthost workers.
+    """``delivery.workers`` LMTP workers and ``smarthost.workers`` smarthost workers.
 
     ``smarthost`` overrides where smarthost mail goes (the local capture, which speaks plain
     SMTP without AUTH); otherwise ``settings.smarthost`` says.
@@ -86,13 +86,16 @@ class DeliveryWorkers:
         settings: Settings,
         *,
         smarthost: tuple[str, int] | None = None,
-        smarthost_workers: int = SMARTHOST_WORKERS,
+        smarthost_workers: int | None = None,
     ) -> None:
         self.queue = queue
         self.settings = settings
         self.smarthost = smarthost
         self.local_domains = (settings.domain,)
-        self._pool = {ROUTE_LMTP: settings.delivery.workers, ROUTE_SMTP: smarthost_workers}
+        self._pool = {
+            ROUTE_LMTP: settings.delivery.workers,
+            ROUTE_SMTP: smarthost_workers or settings.smarthost.workers,
+        }
         self._wake = {route: asyncio.Event() for route in ROUTES}
         self._claim_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -114,6 +117,9 @@ class DeliveryWorkers:
         if self.smarthost is not None:
             host, port = self.smarthost
             return SmarthostClient(host, port, helo=s.smtp_hostname, timeout=s.smarthost.timeout)
+        context = None
+        if s.smarthost.ca_file:
+            context = ssl.create_default_context(cafile=s.smarthost.ca_file)
         return SmarthostClient(
             s.smarthost.host,
             s.smarthost.port,
@@ -122,6 +128,7 @@ class DeliveryWorkers:
             password=s.smarthost.password,
             helo=s.smtp_hostname,
             timeout=s.smarthost.timeout,
+            tls_context=context,
         )
 
     async def start(self) -> None:

@@ -522,3 +522,36 @@ async def test_the_once_a_day_key_is_taken_by_exactly_one_of_concurrent_workers(
 
     results = await asyncio.gather(*(claim() for _ in range(6)))
     assert sorted(results) == [False] * 5 + [True]
+
+
+async def test_smarthost_certificate_is_verified_against_the_configured_ca_file(
+    tmp_path: Path, settings: Settings
+) -> None:
+    from mailsvc.delivery.worker import DeliveryWorkers
+    from mailsvc.storage.queue import ROUTE_SMTP
+
+    cert, key = ensure_self_signed(tmp_path / "good", "localhost")
+    other, _ = ensure_self_signed(tmp_path / "other", "localhost")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    async with running_sink(starttls=server_ctx) as s:
+        for ca_file, trusted in ((cert, True), (other, False)):
+            variant = settings.with_changes(
+                smarthost={
+                    "host": "localhost",
+                    "port": s.port,
+                    "security": "starttls",
+                    "ca_file": str(ca_file),
+                }
+            )
+            client = DeliveryWorkers(None, variant).client(ROUTE_SMTP)  # type: ignore[arg-type]
+            try:
+                if trusted:
+                    replies = await client.deliver("a@x.example", [EXTERNAL], b"Subject: x\r\n\r\n")
+                    assert replies[EXTERNAL].code == 250
+                else:
+                    with pytest.raises(SmarthostUnavailable):
+                        await client.deliver("a@x.example", [EXTERNAL], b"Subject: x\r\n\r\n")
+            finally:
+                await client.close()
+    assert len(s.handler.messages) == 1

@@ -309,3 +309,21 @@ def test_capture_file_round_trip(tmp_path: Path) -> None:
     assert item.message == content
     assert parse(path.read_bytes())["X-Capture-Envelope-To"] == "<a@x.example>"
     assert [i.path for i in capture.list_captured(tmp_path)] == [path]
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [("", f"noreply@{DOMAIN}"), (f"biuro@{DOMAIN}", f"biuro@{DOMAIN}")],
+)
+def test_acknowledgement_sender_follows_the_setting(
+    settings: Settings, configured: str, expected: str
+) -> None:
+    variant = settings.with_changes(relay={"acknowledge_from": configured})
+    msg = build_acknowledgement(
+        variant,
+        mail_from="jan@example.org",
+        original=ORIGINAL,
+        delivered_at=datetime(2026, 1, 1, tzinfo=UTC),
+        councillors=[("", f"a@{DOMAIN}")],
+    )
+    assert parse(msg.as_bytes())["From"].addresses[0].addr_spec == expected
