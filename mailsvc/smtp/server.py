@@ -10,10 +10,11 @@ import logging
 import re
 import time
 import types
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP
 
 from mailsvc.smtp import replies
 
@@ -125,6 +126,80 @@ class AdvertisesExtensions:
         return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
 
 
+_CRLF = b"\r\n"
+_DOT_CRLF = b".\r\n"
+_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
+_TOO_MUCH = "552 Error: Too much mail data"
+
+
+@dataclass
+class _BodyScan:
+    """Checks a DATA body handed over in chunks against aiosmtpd's per-line rules.
+
+    Lines are the pieces between CRLFs. In stream order, a line whose text (without CRLF) is
+    longer than ``overrun`` (the StreamReader limit) makes the body too long before it is
+    counted; otherwise its length with CRLF is added to ``size``, which may make the body too
+    big, and only then a line longer than ``line_limit`` with CRLF makes it too long. The first
+    of these decides the reply; from then on the body is discarded.
+    """
+
+    size_limit: int | None
+    overrun: int
+    line_limit: int
+    parts: list[bytes] = field(default_factory=list)
+    size: int = 0
+    carry: bytes = b""  # the unterminated last line so far
+    error: str = ""  # _TOO_LONG / _TOO_MUCH once decided
+
+    def feed(self, chunk: bytes) -> None:
+        if self.error or not chunk:
+            return
+        self.parts.append(chunk)
+        data = self.carry + chunk if self.carry else chunk
+        lines = data.split(_CRLF)
+        carry = lines.pop()
+        complete = len(data) - len(carry)
+        longest = max(map(len, lines), default=0)
+        limit = self.size_limit
+        if (
+            longest > self.overrun
+            or longest + 2 > self.line_limit
+            or (limit and self.size + complete > limit)
+        ):
+            self._line_by_line(lines)
+        else:
+            self.size += complete
+        if not self.error and len(carry) - carry.endswith(b"\r") > self.overrun:
+            self.error = _TOO_LONG  # the next line is already longer than the reader allows
+        if self.error:
+            self.parts.clear()
+            self.carry = b""
+        else:
+            self.carry = carry
+
+    def _line_by_line(self, lines: list[bytes]) -> None:
+        limit = self.size_limit
+        for length in map(len, lines):
+            if length > self.overrun:
+                self.error = _TOO_LONG
+                return
+            self.size += length + 2
+            if limit and self.size > limit:
+                self.error = _TOO_MUCH
+                return
+            if length + 2 > self.line_limit:
+                self.error = _TOO_LONG
+                return
+
+    def body(self) -> bytes:
+        """The received body without dot-stuffing (RFC 5321 4.5.2)."""
+        raw = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+        self.parts.clear()
+        if raw.startswith(b"."):
+            raw = raw[1:]
+        return raw.replace(b"\r\n.", _CRLF)
+
+
 @functools.cache
 def _protocol_attributes() -> frozenset[str]:
     """Attributes asyncio's StreamReaderProtocol sets itself (never copied between objects)."""
@@ -229,3 +304,99 @@ class CouncilSMTP(SMTP):
             if self._bad >= self._max_bad and self.transport is not None:
                 await super().push(replies.S421_TOO_MANY_ERRORS)
                 self.transport.close()
+
+    async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA, reading the body in chunks instead of line by line.
+
+        The same replies, content and left-over stream for every input: only CRLF "." CRLF (or
+        "." CRLF as the very first line) ends the body; bytes after it stay in the reader.
+        """
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        scan = await self._read_body()
+        if scan.error:
+            await self.push(scan.error)
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        original_content = scan.body()
+        content: str | bytes = original_content
+        if self._decode_data:
+            if self.enable_SMTPUTF8:
+                content = original_content.decode("utf-8", errors="surrogateescape")
+            else:
+                try:
+                    content = original_content.decode("ascii", errors="strict")
+                except UnicodeDecodeError:
+                    await self.push("500 Error: strict ASCII mode")
+                    return
+        self.envelope.content = content
+        self.envelope.original_content = original_content
+        status: Any = MISSING
+        if "DATA" in self._handle_hooks:
+            status = await self._call_handler_hook("DATA")
+        elif hasattr(self.event_handler, "process_message"):
+            warnings.warn(
+                "Use handler.handle_DATA() instead of .process_message()",
+                DeprecationWarning,
+                stacklevel=1,
+            )
+            assert self.session is not None
+            status = self.event_handler.process_message(
+                self.session.peer,
+                self.envelope.mail_from,
+                self.envelope.rcpt_tos,
+                self.envelope.content,
+            )
+            if asyncio.iscoroutine(status):
+                status = await status
+            if status is None:
+                status = MISSING
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_body(self) -> _BodyScan:
+        """Read up to and including the end-of-data line; discard what is over the limits.
+
+        ``readuntil(b".\\r\\n")`` returns everything up to the next "." CRLF, or raises when
+        the reader's limit is passed first: then all but the last two bytes (which may start a
+        "." CRLF) are taken. A "." CRLF ends the body only if the body so far is empty or ends
+        with CRLF; the reader keeps whatever follows.
+        """
+        reader = self._reader
+        overrun = int(getattr(reader, "_limit", self.line_length_limit))
+        scan = _BodyScan(self.data_size_limit, overrun, self.line_length_limit)
+        tail = _CRLF  # the body's last two bytes; its start counts as a line start
+        while self.transport is not None:
+            try:
+                try:
+                    chunk = await reader.readuntil(_DOT_CRLF)
+                except asyncio.LimitOverrunError as error:
+                    chunk = await reader.read(error.consumed)
+                    scan.feed(chunk)
+                    tail = (tail + chunk[-2:])[-2:]
+                    continue
+            except asyncio.CancelledError:
+                log.info("Connection lost during DATA")
+                self._writer.close()
+                raise
+            before = chunk[:-3]
+            if (tail + before[-2:])[-2:] == _CRLF:
+                scan.feed(before)
+                return scan
+            scan.feed(chunk)
+            tail = _CRLF
+        # Not reached in practice: connection_lost() cancels this coroutine before it resumes.
+        # aiosmtpd would hand over the complete lines read so far.
+        if scan.carry:
+            scan.parts = [b"".join(scan.parts)[: -len(scan.carry)]]
+        return scan
