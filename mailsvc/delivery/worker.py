@@ -9,6 +9,7 @@ a bounce (RFC 3464) to the sender for recipients that failed for good, and an ac
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import ssl
@@ -98,6 +99,9 @@ class DeliveryWorkers:
         }
         self._wake = {route: asyncio.Event() for route in ROUTES}
         self._claim_lock = asyncio.Lock()
+        self._claimed: dict[str, collections.deque[QueuedMessage]] = {
+            route: collections.deque() for route in ROUTES
+        }
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         # (sender, councillor) pairs acknowledged today, to skip the database for repeats.
@@ -150,10 +154,20 @@ class DeliveryWorkers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        leftover = [m for buffer in self._claimed.values() for m in buffer]
+        for buffer in self._claimed.values():
+            buffer.clear()
+        with contextlib.suppress(Exception):  # otherwise released at the next start
+            await self.queue.release(leftover)
 
     async def _claim(self, route: str) -> QueuedMessage | None:
+        # Claims are taken a few messages at a time (one transaction) and handed out to this
+        # route's workers one by one.
         async with self._claim_lock:
-            return await self.queue.claim_next(route)
+            buffer = self._claimed[route]
+            if not buffer:
+                buffer.extend(await self.queue.claim_batch(route, self._pool[route] * 2))
+            return buffer.popleft() if buffer else None
 
     async def _idle(self, route: str) -> None:
         try:

@@ -256,60 +256,97 @@ class MailQueue:
 
         With ``route`` None any route is taken: the route of the oldest due delivery.
         """
+        claimed = await self.claim_batch(route, 1)
+        return claimed[0] if claimed else None
+
+    async def claim_batch(self, route: str | None, limit: int) -> list[QueuedMessage]:
+        """Claim the due deliveries of up to ``limit`` of the oldest due messages, each on one
+        route, in one transaction (fewer round trips per message under load)."""
         now = utcnow()
         due_now = and_(deliveries.c.status.in_(PENDING), deliveries.c.next_attempt_at <= now)
         async with self.engine.begin() as conn:
             first = select(deliveries.c.message_id, deliveries.c.route).where(due_now)
             if route is not None:
                 first = first.where(deliveries.c.route == route)
-            row = (
+            picked: dict[int, str] = {}
+            for message_id, chosen in (
                 await conn.execute(
-                    first.order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(1)
-                )
-            ).first()
-            if row is None:
-                return None
-            message_id, chosen = row[0], row[1]
-            due = (
-                await conn.execute(
-                    select(deliveries.c.id, deliveries.c.recipient, deliveries.c.attempts).where(
-                        deliveries.c.message_id == message_id,
-                        deliveries.c.route == chosen,
-                        due_now,
+                    first.order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(
+                        limit * 4  # a message with several recipients appears several times
                     )
                 )
+            ).all():
+                if len(picked) >= limit:
+                    break
+                picked.setdefault(message_id, chosen)
+            if not picked:
+                return []
+            rows = (
+                await conn.execute(
+                    select(
+                        deliveries.c.id,
+                        deliveries.c.message_id,
+                        deliveries.c.route,
+                        deliveries.c.recipient,
+                        deliveries.c.attempts,
+                    ).where(deliveries.c.message_id.in_(list(picked)), due_now)
+                )
             ).all()
+            due = [r for r in rows if r.route == picked[r.message_id]]
             claimed = await conn.execute(
                 update(deliveries)
                 .where(
-                    deliveries.c.id.in_([d[0] for d in due]),
+                    deliveries.c.id.in_([d.id for d in due]),
                     deliveries.c.status.in_(PENDING),
                 )
                 .values(status="inflight", updated_at=now)
             )
             if claimed.rowcount != len(due):  # another worker took some: let it have them all
                 raise StorageUnavailable("claim raced with another worker")
-            msg = (
-                await conn.execute(
-                    select(
-                        messages.c.queue_id,
-                        messages.c.mail_from,
-                        messages.c.received_at,
-                        messages.c.body,
-                        messages.c.origin,
-                    ).where(messages.c.id == message_id)
+            bodies = {
+                m.id: m
+                for m in (
+                    await conn.execute(
+                        select(
+                            messages.c.id,
+                            messages.c.queue_id,
+                            messages.c.mail_from,
+                            messages.c.received_at,
+                            messages.c.body,
+                            messages.c.origin,
+                        ).where(messages.c.id.in_(list(picked)))
+                    )
+                ).all()
+            }
+        out = []
+        for message_id, chosen in picked.items():
+            msg = bodies[message_id]
+            mine = [d for d in due if d.message_id == message_id]
+            out.append(
+                QueuedMessage(
+                    id=message_id,
+                    queue_id=msg.queue_id,
+                    mail_from=msg.mail_from,
+                    received_at=msg.received_at,
+                    body=msg.body or b"",
+                    deliveries=tuple((d.id, d.recipient, d.attempts) for d in mine),
+                    route=chosen,
+                    origin=msg.origin,
                 )
-            ).one()
-        return QueuedMessage(
-            id=message_id,
-            queue_id=msg.queue_id,
-            mail_from=msg.mail_from,
-            received_at=msg.received_at,
-            body=msg.body or b"",
-            deliveries=tuple((d[0], d[1], d[2]) for d in due),
-            route=chosen,
-            origin=msg.origin,
-        )
+            )
+        return out
+
+    async def release(self, claimed: Sequence[QueuedMessage]) -> None:
+        """Give claimed but unattempted deliveries back (a graceful stop)."""
+        ids = [d[0] for m in claimed for d in m.deliveries]
+        if not ids:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(ids), deliveries.c.status == "inflight")
+                .values(status="queued", updated_at=utcnow())
+            )
 
     async def record(
         self,

@@ -57,3 +57,30 @@ async def test_a_failed_commit_fails_every_message_of_the_batch(tmp_path: Path) 
             await queue.enqueue("a@example.org", ["r@rada.example"], b"x")
     finally:
         await engine.dispose()
+
+
+async def test_claim_batch_takes_whole_messages_and_release_gives_them_back(
+    tmp_path: Path,
+) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}")
+    await create_schema(engine)
+    queue = MailQueue(engine, ["rada.example"])
+    try:
+        first = await queue.enqueue("a@example.org", ["x@rada.example", "y@rada.example"], b"1")
+        for n in range(4):
+            await queue.enqueue("a@example.org", [f"r{n}@rada.example"], b"m")
+        batch = await queue.claim_batch("lmtp", 3)
+        assert len(batch) == 3
+        assert batch[0].queue_id == first
+        assert sorted(r for _, r, _ in batch[0].deliveries) == ["x@rada.example", "y@rada.example"]
+        statuses = [r.status for r in await queue.list_deliveries()]
+        assert statuses.count("inflight") == 4 and statuses.count("queued") == 2
+        # The next claim takes the rest, never what is already claimed.
+        rest = await queue.claim_batch("lmtp", 10)
+        assert {m.queue_id for m in rest}.isdisjoint({m.queue_id for m in batch})
+        assert len(rest) == 2
+        await queue.release(batch)
+        statuses = [r.status for r in await queue.list_deliveries()]
+        assert statuses.count("queued") == 4 and statuses.count("inflight") == 2
+    finally:
+        await engine.dispose()
