@@ -26,6 +26,7 @@ Mailboxes are emptied between runs. Goal: mailsvc/Postfix ≥ 1.0 delivered msg/
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import json
@@ -346,15 +347,16 @@ def latency_client(
     return data
 
 
-class Target:
+class Target(abc.ABC):
     """A relay under test: its port and how to account for its processes."""
 
     def __init__(self, name: str, port: int) -> None:
         self.name = name
         self.port = port
 
+    @abc.abstractmethod
     def pids(self) -> list[int]:
-        raise NotImplementedError
+        """The processes whose CPU and memory belong to this relay."""
 
     def reset_peak(self) -> None:
         return None
