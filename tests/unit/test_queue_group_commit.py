@@ -84,3 +84,56 @@ async def test_claim_batch_takes_whole_messages_and_release_gives_them_back(
         assert statuses.count("queued") == 4 and statuses.count("inflight") == 2
     finally:
         await engine.dispose()
+
+
+async def test_outcomes_share_commits_and_one_faulty_message_fails_alone(tmp_path: Path) -> None:
+    from datetime import date
+
+    from mailsvc.storage.queue import AckRequest, Outgoing
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}")
+    await create_schema(engine)
+    queue = MailQueue(engine, ["rada.example"])
+    try:
+        for n in range(6):
+            await queue.enqueue("a@example.org", [f"r{n}@rada.example"], b"m")
+        claimed = await queue.claim_batch("lmtp", 6)
+        commits = 0
+
+        @event.listens_for(engine.sync_engine, "commit")
+        def count(_conn: Any) -> None:
+            nonlocal commits
+            commits += 1
+
+        def broken(_fresh: Any) -> Outgoing | None:
+            raise RuntimeError("template exploded")
+
+        bad = AckRequest("a@example.org", ("r0@rada.example",), date(2026, 1, 1), broken)
+        results = await asyncio.gather(
+            *(
+                queue.record(
+                    m.id,
+                    [(m.deliveries[0][0], "delivered", "250 ok", None)],
+                    ack=bad if i == 0 else None,
+                )
+                for i, m in enumerate(claimed)
+            ),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], RuntimeError)
+        assert all(r == [] for r in results[1:])
+        statuses = sorted(r.status for r in await queue.list_deliveries())
+        assert statuses == ["delivered"] * 5 + ["inflight"]  # the faulty one is left to retry
+        # Without faults, concurrent outcomes share commits.
+        for n in range(6):
+            await queue.enqueue("a@example.org", [f"s{n}@rada.example"], b"m")
+        more = [
+            m for m in await queue.claim_batch("lmtp", 10) if m.id not in {c.id for c in claimed}
+        ]
+        commits = 0
+        await asyncio.gather(
+            *(queue.record(m.id, [(m.deliveries[0][0], "delivered", "250 ok", None)]) for m in more)
+        )
+        assert len(more) >= 6 and commits < len(more)
+    finally:
+        await engine.dispose()
