@@ -158,7 +158,6 @@ class DeliveryWorkers:
         for buffer in self._claimed.values():
             buffer.clear()
         with contextlib.suppress(Exception):  # otherwise released at the next start
-            await self.queue.flush()
             await self.queue.release(leftover)
 
     async def _claim(self, route: str) -> QueuedMessage | None:

@@ -9,7 +9,6 @@ LMTP transaction for its local recipients and one SMTP transaction for the rest.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -150,8 +149,6 @@ class MailQueue:
         )
         self._pending_enqueues: list[tuple[tuple[Any, ...], asyncio.Future[str]]] = []
         self._committer: asyncio.Task[None] | None = None
-        self._pending_records: list[tuple[tuple[Any, ...], asyncio.Future[list[str]]]] = []
-        self._recorder: asyncio.Task[None] | None = None
 
     def route_for(self, recipient: str) -> str:
         return route_for(recipient, self.local_domains)
@@ -367,95 +364,38 @@ class MailQueue:
         it or none. ``error`` is kept on the message when an outcome is ``dead``. Returns the
         queue ids of the messages queued here.
         """
-        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-        self._pending_records.append(((message_id, outcomes, follow_ups, ack, error), future))
-        if self._recorder is None or self._recorder.done():
-            self._recorder = asyncio.create_task(self._record_pending())
-        return await future
-
-    async def _record_pending(self) -> None:
-        """Group commit of outcomes: what workers report during one commit goes in the next.
-
-        If the shared transaction fails, each message is recorded again on its own, so one
-        faulty message cannot take the others down with it.
-        """
-        while self._pending_records:
-            batch, self._pending_records = self._pending_records, []
-            try:
-                async with self.engine.begin() as conn:
-                    results = [await self._record_in(conn, *request) for request, _ in batch]
-            except Exception:
-                # The shared transaction rolled back: record each message on its own.
-                await self._record_each(batch)
-                continue
-            except BaseException as exc:  # cancelled: no caller may hang
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(StorageUnavailable(f"not recorded: {exc!r}"))
-                raise
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
-
-    async def flush(self) -> None:
-        """Wait for group commits in progress (at stop, before the engine is closed)."""
-        for task in (self._committer, self._recorder):
-            if task is not None and not task.done():
-                with contextlib.suppress(Exception):
-                    await task
-
-    async def _record_each(
-        self, batch: list[tuple[tuple[Any, ...], asyncio.Future[list[str]]]]
-    ) -> None:
-        for request, future in batch:
-            try:
-                async with self.engine.begin() as conn:
-                    result = await self._record_in(conn, *request)
-            except Exception as exc:
-                if not future.done():
-                    future.set_exception(exc)
-                continue
-            if not future.done():
-                future.set_result(result)
-
-    async def _record_in(
-        self,
-        conn: AsyncConnection,
-        message_id: int,
-        outcomes: Sequence[tuple[int, str, str, datetime | None]],
-        follow_ups: Sequence[Outgoing],
-        ack: AckRequest | None,
-        error: str | None,
-    ) -> list[str]:
         now = utcnow()
         queued: list[str] = []
-        for delivery_id, status, reply, next_at in outcomes:
-            await conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == delivery_id)
-                .values(
-                    status=status,
-                    last_reply=reply,
-                    attempts=deliveries.c.attempts + 1,
-                    next_attempt_at=next_at or now,
-                    updated_at=now,
+        async with self.engine.begin() as conn:
+            for delivery_id, status, reply, next_at in outcomes:
+                await conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == delivery_id)
+                    .values(
+                        status=status,
+                        last_reply=reply,
+                        attempts=deliveries.c.attempts + 1,
+                        next_attempt_at=next_at or now,
+                        updated_at=now,
+                    )
                 )
-            )
-        for out in follow_ups:
-            queued.append(
-                await self._insert(conn, out.mail_from, out.recipients, out.body, "", out.origin)
-            )
-        if ack is not None:
-            queue_id = await self._acknowledge(conn, message_id, ack, now)
-            if queue_id:
-                queued.append(queue_id)
-        if error is not None and any(o[1] == "dead" for o in outcomes):
-            await conn.execute(
-                update(messages)
-                .where(messages.c.id == message_id)
-                .values(status="dead", error=error[:10000])
-            )
-        await self._settle(conn, message_id)
+            for out in follow_ups:
+                queued.append(
+                    await self._insert(
+                        conn, out.mail_from, out.recipients, out.body, "", out.origin
+                    )
+                )
+            if ack is not None:
+                queue_id = await self._acknowledge(conn, message_id, ack, now)
+                if queue_id:
+                    queued.append(queue_id)
+            if error is not None and any(o[1] == "dead" for o in outcomes):
+                await conn.execute(
+                    update(messages)
+                    .where(messages.c.id == message_id)
+                    .values(status="dead", error=error[:10000])
+                )
+            await self._settle(conn, message_id)
         return queued
 
     async def _acknowledge(
