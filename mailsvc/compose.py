@@ -176,14 +176,21 @@ def _client_settings(settings: Settings) -> dict[str, dict[str, Any]]:
     return out
 
 
+def council_context(settings: Settings) -> dict[str, Any]:
+    """Template values naming the council, shared by every message it sends."""
+    return {
+        "council": settings.council.name,
+        "council_genitive": council_genitive_pl(settings.council.name),
+        "office_address": settings.office_address,
+    }
+
+
 def _common_context(settings: Settings) -> dict[str, Any]:
     council = settings.council
     return {
-        "council": council.name,
-        "council_genitive": council_genitive_pl(council.name),
+        **council_context(settings),
         "helpdesk_email": council.helpdesk_email,
         "helpdesk_phone": council.helpdesk_phone,
-        "office_address": settings.office_address,
         **_client_settings(settings),
     }
 

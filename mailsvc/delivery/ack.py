@@ -16,7 +16,7 @@ from datetime import date, datetime
 from email.message import EmailMessage
 
 from mailsvc import templating
-from mailsvc.compose import build_message, council_genitive_pl
+from mailsvc.compose import build_message, council_context
 from mailsvc.config import Settings
 from mailsvc.delivery.dsn import local_time
 from mailsvc.delivery.headers import header_text, is_delivery_report, message_ids, parse_header
@@ -105,9 +105,7 @@ def build_acknowledgement(
     subject = header_text(header, "Subject")
     when = local_time(delivered_at)
     context = {
-        "council": settings.council.name,
-        "council_genitive": council_genitive_pl(settings.council.name),
-        "office_address": settings.office_address,
+        **council_context(settings),
         "subject": subject,
         "delivered": when,
         "delivered_time": f"{when:%H:%M}",

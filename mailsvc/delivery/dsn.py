@@ -24,7 +24,7 @@ from email.utils import format_datetime
 from zoneinfo import ZoneInfo
 
 from mailsvc import templating
-from mailsvc.compose import build_message, clean_header_text, council_genitive_pl
+from mailsvc.compose import build_message, clean_header_text, council_context
 from mailsvc.config import Settings
 from mailsvc.delivery.headers import header_block, header_text, is_delivery_report, parse_header
 from mailsvc.delivery.lmtp import Reply
@@ -168,9 +168,7 @@ def build_dsn(
     subject = header_text(header, "Subject")
     arrived = local_time(arrival)
     context = {
-        "council": settings.council.name,
-        "council_genitive": council_genitive_pl(settings.council.name),
-        "office_address": settings.office_address,
+        **council_context(settings),
         "sender": mail_from,
         "subject": subject,
         "arrival": arrived,
