@@ -168,14 +168,15 @@ class Service:
         return int(self.servers[1].sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
         for server in self.servers:
             server.close()
         for server in self.servers:
             await server.wait_closed()
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         await self.parts.relay_log.close()
         await self.workers.stop()
+        await self.parts.queue.flush()
         if self.capture is not None:
             await self.capture.stop()
         await self.parts.directory.close()

@@ -60,19 +60,43 @@ def job_specs(lifecycle_interval: float, upkeep_interval: float = 300.0) -> list
     ]
 
 
-def start_scheduler(ctx: Parts, specs: list[JobSpec]) -> AsyncIOScheduler:
-    scheduler = AsyncIOScheduler(timezone="UTC")
+class JobRunner:
+    """The scheduler plus the job runs in progress, so a stop can wait for them (a run cut off
+    while the database is being closed would leave its connection behind)."""
+
+    def __init__(self) -> None:
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.running: set[asyncio.Task[None]] = set()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        self.scheduler.shutdown(wait=False)
+        if not self.running:
+            return
+        _, late = await asyncio.wait(set(self.running), timeout=grace)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+
+
+def start_scheduler(ctx: Parts, specs: list[JobSpec]) -> JobRunner:
+    runner = JobRunner()
     for spec in specs:
 
         async def run(spec: JobSpec = spec) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            runner.running.add(task)
             try:
                 await spec.run(ctx)
             except asyncio.CancelledError:
                 log.info("job %s interrupted by shutdown; it runs again at the next start", spec.id)
             except Exception:  # a failing job is logged and retried at its next run
                 log.exception("job %s failed", spec.id)
+            finally:
+                runner.running.discard(task)
 
-        scheduler.add_job(
+        runner.scheduler.add_job(
             run,
             "interval",
             seconds=spec.seconds,
@@ -83,5 +107,5 @@ def start_scheduler(ctx: Parts, specs: list[JobSpec]) -> AsyncIOScheduler:
             max_instances=1,
             misfire_grace_time=None,
         )
-    scheduler.start()
-    return scheduler
+    runner.scheduler.start()
+    return runner

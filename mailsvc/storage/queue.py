@@ -9,6 +9,7 @@ LMTP transaction for its local recipients and one SMTP transaction for the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -176,6 +177,13 @@ class MailQueue:
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_pending())
         return await future
+
+    async def flush(self) -> None:
+        """Wait until enqueues in progress are committed (before the engine is closed, or a
+        commit could be cut off mid-way and its callers left waiting)."""
+        while self._committer is not None and not self._committer.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._committer)
 
     async def _commit_pending(self) -> None:
         while self._pending_enqueues:
