@@ -1,0 +1,1 @@
+"""Receipts: DSN/MDN parsing, IMAP flag checks, signed tokens."""

@@ -1,0 +1,1 @@
+"""Reports clerks annex to the minutes: receipts matrix, print lists."""

@@ -1,0 +1,1 @@
+"""Web: the councillors' acknowledgement page and (later) the clerks' interface."""
