@@ -187,6 +187,49 @@ class ProvisioningSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """The web server: councillors' acknowledgement links and document downloads."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8025
+    # Address councillors' links point to; empty: http://<host>:<port>.
+    public_url: str = ""
+
+
+@dataclass(frozen=True)
+class DistributionSettings:
+    """Session documents to councillors: sending, receipts, reminders, paper."""
+
+    # Local time of sessions and schedules.
+    timezone: str = "Europe/Warsaw"
+    # Packs larger than this (bytes, before encoding) are linked per recipient, not attached.
+    attach_max_bytes: int = 26214400
+    # Copies of every distribution (comma-separated addresses), e.g. the office and the mayor.
+    copies: str = ""
+    # Days an acknowledgement or download link stays valid after the session.
+    link_valid_days: int = 30
+    # Ask mail programs for a read receipt (Disposition-Notification-To).
+    request_mdn: bool = True
+    # Reminders to councillors who have not acknowledged: "<hours>h-after" (sending) and
+    # "<hours>h-before" (the session), comma-separated. Empty: no reminders.
+    reminders: str = "48h-after,24h-before"
+    # From the cut-over date (YYYY-MM-DD) electronic circulation is binding; before it every
+    # notice also yields a print list. Empty: not yet decided (paper stays binding).
+    cutover_date: str = ""
+    # Cost of one printed page (PLN) for the paper-saved figures.
+    cost_per_page: str = "0.30"
+    # Seconds between looks at the distributions table (changes made by other processes).
+    sync_interval: float = 10.0
+    # Seconds between IMAP checks for opened messages (0: never).
+    imap_check_interval: float = 300.0
+    # Days after sending during which opened flags are looked for.
+    imap_check_days: int = 14
+    # Seconds between runs of the reminder job.
+    reminder_interval: float = 300.0
+
+
+@dataclass(frozen=True)
 class Settings:
     domain: str = "rada.miasto.example"
     var_dir: Path = Path("var")
@@ -203,8 +246,12 @@ class Settings:
     council: CouncilSettings = CouncilSettings()
     clients: ClientsSettings = ClientsSettings()
     provisioning: ProvisioningSettings = ProvisioningSettings()
+    web: WebSettings = WebSettings()
+    distribution: DistributionSettings = DistributionSettings()
     # Committee slug -> display name; the slug names the group address komisja-<slug>@domain.
     committees: tuple[tuple[str, str], ...] = ()
+    # Minimum notice before a session ([notice]; see mailsvc.domain.notice.parse_rules).
+    notice_rules: tuple[Any, ...] = ()
     source: Path | None = None
 
     # Derived values: one place decides what an empty setting means.
@@ -242,6 +289,10 @@ class Settings:
         return (c.smtp_host or self.smtp_hostname, c.smtp_port, c.smtp_security)
 
     @property
+    def web_url(self) -> str:
+        return (self.web.public_url or f"http://{self.web.host}:{self.web.port}").rstrip("/")
+
+    @property
     def smtp_hostname(self) -> str:
         return self.smtp.hostname or f"mail.{self.domain}"
 
@@ -256,8 +307,17 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-_TOP_LEVEL = {"domain", "var_dir", "language", "office_address", "source", "committees"}
+_TOP_LEVEL = {
+    "domain",
+    "var_dir",
+    "language",
+    "office_address",
+    "source",
+    "committees",
+    "notice_rules",
+}
 _SECTIONS = {f.name for f in dataclasses.fields(Settings)} - _TOP_LEVEL
+_NOT_KEYS = ("source", "committees", "notice_rules")
 _SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
@@ -321,11 +381,11 @@ def _build(cls: type, prefix: str, values: Mapping[str, Any], env: Mapping[str, 
     kwargs: dict[str, Any] = {}
     types_ = _field_types(cls)
     for key in values:
-        if key not in types_ or (prefix == "" and key in ("source", "committees")):
+        if key not in types_ or (prefix == "" and key in _NOT_KEYS):
             where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
             raise ConfigError(f"{prefix}{key}: unknown key in {where}")
     for name, tp in types_.items():
-        if prefix == "" and (name in _SECTIONS or name in ("source", "committees")):
+        if prefix == "" and (name in _SECTIONS or name in _NOT_KEYS):
             continue
         dotted = f"{prefix}{name}"
         env_name = ENV_PREFIX + dotted.upper().replace(".", "__")
@@ -358,6 +418,8 @@ def validate(s: Settings) -> None:
     if "@" not in s.office_address:
         raise ConfigError(f"office_address = {s.office_address!r}: expected an email address")
     _check_port("smtp.port", s.smtp.port)
+    _check_port("web.port", s.web.port, allow_zero=True)
+    _check_distribution(s.distribution)
     _check_port("submission.port", s.submission.port)
     _check_port("smarthost.port", s.smarthost.port, allow_zero=True)
     if s.smarthost.security not in ("none", "starttls", "tls"):
@@ -456,6 +518,76 @@ def _committees(raw: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+_OFFSET = re.compile(r"^(\d{1,4})h-(after|before)$")
+
+
+def reminder_offsets(spec: str) -> tuple[tuple[str, int], ...]:
+    """ "48h-after,24h-before" -> (("after", 48), ("before", 24)). ValueError names the item."""
+    out = []
+    for item in (i.strip() for i in spec.split(",")):
+        if not item:
+            continue
+        m = _OFFSET.match(item)
+        if not m:
+            raise ValueError(f"{item!r}: expected <hours>h-after or <hours>h-before")
+        out.append((m.group(2), int(m.group(1))))
+    return tuple(out)
+
+
+def _check_distribution(d: DistributionSettings) -> None:
+    import datetime as _dt
+    import decimal
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(d.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"distribution.timezone = {d.timezone!r}: expected a zone such as Europe/Warsaw"
+        ) from None
+    if d.cutover_date:
+        try:
+            _dt.date.fromisoformat(d.cutover_date)
+        except ValueError:
+            raise ConfigError(
+                f"distribution.cutover_date = {d.cutover_date!r}: expected YYYY-MM-DD or empty"
+            ) from None
+    try:
+        cost = decimal.Decimal(d.cost_per_page)
+        if not cost.is_finite() or cost < 0:
+            raise decimal.InvalidOperation
+    except decimal.InvalidOperation:
+        raise ConfigError(
+            f"distribution.cost_per_page = {d.cost_per_page!r}: expected an amount such as 0.30"
+        ) from None
+    try:
+        reminder_offsets(d.reminders)
+    except ValueError as exc:
+        raise ConfigError(f"distribution.reminders: {exc}") from None
+    for address in (a.strip() for a in d.copies.split(",")):
+        if address and ("@" not in address or any(c in address for c in " <>\r\n,;")):
+            raise ConfigError(f"distribution.copies: {address!r} is not an email address")
+    if d.attach_max_bytes < 0:
+        raise ConfigError("distribution.attach_max_bytes: expected 0 or more")
+    if d.link_valid_days < 1:
+        raise ConfigError("distribution.link_valid_days: expected 1 or more")
+    for key in ("sync_interval", "reminder_interval"):
+        if getattr(d, key) <= 0:
+            raise ConfigError(f"distribution.{key}: expected a positive number of seconds")
+
+
+def _notice_rules(raw: Any) -> tuple[Any, ...]:
+    from mailsvc.domain.notice import parse_rules
+
+    if not isinstance(raw, dict):
+        raise ConfigError("notice: expected a [notice] section")
+    try:
+        return tuple(parse_rules(raw))
+    except ValueError as exc:
+        message = str(exc) if str(exc).startswith("notice") else f"notice.{exc}"
+        raise ConfigError(message) from None
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
@@ -476,6 +608,7 @@ def load_settings(
     sections: dict[str, Any] = {}
     top: dict[str, Any] = {}
     committees = _committees(data.pop("committees", {}))
+    notice_rules = _notice_rules(data.pop("notice", {}))
     for key, value in data.items():
         if key in _SECTIONS:
             if not isinstance(value, dict):
@@ -485,7 +618,9 @@ def load_settings(
     for name in _SECTIONS:
         sections[name] = _build(section_types[name], f"{name}.", data.get(name, {}), env)
     base: Settings = _build(Settings, "", top, env)
-    settings = dataclasses.replace(base, source=chosen, committees=committees, **sections)
+    settings = dataclasses.replace(
+        base, source=chosen, committees=committees, notice_rules=notice_rules, **sections
+    )
     settings = dataclasses.replace(settings, var_dir=settings.var_dir.absolute())
     validate(settings)
     return settings

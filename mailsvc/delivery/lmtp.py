@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mailsvc.delivery.body import PartedBody
 from mailsvc.errors import TemporaryFailure
 
 
@@ -34,15 +35,20 @@ class LmtpUnavailable(TemporaryFailure, ConnectionError):
     """The LMTP server cannot be reached or broke the conversation; retry later."""
 
 
-def encode_data(body: bytes) -> bytes:
-    """CRLF line ends, dot-stuffing and the terminating dot line."""
+def stuff(body: bytes) -> bytes:
+    """CRLF line ends and dot-stuffing, ending with CRLF (no terminating dot line)."""
     # Bare LF → CRLF (bare CR is left alone): the same as a (?<!\r)\n regex, at C speed.
     data = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     if data.startswith(b"."):
         data = b"." + data
-    return data.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    return data.replace(b"\r\n.", b"\r\n..")
+
+
+def encode_data(body: bytes) -> bytes:
+    """CRLF line ends, dot-stuffing and the terminating dot line."""
+    return stuff(body) + b".\r\n"
 
 
 class LmtpClient:
@@ -111,7 +117,7 @@ class LmtpClient:
         return await self._read_reply()
 
     async def deliver(
-        self, mail_from: str, recipients: Sequence[str], body: bytes
+        self, mail_from: str, recipients: Sequence[str], body: bytes | PartedBody
     ) -> dict[str, Reply]:
         """Deliver ``body`` to ``recipients``; returns the final reply for each recipient.
 
@@ -129,10 +135,11 @@ class LmtpClient:
             raise LmtpUnavailable(f"LMTP {self.host}:{self.port} failed: {exc!r}") from exc
 
     async def _transaction(
-        self, mail_from: str, recipients: Sequence[str], body: bytes
+        self, mail_from: str, recipients: Sequence[str], body: bytes | PartedBody
     ) -> dict[str, Reply]:
         params = ""
-        if "8BITMIME" in self.extensions and not body.isascii():
+        head = body.head if isinstance(body, PartedBody) else body
+        if "8BITMIME" in self.extensions and not head.isascii():
             params += " BODY=8BITMIME"
         needs_utf8 = not (mail_from.isascii() and all(r.isascii() for r in recipients))
         if needs_utf8 and "SMTPUTF8" in self.extensions:
@@ -158,7 +165,16 @@ class LmtpClient:
             await self._command("RSET")
             return results
         assert self._writer is not None
-        self._writer.write(encode_data(body))
+        if isinstance(body, PartedBody):
+            # The head is stuffed like any body; the part files need no stuffing (no line of
+            # theirs starts with a dot) and are streamed a chunk at a time.
+            self._writer.write(stuff(body.head))
+            async for block in body.tail_chunks():
+                self._writer.write(block)
+                await self._writer.drain()
+            self._writer.write(b".\r\n")
+        else:
+            self._writer.write(encode_data(body))
         await self._writer.drain()
         for rcpt in accepted:  # LMTP: one reply per accepted recipient, in order
             results[rcpt] = await self._read_reply(wait=max(self.timeout, 300))

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import aiosmtplib
 
+from mailsvc.delivery.body import PartedBody
 from mailsvc.delivery.lmtp import Reply
 from mailsvc.errors import TemporaryFailure
 
@@ -96,13 +97,17 @@ class SmarthostClient:
             smtp.close()
 
     async def deliver(
-        self, mail_from: str, recipients: Sequence[str], body: bytes
+        self, mail_from: str, recipients: Sequence[str], body: bytes | PartedBody
     ) -> dict[str, Reply]:
         """Send ``body``; returns the final reply for each recipient.
+
+        A body with parts on disk is put together first (the SMTP client sends one buffer).
 
         A connection kept from an earlier message may have been closed by the server while
         idle: that shows at MAIL, and the transaction is then tried once on a new connection.
         """
+        if isinstance(body, PartedBody):
+            body = await body.to_bytes()
         reused = self.connected
         if not reused:
             await self.connect()

@@ -20,14 +20,18 @@ from typing import Protocol
 
 from mailsvc.config import DeliverySettings, Settings
 from mailsvc.delivery.ack import ack_refusal, acknowledgement_day, build_acknowledgement
+from mailsvc.delivery.body import PartedBody
 from mailsvc.delivery.dsn import Failure, bounce_refusal, build_dsn
 from mailsvc.delivery.lmtp import LmtpClient, Reply
 from mailsvc.delivery.smarthost import SmarthostClient
+from mailsvc.domain.receipts import EventKind, EventSource
 from mailsvc.errors import TemporaryFailure
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import (
     ORIGIN_ACK,
+    ORIGIN_DISTRIBUTION,
     ORIGIN_DSN,
+    ORIGIN_REMINDER,
     ROUTE_LMTP,
     ROUTE_SMTP,
     ROUTES,
@@ -35,6 +39,7 @@ from mailsvc.storage.queue import (
     MailQueue,
     Outgoing,
     QueuedMessage,
+    ReceiptUpdate,
     backoff,
 )
 
@@ -54,7 +59,7 @@ class Transport(Protocol):
     """A client for one route: LmtpClient or SmarthostClient."""
 
     async def deliver(
-        self, mail_from: str, recipients: Sequence[str], body: bytes
+        self, mail_from: str, recipients: Sequence[str], body: bytes | PartedBody
     ) -> dict[str, Reply]: ...
 
     async def close(self) -> None: ...
@@ -229,9 +234,15 @@ class DeliveryWorkers:
     async def deliver(self, client: Transport, message: QueuedMessage) -> list[str]:
         """One attempt for the claimed recipients; returns the queue ids of messages it caused."""
         recipients = [rcpt for _, rcpt, _ in message.deliveries]
+        tracked = message.origin == ORIGIN_DISTRIBUTION
         try:
+            started = utcnow()
+            body: bytes | PartedBody = message.body
+            if message.parts is not None:
+                body = PartedBody.from_stored(message.body, message.parts, self.settings.var_dir)
+                body.check()
             try:
-                replies = await client.deliver(message.mail_from, recipients, message.body)
+                replies = await client.deliver(message.mail_from, recipients, body)
             except TemporaryFailure as exc:
                 log.warning("queue %s: %s unavailable: %s", message.queue_id, message.route, exc)
                 replies = dict.fromkeys(recipients, Reply(451, f"4.4.1 {exc}"))
@@ -257,6 +268,10 @@ class DeliveryWorkers:
                     status,
                     str(reply).splitlines()[0] if str(reply) else "",
                 )
+            receipts = self._receipts(message, replies, outcomes, started) if tracked else None
+            if message.origin in (ORIGIN_DISTRIBUTION, ORIGIN_REMINDER):
+                # Our own return path: a failure is recorded as a receipt, never bounced.
+                failures = []
             follow_ups, error = self._bounce(message, failures)
             if error is not None:
                 # No bounce could be written: keep the failed recipients as dead letters, so
@@ -267,7 +282,12 @@ class DeliveryWorkers:
                 outcomes = [(d, "dead" if s == "failed" else s, r, n) for d, s, r, n in outcomes]
             ack = await self._ack_request(message, delivered, now)
             return await self.queue.record(
-                message.id, outcomes, follow_ups=follow_ups, ack=ack, error=error
+                message.id,
+                outcomes,
+                follow_ups=follow_ups,
+                ack=ack,
+                error=error,
+                receipts=receipts,
             )
         except asyncio.CancelledError:
             raise  # the claim is released at the next start (at-least-once)
@@ -279,6 +299,36 @@ class DeliveryWorkers:
             with contextlib.suppress(Exception):
                 await self.queue.mark_dead(message.id, error)
             return []
+
+    def _receipts(
+        self,
+        message: QueuedMessage,
+        replies: dict[str, Reply],
+        outcomes: list[tuple[int, str, str, datetime | None]],
+        started: datetime,
+    ) -> ReceiptUpdate:
+        """Receipt events of a distribution message: sent (first attempt), then delivered,
+        delayed or failed with the server's reply for that recipient as evidence."""
+        now = utcnow()
+        where = (
+            "LMTP {}:{}".format(*self.settings.lmtp_address)
+            if message.route == ROUTE_LMTP
+            else "SMTP smarthost"
+        )
+        source = EventSource.LMTP if message.route == ROUTE_LMTP else EventSource.SMTP
+        kinds = {"delivered": EventKind.DELIVERED, "failed": EventKind.FAILED}
+        events: list[tuple[str, str, datetime, str, str]] = []
+        for (_, rcpt, attempts), (_, status, reply, _) in zip(
+            message.deliveries, outcomes, strict=True
+        ):
+            if attempts == 0:
+                events.append((rcpt, EventKind.SENT, started, source, f"{where}: attempt 1"))
+            kind = kinds.get(status, EventKind.DELAYED)
+            code = replies.get(rcpt, _NO_REPLY).code
+            permanent = "permanent" if code >= 500 else "temporary"
+            detail = f"{where}: {reply}" + (f" ({permanent})" if kind is EventKind.FAILED else "")
+            events.append((rcpt, kind, now, source, detail))
+        return ReceiptUpdate(tuple(events))
 
     def _bounce(
         self, message: QueuedMessage, failures: list[Failure]

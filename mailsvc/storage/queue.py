@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from mailsvc.errors import StorageUnavailable
 from mailsvc.storage import acks
 from mailsvc.storage.db import deliveries, messages, utcnow
+from mailsvc.storage.receipts import add_delivery_events
 
 PENDING = ("queued", "deferred")
 SETTLED = ("delivered", "failed", "dead")
@@ -41,6 +42,8 @@ ORIGIN_WELCOME = "welcome"
 ORIGIN_DSN = "dsn"
 ORIGIN_ACK = "ack"
 ORIGIN_LOCAL = "local"  # anything else the service writes itself
+ORIGIN_DISTRIBUTION = "distribution"  # session documents to a councillor (receipts tracked)
+ORIGIN_REMINDER = "reminder"
 
 
 def route_for(recipient: str, local_domains: Sequence[str] | None) -> str:
@@ -74,6 +77,17 @@ class QueuedMessage:
     deliveries: tuple[tuple[int, str, int], ...]  # (delivery id, recipient, attempts so far)
     route: str = ROUTE_LMTP
     origin: str = ORIGIN_LOCAL
+    # JSON naming attachment parts stored once on disk (mailsvc.delivery.body); None: the body
+    # is the whole message.
+    parts: str | None = None
+
+
+@dataclass(frozen=True)
+class ReceiptUpdate:
+    """Receipt events a delivery attempt produced for a distribution message (same transaction
+    as the outcomes): (recipient address, event kind, time, source, evidence)."""
+
+    events: tuple[tuple[str, str, datetime, str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -217,6 +231,20 @@ class MailQueue:
         client: str,
         origin: str,
     ) -> str:
+        return (await self.insert(conn, mail_from, recipients, body, client, origin))[1]
+
+    async def insert(
+        self,
+        conn: AsyncConnection,
+        mail_from: str,
+        recipients: Sequence[str],
+        body: bytes,
+        client: str,
+        origin: str,
+        *,
+        parts: str | None = None,
+    ) -> tuple[int, str]:
+        """Queue a message inside the caller's transaction; returns (row id, queue id)."""
         queue_id = secrets.token_hex(8)
         now = utcnow()
         result = await conn.execute(
@@ -229,6 +257,7 @@ class MailQueue:
                 body=body,
                 status="queued",
                 origin=origin,
+                parts=parts,
             )
         )
         message_id = result.inserted_primary_key[0]  # type: ignore[index]
@@ -247,7 +276,7 @@ class MailQueue:
                 for rcpt in recipients
             ],
         )
-        return queue_id
+        return int(message_id), queue_id
 
     async def release_claims(self) -> int:
         """At start-up: deliveries left in flight by a crash become due again (at-least-once)."""
@@ -322,6 +351,7 @@ class MailQueue:
                             messages.c.received_at,
                             messages.c.body,
                             messages.c.origin,
+                            messages.c.parts,
                         ).where(messages.c.id.in_(list(picked)))
                     )
                 ).all()
@@ -340,6 +370,7 @@ class MailQueue:
                     deliveries=tuple((d.id, d.recipient, d.attempts) for d in mine),
                     route=chosen,
                     origin=msg.origin,
+                    parts=msg.parts,
                 )
             )
         return out
@@ -364,6 +395,7 @@ class MailQueue:
         follow_ups: Sequence[Outgoing] = (),
         ack: AckRequest | None = None,
         error: str | None = None,
+        receipts: ReceiptUpdate | None = None,
     ) -> list[str]:
         """Store outcomes: (delivery id, new status, reply text, next attempt or None).
 
@@ -397,6 +429,8 @@ class MailQueue:
                 queue_id = await self._acknowledge(conn, message_id, ack, now)
                 if queue_id:
                     queued.append(queue_id)
+            if receipts is not None and receipts.events:
+                await add_delivery_events(conn, message_id, receipts.events)
             if error is not None and any(o[1] == "dead" for o in outcomes):
                 await conn.execute(
                     update(messages)

@@ -1,0 +1,130 @@
+"""Message bodies whose large attachments live once on disk instead of once per recipient.
+
+A distribution sends the same pack of documents to every councillor. Each queued message keeps
+only its own head (headers, the personal text and HTML, the opening of the multipart); the
+attachments are MIME parts encoded once into files under ``<var_dir>/documents/parts/`` and
+streamed after the head at delivery time. Memory per delivery stays at one read chunk, however
+large the pack.
+
+The head ends with the first ``--boundary`` line; each part file holds the part's headers, a
+blank line and base64 lines of 76 characters, ending with CRLF. No line of a part file starts
+with a dot, so no dot-stuffing is needed while streaming them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+# 57 input bytes make one 76-character base64 line; read whole lines at a time.
+_LINE_INPUT = 57
+_READ_LINES = 1024 * 16  # ~1 MiB of output per chunk
+CHUNK = 1024 * 1024
+
+
+def documents_dir(var_dir: Path) -> Path:
+    return var_dir / "documents"
+
+
+def parts_dir(var_dir: Path) -> Path:
+    return documents_dir(var_dir) / "parts"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def encode_part(source: Path, part_headers: bytes, var_dir: Path) -> str:
+    """Encode ``source`` as a base64 MIME part with ``part_headers`` (CRLF-terminated lines,
+    without the blank line) into the parts directory, once; returns the part's name.
+
+    The name is derived from the headers and the content's digest, so the same document with the
+    same headers is encoded once for every distribution that carries it. Written to a temporary
+    file, fsync'd and renamed: a part file is either complete or absent.
+    """
+    digest = hashlib.sha256()
+    with source.open("rb") as fh:
+        while block := fh.read(CHUNK):
+            digest.update(block)
+    name = hashlib.sha256(part_headers + b"\0" + digest.digest()).hexdigest() + ".part"
+    directory = parts_dir(var_dir)
+    target = directory / name
+    if target.exists():
+        return name
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".tmp{os.getpid()}")
+    with source.open("rb") as src, tmp.open("wb") as out:
+        out.write(part_headers + b"\r\n")
+        while block := src.read(_LINE_INPUT * _READ_LINES):
+            encoded = base64.b64encode(block)
+            out.write(b"".join(encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76)))
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, target)
+    _fsync_dir(directory)
+    return name
+
+
+@dataclass(frozen=True)
+class PartedBody:
+    """A head stored with the message plus attachment parts stored once on disk."""
+
+    head: bytes
+    boundary: str
+    files: tuple[Path, ...]
+
+    @classmethod
+    def from_stored(cls, head: bytes, parts_json: str, var_dir: Path) -> PartedBody:
+        data = json.loads(parts_json)
+        directory = parts_dir(var_dir)
+        files = []
+        for name in data["files"]:
+            if "/" in name or name.startswith("."):
+                raise ValueError(f"bad part name {name!r}")
+            files.append(directory / name)
+        return cls(head, str(data["boundary"]), tuple(files))
+
+    @staticmethod
+    def to_stored(boundary: str, names: list[str]) -> str:
+        return json.dumps({"boundary": boundary, "files": names})
+
+    def _separators(self) -> Iterator[tuple[Path, bytes]]:
+        closing = f"--{self.boundary}--\r\n".encode("ascii")
+        between = f"--{self.boundary}\r\n".encode("ascii")
+        for i, path in enumerate(self.files):
+            yield path, closing if i == len(self.files) - 1 else between
+
+    def check(self) -> None:
+        """Raise FileNotFoundError when a part file is missing (before the transaction)."""
+        for path in self.files:
+            if not path.is_file():
+                raise FileNotFoundError(f"attachment part {path} is missing")
+
+    @property
+    def size(self) -> int:
+        return len(self.head) + sum(p.stat().st_size + len(s) for p, s in self._separators())
+
+    async def tail_chunks(self) -> AsyncIterator[bytes]:
+        """Everything after the head: each part file, then the boundary line after it."""
+        for path, separator in self._separators():
+            with path.open("rb") as fh:
+                while block := await asyncio.to_thread(fh.read, CHUNK):
+                    yield block
+            yield separator
+
+    async def to_bytes(self) -> bytes:
+        """The whole message (for the smarthost, whose client wants it in one piece)."""
+        out = [self.head]
+        async for block in self.tail_chunks():
+            out.append(block)
+        return b"".join(out)

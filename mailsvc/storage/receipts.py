@@ -1,0 +1,575 @@
+"""Repository for council sessions, their documents, distributions and receipt events.
+
+The distributions table is the truth about what is to be sent and when; the recipients table,
+written in the same transaction as each queued message, makes "each councillor gets each
+distribution exactly once" a unique key; receipt events are only ever appended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from mailsvc.domain.receipts import EventKind, EventSource, ReceiptEvent
+from mailsvc.storage.db import (
+    agenda_items,
+    council_sessions,
+    distribution_recipients,
+    distributions,
+    documents,
+    receipt_events,
+    reminder_rounds,
+    utcnow,
+)
+
+SESSION_KINDS = ("ordinary", "extraordinary", "budget", "constituent")
+DISTRIBUTION_KINDS = ("notice", "supplement", "date-change", "cancellation")
+DOCUMENT_KINDS = ("agenda", "draft-resolution", "budget-draft", "statute-draft", "other")
+
+
+@dataclass(frozen=True)
+class CouncilSessionRow:
+    id: int
+    number: str
+    kind: str
+    starts_at: datetime  # local time
+    place: str
+    title: str
+    status: str
+    created_at: datetime
+    created_by: str
+
+
+@dataclass(frozen=True)
+class AgendaItemRow:
+    id: int
+    session_id: int
+    position: int
+    title: str
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    id: int
+    session_id: int
+    agenda_item_id: int | None
+    sha256: str
+    filename: str
+    media_type: str
+    doc_kind: str
+    size: int
+    pages: int | None
+    added_at: datetime
+    replaced_by: int | None
+
+
+@dataclass(frozen=True)
+class DistributionRow:
+    id: int
+    session_id: int
+    kind: str
+    status: str
+    due_at: datetime  # UTC
+    committee: str | None
+    document_ids: tuple[int, ...]
+    note: str
+    replies_to: int | None
+    override_reason: str | None
+    created_at: datetime
+    created_by: str
+    started_at: datetime | None
+    sent_at: datetime | None
+    late: bool
+
+
+@dataclass(frozen=True)
+class RecipientRow:
+    id: int
+    distribution_id: int
+    address: str
+    name: str
+    role: str
+    message_id: str
+    queue_message_id: int | None
+
+
+def _session(r: object) -> CouncilSessionRow:
+    m = r._mapping  # type: ignore[attr-defined]
+    return CouncilSessionRow(**{k: m[k] for k in CouncilSessionRow.__dataclass_fields__})
+
+
+def _document(r: object) -> DocumentRow:
+    m = r._mapping  # type: ignore[attr-defined]
+    return DocumentRow(**{k: m[k] for k in DocumentRow.__dataclass_fields__})
+
+
+def _distribution(r: object) -> DistributionRow:
+    m = r._mapping  # type: ignore[attr-defined]
+    values = {k: m[k] for k in DistributionRow.__dataclass_fields__ if k in m}
+    values["document_ids"] = tuple(int(i) for i in (m["document_ids"] or "").split(",") if i)
+    values["late"] = bool(m["late"])
+    return DistributionRow(**values)
+
+
+def _recipient(r: object) -> RecipientRow:
+    m = r._mapping  # type: ignore[attr-defined]
+    return RecipientRow(**{k: m[k] for k in RecipientRow.__dataclass_fields__})
+
+
+async def add_delivery_events(
+    conn: AsyncConnection,
+    queue_message_id: int,
+    events: Iterable[tuple[str, str, datetime, str, str]],
+) -> int:
+    """Append delivery events for the recipients of one queued distribution message, inside the
+    caller's transaction. (address, kind, at, source, evidence); unknown addresses are skipped."""
+    rows = (
+        await conn.execute(
+            select(distribution_recipients.c.id, distribution_recipients.c.address).where(
+                distribution_recipients.c.queue_message_id == queue_message_id
+            )
+        )
+    ).all()
+    by_address = {r.address.lower(): r.id for r in rows}
+    values = [
+        {
+            "recipient_id": by_address[address.lower()],
+            "kind": kind,
+            "at": at,
+            "source": source,
+            "evidence": evidence[:20000],
+        }
+        for address, kind, at, source, evidence in events
+        if address.lower() in by_address
+    ]
+    if values:
+        await conn.execute(insert(receipt_events), values)
+    return len(values)
+
+
+class ReceiptStore:
+    """Sessions, documents, distributions, recipients and their receipt events."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    # --- sessions -------------------------------------------------------------------------
+
+    async def create_session(
+        self,
+        *,
+        number: str,
+        kind: str,
+        starts_at: datetime,
+        place: str,
+        title: str,
+        actor: str,
+        agenda: Sequence[str] = (),
+    ) -> CouncilSessionRow:
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                insert(council_sessions).values(
+                    number=number,
+                    kind=kind,
+                    starts_at=starts_at,
+                    place=place,
+                    title=title,
+                    status="planned",
+                    created_at=now,
+                    created_by=actor,
+                )
+            )
+            session_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+            for position, item in enumerate(agenda, start=1):
+                await conn.execute(
+                    insert(agenda_items).values(
+                        session_id=session_id, position=position, title=item
+                    )
+                )
+        found = await self.session_by_id(session_id)
+        assert found is not None
+        return found
+
+    async def session(self, number: str) -> CouncilSessionRow | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(council_sessions).where(council_sessions.c.number == number)
+                )
+            ).first()
+        return _session(row) if row else None
+
+    async def session_by_id(self, session_id: int) -> CouncilSessionRow | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(council_sessions).where(council_sessions.c.id == session_id)
+                )
+            ).first()
+        return _session(row) if row else None
+
+    async def list_sessions(self) -> list[CouncilSessionRow]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(council_sessions).order_by(council_sessions.c.starts_at)
+            )
+            return [_session(r) for r in rows]
+
+    async def update_session(self, session_id: int, **values: object) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(council_sessions).where(council_sessions.c.id == session_id).values(**values)
+            )
+
+    async def agenda(self, session_id: int) -> list[AgendaItemRow]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(agenda_items)
+                .where(agenda_items.c.session_id == session_id)
+                .order_by(agenda_items.c.position)
+            )
+            return [AgendaItemRow(r.id, r.session_id, r.position, r.title) for r in rows]
+
+    async def add_agenda_item(self, session_id: int, title: str) -> AgendaItemRow:
+        async with self.engine.begin() as conn:
+            last = (
+                await conn.execute(
+                    select(func.max(agenda_items.c.position)).where(
+                        agenda_items.c.session_id == session_id
+                    )
+                )
+            ).scalar()
+            position = int(last or 0) + 1
+            result = await conn.execute(
+                insert(agenda_items).values(session_id=session_id, position=position, title=title)
+            )
+        return AgendaItemRow(
+            int(result.inserted_primary_key[0]),  # type: ignore[index]
+            session_id,
+            position,
+            title,
+        )
+
+    # --- documents ------------------------------------------------------------------------
+
+    async def add_document(
+        self,
+        *,
+        session_id: int,
+        agenda_item_id: int | None,
+        sha256: str,
+        filename: str,
+        media_type: str,
+        doc_kind: str,
+        size: int,
+        pages: int | None,
+        actor: str,
+        replaces: int | None = None,
+    ) -> DocumentRow:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                insert(documents).values(
+                    session_id=session_id,
+                    agenda_item_id=agenda_item_id,
+                    sha256=sha256,
+                    filename=filename,
+                    media_type=media_type,
+                    doc_kind=doc_kind,
+                    size=size,
+                    pages=pages,
+                    added_at=utcnow(),
+                    added_by=actor,
+                )
+            )
+            doc_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+            if replaces is not None:
+                await conn.execute(
+                    update(documents).where(documents.c.id == replaces).values(replaced_by=doc_id)
+                )
+            row = (await conn.execute(select(documents).where(documents.c.id == doc_id))).one()
+        return _document(row)
+
+    async def documents(self, session_id: int) -> list[DocumentRow]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(documents)
+                .where(documents.c.session_id == session_id)
+                .order_by(documents.c.id)
+            )
+            return [_document(r) for r in rows]
+
+    async def documents_by_id(self, ids: Sequence[int]) -> list[DocumentRow]:
+        if not ids:
+            return []
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(documents).where(documents.c.id.in_(list(ids))))
+            found = {r.id: _document(r) for r in rows}
+        return [found[i] for i in ids if i in found]
+
+    # --- distributions --------------------------------------------------------------------
+
+    async def create_distribution(
+        self,
+        *,
+        session_id: int,
+        kind: str,
+        due_at: datetime,
+        committee: str | None,
+        document_ids: Sequence[int],
+        note: str,
+        replies_to: int | None,
+        override_reason: str | None,
+        actor: str,
+    ) -> DistributionRow:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                insert(distributions).values(
+                    session_id=session_id,
+                    kind=kind,
+                    status="scheduled",
+                    due_at=due_at,
+                    committee=committee,
+                    document_ids=",".join(str(i) for i in document_ids),
+                    note=note,
+                    replies_to=replies_to,
+                    override_reason=override_reason,
+                    created_at=utcnow(),
+                    created_by=actor,
+                    late=0,
+                )
+            )
+            dist_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        found = await self.distribution(dist_id)
+        assert found is not None
+        return found
+
+    async def distribution(self, distribution_id: int) -> DistributionRow | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(distributions).where(distributions.c.id == distribution_id)
+                )
+            ).first()
+        return _distribution(row) if row else None
+
+    async def distributions(
+        self, *, session_id: int | None = None, statuses: Sequence[str] | None = None
+    ) -> list[DistributionRow]:
+        query = select(distributions).order_by(distributions.c.due_at, distributions.c.id)
+        if session_id is not None:
+            query = query.where(distributions.c.session_id == session_id)
+        if statuses is not None:
+            query = query.where(distributions.c.status.in_(list(statuses)))
+        async with self.engine.connect() as conn:
+            return [_distribution(r) for r in await conn.execute(query)]
+
+    async def cancel_distribution(self, distribution_id: int) -> bool:
+        """Cancel a distribution that has not started; False if it already went out."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(distributions)
+                .where(
+                    distributions.c.id == distribution_id,
+                    distributions.c.status == "scheduled",
+                )
+                .values(status="cancelled")
+            )
+        return result.rowcount == 1
+
+    async def start_sending(self, distribution_id: int, *, late: bool) -> bool:
+        """scheduled -> sending, once: the caller that gets True sends. A distribution left in
+        "sending" by a crash is resumed by ``resumable`` (recipients already done are skipped)."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(distributions)
+                .where(
+                    distributions.c.id == distribution_id,
+                    distributions.c.status == "scheduled",
+                )
+                .values(status="sending", started_at=utcnow(), late=int(late))
+            )
+        return result.rowcount == 1
+
+    async def finish_sending(self, distribution_id: int) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(distributions)
+                .where(
+                    distributions.c.id == distribution_id,
+                    distributions.c.status == "sending",
+                )
+                .values(status="sent", sent_at=utcnow())
+            )
+
+    # --- recipients and events ------------------------------------------------------------
+
+    async def recipient_addresses(self, distribution_id: int) -> set[str]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(distribution_recipients.c.address).where(
+                    distribution_recipients.c.distribution_id == distribution_id
+                )
+            )
+            return {r.address.lower() for r in rows}
+
+    async def recipients(self, distribution_id: int) -> list[RecipientRow]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(distribution_recipients)
+                .where(distribution_recipients.c.distribution_id == distribution_id)
+                .order_by(distribution_recipients.c.id)
+            )
+            return [_recipient(r) for r in rows]
+
+    async def recipient(self, recipient_id: int) -> RecipientRow | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(distribution_recipients).where(
+                        distribution_recipients.c.id == recipient_id
+                    )
+                )
+            ).first()
+        return _recipient(row) if row else None
+
+    @staticmethod
+    async def insert_recipient(
+        conn: AsyncConnection,
+        *,
+        distribution_id: int,
+        address: str,
+        name: str,
+        role: str,
+        message_id: str,
+        queue_message_id: int | None,
+        at: datetime,
+    ) -> int:
+        result = await conn.execute(
+            insert(distribution_recipients).values(
+                distribution_id=distribution_id,
+                address=address,
+                name=name,
+                role=role,
+                message_id=message_id,
+                queue_message_id=queue_message_id,
+                created_at=at,
+            )
+        )
+        return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+    @staticmethod
+    async def insert_event(
+        conn: AsyncConnection,
+        recipient_id: int,
+        kind: EventKind,
+        source: EventSource,
+        evidence: str,
+        at: datetime,
+    ) -> None:
+        await conn.execute(
+            insert(receipt_events).values(
+                recipient_id=recipient_id,
+                kind=kind.value,
+                at=at,
+                source=source.value,
+                evidence=evidence[:20000],
+            )
+        )
+
+    async def add_event(
+        self,
+        recipient_id: int,
+        kind: EventKind,
+        source: EventSource,
+        evidence: str,
+        *,
+        at: datetime | None = None,
+        once: bool = False,
+    ) -> bool:
+        """Append one event (committed). ``once``: not if the recipient already has one of this
+        kind (an acknowledgement clicked twice keeps its first time). True if added."""
+        async with self.engine.begin() as conn:
+            if once:
+                existing = (
+                    await conn.execute(
+                        select(receipt_events.c.id)
+                        .where(
+                            receipt_events.c.recipient_id == recipient_id,
+                            receipt_events.c.kind == kind.value,
+                        )
+                        .limit(1)
+                    )
+                ).first()
+                if existing is not None:
+                    return False
+            await self.insert_event(conn, recipient_id, kind, source, evidence, at or utcnow())
+        return True
+
+    async def events(self, recipient_ids: Sequence[int]) -> dict[int, list[ReceiptEvent]]:
+        """Events per recipient, oldest first."""
+        out: dict[int, list[ReceiptEvent]] = {i: [] for i in recipient_ids}
+        if not recipient_ids:
+            return out
+        async with self.engine.connect() as conn:
+            for start in range(0, len(recipient_ids), 500):
+                chunk = list(recipient_ids[start : start + 500])
+                rows = await conn.execute(
+                    select(receipt_events)
+                    .where(receipt_events.c.recipient_id.in_(chunk))
+                    .order_by(receipt_events.c.at, receipt_events.c.id)
+                )
+                for r in rows:
+                    out[r.recipient_id].append(
+                        ReceiptEvent(EventKind(r.kind), r.at, EventSource(r.source), r.evidence)
+                    )
+        return out
+
+    async def recipients_with_kind(self, distribution_id: int, kind: EventKind) -> set[int]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(receipt_events.c.recipient_id)
+                .join(
+                    distribution_recipients,
+                    distribution_recipients.c.id == receipt_events.c.recipient_id,
+                )
+                .where(
+                    and_(
+                        distribution_recipients.c.distribution_id == distribution_id,
+                        receipt_events.c.kind == kind.value,
+                    )
+                )
+                .distinct()
+            )
+            return {r.recipient_id for r in rows}
+
+    # --- reminders ------------------------------------------------------------------------
+
+    async def reminder_done(self, distribution_id: int, offset_key: str) -> bool:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(reminder_rounds.c.id).where(
+                        reminder_rounds.c.distribution_id == distribution_id,
+                        reminder_rounds.c.offset_key == offset_key,
+                    )
+                )
+            ).first()
+        return row is not None
+
+    @staticmethod
+    async def insert_reminder_round(
+        conn: AsyncConnection, distribution_id: int, offset_key: str, reminded: int
+    ) -> None:
+        await conn.execute(
+            insert(reminder_rounds).values(
+                distribution_id=distribution_id,
+                offset_key=offset_key,
+                done_at=utcnow(),
+                reminded=reminded,
+            )
+        )
