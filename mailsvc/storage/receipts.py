@@ -463,6 +463,16 @@ class ReceiptStore:
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
     @staticmethod
+    async def set_queue_message(
+        conn: AsyncConnection, recipient_id: int, queue_message_id: int
+    ) -> None:
+        await conn.execute(
+            update(distribution_recipients)
+            .where(distribution_recipients.c.id == recipient_id)
+            .values(queue_message_id=queue_message_id)
+        )
+
+    @staticmethod
     async def insert_event(
         conn: AsyncConnection,
         recipient_id: int,

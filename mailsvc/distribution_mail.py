@@ -1,0 +1,366 @@
+"""Rendering distribution messages: one personal head per councillor, attachments shared.
+
+Every value a clerk typed (session number, place, agenda titles, note, file names) reaches the
+headers only through :func:`mailsvc.compose.build_message` (control characters removed, RFC 2047
+encoding) or the email package's RFC 2231 parameter encoding, and the bodies only through
+jinja2 (HTML autoescaped) and quoted-printable: no value can add a header or break the MIME
+structure. The documents are encoded once per distribution into part files
+(:mod:`mailsvc.delivery.body`); a head is a few kilobytes whatever the pack size.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email import policy
+from email.message import MIMEPart
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+from mailsvc import templating
+from mailsvc.compose import build_message, clean_header_text, council_context
+from mailsvc.config import Settings
+from mailsvc.delivery.body import encode_part
+
+_SUBJECT = {
+    "pl": {
+        "notice": "Zawiadomienie o sesji {number} {council_genitive} ({when})",
+        "supplement": "Uzupełnienie materiałów na sesję {number} ({when})",
+        "date-change": "Zmiana terminu sesji {number}: {when}",
+        "cancellation": "Odwołanie sesji {number} ({when})",
+        "reminder": "Przypomnienie: potwierdzenie odbioru materiałów na sesję {number}",
+        "summary": "Sesja {number}: brak potwierdzeń ({count}) — przypomnienie wysłane",
+    },
+    "en": {
+        "notice": "Notice of session {number} of {council} ({when})",
+        "supplement": "Supplementary documents for session {number} ({when})",
+        "date-change": "New date of session {number}: {when}",
+        "cancellation": "Session {number} cancelled ({when})",
+        "reminder": "Reminder: please confirm the documents for session {number}",
+        "summary": "Session {number}: {count} not confirmed — reminder sent",
+    },
+}
+_DAYS_PL = ("poniedziałek", "wtorek", "środa", "czwartek", "piątek", "sobota", "niedziela")
+_DAYS_EN = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def when(moment: datetime, language: str) -> str:
+    """``datetime(2026, 12, 17, 10, 0)`` -> "czwartek, 17 grudnia 2026, godz. 10:00"."""
+    day = templating.format_date(moment.date(), language)
+    if language == "en":
+        return f"{_DAYS_EN[moment.weekday()]}, {day}, {moment:%H:%M}"
+    return f"{_DAYS_PL[moment.weekday()]}, {day}, godz. {moment:%H:%M}"
+
+
+def human_size(size: int, language: str) -> str:
+    unit = "B"
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            break
+        value /= 1000
+    text = f"{value:.0f}" if unit == "B" else f"{value:.1f}"
+    return (text.replace(".", ",") if language == "pl" else text) + f" {unit}"
+
+
+def pages_text(pages: int | None, language: str) -> str:
+    if pages is None:
+        return ""
+    if language == "en":
+        return f"{pages} page" + ("" if pages == 1 else "s")
+    if pages == 1:
+        return "1 strona"
+    if pages % 10 in (2, 3, 4) and pages % 100 not in (12, 13, 14):
+        return f"{pages} strony"
+    return f"{pages} stron"
+
+
+@dataclass(frozen=True)
+class PackDocument:
+    """A document as it goes out: stored file, name, and where it belongs."""
+
+    id: int
+    path: Path
+    filename: str
+    media_type: str
+    size: int
+    pages: int | None
+    sha256: str
+    agenda_position: int | None
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    number: str
+    kind: str
+    starts_at: datetime  # local
+    place: str
+    agenda: tuple[tuple[int, str], ...]  # (position, title)
+
+
+@dataclass(frozen=True)
+class Pack:
+    """What every recipient of one distribution gets in common."""
+
+    distribution_id: int
+    kind: str
+    session: SessionFacts
+    note: str
+    documents: tuple[PackDocument, ...]
+    linked: bool  # documents as download links instead of attachments
+    part_names: tuple[str, ...]  # encoded attachment parts (empty when linked)
+    boundary: str
+
+
+def attachment_headers(filename: str, media_type: str) -> bytes:
+    """The MIME headers of one attachment part (RFC 2231 for non-ASCII names), CRLF lines."""
+    maintype, _, subtype = media_type.partition("/")
+    part = MIMEPart(policy=policy.SMTP)
+    part.set_content(
+        b"",
+        maintype=maintype or "application",
+        subtype=subtype or "octet-stream",
+        filename=clean_header_text(filename) or "document",
+    )
+    raw = part.as_bytes()
+    headers, _, _ = raw.partition(b"\r\n\r\n")
+    return headers + b"\r\n"
+
+
+def prepare_pack(
+    settings: Settings,
+    *,
+    distribution_id: int,
+    kind: str,
+    session: SessionFacts,
+    note: str,
+    documents: Sequence[PackDocument],
+) -> Pack:
+    """Decide attachments or links and encode the attachment parts once (fsync'd files)."""
+    total = sum(d.size for d in documents)
+    linked = total > settings.distribution.attach_max_bytes
+    names: list[str] = []
+    if documents and not linked:
+        for doc in documents:
+            names.append(
+                encode_part(
+                    doc.path, attachment_headers(doc.filename, doc.media_type), settings.var_dir
+                )
+            )
+    return Pack(
+        distribution_id,
+        kind,
+        session,
+        note,
+        tuple(documents),
+        linked,
+        tuple(names),
+        f"=_mailsvc_{secrets.token_hex(12)}",
+    )
+
+
+def _doc_context(doc: PackDocument, language: str, url: str | None) -> dict[str, Any]:
+    description = ", ".join(
+        x for x in (pages_text(doc.pages, language), human_size(doc.size, language)) if x
+    )
+    return {
+        "filename": clean_header_text(doc.filename),
+        "description": description,
+        "sha256": doc.sha256,
+        "url": url,
+    }
+
+
+def subject(settings: Settings, kind: str, facts: SessionFacts, *, count: int = 0) -> str:
+    language = settings.language
+    table = _SUBJECT.get(language, _SUBJECT["pl"])
+    return table[kind].format(
+        number=facts.number,
+        when=templating.format_date(facts.starts_at.date(), language),
+        count=count,
+        **council_context(settings),
+    )
+
+
+def render_head(
+    settings: Settings,
+    pack: Pack,
+    *,
+    to: tuple[str, str],
+    message_id: str,
+    return_path: str,
+    ack_url: str,
+    download_urls: Mapping[int, str],
+    links_valid_until: str,
+    references: Sequence[str] = (),
+    date: datetime | None = None,
+) -> bytes:
+    """The personal part of one recipient's message. With attachments it ends with the first
+    ``--boundary`` line; :class:`mailsvc.delivery.body.PartedBody` appends the parts."""
+    language = settings.language
+    facts = pack.session
+    docs = [
+        _doc_context(d, language, download_urls.get(d.id) if pack.linked else None)
+        for d in pack.documents
+    ]
+    by_position: dict[int, list[dict[str, Any]]] = {}
+    loose: list[dict[str, Any]] = []
+    for doc, ctx in zip(pack.documents, docs, strict=True):
+        if doc.agenda_position is None:
+            loose.append(ctx)
+        else:
+            by_position.setdefault(doc.agenda_position, []).append(ctx)
+    title = subject(settings, pack.kind, facts)
+    context = {
+        **council_context(settings),
+        "subject": title,
+        "kind": pack.kind,
+        "note": pack.note,
+        "session": {
+            "number": facts.number,
+            "when": when(facts.starts_at, language),
+            "place": facts.place,
+        },
+        "agenda": [
+            {"position": pos, "title": text, "documents": by_position.get(pos, [])}
+            for pos, text in facts.agenda
+        ],
+        "loose_documents": loose,
+        "documents": docs,
+        "links": pack.linked,
+        "links_valid_until": links_valid_until,
+        "ack_url": ack_url,
+    }
+    headers = {"Auto-Submitted": "auto-generated", "Content-Language": language}
+    if settings.distribution.request_mdn:
+        headers["Disposition-Notification-To"] = return_path
+    msg = build_message(
+        from_addr=(settings.council.name, settings.office_address),
+        to=to,
+        subject=title,
+        text=templating.render("mail/distribution.txt", language, **context),
+        html=templating.render("mail/distribution.html", language, **context),
+        headers=headers,
+        message_id_domain=settings.domain,
+    )
+    msg.replace_header("Message-ID", message_id)
+    if date is not None:
+        msg.replace_header("Date", format_datetime(date))
+    if references:
+        msg["In-Reply-To"] = references[-1]
+        msg["References"] = " ".join(references)
+    raw = msg.as_bytes()
+    if not pack.part_names:
+        return raw
+    return _open_mixed(raw, pack.boundary)
+
+
+def _open_mixed(raw: bytes, boundary: str) -> bytes:
+    """Wrap a serialised message as the first part of a multipart/mixed whose remaining parts
+    follow on disk: the message's own content headers move into that first part."""
+    header_block, _, body = raw.partition(b"\r\n\r\n")
+    fields: list[bytes] = []
+    for line in header_block.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += b"\r\n" + line
+        else:
+            fields.append(line)
+    content = [f for f in fields if f.lower().startswith((b"content-type:", b"content-transfer"))]
+    outer = [
+        f
+        for f in fields
+        if not f.lower().startswith((b"content-type:", b"content-transfer", b"mime-version:"))
+    ]
+    b = boundary.encode("ascii")
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return b"".join(
+        [
+            b"\r\n".join(outer),
+            b"\r\nMIME-Version: 1.0\r\n",
+            b'Content-Type: multipart/mixed; boundary="' + b + b'"\r\n\r\n',
+            b"--" + b + b"\r\n",
+            b"\r\n".join(content),
+            b"\r\n\r\n",
+            body,
+            b"--" + b + b"\r\n",
+        ]
+    )
+
+
+def render_reminder(
+    settings: Settings,
+    facts: SessionFacts,
+    *,
+    to: tuple[str, str],
+    ack_url: str,
+    sent_at: str,
+    references: Sequence[str],
+) -> bytes:
+    language = settings.language
+    context = {
+        **council_context(settings),
+        "session": {
+            "number": facts.number,
+            "when": when(facts.starts_at, language),
+            "place": facts.place,
+        },
+        "ack_url": ack_url,
+        "sent_at": sent_at,
+    }
+    msg = build_message(
+        from_addr=(settings.council.name, settings.office_address),
+        to=to,
+        subject=subject(settings, "reminder", facts),
+        text=templating.render("mail/reminder.txt", language, **context),
+        headers={"Auto-Submitted": "auto-generated", "Content-Language": language},
+        message_id_domain=settings.domain,
+    )
+    if references:
+        msg["In-Reply-To"] = references[-1]
+        msg["References"] = " ".join(references)
+    return msg.as_bytes()
+
+
+def render_summary(
+    settings: Settings,
+    facts: SessionFacts,
+    *,
+    round_name: str,
+    sent_at: str,
+    names: Sequence[str],
+    print_list_pdf: bytes | None,
+) -> bytes:
+    """The clerk's summary after a reminder round, with the print list attached."""
+    language = settings.language
+    context = {
+        **council_context(settings),
+        "session": {
+            "number": facts.number,
+            "when": when(facts.starts_at, language),
+            "place": facts.place,
+        },
+        "round": round_name,
+        "sent_at": sent_at,
+        "names": list(names),
+    }
+    msg = build_message(
+        from_addr=(settings.council.name, settings.office_address),
+        to=("", settings.office_address),
+        subject=subject(settings, "summary", facts, count=len(names)),
+        text=templating.render("mail/reminder_summary.txt", language, **context),
+        headers={"Auto-Submitted": "auto-generated", "Content-Language": language},
+        message_id_domain=settings.domain,
+    )
+    if print_list_pdf is not None:
+        safe = "".join(c if c.isalnum() else "-" for c in facts.number)
+        msg.add_attachment(
+            print_list_pdf,
+            maintype="application",
+            subtype="pdf",
+            filename=f"lista-do-wydruku-{safe}.pdf",
+        )
+    return msg.as_bytes()
