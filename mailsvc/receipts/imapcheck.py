@@ -340,28 +340,41 @@ class _Connection:
         try:
             async with asyncio.timeout(step_timeout):
                 greeting = await conn._read_response()
+            if not greeting.startswith(b"* OK"):
+                raise _CheckFailed(
+                    SeenCheckFailure.UNREACHABLE, f"{where} greeted with {_show(greeting)}"
+                )
         except TimeoutError as exc:
-            conn._close()
+            await conn.logout()
             raise _CheckFailed(
                 SeenCheckFailure.TIMEOUT, f"{where} sent no greeting in {step_timeout}s"
             ) from exc
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-            conn._close()
+            await conn.logout()
             raise _CheckFailed(
                 SeenCheckFailure.UNREACHABLE, f"{where} closed before greeting: {exc!r}"
             ) from exc
-        if not greeting.startswith(b"* OK"):
-            conn._close()
-            raise _CheckFailed(
-                SeenCheckFailure.UNREACHABLE, f"{where} greeted with {_show(greeting)}"
-            )
+        except _CheckFailed:
+            await conn.logout()
+            raise
         conn._note_capabilities(greeting)
         return conn
 
     async def login(self, user: str, password: str) -> None:
-        answer = await self._command(
-            b"LOGIN ", _astring(user.encode("utf-8")), b" ", _astring(password.encode("utf-8"))
-        )
+        try:
+            answer = await self._command(
+                b"LOGIN ", _astring(user.encode("utf-8")), b" ", _astring(password.encode("utf-8"))
+            )
+        except _CheckFailed as exc:
+            if exc.failure is not SeenCheckFailure.SERVER_ERROR:
+                raise
+            # Dovecot's imap-login sometimes hangs up instead of answering NO [UNAVAILABLE]
+            # when a master login names a mailbox its userdb does not know.
+            raise _CheckFailed(
+                SeenCheckFailure.LOGIN_UNAVAILABLE,
+                f"{self._where} hung up in answer to the login {user}; the server is busy or"
+                " its directory is down, or no such mailbox exists",
+            ) from exc
         if answer.status == "OK":
             self._logged_in = True
             self._note_capabilities(answer.text)
