@@ -1,8 +1,8 @@
 """The web app: councillors' acknowledgement links and document downloads (clerks' UI later).
 
-``create_app`` assembles the routes explicitly: ``ack_routes`` for the councillors' links and
-``/healthz``; a later clerks' interface adds its own list beside them. Every response passes
-through ``SecurityHeaders``.
+``create_app`` assembles the routes explicitly: ``AckRoutes.routes()`` for the councillors'
+links, then ``/healthz``; a later clerks' interface adds its own list beside them and renders
+through the same ``Pages``. Every response passes through ``SecurityHeaders``.
 
 The acknowledgement link is a capability: whoever holds ``/a/<token>`` may acknowledge for that
 councillor, so the token is signed, bound to recipient and distribution, and expires. The GET
@@ -27,7 +27,6 @@ from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
@@ -215,7 +214,6 @@ class Pages:
 
     async def not_found_handler(self, request: Request, exc: Exception) -> Response:
         """Starlette's 404 (no route matched) as our own page."""
-        assert isinstance(exc, HTTPException)
         return self.error(request, "not-found", 404)
 
 

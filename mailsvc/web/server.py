@@ -73,15 +73,18 @@ class WebServer:
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT
-        while not self._server.started:
-            if self._task.done():
-                task, self._task = self._task, None
-                task.result()  # raises the start-up error
-                raise WebServerError(self._cannot_listen("the server stopped while starting"))
-            if loop.time() > deadline:
-                await self.stop()
-                raise WebServerError(self._cannot_listen("timed out"))
-            await asyncio.sleep(0.01)
+        try:
+            while not self._server.started:
+                if self._task.done():
+                    task, self._task = self._task, None
+                    task.result()  # raises the start-up error
+                    raise WebServerError(self._cannot_listen("the server stopped while starting"))
+                if loop.time() > deadline:
+                    raise WebServerError(self._cannot_listen("timed out"))
+                await asyncio.sleep(0.01)
+        except BaseException:
+            await self.stop()  # also when start() itself is cancelled: leave no server behind
+            raise
         sockets = self._server.servers[0].sockets
         self._port = int(sockets[0].getsockname()[1])
 

@@ -18,7 +18,15 @@ import httpx
 import pytest
 
 from mailsvc.receipts.tokens import TokenSigner
-from mailsvc.web.app import AckDocument, AckView, DocumentFile, create_app
+from mailsvc.web.app import (
+    AckDocument,
+    AckView,
+    DocumentFile,
+    content_disposition,
+    create_app,
+    format_pages,
+    format_size,
+)
 from mailsvc.web.server import WebServer, WebServerError, web_server
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -404,3 +412,59 @@ async def test_port_in_use_raises_instead_of_exiting(site: Site) -> None:
         await taken.start()
     await other.start()  # the failure left the loop and the process fine
     await other.stop()
+
+
+# --- the pure helpers behind the page (no server needed) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pages", "polish", "english"),
+    [
+        (1, "1 strona", "1 page"),
+        (2, "2 strony", "2 pages"),
+        (4, "4 strony", "4 pages"),
+        (5, "5 stron", "5 pages"),
+        (12, "12 stron", "12 pages"),
+        (22, "22 strony", "22 pages"),
+        (112, "112 stron", "112 pages"),
+        (124, "124 strony", "124 pages"),
+    ],
+)
+def test_page_counts_use_polish_plural_forms(pages: int, polish: str, english: str) -> None:
+    assert format_pages(pages, "pl") == polish.replace(" ", "\xa0")
+    assert format_pages(pages, "en") == english.replace(" ", "\xa0")
+
+
+@pytest.mark.parametrize(
+    ("size", "polish", "english"),
+    [
+        (0, "0 B", "0 B"),
+        (1023, "1023 B", "1023 B"),
+        (1024, "1,0 KB", "1.0 KB"),
+        (250 * 1024, "250 KB", "250 KB"),
+        (int(2.5 * 1024 * 1024), "2,5 MB", "2.5 MB"),
+    ],
+)
+def test_sizes_use_the_language_decimal_mark(size: int, polish: str, english: str) -> None:
+    assert format_size(size, "pl") == polish.replace(" ", "\xa0")
+    assert format_size(size, "en") == english.replace(" ", "\xa0")
+
+
+@pytest.mark.parametrize(
+    ("filename", "expected"),
+    [
+        ("plan.pdf", "attachment; filename=\"plan.pdf\"; filename*=UTF-8''plan.pdf"),
+        (
+            "Żółć.pdf",
+            "attachment; filename=\"Zolc.pdf\"; filename*=UTF-8''%C5%BB%C3%B3%C5%82%C4%87.pdf",
+        ),
+        ('a"b\r\n.pdf', "attachment; filename=\"a_b__.pdf\"; filename*=UTF-8''a%22b%0D%0A.pdf"),
+        (
+            "../../etc/passwd",
+            "attachment; filename=\".._.._etc_passwd\"; filename*=UTF-8''.._.._etc_passwd",
+        ),
+        ("", "attachment; filename=\"document\"; filename*=UTF-8''document"),
+    ],
+)
+def test_content_disposition_is_safe_and_keeps_diacritics(filename: str, expected: str) -> None:
+    assert content_disposition(filename) == expected
