@@ -9,11 +9,11 @@ import getpass
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,15 +22,22 @@ from mailsvc.config import Settings
 from mailsvc.councillors import Councillors
 from mailsvc.delivery.capture import CaptureSink, capture_dir, running_capture
 from mailsvc.delivery.worker import DeliveryWorkers
+from mailsvc.distributions import AckPages, Distributions
+from mailsvc.receipts.sink import ReportSink
 from mailsvc.smtp.inbound import InboundHandler, start_inbound
 from mailsvc.smtp.recipients import CachedRecipients
 from mailsvc.smtp.submission import SubmissionHandler, start_submission
 from mailsvc.smtp.tls import server_context
 from mailsvc.storage.db import create_engine, create_schema
 from mailsvc.storage.queue import MailQueue
+from mailsvc.storage.receipts import ReceiptStore
 from mailsvc.storage.register import AuditContext, Register
 from mailsvc.storage.relaylog import RelayLog
 from provisioning.directory import Directory, DirectoryConfig
+
+if TYPE_CHECKING:
+    from mailsvc.scheduling.jobs import JobRunner
+    from mailsvc.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +90,26 @@ class Parts:
     directory: Directory
     register: Register
     queue: MailQueue
+    # Set by the running service: wakes the delivery workers, and the scheduler.
+    on_queued: Callable[[], None] | None = None
+    runner: JobRunner | None = None
+    _distributions: Distributions | None = None
 
     @functools.cached_property
     def relay_log(self) -> RelayLog:
         return RelayLog(self.engine)
+
+    def distributions(self) -> Distributions:
+        """The distributions use cases (one per Parts: it holds the per-distribution locks)."""
+        if self._distributions is None:
+            self._distributions = Distributions(
+                self.settings,
+                ReceiptStore(self.engine),
+                self.queue,
+                self.directory,
+                on_queued=self.on_queued,
+            )
+        return self._distributions
 
     def councillors(self) -> Councillors:
         from mailsvc.compose import welcome_message
@@ -146,6 +169,7 @@ class Service:
     servers: list[asyncio.Server] = field(default_factory=list)
     scheduler: Any = None
     capture: CaptureSink | None = None
+    web: WebServer | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -167,11 +191,18 @@ class Service:
     def submission_port(self) -> int:
         return int(self.servers[1].sockets[0].getsockname()[1])
 
+    @property
+    def web_port(self) -> int:
+        assert self.web is not None
+        return self.web.port
+
     async def stop(self) -> None:
         for server in self.servers:
             server.close()
         for server in self.servers:
             await server.wait_closed()
+        if self.web is not None:
+            await self.web.stop()
         if self.scheduler is not None:
             await self.scheduler.stop()
         await self.parts.relay_log.close()
@@ -182,6 +213,26 @@ class Service:
         await self.parts.directory.close()
         await self.parts.engine.dispose()
         log.info("mailsvc stopped")
+
+
+async def start_web(settings: Settings, distributions: Distributions) -> WebServer:
+    """The web server: acknowledgement pages and document downloads."""
+    from mailsvc.web.app import create_app
+    from mailsvc.web.server import web_server
+
+    app = create_app(
+        signer=distributions.signer,
+        backend=AckPages(distributions),
+        language=settings.language,
+        office_address=settings.office_address,
+        time_zone=settings.distribution.timezone,
+    )
+    server = web_server(app, settings.web.host, settings.web.port)
+    await server.start()
+    if not settings.web.public_url:
+        distributions.web_url = f"http://{settings.web.host}:{server.port}"
+    log.info("web pages on http://%s:%d", settings.web.host, server.port)
+    return server
 
 
 async def start_service(settings: Settings, *, scheduler: bool = True) -> Service:
@@ -197,21 +248,40 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
         await capture.start()
     workers = DeliveryWorkers(parts.queue, settings, smarthost=capture.address if capture else None)
     await workers.start()
+    parts.on_queued = workers.wake
     service = Service(settings, parts, workers, capture=capture)
     try:
+        distributions = parts.distributions()
+        if settings.web.enabled:
+            service.web = await start_web(settings, distributions)
         if scheduler:
             service.scheduler = start_scheduler(
-                parts, job_specs(settings.provisioning.lifecycle_interval)
+                parts,
+                job_specs(
+                    settings.provisioning.lifecycle_interval,
+                    distribution=settings.distribution,
+                ),
             )
+        reports = ReportSink(distributions.store, distributions.signer, settings.domain)
         recipients = CachedRecipients(directory, settings.smtp.directory_cache_seconds)
         handler = InboundHandler(
-            settings, recipients, parts.queue, on_queued=workers.wake, relay_log=parts.relay_log
+            settings,
+            recipients,
+            parts.queue,
+            on_queued=workers.wake,
+            relay_log=parts.relay_log,
+            reports=reports,
         )
         tls = server_context(settings)
         service.servers.append(await start_inbound(settings, handler, tls))
         if settings.submission.enabled:
             submission = SubmissionHandler(
-                settings, directory, parts.queue, parts.relay_log, on_queued=workers.wake
+                settings,
+                directory,
+                parts.queue,
+                parts.relay_log,
+                on_queued=workers.wake,
+                reports=reports,
             )
             # Submission always offers STARTTLS: a self-signed pair when none is configured.
             sub_tls = tls or server_context(settings.with_changes(smtp={"tls_cert": "auto"}))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mailsvc import secret_store
 from mailsvc.config import Settings, reminder_offsets
@@ -61,6 +61,9 @@ from mailsvc.storage.receipts import (
     RecipientRow,
 )
 from provisioning.directory import CouncillorEntry
+
+if TYPE_CHECKING:
+    from mailsvc.web.app import AckView, DocumentFile
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +151,8 @@ class Distributions:
         self.on_queued = on_queued
         self.signer = signer_for(settings)
         self.tz = zoneinfo.ZoneInfo(settings.distribution.timezone)
+        # Where links point; the running service sets the address it actually bound.
+        self.web_url = settings.web_url
         # One send per distribution at a time in this process (the database guards the rest).
         self._sending: dict[int, asyncio.Lock] = {}
 
@@ -458,7 +463,7 @@ class Distributions:
 
     def ack_url(self, recipient_id: int, distribution_id: int, expires: datetime) -> str:
         token = self.signer.ack_token(recipient_id, distribution_id, expires)
-        return f"{self.settings.web_url}/a/{token}"
+        return f"{self.web_url}/a/{token}"
 
     def return_path(self, recipient_id: int) -> str:
         return f"bounces+{self.signer.verp_token(recipient_id)}@{self.settings.domain}"
@@ -544,7 +549,7 @@ class Distributions:
                     at=now,
                 )
                 downloads = {
-                    d.id: f"{self.settings.web_url}/d/"
+                    d.id: f"{self.web_url}/d/"
                     + self.signer.download_token(recipient_id, d.sha256, expires)
                     for d in pack.documents
                 }
@@ -594,6 +599,49 @@ class Distributions:
         return await self.store.add_event(
             recipient_id, EventKind.ACKNOWLEDGED, EventSource.LINK, evidence, once=True
         )
+
+    async def check_opened(self, *, now: datetime | None = None) -> int:
+        """Look for the \\Seen flag of delivered, not yet opened distribution messages in the
+        councillors' mailboxes (read-only, through the mailbox store's master user). Returns
+        how many were found opened."""
+        from mailsvc.receipts.imapcheck import check_many
+        from mailsvc.stack.local import master_credentials
+
+        now = now or utcnow()
+        since = now - timedelta(days=self.settings.distribution.imap_check_days)
+        targets: dict[str, dict[str, int]] = {}
+        for dist in await self.store.distributions(statuses=("sending", "sent")):
+            if (dist.started_at or dist.due_at) < since:
+                continue
+            delivered = await self.store.recipients_with_kind(dist.id, EventKind.DELIVERED)
+            opened = await self.store.recipients_with_kind(dist.id, EventKind.OPENED)
+            for r in await self.store.recipients(dist.id):
+                if r.role == "councillor" and r.id in delivered and r.id not in opened:
+                    targets.setdefault(r.address, {})[r.message_id] = r.id
+        if not targets:
+            return 0
+        host, port, _ = self.settings.client_imap
+        results = await check_many(
+            {mailbox: list(ids) for mailbox, ids in targets.items()},
+            lambda mailbox: master_credentials(self.settings, mailbox),
+            host,
+            port,
+        )
+        found = 0
+        for result in results:
+            if result.error is not None:
+                log.warning("IMAP check of %s: %s", result.mailbox, result.error)
+                continue
+            for message_id, folder in result.seen.items():
+                recipient_id = targets[result.mailbox].get(message_id)
+                if recipient_id is None:
+                    continue
+                evidence = f"IMAP: {message_id} has \\Seen in folder {folder!r} of {result.mailbox}"
+                if await self.store.add_event(
+                    recipient_id, EventKind.OPENED, EventSource.IMAP, evidence, once=True
+                ):
+                    found += 1
+        return found
 
     # --- reports --------------------------------------------------------------------------
 
@@ -835,3 +883,74 @@ class Distributions:
 def _surname_key(name: str) -> str:
     parts = name.split()
     return (parts[-1] if parts else name).casefold()
+
+
+class AckPages:
+    """What the acknowledgement page and the download links read and record (the web
+    layer's AckBackend), over the distributions' storage."""
+
+    def __init__(self, service: Distributions) -> None:
+        self.service = service
+        self.store = service.store
+
+    async def ack_view(self, recipient_id: int, distribution_id: int) -> AckView | None:
+        from mailsvc.web.app import AckDocument, AckView
+
+        recipient = await self.store.recipient(recipient_id)
+        if recipient is None or recipient.distribution_id != distribution_id:
+            return None
+        dist = await self.store.distribution(distribution_id)
+        assert dist is not None
+        session = await self.store.session_by_id(dist.session_id)
+        assert session is not None
+        docs = await self.store.documents_by_id(dist.document_ids)
+        events = (await self.store.events([recipient_id]))[recipient_id]
+        acked = [e.at for e in events if e.kind is EventKind.ACKNOWLEDGED]
+        linked = sum(d.size for d in docs) > self.service.settings.distribution.attach_max_bytes
+        expires = self.service.link_expiry(session)
+        web = self.service.web_url
+        return AckView(
+            councillor_name=recipient.name or recipient.address,
+            council=self.service.settings.council.name,
+            session_number=session.number,
+            session_kind=session.kind,
+            session_at=session.starts_at,
+            place=session.place,
+            distribution_kind=dist.kind,
+            documents=tuple(
+                AckDocument(
+                    d.filename,
+                    d.size,
+                    d.pages,
+                    d.sha256,
+                    f"{web}/d/{self.service.signer.download_token(recipient_id, d.sha256, expires)}"
+                    if linked
+                    else None,
+                )
+                for d in docs
+            ),
+            acknowledged_at=min(acked) if acked else None,
+            language=self.service.settings.language,
+        )
+
+    async def acknowledge(self, recipient_id: int, distribution_id: int, evidence: str) -> AckView:
+        await self.service.acknowledge(recipient_id, distribution_id, evidence)
+        view = await self.ack_view(recipient_id, distribution_id)
+        assert view is not None
+        return view
+
+    async def document(self, recipient_id: int, sha256: str) -> DocumentFile | None:
+        from mailsvc.web.app import DocumentFile
+
+        recipient = await self.store.recipient(recipient_id)
+        if recipient is None:
+            return None
+        dist = await self.store.distribution(recipient.distribution_id)
+        assert dist is not None
+        for d in await self.store.documents_by_id(dist.document_ids):
+            if d.sha256 == sha256:
+                path = document_path(self.service.settings.var_dir, d.sha256)
+                return (
+                    DocumentFile(path, d.filename, d.media_type, d.size) if path.is_file() else None
+                )
+        return None

@@ -7,10 +7,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from mailsvc.config import DistributionSettings
 
 if TYPE_CHECKING:
     from mailsvc.app import Parts
@@ -52,12 +54,49 @@ async def relay_log_upkeep(ctx: Parts) -> object:
     return refreshed, purged
 
 
-def job_specs(lifecycle_interval: float, upkeep_interval: float = 300.0) -> list[JobSpec]:
+async def distributions_sync(ctx: Parts) -> object:
+    """Send what is due (including what fell due while the service was down, reported late)
+    and rebuild the one-off jobs of future distributions from the table."""
+    service = ctx.distributions()
+    sent = 0
+    for dist in await service.due():
+        try:
+            result = await service.send(dist.id)
+            sent += result.queued
+        except Exception:
+            log.exception("distribution %d could not be sent; retried at the next run", dist.id)
+    if ctx.runner is not None:
+        await ctx.runner.plan_distributions(ctx)
+    return sent
+
+
+async def opened_check(ctx: Parts) -> object:
+    """Mark distribution messages the councillors have read (\\Seen over IMAP)."""
+    return await ctx.distributions().check_opened()
+
+
+async def reminders(ctx: Parts) -> object:
+    """Remind councillors who have not acknowledged; tell the clerk whom."""
+    return await ctx.distributions().remind()
+
+
+def job_specs(
+    lifecycle_interval: float,
+    upkeep_interval: float = 300.0,
+    *,
+    distribution: DistributionSettings | None = None,
+) -> list[JobSpec]:
     """Every job of the service, with stable ids. Nothing is discovered by magic."""
-    return [
+    specs = [
         JobSpec("councillor-lifecycle", lifecycle_interval, councillor_lifecycle),
         JobSpec("relay-log-upkeep", upkeep_interval, relay_log_upkeep),
     ]
+    if distribution is not None:
+        specs.append(JobSpec("distributions-sync", distribution.sync_interval, distributions_sync))
+        specs.append(JobSpec("reminders", distribution.reminder_interval, reminders))
+        if distribution.imap_check_interval > 0:
+            specs.append(JobSpec("opened-check", distribution.imap_check_interval, opened_check))
+    return specs
 
 
 class JobRunner:
@@ -67,6 +106,53 @@ class JobRunner:
     def __init__(self) -> None:
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.running: set[asyncio.Task[None]] = set()
+
+    def _track(self, run: Callable[[], Awaitable[object]], job_id: str) -> Callable[[], Any]:
+        async def tracked() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self.running.add(task)
+            try:
+                await run()
+            except asyncio.CancelledError:
+                log.info("job %s interrupted by shutdown; it runs again at the next start", job_id)
+            except Exception:  # a failing job is logged and retried at its next run
+                log.exception("job %s failed", job_id)
+            finally:
+                self.running.discard(task)
+
+        return tracked
+
+    async def plan_distributions(self, ctx: Parts) -> None:
+        """One date job per scheduled distribution, at its due time; jobs of distributions
+        that are no longer scheduled are removed. The table is the truth: this runs at start-up
+        and after every look at it."""
+        service = ctx.distributions()
+        wanted = {
+            f"distribution-{d.id}": d
+            for d in await service.store.distributions(statuses=("scheduled",))
+        }
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("distribution-") and job.id not in wanted:
+                job.remove()
+        for job_id, dist in wanted.items():
+            run_at = dist.due_at.replace(tzinfo=UTC)
+            existing = self.scheduler.get_job(job_id)
+            if existing is not None and existing.next_run_time == run_at:
+                continue
+
+            async def send(dist_id: int = dist.id) -> None:
+                await service.send(dist_id)
+
+            self.scheduler.add_job(
+                self._track(send, job_id),
+                "date",
+                run_date=max(run_at, datetime.now(UTC)),
+                id=job_id,
+                name=job_id,
+                replace_existing=True,
+                misfire_grace_time=None,
+            )
 
     async def stop(self, grace: float = 10.0) -> None:
         self.scheduler.shutdown(wait=False)
@@ -81,23 +167,14 @@ class JobRunner:
 
 def start_scheduler(ctx: Parts, specs: list[JobSpec]) -> JobRunner:
     runner = JobRunner()
+    ctx.runner = runner
     for spec in specs:
 
         async def run(spec: JobSpec = spec) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            runner.running.add(task)
-            try:
-                await spec.run(ctx)
-            except asyncio.CancelledError:
-                log.info("job %s interrupted by shutdown; it runs again at the next start", spec.id)
-            except Exception:  # a failing job is logged and retried at its next run
-                log.exception("job %s failed", spec.id)
-            finally:
-                runner.running.discard(task)
+            await spec.run(ctx)
 
         runner.scheduler.add_job(
-            run,
+            runner._track(run, spec.id),
             "interval",
             seconds=spec.seconds,
             id=spec.id,

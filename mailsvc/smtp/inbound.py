@@ -19,6 +19,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 from mailsvc.config import Settings
 from mailsvc.domain.relay import LocalRecipient, RefusalKind, classify_recipient
 from mailsvc.errors import StorageUnavailable
+from mailsvc.receipts.sink import ReportSink, accept_reports
 from mailsvc.smtp import replies
 from mailsvc.smtp.authres import authenticate, authentication_results_header
 from mailsvc.smtp.server import (
@@ -57,12 +58,14 @@ class InboundHandler(AdvertisesExtensions):
         queue: MailQueue,
         on_queued: Callable[[], None] = lambda: None,
         relay_log: RelayLog | None = None,
+        reports: ReportSink | None = None,
     ) -> None:
         self.relay_log = relay_log
         self.settings = settings
         self.directory = directory
         self.queue = queue
         self.on_queued = on_queued
+        self.reports = reports
         self.domains = (settings.domain,)
         self.rate = RateLimiter(settings.smtp.max_messages_per_ip_per_minute)
         self.resolver = dns_resolver(settings.smtp.dns_resolver)
@@ -94,6 +97,8 @@ class InboundHandler(AdvertisesExtensions):
     ) -> str:
         if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
             return replies.S452_TOO_MANY_RCPT
+        if self.reports is not None and self.reports.is_report_address(address):
+            return self._report_rcpt(envelope, address)
         decision = classify_recipient(address, self.domains)
         if not isinstance(decision, LocalRecipient):
             return replies.refusal_reply(decision.kind, address, self.settings.office_address)
@@ -128,6 +133,15 @@ class InboundHandler(AdvertisesExtensions):
             envelope.rcpt_tos.append(entry.address)
         return replies.S250_RCPT_OK
 
+    def _report_rcpt(self, envelope: Envelope, address: str) -> str:
+        """A DSN or MDN for a distribution message: only a token we signed is accepted."""
+        assert self.reports is not None
+        if self.reports.recipient_id(address) is None:
+            log.warning("RCPT <%s>: forged or unknown report token", _clean(address))
+            return replies.S550_UNKNOWN.format(address=_clean(address, 254))
+        envelope.rcpt_tos.append(address)
+        return replies.S250_RCPT_OK
+
     def _received_header(self, session: SmtpSession, envelope: Envelope) -> bytes:
         ip = _peer_ip(session)
         helo = _clean(session.host_name or "unknown")
@@ -151,6 +165,10 @@ class InboundHandler(AdvertisesExtensions):
         content = envelope.original_content
         if content is None:
             content = envelope.content if isinstance(envelope.content, bytes) else b""
+        if self.reports is not None:
+            reply = await accept_reports(self.reports, envelope, content)
+            if reply is not None:
+                return reply
         body = self._received_header(session, envelope) + content
         if self.settings.smtp.authentication_checks:
             results = await authenticate(

@@ -8,6 +8,8 @@ S250_OK = "250 2.0.0 OK"
 S250_RCPT_OK = "250 2.1.5 OK"
 S250_MAIL_OK = "250 2.1.0 OK"
 S250_QUEUED = "250 2.0.0 OK: queued as {queue_id}"
+# A DSN or MDN for a distribution message, credited to its delivery.
+S250_REPORT = "250 2.6.0 Report received"
 S451_DIRECTORY = "451 4.4.3 Directory temporarily unavailable, please try again later"
 S451_STORAGE = "451 4.3.0 Message could not be stored, please try again later"
 S451_LOCAL_ERROR = "451 4.3.0 Local error, please try again later"

@@ -17,6 +17,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 from mailsvc.config import Settings
 from mailsvc.domain.relay import LocalRecipient, classify_recipient
 from mailsvc.errors import StorageUnavailable
+from mailsvc.receipts.sink import ReportSink, accept_reports
 from mailsvc.smtp import replies
 from mailsvc.smtp.inbound import _clean, _peer_ip, _tls_details, message_ids, smtp_factory
 from mailsvc.smtp.server import AdvertisesExtensions
@@ -43,12 +44,15 @@ class SubmissionHandler(AdvertisesExtensions):
         queue: MailQueue,
         relay_log: RelayLog | None = None,
         on_queued: Any = lambda: None,
+        reports: ReportSink | None = None,
     ) -> None:
         self.settings = settings
         self.directory = directory
         self.queue = queue
         self.relay_log = relay_log
         self.on_queued = on_queued
+        # Read receipts (MDNs) councillors' mail programs send for distribution messages.
+        self.reports = reports
 
     # -- AUTH (async, so the directory bind never blocks the loop) ---------------------------
 
@@ -154,6 +158,14 @@ class SubmissionHandler(AdvertisesExtensions):
         local, at, domain = rcpt.rpartition("@")
         if not at or not local or "." not in domain or any(ord(c) < 33 for c in rcpt):
             return replies.S553_BAD_SYNTAX.format(address=_clean(rcpt, 254))
+        if self.reports is not None and self.reports.is_report_address(rcpt):
+            if self.reports.recipient_id(rcpt) is None:
+                log.warning(
+                    "RCPT <%s> from %s: forged report token", _clean(rcpt), self._login(session)
+                )
+                return replies.S550_UNKNOWN.format(address=_clean(rcpt, 254))
+            envelope.rcpt_tos.append(rcpt)
+            return replies.S250_RCPT_OK
         if domain.lower() == self.settings.domain:
             decision = classify_recipient(rcpt, (self.settings.domain,))
             if not isinstance(decision, LocalRecipient):
@@ -178,6 +190,10 @@ class SubmissionHandler(AdvertisesExtensions):
         if login is None:
             return replies.S530_AUTH_REQUIRED
         content = envelope.original_content or b""
+        if self.reports is not None:
+            reply = await accept_reports(self.reports, envelope, content)
+            if reply is not None:
+                return reply
         tls = _tls_details(session)
         received = (
             f"Received: from {_clean(session.host_name or 'unknown')} ([{_peer_ip(session)}])\r\n"

@@ -32,6 +32,10 @@ def settings(stack_settings: Settings, local_stack: Any, tmp_path: Path) -> Sett
         delivery={"retry_initial": 0.3, "retry_max_interval": 1.0, "workers": 2},
         # Acknowledgements queue mail of their own; the tests about them turn them on.
         relay={"acknowledge": False},
+        web={"port": 0},
+        # Distribution jobs: look at the table often; the IMAP check and reminders are run
+        # by the tests that cover them.
+        distribution={"sync_interval": 0.5, "imap_check_interval": 0.0, "reminders": ""},
     )
 
 

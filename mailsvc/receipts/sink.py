@@ -1,0 +1,145 @@
+"""Reports arriving at the VERP address ``bounces+TOKEN@<domain>``: DSNs and MDNs for
+distribution messages, credited to the one delivery the token names.
+
+A token is checked at RCPT: a forged or unknown one is refused there and logged, and never
+credited. An accepted report is parsed and its events are committed before the server answers
+250, so a report the server took is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from mailsvc.domain.receipts import EventKind, EventSource
+from mailsvc.receipts.parse import DeliveryReport, ReportRecipient, scan
+from mailsvc.receipts.tokens import TokenSigner
+from mailsvc.storage.db import utcnow
+from mailsvc.storage.receipts import ReceiptStore
+
+log = logging.getLogger(__name__)
+
+VERP_PREFIX = "bounces+"
+# DSN actions and MDN dispositions -> the receipt event they are evidence of.
+_DSN_EVENTS = {
+    "failed": EventKind.FAILED,
+    "delayed": EventKind.DELAYED,
+    "delivered": EventKind.DELIVERED,
+    "relayed": EventKind.DELIVERED,
+    "expanded": EventKind.DELIVERED,
+}
+_MDN_EVENTS = {"displayed": EventKind.OPENED}
+
+
+@dataclass(frozen=True)
+class Credited:
+    recipient_id: int
+    kind: EventKind
+
+
+class ReportSink:
+    """Checks VERP tokens and turns the reports that carry them into receipt events."""
+
+    def __init__(self, store: ReceiptStore, signer: TokenSigner, domain: str) -> None:
+        self.store = store
+        self.signer = signer
+        self.domain = domain.lower()
+
+    def is_report_address(self, address: str) -> bool:
+        local, at, domain = address.rpartition("@")
+        return bool(at) and domain.lower() == self.domain and local.lower().startswith(VERP_PREFIX)
+
+    def recipient_id(self, address: str) -> int | None:
+        """The delivery a report address names, or None for a forged or malformed token."""
+        local = address.rpartition("@")[0]
+        return self.signer.verify_verp(local[len(VERP_PREFIX) :])
+
+    async def accept(self, raw: bytes, addresses: Sequence[str]) -> list[Credited]:
+        """Parse ``raw`` and credit its report to the deliveries ``addresses`` name (each a
+        report address whose token verified at RCPT). Committed before returning."""
+        report = await asyncio.to_thread(scan, raw)
+        credited: list[Credited] = []
+        if report.kind == "none":
+            log.info("report address got a message that is not a DSN or MDN: not credited")
+            return credited
+        for address in addresses:
+            recipient_id = self.recipient_id(address)
+            if recipient_id is None:
+                log.warning("report for forged token <%s>: not credited", address)
+                continue
+            row = await self.store.recipient(recipient_id)
+            if row is None:
+                log.warning("report for unknown delivery %d <%s>: dropped", recipient_id, address)
+                continue
+            entry = _matching(report, row.address)
+            if entry is None:
+                log.warning(
+                    "report for delivery %d names %s, not <%s>: not credited",
+                    recipient_id,
+                    ", ".join(r.address for r in report.recipients) or "nobody",
+                    row.address,
+                )
+                continue
+            kind = (_DSN_EVENTS if report.kind == "dsn" else _MDN_EVENTS).get(entry.action)
+            if kind is None:
+                log.info(
+                    "%s for delivery %d: action %r is not a receipt",
+                    report.kind,
+                    recipient_id,
+                    entry.action,
+                )
+                continue
+            source = EventSource.DSN if report.kind == "dsn" else EventSource.MDN
+            await self.store.add_event(
+                recipient_id, kind, source, _evidence(report, entry), at=utcnow()
+            )
+            credited.append(Credited(recipient_id, kind))
+            log.info("%s credited to delivery %d: %s", report.kind, recipient_id, kind.value)
+        return credited
+
+
+def _matching(report: DeliveryReport, address: str) -> ReportRecipient | None:
+    """The report's entry about ``address``; a single entry counts for it too (forwarding
+    and aliases change the final recipient)."""
+    for entry in report.recipients:
+        if entry.address.lower() == address.lower():
+            return entry
+    if len(report.recipients) == 1:
+        return report.recipients[0]
+    return None
+
+
+def _evidence(report: DeliveryReport, entry: ReportRecipient) -> str:
+    head = f"{report.kind.upper()} from {report.reporter or 'unknown'}: {entry.action}"
+    if entry.status:
+        head += f" {entry.status} ({'permanent' if entry.permanent else 'temporary'})"
+    if entry.diagnostic:
+        head += f" — {entry.diagnostic}"
+    return head + "\n" + report.evidence
+
+
+class _Envelope(Protocol):
+    rcpt_tos: list[str]
+
+
+async def accept_reports(sink: ReportSink, envelope: _Envelope, content: bytes) -> str | None:
+    """At DATA: credit the report to the report addresses among the recipients and take them
+    off the envelope. Returns the reply when nothing else is left to deliver, else None."""
+    from mailsvc.errors import StorageUnavailable
+    from mailsvc.smtp import replies
+
+    ours = [r for r in envelope.rcpt_tos if sink.is_report_address(r)]
+    if not ours:
+        return None
+    try:
+        await sink.accept(content, ours)
+    except (StorageUnavailable, SQLAlchemyError) as exc:
+        log.error("report not stored: %s", exc)
+        return replies.S451_STORAGE
+    envelope.rcpt_tos = [r for r in envelope.rcpt_tos if not sink.is_report_address(r)]
+    return None if envelope.rcpt_tos else replies.S250_REPORT
