@@ -717,28 +717,6 @@ class Distributions:
         value = self.settings.distribution.cutover_date
         return date.fromisoformat(value) if value else None
 
-    async def paper_needed(self, number: str) -> list[tuple[RecipientRow, list[DocumentRow], str]]:
-        """Who needs a paper copy of what: before the cut-over every councillor of every notice;
-        after it only those who have not acknowledged."""
-        session = await self.session(number)
-        cutover = self.cutover()
-        out: list[tuple[RecipientRow, list[DocumentRow], str]] = []
-        for dist in await self.store.distributions(session_id=session.id):
-            if dist.status not in ("sending", "sent"):
-                continue
-            docs = await self.store.documents_by_id(dist.document_ids)
-            sent_day = self.to_local(dist.sent_at or dist.due_at).date()
-            binding = cutover is not None and sent_day >= cutover
-            acked = await self.store.recipients_with_kind(dist.id, EventKind.ACKNOWLEDGED)
-            for r in await self.store.recipients(dist.id):
-                if r.role != "councillor":
-                    continue
-                if not binding:
-                    out.append((r, docs, "przed datą przejścia" if self.pl else "before cut-over"))
-                elif r.id not in acked:
-                    out.append((r, docs, "brak potwierdzenia" if self.pl else "not acknowledged"))
-        return out
-
     @property
     def pl(self) -> bool:
         return self.settings.language != "en"
