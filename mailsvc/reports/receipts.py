@@ -114,7 +114,7 @@ def new_pdf(
     running_head: str,
     footer_note: str,
     language: str,
-    created_at: datetime,
+    created_at: datetime | None,
     title: str,
     font_dir: Path = FONT_DIR,
 ) -> ReportPdf:
@@ -126,8 +126,9 @@ def new_pdf(
         language=language,
         font_dir=font_dir,
     )
-    stamp = created_at if created_at.tzinfo is not None else created_at.replace(tzinfo=UTC)
-    pdf.set_creation_date(stamp)
+    if created_at is not None:  # a fixed date makes repeated runs give the same bytes
+        stamp = created_at if created_at.tzinfo is not None else created_at.replace(tzinfo=UTC)
+        pdf.set_creation_date(stamp)
     pdf.set_title(title)
     pdf.set_creator("mailsvc")
     pdf.set_lang(language)
@@ -223,10 +224,20 @@ def fit_text(pdf: FPDF, text: str, width: float) -> str:
 
 def wrap_text(pdf: FPDF, text: str, width: float, max_lines: int) -> list[str]:
     """``text`` broken into at most ``max_lines`` lines of ``width`` mm; the last one is cut
-    with "…" when the text does not fit. Words longer than a line are split."""
-    text = printable(pdf, text)
-    if pdf.get_string_width(text) <= width or max_lines <= 1:
-        return [fit_text(pdf, text, width)]
+    with "…" when the text does not fit. "\n" starts a new line; words longer than a line
+    are split."""
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        lines.extend(_wrap_paragraph(pdf, printable(pdf, paragraph), width))
+    if len(lines) > max_lines:
+        rest = " ".join(lines[max_lines - 1 :])
+        lines = [*lines[: max_lines - 1], fit_text(pdf, rest, width)]
+    return lines
+
+
+def _wrap_paragraph(pdf: FPDF, text: str, width: float) -> list[str]:
+    if pdf.get_string_width(text) <= width:
+        return [text]
     lines: list[str] = []
     current = ""
     for word in text.split(" "):
@@ -243,9 +254,6 @@ def wrap_text(pdf: FPDF, text: str, width: float, max_lines: int) -> list[str]:
             current = current[cut:]
     if current:
         lines.append(current)
-    if len(lines) > max_lines:
-        rest = " ".join(lines[max_lines - 1 :])
-        lines = [*lines[: max_lines - 1], fit_text(pdf, rest, width)]
     return lines
 
 
@@ -1181,7 +1189,7 @@ def _pdf_matrix(pdf: ReportPdf, matrix: ReceiptMatrix) -> None:
         Column(state_label(EventKind.DELIVERED, language).capitalize(), times),
         Column(state_label(EventKind.OPENED, language).capitalize(), times),
         Column(state_label(EventKind.ACKNOWLEDGED, language).capitalize(), times),
-        Column(label(language, "notes"), free * 0.37, max_lines=3),
+        Column(label(language, "notes"), free * 0.37, max_lines=4),
     ]
     table = PdfTable(pdf, columns, font_size=6.5)
     table.start()
