@@ -1,0 +1,481 @@
+"""Delivery reports arriving at ``bounces+TOKEN@``: DSNs (RFC 3464), MDNs (RFC 8098), and the
+plain-text bounces some producers still send.
+
+``scan`` turns raw bytes into a ``DeliveryReport`` and never raises: whatever cannot be read is
+a report of kind ``"none"``. Standard reports are trusted first; only a message that carries none
+is handed to the non-standard detectors (``formats.DETECTORS``, in order of authority), which
+are conservative on purpose: a wrongly read failure would mark a councillor's copy as lost.
+
+The work is bounded: at most ``MAX_INPUT`` bytes are parsed, at most ``MAX_PARTS`` MIME parts
+visited, nesting followed ``MAX_DEPTH`` deep. The stdlib parser runs with ``compat32``: it keeps
+report fields as written and does not spend time on structured header parsing of hostile values.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email import policy
+from email.generator import BytesGenerator
+from email.header import decode_header, make_header
+from email.message import Message
+from email.parser import BytesParser
+from email.utils import getaddresses
+from io import BytesIO
+from typing import Literal
+
+from mailsvc.receipts.formats import DETECTORS
+from mailsvc.receipts.formats.common import (
+    MAX_EXCERPT,
+    PlainBounce,
+    collapse,
+    decode_utf8_addr,
+    enhanced_status,
+    message_id_in,
+    normalize_address,
+)
+
+__all__ = ["DeliveryReport", "ReportRecipient", "scan", "to_json"]
+
+MAX_INPUT = 1024 * 1024
+MAX_PARTS = 200
+MAX_DEPTH = 16
+MAX_EVIDENCE = 20 * 1024
+MAX_BODY = 64 * 1024
+MAX_BLOCKS = 500
+
+DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
+MDN_TYPES = frozenset(
+    {"message/disposition-notification", "message/global-disposition-notification"}
+)
+# Where a report returns the original message or its header (RFC 6522, RFC 6533).
+RETURNED_TYPES = frozenset(
+    {"text/rfc822-headers", "message/rfc822", "message/global", "message/global-headers"}
+)
+# Encapsulated messages: never searched for reports (a forwarded bounce is not a bounce to us).
+ENCAPSULATED_TYPES = frozenset({"message/rfc822", "message/global", "message/partial"})
+
+_MSG_ID = re.compile(r"<[^<>\s]{1,250}>")
+
+Kind = Literal["dsn", "mdn", "none"]
+
+
+@dataclass(frozen=True)
+class ReportRecipient:
+    """What a report says about one recipient."""
+
+    address: str  # final (else original) recipient, domain lowercased, no "rfc822;" prefix
+    action: str  # DSN action (failed, delayed, delivered, ...) or MDN disposition type
+    status: str  # "5.1.1"; "" for MDNs
+    permanent: bool  # a 5.x.x failure
+    diagnostic: str = ""  # Diagnostic-Code text or the plain bounce's reason, ≤ 500 chars
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """A parsed report: what kind, for whom, about which message, and the evidence read."""
+
+    kind: Kind
+    recipients: tuple[ReportRecipient, ...]
+    original_message_id: str | None
+    reporter: str = ""  # Reporting-MTA host or Reporting-UA
+    evidence: str = ""  # the machine-readable part as text (≤ 20 kB) or the bounce excerpt
+
+
+NOTHING = DeliveryReport(kind="none", recipients=(), original_message_id=None)
+
+
+def scan(raw: bytes) -> DeliveryReport:
+    """The delivery report in ``raw`` (a whole message), or a report of kind ``"none"``."""
+    try:
+        return _scan(bytes(raw[:MAX_INPUT]))
+    except Exception:  # hostile input must never take the caller down
+        return NOTHING
+
+
+def to_json(report: DeliveryReport) -> dict[str, object]:
+    """The report as JSON-ready data; ``kind`` and each recipient's four keys are a contract."""
+    return {
+        "kind": report.kind,
+        "recipients": [
+            {
+                "address": r.address,
+                "action": r.action,
+                "status": r.status,
+                "permanent": r.permanent,
+                "diagnostic": r.diagnostic,
+            }
+            for r in report.recipients
+        ],
+        "original_message_id": report.original_message_id,
+    }
+
+
+# --- The message as parts -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """The parts of the outer message that matter, found in one bounded walk."""
+
+    dsn: tuple[Message, ...]
+    mdn: tuple[Message, ...]
+    returned: Message | None  # the first returned message or header part
+    first_text: Message | None  # the first text/plain part (the human-readable explanation)
+    report_type: str  # multipart/report's report-type, lowercased ("" when not a report)
+    second: Message | None  # a report's second part (where the machine-readable part belongs)
+
+
+def _scan(raw: bytes) -> DeliveryReport:
+    msg = BytesParser(policy=policy.compat32).parsebytes(raw)
+    parts = _walk(msg)
+    if parts.dsn or (parts.report_type == "delivery-status" and _is_text(parts.second)):
+        report = _read_dsn(parts)
+        if report.recipients:
+            return report
+        return _read_plain(msg, parts) or report
+    if parts.mdn or (parts.report_type == "disposition-notification" and _is_text(parts.second)):
+        return _read_mdn(msg, parts)
+    return _read_plain(msg, parts) or NOTHING
+
+
+def _walk(msg: Message) -> _Parts:
+    """One iterative, bounded walk: report parts are leaves, encapsulated messages not entered."""
+    dsn: list[Message] = []
+    mdn: list[Message] = []
+    returned: Message | None = None
+    first_text: Message | None = None
+    report_type = ""
+    second: Message | None = None
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    visited = 0
+    while stack and visited < MAX_PARTS:
+        part, depth = stack.pop()
+        visited += 1
+        ctype = part.get_content_type()
+        if ctype in DSN_TYPES:
+            dsn.append(part)
+        elif ctype in MDN_TYPES:
+            mdn.append(part)
+        elif ctype in RETURNED_TYPES:
+            returned = returned or part
+        elif ctype == "text/plain" and first_text is None:
+            first_text = part
+        if ctype in ENCAPSULATED_TYPES or ctype in DSN_TYPES or ctype in MDN_TYPES:
+            continue
+        if part.is_multipart() and depth < MAX_DEPTH:
+            children = [c for c in part.get_payload() if isinstance(c, Message)]
+            if ctype == "multipart/report" and not report_type:
+                report_type = (_param(part, "report-type") or "?").lower()
+                second = children[1] if len(children) > 1 else None
+            stack.extend((child, depth + 1) for child in reversed(children))
+    return _Parts(tuple(dsn), tuple(mdn), returned, first_text, report_type, second)
+
+
+def _param(part: Message, name: str) -> str:
+    value = part.get_param(name)
+    if isinstance(value, tuple):  # RFC 2231 (charset, language, value)
+        value = value[2]
+    return str(value) if value else ""
+
+
+def _is_text(part: Message | None) -> bool:
+    return part is not None and part.get_content_maintype() == "text"
+
+
+def _part_text(part: Message) -> str:
+    """The text of a report or returned part however the parser stored it (blocks or body)."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        # The stdlib parses message/* parts as header blocks; written back they are the text.
+        data = b"".join(_as_bytes(p) for p in payload[:MAX_BLOCKS] if isinstance(p, Message))
+        cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+        if cte in ("base64", "quoted-printable"):
+            data = _decode_cte(data, cte)
+    else:
+        decoded = part.get_payload(decode=True)
+        data = decoded if isinstance(decoded, bytes) else b""
+    return _text_of(data[:MAX_INPUT], _param(part, "charset"))
+
+
+def _as_bytes(msg: Message) -> bytes:
+    out = BytesIO()
+    BytesGenerator(out, mangle_from_=False, policy=policy.compat32).flatten(msg)
+    return out.getvalue()
+
+
+def _decode_cte(data: bytes, cte: str) -> bytes:
+    import base64
+    import binascii
+    import quopri
+
+    if cte == "base64":
+        try:
+            return base64.b64decode(b"".join(data.split()), validate=False)
+        except (binascii.Error, ValueError):
+            return b""
+    return quopri.decodestring(data)
+
+
+def _text_of(data: bytes, charset: str) -> str:
+    for name in (charset or "utf-8", "utf-8"):
+        try:
+            text = data.decode(name)
+            break
+        except (LookupError, UnicodeDecodeError):
+            continue
+    else:
+        text = data.decode("utf-8", errors="replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+# --- RFC 3464 and RFC 8098 fields -----------------------------------------------------------
+
+
+def _field_blocks(text: str) -> list[dict[str, str]]:
+    """Header-like blocks separated by blank lines; folded lines unfolded, first field wins."""
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    last = ""
+    for line in text.split("\n"):
+        if not line.strip():
+            if current:
+                blocks.append(current)
+                if len(blocks) >= MAX_BLOCKS:
+                    return blocks
+            current, last = {}, ""
+        elif line[0] in " \t":
+            if last:
+                current[last] = f"{current[last]} {line.strip()}"
+        else:
+            name, colon, value = line.partition(":")
+            name = name.strip().lower()
+            if colon and name and " " not in name:
+                last = name if name not in current else ""
+                if last:
+                    current[name] = value.strip()
+            else:
+                last = ""
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def _typed_address(value: str) -> str:
+    """``rfc822; a@b`` or ``utf-8; ł@b`` (RFC 3464, RFC 6533) as a plain address."""
+    addr_type, semi, rest = value.partition(";")
+    if not semi:
+        rest, addr_type = value, ""
+    if addr_type.strip().lower() == "utf-8":
+        rest = decode_utf8_addr(rest)
+    return normalize_address(rest)
+
+
+def _typed_text(value: str) -> str:
+    """``smtp; 550 …`` → ``550 …`` (the diagnostic type is not part of the text)."""
+    kind, semi, rest = value.partition(";")
+    if semi and re.fullmatch(r"\s*[A-Za-z][A-Za-z0-9-]{0,20}\s*", kind):
+        return collapse(rest)
+    return collapse(value)
+
+
+def _read_dsn(parts: _Parts) -> DeliveryReport:
+    sources = parts.dsn or ((parts.second,) if parts.second is not None else ())
+    evidence: list[str] = []
+    recipients: list[ReportRecipient] = []
+    reporter = ""
+    envelope_id = ""
+    for part in sources:
+        text = _part_text(part)
+        evidence.append(text)
+        for block in _field_blocks(text):
+            reporter = reporter or _typed_text(block.get("reporting-mta", ""))
+            envelope_id = envelope_id or block.get("x-original-message-id", "")
+            recipient = _dsn_recipient(block)
+            if recipient is not None:
+                recipients.append(recipient)
+    original = _returned_message_id(parts.returned) or _first_msg_id(envelope_id)
+    return DeliveryReport(
+        kind="dsn",
+        recipients=tuple(recipients),
+        original_message_id=original,
+        reporter=reporter,
+        evidence="\n".join(evidence)[:MAX_EVIDENCE],
+    )
+
+
+_DEFAULT_STATUS = {"failed": "5.0.0", "delayed": "4.0.0"}
+
+
+def _dsn_recipient(block: dict[str, str]) -> ReportRecipient | None:
+    address = _typed_address(block.get("final-recipient", "")) or _typed_address(
+        block.get("original-recipient", "")
+    )
+    if not address:
+        return None
+    action = (collapse(block.get("action", ""), 40).lower().split(" ") or [""])[0]
+    diagnostic = _typed_text(block.get("diagnostic-code", ""))
+    status = enhanced_status(block.get("status", ""))
+    detailed = enhanced_status(diagnostic)
+    if not status or (status.endswith(".0.0") and detailed[:1] == status[:1]):
+        # Exim writes "Status: 5.0.0" whatever the remote said; its reply has the real detail.
+        status = detailed or status
+    if not status:
+        status = _DEFAULT_STATUS.get(action, "2.0.0" if action else "")
+    if not action:
+        action = {"5": "failed", "4": "delayed", "2": "delivered"}.get(status[:1], "")
+    return ReportRecipient(
+        address=address,
+        action=action,
+        status=status,
+        permanent=action == "failed" and status.startswith("5"),
+        diagnostic=diagnostic,
+    )
+
+
+def _read_mdn(msg: Message, parts: _Parts) -> DeliveryReport:
+    sources = parts.mdn or ((parts.second,) if parts.second is not None else ())
+    texts = [_part_text(p) for p in sources]
+    fields: dict[str, str] = {}
+    for text in texts:
+        for block in _field_blocks(text):
+            for name, value in block.items():
+                fields.setdefault(name, value)
+    address = (
+        _typed_address(fields.get("final-recipient", ""))
+        or _typed_address(fields.get("original-recipient", ""))
+        or _sender(msg)
+    )
+    disposition = collapse(fields.get("disposition", ""))
+    # "manual-action/MDN-sent-manually; displayed" (RFC 2298 allowed "displayed/error").
+    action = disposition.partition(";")[2].strip().split("/")[0].strip().lower()
+    details = [disposition] + [
+        collapse(fields[name]) for name in ("error", "failure", "warning") if fields.get(name)
+    ]
+    if "rejected" in _header(msg, "Auto-Submitted").lower() and parts.first_text is not None:
+        # Dovecot's rejection says why only in its human-readable part.
+        details.append(_part_text(parts.first_text))
+    recipients: tuple[ReportRecipient, ...] = ()
+    if address and action:
+        recipients = (
+            ReportRecipient(
+                address=address,
+                action=action,
+                status="",
+                permanent=False,
+                diagnostic=collapse(" — ".join(d for d in details if d)),
+            ),
+        )
+    original = _first_msg_id(fields.get("original-message-id", "")) or _returned_message_id(
+        parts.returned
+    )
+    return DeliveryReport(
+        kind="mdn",
+        recipients=recipients,
+        original_message_id=original,
+        reporter=collapse(fields.get("reporting-ua", ""), 200),
+        evidence="\n".join(texts)[:MAX_EVIDENCE],
+    )
+
+
+def _first_msg_id(value: str) -> str | None:
+    match = _MSG_ID.search(value)
+    return match.group(0) if match else None
+
+
+def _returned_message_id(part: Message | None) -> str | None:
+    """The Message-ID of the returned message or header (RFC 3462 text/rfc822-headers etc.)."""
+    if part is None:
+        return None
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        inner = next((p for p in payload if isinstance(p, Message)), None)
+        return _first_msg_id(str(inner.get("Message-ID", ""))) if inner is not None else None
+    return message_id_in(_part_text(part)[:MAX_BODY])
+
+
+# --- Non-standard bounces -------------------------------------------------------------------
+
+# Forwards and replies quote bounces; what a person sends on is never itself a bounce.
+_HUMAN_SUBJECT = re.compile(r"^\s*(?:re|fw|fwd|pd|odp|aw|wg|tr|rv|sv|vs)\s*(?:\[\d+\])?\s*:", re.I)
+_DAEMON_LOCALPARTS = ("mailer-daemon", "mailerdaemon", "postmaster", "mail-daemon")
+_DAEMON_NAMES = ("mail delivery system", "mail delivery subsystem")
+
+
+def _read_plain(msg: Message, parts: _Parts) -> DeliveryReport | None:
+    """A non-standard bounce, if ``msg`` looks sent by mail software and a detector knows it."""
+    if not _from_mail_system(msg):
+        return None
+    source = parts.first_text if parts.first_text is not None else msg
+    if source.is_multipart():
+        return None
+    body = _part_text(source)[:MAX_BODY]
+    bounce = PlainBounce(
+        subject=_header(msg, "Subject"),
+        sender=_sender(msg),
+        body=body,
+        failed_recipients=tuple(
+            filter(None, map(normalize_address, _header(msg, "X-Failed-Recipients").split(",")))
+        ),
+    )
+    for detector in DETECTORS:
+        detection = detector.detect(bounce)
+        if detection is None or not detection.findings:
+            continue
+        recipients = tuple(
+            ReportRecipient(
+                address=f.address,
+                action=f.action,
+                status=f.status,
+                permanent=f.action == "failed" and f.status.startswith("5"),
+                diagnostic=collapse(f.diagnostic),
+            )
+            for f in detection.findings
+        )
+        original = detection.original_message_id or _returned_message_id(parts.returned)
+        return DeliveryReport(
+            kind="dsn",
+            recipients=recipients,
+            original_message_id=original,
+            reporter=detection.detector,
+            evidence=detection.excerpt[:MAX_EXCERPT],
+        )
+    return None
+
+
+def _from_mail_system(msg: Message) -> bool:
+    """Sent by mail software (MAILER-DAEMON, postmaster, Exchange), not a person's forward,
+    reply or vacation notice (those are sent with an empty Return-Path too, so that is no sign).
+    """
+    if _HUMAN_SUBJECT.match(_header(msg, "Subject")):
+        return False
+    if "vacation" in _header(msg, "Auto-Submitted").lower():
+        return False
+    local = _sender(msg).partition("@")[0].lower()
+    if local in _DAEMON_LOCALPARTS or local.startswith("microsoftexchange"):
+        return True
+    names = [name.lower() for name, _addr in getaddresses([str(msg.get("From", ""))[:1000]])]
+    return any(name in _DAEMON_NAMES for name in names)
+
+
+def _header(msg: Message, name: str) -> str:
+    """A header decoded (RFC 2047) and collapsed; "" when missing or unreadable."""
+    value = msg.get(name)
+    if value is None:
+        return ""
+    text = str(value)
+    try:
+        text = str(make_header(decode_header(text)))
+    except (ValueError, LookupError, UnicodeError):
+        pass
+    return collapse(text, 1000)
+
+
+def _sender(msg: Message) -> str:
+    """The From address (domain lowercased), or ""."""
+    pairs = getaddresses([str(msg.get("From", ""))[:1000]])
+    for _name, address in pairs:
+        normalized = normalize_address(address)
+        if normalized:
+            return normalized
+    return ""
