@@ -307,10 +307,13 @@ def _ole2_names(fh: BinaryIO) -> list[str]:
         data = fh.read(size)
         return data if len(data) == size else None
 
-    # The FAT's own sectors: 109 listed in the header, the rest in the DIFAT chain.
+    # The FAT's own sectors: 109 listed in the header, the rest in the DIFAT chain. No more are
+    # read than the file's size can need, whatever the header claims.
+    fh.seek(0, 2)
+    needed = fh.tell() // size // (size // 4) + 1
     fat = [_u32(header, 0x4C + 4 * i) for i in range(109)]
     difat, seen = _u32(header, 0x44), set[int]()
-    while difat <= _OLE_MAX_REGULAR and difat not in seen and len(seen) < _u32(header, 0x48):
+    while difat <= _OLE_MAX_REGULAR and difat not in seen and len(fat) < needed + 109:
         seen.add(difat)
         data = sector(difat)
         if data is None:
@@ -412,7 +415,7 @@ def sanitize_filename(filename: str, max_chars: int = MAX_NAME_CHARS) -> str:
     """A safe attachment name from what the clerk's browser sent.
 
     Keeps the last path component (``/`` or ``\\``), composes diacritics (NFC: a macOS upload's
-    "ł" stays one letter), drops control and format characters (including the right-to-left
+    "ż" stays one letter), drops control and format characters (including the right-to-left
     override that hides a real extension), replaces characters Windows forbids with "_", collapses
     white space, trims dots and spaces at the ends, guards Windows device names and shortens the
     stem so that the name fits ``max_chars`` characters and 240 UTF-8 bytes, keeping the extension.

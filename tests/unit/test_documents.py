@@ -569,3 +569,10 @@ def test_messages_in_english(tmp_path: Path) -> None:
     with pytest.raises(DocumentRejected) as caught:
         check_document(write(tmp_path / "e", b""), "Żółć.pdf", language="en")
     assert str(caught.value) == "The file “Żółć.pdf” is empty."
+
+
+def test_a_cyclic_ole2_directory_chain_ends(tmp_path: Path) -> None:
+    data = bytearray(ole2_bytes(["a", "b", "c", "WordDocument"]))  # directory: sector 2 → 1
+    struct.pack_into("<I", data, 512 + 4 * 1, 2)  # FAT[1] = 2: back to the start, forever
+    found = detect_type(write(tmp_path / "loop.doc", bytes(data)))
+    assert found is not None and found.name == "doc"
