@@ -58,7 +58,6 @@ from mailsvc.storage.receipts import (
     DistributionRow,
     DocumentRow,
     ReceiptStore,
-    RecipientRow,
 )
 from provisioning.directory import CouncillorEntry
 

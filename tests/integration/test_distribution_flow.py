@@ -1,0 +1,418 @@
+"""Session documents to councillors, end to end on the real stack: scheduling across a restart,
+exactly-once delivery, receipts from LMTP, IMAP, the acknowledgement link and DSNs, notice
+rules, reminders and the reports."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import email
+import io
+import re
+import smtplib
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aioimaplib
+import httpx
+import pypdf
+import pytest
+from fpdf import FPDF
+from sqlalchemy import update
+
+from mailsvc.app import Parts, start_service
+from mailsvc.config import Settings
+from mailsvc.distributions import NoticeRefused
+from mailsvc.domain.receipts import EventKind
+from mailsvc.mailbox import read_inbox
+from mailsvc.reports.receipts import render_csv, render_pdf
+from mailsvc.storage.db import distributions as distributions_table
+from mailsvc.storage.db import utcnow
+from provisioning.directory import Directory
+
+pytestmark = pytest.mark.asyncio
+
+
+def local_now() -> datetime:
+    """Now in the council's time zone (what clerks type), naive."""
+    return datetime.now(ZoneInfo("Europe/Warsaw")).replace(tzinfo=None)
+
+
+def make_pdf(path: Path, pages: int, text: str) -> Path:
+    pdf = FPDF()
+    for i in range(pages):
+        pdf.add_page()
+        pdf.set_font("helvetica", size=14)
+        pdf.cell(text=f"{text} - page {i + 1}")
+    pdf.output(str(path))
+    return path
+
+
+async def wait_until(check: Callable[[], Any], within: float = 20.0, interval: float = 0.2) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        value = await check()
+        if value or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(interval)
+
+
+async def councillors(add_councillor: Callable[[str, str], Any]) -> list[Any]:
+    return [
+        await add_councillor("Łukasz", "Żółć"),
+        await add_councillor("Anna", "Nowak"),
+        await add_councillor("Zażółć", "Gęślą"),
+    ]
+
+
+async def session_with_pdf(parts: Parts, tmp_path: Path, *, days_ahead: int = 14) -> Any:
+    service = parts.distributions()
+    starts = (local_now() + timedelta(days=days_ahead)).replace(
+        hour=10, minute=0, second=0, microsecond=0
+    )
+    session = await service.create_session(
+        number="XV/2026",
+        kind="ordinary",
+        starts_at=starts,
+        place="Sala Obrad, ul. Rynek 1",
+        agenda=["Otwarcie sesji", "Projekt uchwały w sprawie żłobków"],
+        actor="pytest",
+    )
+    pdf = make_pdf(tmp_path / "projekt-uchwały-żłobki.pdf", 3, "Projekt uchwaly")
+    doc = await service.attach(
+        session.number, pdf, doc_kind="draft-resolution", agenda_item=2, actor="pytest"
+    )
+    assert doc.pages == 3
+    return session, doc
+
+
+def subject_count(messages: list[bytes], needle: str) -> int:
+    count = 0
+    for raw in messages:
+        msg = email.message_from_bytes(raw, policy=policy.default)
+        if needle in str(msg["Subject"]):
+            count += 1
+    return count
+
+
+def distribution_message(messages: list[bytes]) -> EmailMessage:
+    for raw in messages:
+        msg = email.message_from_bytes(raw, policy=policy.default)
+        if "XV/2026" in str(msg["Subject"]):
+            assert isinstance(msg, EmailMessage)
+            return msg
+    raise AssertionError("no distribution message in the mailbox")
+
+
+def ack_url(msg: EmailMessage) -> str:
+    text = msg.get_body(("plain",))
+    assert text is not None
+    found = re.search(r"http://\S+/a/\S+", text.get_content())
+    assert found, "no acknowledgement link in the text part"
+    return found.group(0)
+
+
+async def read_as_councillor(settings: Settings, user: str, password: str) -> None:
+    """What a mail program does when the councillor opens the message: FETCH BODY[]."""
+    client = aioimaplib.IMAP4(host=settings.stack.host, port=settings.stack.imap_port, timeout=10)
+    await client.wait_hello_from_server()
+    assert (await client.login(user, password)).result == "OK"
+    assert (await client.select("INBOX")).result == "OK"
+    res = await client.fetch("1:*", "(BODY[])")
+    assert res.result == "OK"
+    await client.logout()
+
+
+async def test_scheduled_notice_survives_restart_and_collects_every_receipt(
+    settings: Settings,
+    directory: Directory,
+    parts: Parts,
+    add_councillor: Callable[[str, str], Any],
+    tmp_path: Path,
+) -> None:
+    people = await councillors(add_councillor)
+    session, doc = await session_with_pdf(parts, tmp_path)
+
+    # Scheduled a few seconds ahead; the service is restarted before it falls due.
+    service = await start_service(settings)
+    try:
+        dist = await parts.distributions().schedule(
+            session.number, at=local_now() + timedelta(seconds=3), actor="pytest"
+        )
+        await asyncio.sleep(0.5)
+    finally:
+        await service.stop()
+    store = parts.distributions().store
+    assert (await store.distribution(dist.id)).status == "scheduled"  # type: ignore[union-attr]
+
+    service = await start_service(settings)
+    try:
+        sent = await wait_until(lambda: _status_is(store, dist.id, "sent"), within=20)
+        assert sent, "the distribution was not sent after the restart"
+        await wait_until(
+            lambda: _all_have(store, dist.id, EventKind.DELIVERED, len(people)), within=20
+        )
+        # Exactly once in every mailbox, with the document attached.
+        for person in people:
+            inbox = await read_inbox(
+                settings.stack.host, settings.stack.imap_port, person.address, person.password
+            )
+            assert subject_count(inbox, "XV/2026") == 1, person.address
+            msg = distribution_message(inbox)
+            attachments = list(msg.iter_attachments())
+            assert [a.get_filename() for a in attachments] == ["projekt-uchwały-żłobki.pdf"]
+            payload = attachments[0].get_content()
+            assert isinstance(payload, bytes) and payload.startswith(b"%PDF-")
+            assert str(msg["Return-Path"]).startswith("<bounces+")
+            assert "bounces+" in str(msg["Disposition-Notification-To"])
+
+        # Receipts: delivered, with the LMTP reply as evidence.
+        matrix = await parts.distributions().matrix(session.number)
+        assert len(matrix.rows) == len(people)
+        for row in matrix.rows:
+            (cell,) = row.cells
+            assert cell.state.state is EventKind.DELIVERED
+            delivered = [e for e in cell.events if e.kind is EventKind.DELIVERED]
+            assert delivered and delivered[0].evidence.startswith("LMTP ")
+            assert " 250 " in delivered[0].evidence or "250 2.0.0" in delivered[0].evidence
+
+        # Opened: nothing before anyone reads; one councillor reads it over IMAP.
+        assert await parts.distributions().check_opened() == 0
+        reader = people[0]
+        await read_as_councillor(settings, reader.address, reader.password)
+        assert await parts.distributions().check_opened() == 1
+        assert await parts.distributions().check_opened() == 0  # recorded once
+
+        # Acknowledgement: GET records nothing, POST does.
+        ackers = people[1]
+        inbox = await read_inbox(
+            settings.stack.host, settings.stack.imap_port, ackers.address, ackers.password
+        )
+        url = ack_url(distribution_message(inbox))
+        assert f":{service.web_port}/" in url
+        async with httpx.AsyncClient() as client:
+            page = await client.get(url)
+            assert page.status_code == 200 and "XV/2026" in page.text
+            matrix = await parts.distributions().matrix(session.number)
+            assert all(
+                c.state.state is not EventKind.ACKNOWLEDGED for r in matrix.rows for c in r.cells
+            )
+            posted = await client.post(url)
+            assert posted.status_code == 200
+
+        # A DSN for the third councillor's message, sent to its VERP address, marks it failed;
+        # a forged token is refused and credits nothing.
+        third = people[2]
+        recipients = await store.recipients(dist.id)
+        rcpt3 = next(r for r in recipients if r.address == third.address)
+        verp = parts.distributions().return_path(rcpt3.id)
+        dsn = build_dsn(verp, third.address, rcpt3.message_id)
+        await asyncio.to_thread(_send_raw, service.smtp_port, verp, dsn)
+        forged = re.sub(r"\+(\d+)", lambda m: f"+{int(m.group(1)) + 1}", verp)
+        refused = await asyncio.to_thread(_send_raw_refused, service.smtp_port, forged, dsn)
+        assert refused.startswith("550")
+
+        matrix = await parts.distributions().matrix(session.number)
+        states = {r.address: r.cells[0].state.state for r in matrix.rows}
+        assert states == {
+            reader.address: EventKind.OPENED,
+            ackers.address: EventKind.ACKNOWLEDGED,
+            third.address: EventKind.FAILED,
+        }
+        failed = [
+            e
+            for e in next(r for r in matrix.rows if r.address == third.address).cells[0].events
+            if e.kind is EventKind.FAILED
+        ]
+        assert len(failed) == 1 and "5.1.1" in failed[0].evidence
+
+        # Reports: CSV and PDF list all of it, with the document's SHA-256.
+        rows = list(csv.reader(io.StringIO(render_csv(matrix).decode("utf-8-sig")), delimiter=";"))
+        flat = "\n".join(";".join(r) for r in rows)
+        for person in people:
+            assert person.address in flat
+        assert "Żółć" in flat and doc.sha256 in flat
+        pdf_text = "\n".join(
+            p.extract_text() for p in pypdf.PdfReader(io.BytesIO(render_pdf(matrix))).pages
+        )
+        assert "Żółć" in pdf_text and doc.sha256[:16] in pdf_text.replace("\n", "")
+    finally:
+        await service.stop()
+
+
+async def test_reminder_goes_only_to_those_who_have_not_acknowledged(
+    settings: Settings,
+    directory: Directory,
+    parts: Parts,
+    add_councillor: Callable[[str, str], Any],
+    tmp_path: Path,
+) -> None:
+    people = await councillors(add_councillor)
+    session, _ = await session_with_pdf(parts, tmp_path)
+    service = await start_service(settings.with_changes(distribution={"reminders": "0h-after"}))
+    try:
+        svc = service.parts.distributions()
+        dist = await svc.schedule(session.number, actor="pytest")
+        await wait_until(lambda: _all_have(svc.store, dist.id, EventKind.DELIVERED, 3))
+        recipients = {r.address: r for r in await svc.store.recipients(dist.id)}
+        assert await svc.acknowledge(recipients[people[0].address].id, dist.id, "pytest")
+
+        assert await svc.remind() == 2
+        assert await svc.remind() == 0  # a round is done once
+        matrix = await svc.matrix(session.number)
+        reminded = {
+            r.address
+            for r in matrix.rows
+            if any(e.kind is EventKind.REMINDED for e in r.cells[0].events)
+        }
+        assert reminded == {people[1].address, people[2].address}
+        for person, expected in ((people[0], 0), (people[1], 1), (people[2], 1)):
+            inbox = await wait_for_count(settings, person, 1 + expected)
+            assert subject_count(inbox, "Przypomnienie") == expected, person.address
+    finally:
+        await service.stop()
+
+
+async def test_notice_rule_breach_is_refused_unless_overridden(
+    settings: Settings, directory: Directory, parts: Parts, tmp_path: Path
+) -> None:
+    service = parts.distributions()
+    session, _ = await session_with_pdf(parts, tmp_path, days_ahead=3)
+    with pytest.raises(NoticeRefused) as refused:
+        await service.schedule(session.number, actor="pytest")
+    message = str(refused.value)
+    assert "7 dni" in message and session.starts_at.date().isoformat() in message
+    assert await service.store.distributions(session_id=session.id) == []
+
+    dist = await service.schedule(
+        session.number, override_notice="pilna zmiana porządku obrad", actor="pytest"
+    )
+    assert dist.override_reason == "pilna zmiana porządku obrad"
+
+
+async def test_distribution_due_while_down_is_sent_late_at_start_up(
+    settings: Settings,
+    directory: Directory,
+    parts: Parts,
+    add_councillor: Callable[[str, str], Any],
+    tmp_path: Path,
+) -> None:
+    person = await add_councillor("Łukasz", "Żółć")
+    session, _ = await session_with_pdf(parts, tmp_path)
+    svc = parts.distributions()
+    dist = await svc.schedule(session.number, at=local_now() + timedelta(hours=1), actor="t")
+    # The service was down when it fell due (ten minutes ago).
+    async with parts.engine.begin() as conn:
+        await conn.execute(
+            update(distributions_table)
+            .where(distributions_table.c.id == dist.id)
+            .values(due_at=utcnow() - timedelta(minutes=10))
+        )
+    service = await start_service(settings)
+    try:
+        assert await wait_until(lambda: _status_is(svc.store, dist.id, "sent"))
+        row = await svc.store.distribution(dist.id)
+        assert row is not None and row.late
+        inbox = await wait_for_count(settings, person, 1)
+        assert subject_count(inbox, "XV/2026") == 1
+    finally:
+        await service.stop()
+
+
+async def test_concurrent_triggers_send_each_recipient_once(
+    settings: Settings,
+    directory: Directory,
+    parts: Parts,
+    add_councillor: Callable[[str, str], Any],
+    tmp_path: Path,
+) -> None:
+    people = await councillors(add_councillor)
+    session, _ = await session_with_pdf(parts, tmp_path)
+    svc = parts.distributions()
+    dist = await svc.schedule(session.number, actor="t")
+    # Two processes' worth of triggers: separate service objects over the same database.
+    other = Parts(settings, parts.engine, parts.directory, parts.register, parts.queue)
+    results = await asyncio.gather(
+        svc.send(dist.id), other.distributions().send(dist.id), svc.send(dist.id)
+    )
+    assert sum(r.queued for r in results) == len(people)
+    recipients = await svc.store.recipients(dist.id)
+    assert sorted(r.address for r in recipients) == sorted(p.address for p in people)
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+async def _status_is(store: Any, dist_id: int, status: str) -> bool:
+    row = await store.distribution(dist_id)
+    return row is not None and row.status == status
+
+
+async def _all_have(store: Any, dist_id: int, kind: EventKind, count: int) -> bool:
+    return len(await store.recipients_with_kind(dist_id, kind)) >= count
+
+
+async def wait_for_count(settings: Settings, person: Any, count: int) -> list[bytes]:
+    async def enough() -> list[bytes] | None:
+        inbox = await read_inbox(
+            settings.stack.host, settings.stack.imap_port, person.address, person.password
+        )
+        return inbox if len(inbox) >= count else None
+
+    found = await wait_until(enough, within=20)
+    assert found is not None, f"{person.address}: fewer than {count} messages"
+    await asyncio.sleep(0.5)  # nothing more arrives
+    final: list[bytes] = await read_inbox(
+        settings.stack.host, settings.stack.imap_port, person.address, person.password
+    )
+    return final
+
+
+def build_dsn(to: str, failed: str, original_id: str) -> bytes:
+    boundary = "dsn-boundary-1"
+    return (
+        f"From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\n"
+        f"To: {to}\r\n"
+        f"Subject: Undelivered Mail Returned to Sender\r\n"
+        f"Auto-Submitted: auto-replied\r\n"
+        f"MIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"\r\n'
+        f"\r\n"
+        f"--{boundary}\r\n"
+        f"Content-Type: text/plain\r\n\r\n"
+        f"The mail system could not deliver your message.\r\n\r\n"
+        f"--{boundary}\r\n"
+        f"Content-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; mx.example.net\r\n\r\n"
+        f"Final-Recipient: rfc822; {failed}\r\n"
+        f"Action: failed\r\n"
+        f"Status: 5.1.1\r\n"
+        f"Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\r\n"
+        f"--{boundary}\r\n"
+        f"Content-Type: text/rfc822-headers\r\n\r\n"
+        f"Message-ID: {original_id}\r\n"
+        f"Subject: Zawiadomienie\r\n\r\n"
+        f"--{boundary}--\r\n"
+    ).encode()
+
+
+def _send_raw(port: int, rcpt: str, raw: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("mx.example.net")
+        client.sendmail("", [rcpt], raw)
+
+
+def _send_raw_refused(port: int, rcpt: str, raw: bytes) -> str:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("mx.example.net")
+        try:
+            client.sendmail("", [rcpt], raw)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = exc.recipients[rcpt]
+            return f"{code} {text.decode()}"
+    return "accepted"
