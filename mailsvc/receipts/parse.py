@@ -43,6 +43,7 @@ MAX_DEPTH = 16
 MAX_EVIDENCE = 20 * 1024
 MAX_BODY = 64 * 1024
 MAX_BLOCKS = 500
+MAX_RECIPIENTS = 1000
 
 DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
 MDN_TYPES = frozenset(
@@ -292,7 +293,7 @@ def _read_dsn(parts: _Parts) -> DeliveryReport:
             reporter = reporter or _typed_text(block.get("reporting-mta", ""))
             envelope_id = envelope_id or block.get("x-original-message-id", "")
             recipient = _dsn_recipient(block)
-            if recipient is not None:
+            if recipient is not None and len(recipients) < MAX_RECIPIENTS:
                 recipients.append(recipient)
     original = _returned_message_id(parts.returned) or _first_msg_id(envelope_id)
     return DeliveryReport(
