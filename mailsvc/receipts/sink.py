@@ -86,6 +86,8 @@ class ReportSink:
                 )
                 continue
             kind = (_DSN_EVENTS if report.kind == "dsn" else _MDN_EVENTS).get(entry.action)
+            if report.kind == "mdn" and _rejected(entry):
+                kind = EventKind.FAILED
             if kind is None:
                 log.info(
                     "%s for delivery %d: action %r is not a receipt",
@@ -101,6 +103,12 @@ class ReportSink:
             credited.append(Credited(recipient_id, kind))
             log.info("%s credited to delivery %d: %s", report.kind, recipient_id, kind.value)
         return credited
+
+
+def _rejected(entry: ReportRecipient) -> bool:
+    """An MDN the mail store sent itself to refuse the message (Dovecot/Sieve reject):
+    ``automatic-action/MDN-sent-automatically; deleted``. A failed delivery, not a reading."""
+    return entry.action == "deleted" and "automatic-action" in entry.diagnostic.lower()
 
 
 def _matching(report: DeliveryReport, address: str) -> ReportRecipient | None:

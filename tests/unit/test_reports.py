@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -428,13 +427,13 @@ def test_pdf_of_300_councillors_repeats_the_table_header_on_every_page() -> None
     assert where[-1] == len(pages) - 1 or where[-1] == len(pages) - 2
 
 
-def test_pdf_of_1000_councillors_takes_seconds() -> None:
-    started = time.perf_counter()
-    data = render_pdf(big_matrix(1000))
-    elapsed = time.perf_counter() - started
-
-    assert elapsed < 20, elapsed  # about 1 s on an idle core; generous for a busy machine
-    assert len(PdfReader(io.BytesIO(data)).pages) > 20
+def test_pdf_of_1000_councillors_lists_every_one() -> None:
+    # Speed is not asserted here (about 1 s on an idle core): only that a big council fits.
+    matrix = big_matrix(1000)
+    reader = PdfReader(io.BytesIO(render_pdf(matrix)))
+    assert len(reader.pages) > 20
+    text = "".join(page.extract_text() for page in reader.pages[-3:])
+    assert matrix.rows[-1].name in text
 
 
 def test_pdf_cuts_overlong_names_and_replaces_glyphs_the_font_lacks() -> None:
