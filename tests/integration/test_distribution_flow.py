@@ -416,3 +416,113 @@ def _send_raw_refused(port: int, rcpt: str, raw: bytes) -> str:
             code, text = exc.recipients[rcpt]
             return f"{code} {text.decode()}"
     return "accepted"
+
+
+async def test_supplement_threads_and_mdn_from_the_mail_program_marks_opened(
+    settings: Settings,
+    directory: Directory,
+    parts: Parts,
+    add_councillor: Callable[[str, str], Any],
+    tmp_path: Path,
+) -> None:
+    from .test_submission import submit
+
+    person = await add_councillor("Łukasz", "Żółć")
+    session, _ = await session_with_pdf(parts, tmp_path)
+    service = await start_service(settings)
+    try:
+        svc = service.parts.distributions()
+        notice = await svc.schedule(session.number, actor="pytest")
+        await wait_until(lambda: _all_have(svc.store, notice.id, EventKind.DELIVERED, 1))
+        amended = make_pdf(tmp_path / "autopoprawka.pdf", 1, "Autopoprawka")
+        await svc.attach(session.number, amended, doc_kind="draft-resolution", actor="pytest")
+        supplement = await svc.schedule(
+            session.number,
+            kind="supplement",
+            note="Autopoprawka do projektu uchwały w sprawie żłobków.",
+            actor="pytest",
+        )
+        assert len(supplement.document_ids) == 1  # only what the notice did not carry
+        await wait_until(lambda: _all_have(svc.store, supplement.id, EventKind.DELIVERED, 1))
+        inbox = await wait_for_count(settings, person, 2)
+        messages = [email.message_from_bytes(m, policy=policy.default) for m in inbox]
+        first = next(m for m in messages if "Zawiadomienie" in str(m["Subject"]))
+        second = next(m for m in messages if "Uzupełnienie" in str(m["Subject"]))
+        assert second["In-Reply-To"] == first["Message-ID"]
+        assert first["Message-ID"] in str(second["References"])
+        body = second.get_body(("plain",))
+        assert body is not None and "Autopoprawka do projektu" in body.get_content()
+        assert [a.get_filename() for a in second.iter_attachments()] == ["autopoprawka.pdf"]
+
+        # The councillor's mail program sends a read receipt (RFC 8098) through submission
+        # to the Disposition-Notification-To address.
+        dnt = str(first["Disposition-Notification-To"])
+        raw = build_mdn(person.address, dnt, person.address, str(first["Message-ID"]))
+        refused = await submit(
+            service.submission_port,
+            person.address,
+            person.password,
+            person.address,
+            [dnt],
+            email.message_from_bytes(raw, policy=policy.SMTP),
+        )
+        assert refused == {}
+        matrix = await svc.matrix(session.number)
+        notice_cell = next(c for c in matrix.rows[0].cells if c.distribution_id == notice.id)
+        opened = [e for e in notice_cell.events if e.kind is EventKind.OPENED]
+        assert len(opened) == 1 and opened[0].source.value == "mdn"
+        supplement_cell = next(
+            c for c in matrix.rows[0].cells if c.distribution_id == supplement.id
+        )
+        assert supplement_cell.state.state is EventKind.DELIVERED  # the MDN was about the notice
+    finally:
+        await service.stop()
+
+
+def build_mdn(sender: str, to: str, final: str, original_id: str) -> bytes:
+    boundary = "mdn-boundary-1"
+    return (
+        f"From: {sender}\r\n"
+        f"To: {to}\r\n"
+        f"Subject: Przeczytano: Zawiadomienie\r\n"
+        f"MIME-Version: 1.0\r\n"
+        f"Content-Type: multipart/report; report-type=disposition-notification;\r\n"
+        f' boundary="{boundary}"\r\n'
+        f"\r\n"
+        f"--{boundary}\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"Wiadomosc zostala wyswietlona.\r\n\r\n"
+        f"--{boundary}\r\n"
+        f"Content-Type: message/disposition-notification\r\n\r\n"
+        f"Reporting-UA: laptop.radny; Thunderbird 128.3.0\r\n"
+        f"Final-Recipient: rfc822;{final}\r\n"
+        f"Original-Message-ID: {original_id}\r\n"
+        f"Disposition: manual-action/MDN-sent-manually; displayed\r\n\r\n"
+        f"--{boundary}--\r\n"
+    ).encode()
+
+
+async def test_committee_distribution_reaches_only_its_members_plus_copies(
+    settings: Settings,
+    directory: Directory,
+    add_councillor: Callable[[str, str], Any],
+    tmp_path: Path,
+) -> None:
+    from mailsvc.app import open_parts
+
+    # The mayor's copy goes to an address outside the council's domain (the smarthost).
+    copy_settings = settings.with_changes(distribution={"copies": "burmistrz@urzad.example"})
+    async with open_parts(copy_settings) as parts:
+        people = await councillors(add_councillor)
+        member = await directory.find_by_address(people[1].address)
+        assert member is not None
+        await directory.sync_group("komisja-budzetowa", [member.dn], "Komisja Budżetowa")
+        session, _ = await session_with_pdf(parts, tmp_path)
+        svc = parts.distributions()
+        dist = await svc.schedule(session.number, committee="budzetowa", actor="pytest")
+        result = await svc.send(dist.id)
+        assert result.queued == 2
+        recipients = {r.address: r.role for r in await svc.store.recipients(dist.id)}
+        assert recipients == {people[1].address: "councillor", "burmistrz@urzad.example": "copy"}
+        with pytest.raises(Exception, match="committee 'nieznana'"):
+            await svc.schedule(session.number, committee="nieznana", actor="pytest")

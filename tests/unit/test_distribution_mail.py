@@ -196,3 +196,15 @@ def test_links_instead_of_attachments_above_the_limit(settings: Settings, tmp_pa
     assert not list(msg.iter_attachments())  # type: ignore[attr-defined]
     plain = msg.get_body(("plain",))  # type: ignore[attr-defined]
     assert "http://h/d/ONE" in plain.get_content() and "http://h/d/TWO" in plain.get_content()
+
+
+async def test_english_messages_when_configured(settings: Settings, tmp_path: Path) -> None:
+    english = settings.with_changes(language="en")
+    pack = make_pack(english, tmp_path)
+    msg = await assemble(english, pack, head_for(english, pack, ("Jan", "jan@rada.miasto.example")))
+    assert str(msg["Subject"]).startswith("Notice of session XV/2026")
+    assert msg["Content-Language"] == "en"
+    plain = msg.get_body(("plain",))
+    assert (
+        plain is not None and "Please confirm that you received this message" in plain.get_content()
+    )
