@@ -10,16 +10,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
-from collections.abc import Awaitable, Callable
-from datetime import date, datetime
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from mailsvc.app import Parts, audit_context, open_parts
 from mailsvc.config import Settings
-from mailsvc.distributions import DistributionError, Distributions
+from mailsvc.distributions import DistributionError, Distributions, NoticeRefused
+from mailsvc.storage.db import utcnow
 from mailsvc.storage.receipts import (
     DISTRIBUTION_KINDS,
     DOCUMENT_KINDS,
@@ -27,21 +30,52 @@ from mailsvc.storage.receipts import (
     DistributionRow,
 )
 
+# The shape of a local date and time, to tell "2027-02-30 10:00" (no such day) from "jutro".
+_DATETIME_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2})?")
+
 
 def _actor() -> str:
     return audit_context("cli").actor
 
 
-def _local_datetime(value: str, option: str) -> datetime:
-    """``2026-12-17 10:00`` or ``2026-12-17T10:00`` (the council's local time)."""
+def _local_datetime(settings: Settings, value: str, option: str) -> datetime:
+    """``2026-12-17 10:00`` or ``2026-12-17T10:00`` in the council's local time, naive.
+
+    A time that does not exist there (the hour skipped when clocks go forward in spring) is
+    refused rather than silently moved by an hour.
+    """
+    pl = _pl(settings)
     try:
         parsed = datetime.fromisoformat(value.strip().replace(" ", "T", 1))
-    except ValueError:
+    except ValueError as exc:
+        shape = _DATETIME_SHAPE.fullmatch(value.strip())
+        if shape is not None:  # the right shape but no such day or hour: 2027-02-30, 25:00
+            raise DistributionError(
+                f"{option} {value!r}: nie ma takiej daty ani godziny ({exc})"
+                if pl
+                else f"{option} {value!r}: no such date or time ({exc})"
+            ) from None
         raise DistributionError(
-            f"{option} {value!r}: expected a local date and time such as 2026-12-17 10:00"
+            f"{option} {value!r}: oczekiwano daty i godziny czasu lokalnego, np. 2026-12-17 10:00"
+            if pl
+            else f"{option} {value!r}: expected a local date and time such as 2026-12-17 10:00"
         ) from None
     if parsed.tzinfo is not None:
-        raise DistributionError(f"{option} {value!r}: give the council's local time, no zone")
+        raise DistributionError(
+            f"{option} {value!r}: podaj czas lokalny rady, bez strefy czasowej"
+            if pl
+            else f"{option} {value!r}: give the council's local time, no zone"
+        )
+    zone = ZoneInfo(settings.distribution.timezone)
+    round_trip = parsed.replace(tzinfo=zone).astimezone(UTC).astimezone(zone)
+    if round_trip.replace(tzinfo=None) != parsed:
+        raise DistributionError(
+            f"{option} {value!r}: tej godziny nie ma w strefie {zone.key} (zmiana czasu na "
+            "letni); podaj inną"
+            if pl
+            else f"{option} {value!r}: this time does not exist in {zone.key} (clocks go "
+            "forward); give another"
+        )
     return parsed
 
 
@@ -75,7 +109,7 @@ async def _sessions(settings: Settings, args: argparse.Namespace, parts: Parts) 
         row = await service.create_session(
             number=args.number,
             kind=args.kind,
-            starts_at=_local_datetime(args.at, "--at"),
+            starts_at=_local_datetime(settings, args.at, "--at"),
             place=args.place,
             title=args.title or "",
             agenda=args.agenda or [],
@@ -150,6 +184,9 @@ async def _sessions(settings: Settings, args: argparse.Namespace, parts: Parts) 
             _print_distribution(settings, service, dist)
         return 0
     if args.action == "attach":
+        # Every file is checked before any is stored: one refused file leaves the session as
+        # it was, so the clerk fixes it and runs the same command again.
+        await _check_files(settings, args.files)
         total = len(args.files)
         for i, name in enumerate(args.files, start=1):
             doc = await service.attach(
@@ -169,22 +206,60 @@ async def _sessions(settings: Settings, args: argparse.Namespace, parts: Parts) 
     raise AssertionError(args.action)
 
 
+async def _check_files(settings: Settings, names: Sequence[str]) -> None:
+    """Refuse the whole command when any file is unreadable or its content does not match its
+    name (the use case checks each file again as it stores it)."""
+    from mailsvc.domain.documents import DocumentRejected, check_document
+
+    for name in names:
+        path = Path(name)
+        try:
+            await asyncio.to_thread(check_document, path, path.name, settings.language)
+        except DocumentRejected as exc:
+            raise DistributionError(
+                f"{exc} Nie dołączono żadnego pliku."
+                if _pl(settings)
+                else f"{exc} No file was attached."
+            ) from None
+        except OSError as exc:
+            raise DistributionError(
+                f"{path}: nie można odczytać pliku ({exc.strerror})"
+                if _pl(settings)
+                else f"{path}: cannot be read ({exc.strerror})"
+            ) from None
+
+
 # -- distribute ---------------------------------------------------------------------------
 
 
 async def _distribute(settings: Settings, args: argparse.Namespace, parts: Parts) -> int:
     service = parts.distributions()
-    dist = await service.schedule(
-        args.session,
-        kind=args.kind,
-        at=_local_datetime(args.at, "--at") if args.at else None,
-        committee=args.committee,
-        documents=args.document or None,
-        note=args.note or "",
-        override_notice=args.override_notice,
-        new_date=_local_datetime(args.new_date, "--new-date") if args.new_date else None,
-        actor=_actor(),
-    )
+    at = _local_datetime(settings, args.at, "--at") if args.at else None
+    new_date = _local_datetime(settings, args.new_date, "--new-date") if args.new_date else None
+    if args.send_now and at is not None and service.to_utc(at) > utcnow():
+        raise DistributionError(
+            f"--send-now wysyła od razu, a --at {args.at!r} to przyszłość: pomiń jedno z nich"
+            if _pl(settings)
+            else f"--send-now sends at once but --at {args.at!r} is in the future: drop one"
+        )
+    try:
+        dist = await service.schedule(
+            args.session,
+            kind=args.kind,
+            at=at,
+            committee=args.committee,
+            documents=args.document or None,
+            note=args.note or "",
+            override_notice=args.override_notice,
+            new_date=new_date,
+            actor=_actor(),
+        )
+    except NoticeRefused as exc:
+        raise DistributionError(
+            f'{exc} Aby rozesłać mimo to, podaj powód: --override-notice "…" (zostanie zapisany).'
+            if _pl(settings)
+            else f'{exc} To send it anyway give the reason: --override-notice "…" (it is recorded).'
+        ) from None
     when = service.to_local(dist.due_at).strftime("%Y-%m-%d %H:%M")
     print(
         f"Zaplanowano rozesłanie #{dist.id} ({dist.kind}) na {when}; "
@@ -344,7 +419,11 @@ async def _savings(settings: Settings, args: argparse.Namespace, parts: Parts) -
     else:
         print(f"Od {cutover.isoformat()}:" if pl else f"Since {cutover.isoformat()}:")
     for session, pages, deliveries, cost in rows:
-        print(f"  {session:<12} {pages:>7} str. {deliveries:>5} dor. {cost:>10.2f} zł")
+        print(
+            f"  {session:<12} {pages:>7} str. {deliveries:>5} dor. {cost:>10.2f} zł"
+            if pl
+            else f"  {session:<12} {pages:>7} pages {deliveries:>5} deliveries PLN {cost:>10.2f}"
+        )
     per_page = settings.distribution.cost_per_page
     print(
         f"Razem: {total_pages} stron, {total_cost:.2f} zł (po {per_page} zł/str.)"
