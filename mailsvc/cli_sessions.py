@@ -83,6 +83,13 @@ def _pl(settings: Settings) -> bool:
     return settings.language != "en"
 
 
+def _pages(settings: Settings, pages: int | None) -> str:
+    """ ", 3 s." / ", 3 p." after a document's size; nothing when the count is unknown."""
+    if not pages:
+        return ""
+    return f", {pages} s." if _pl(settings) else f", {pages} p."
+
+
 def _print_distribution(settings: Settings, service: Distributions, d: DistributionRow) -> None:
     due = service.to_local(d.due_at).strftime("%Y-%m-%d %H:%M")
     sent = service.to_local(d.sent_at).strftime("%Y-%m-%d %H:%M") if d.sent_at else "-"
@@ -164,7 +171,7 @@ async def _sessions(settings: Settings, args: argparse.Namespace, parts: Parts) 
         def doc_line(d: Any) -> str:
             replaced = " (zastąpiony)" if d.replaced_by and _pl(settings) else ""
             replaced = replaced or (" (replaced)" if d.replaced_by else "")
-            pages = f", {d.pages} s." if d.pages else ""
+            pages = _pages(settings, d.pages)
             return (
                 f"      [{d.id}] {d.filename} ({d.doc_kind}, {d.size} B{pages}) "
                 f"sha256={d.sha256}{replaced}"
@@ -197,7 +204,7 @@ async def _sessions(settings: Settings, args: argparse.Namespace, parts: Parts) 
                 replaces=args.replaces,
                 actor=actor,
             )
-            pages = f", {doc.pages} s." if doc.pages else ""
+            pages = _pages(settings, doc.pages)
             print(
                 f"[{i}/{total}] [{doc.id}] {doc.filename} ({doc.media_type}, {doc.size} B{pages}) "
                 f"sha256={doc.sha256}"
@@ -335,13 +342,18 @@ async def _receipts(settings: Settings, args: argparse.Namespace, parts: Parts) 
 
 
 def cmd_receipts_parse(settings: Settings, args: argparse.Namespace) -> int:
-    from mailsvc.receipts.parse import scan, to_json
+    from mailsvc.receipts.parse import MAX_INPUT, scan, to_json
 
     path = Path(args.file)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_INPUT)  # the parser looks at no more than this
     except OSError as exc:
-        raise DistributionError(f"{path}: cannot be read ({exc.strerror})") from None
+        raise DistributionError(
+            f"{path}: nie można odczytać pliku ({exc.strerror})"
+            if _pl(settings)
+            else f"{path}: cannot be read ({exc.strerror})"
+        ) from None
     report = scan(raw)
     if args.json:
         print(json.dumps(to_json(report), ensure_ascii=False, indent=2))
@@ -465,10 +477,16 @@ def add_parser(sub: Any) -> None:
     a.add_argument("--title", default="")
     a.add_argument("--agenda", action="append", help="an agenda item (repeat, in order)")
     a.set_defaults(func=_runner(_sessions))
-    a = ssub.add_parser("list", help="list sessions")
+    a = ssub.add_parser(
+        "list", help="list sessions", epilog="example: mailsvc sessions list --json"
+    )
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=_runner(_sessions))
-    a = ssub.add_parser("show", help="a session with its agenda, documents and distributions")
+    a = ssub.add_parser(
+        "show",
+        help="a session with its agenda, documents and distributions",
+        epilog="example: mailsvc sessions show XV/2026",
+    )
     a.add_argument("number")
     a.set_defaults(func=_runner(_sessions))
     a = ssub.add_parser(
@@ -504,12 +522,26 @@ def add_parser(sub: Any) -> None:
     )
     p.set_defaults(func=_runner(_distribute))
 
-    p = sub.add_parser("distributions", help="list or cancel distributions")
+    p = sub.add_parser(
+        "distributions",
+        help="list or cancel distributions",
+        epilog="examples: mailsvc distributions list --session XV/2026\n"
+        "          mailsvc distributions cancel 12",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     dsub = p.add_subparsers(dest="action", required=True)
-    a = dsub.add_parser("list")
+    a = dsub.add_parser(
+        "list",
+        help="distributions in order of their due time",
+        epilog="example: mailsvc distributions list --session XV/2026",
+    )
     a.add_argument("--session")
     a.set_defaults(func=_runner(_distributions))
-    a = dsub.add_parser("cancel", help="cancel a scheduled distribution")
+    a = dsub.add_parser(
+        "cancel",
+        help="cancel a scheduled distribution",
+        epilog="example: mailsvc distributions cancel 12",
+    )
     a.add_argument("id", type=int)
     a.set_defaults(func=_runner(_distributions))
 
@@ -518,6 +550,7 @@ def add_parser(sub: Any) -> None:
         help="receipts report of a session, or parse a DSN/MDN file",
         epilog="examples: mailsvc receipts XV/2026 --format pdf --output XV-2026.pdf\n"
         "          mailsvc receipts parse bounce.eml --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("session", help='session number, or "parse" followed by FILE.eml')
     p.add_argument("file", nargs="?", help="with parse: the message file")
@@ -537,7 +570,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--output", "-o")
     p.set_defaults(func=_runner(_print_list))
 
-    p = sub.add_parser("savings", help="paper saved since the electronic cut-over")
+    p = sub.add_parser(
+        "savings",
+        help="paper saved since the electronic cut-over",
+        epilog="example: mailsvc savings --session XV/2026 --json",
+    )
     p.add_argument("--session")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_runner(_savings))

@@ -377,6 +377,9 @@ async def test_distribute_refuses_a_late_notice_unless_overridden_and_cancels_a_
     assert (starts.date() - timedelta(days=7)).isoformat() in late.err  # the deadline
     assert local_now().date().isoformat() in late.err  # when it would arrive
     assert "--override-notice" in late.err  # and how to send it anyway
+    english = await cli("distribute", "XVI/2026", env={"MAILSVC_LANGUAGE": "en"})
+    assert english.status == 1
+    assert "7 days" in english.err and "To send it anyway" in english.err
     assert await distributions(parts, "XVI/2026") == []
 
     due = local_now().replace(second=0, microsecond=0) + timedelta(hours=1)
@@ -592,6 +595,8 @@ async def test_receipts_parse_prints_the_contract_json_and_refuses_a_missing_fil
     gone = tmp_path / "nie-ma-takiego.eml"
     missing = await bare_cli("receipts", "parse", str(gone), "--json")
     assert missing.status == 1
-    assert missing.out == "" and str(gone) in missing.err
+    assert missing.out == "" and str(gone) in missing.err and "nie można odczytać" in missing.err
+    english = await bare_cli("receipts", "parse", str(gone), env={"MAILSVC_LANGUAGE": "en"})
+    assert english.status == 1 and "cannot be read" in english.err
     no_file = await bare_cli("receipts", "parse")
     assert no_file.status == 1 and "FILE.eml" in no_file.err
