@@ -195,6 +195,17 @@ class WebSettings:
     port: int = 8025
     # Address councillors' links point to; empty: http://<host>:<port>.
     public_url: str = ""
+    # Clerks' interface: only members of this directory group may log in.
+    clerks_group: str = "urzednicy"
+    # A clerk's login lasts this long without activity (minutes).
+    session_minutes: int = 60
+    # Failed logins allowed per client address and per login name within the window.
+    login_attempts: int = 5
+    login_window_minutes: int = 15
+    # Largest upload accepted by the clerks' interface (documents, rosters), in bytes.
+    upload_max_bytes: int = 104857600
+    # Seconds between refreshes of the live receipts matrix.
+    refresh_seconds: int = 5
 
 
 @dataclass(frozen=True)
@@ -234,7 +245,7 @@ class Settings:
     domain: str = "rada.miasto.example"
     var_dir: Path = Path("var")
     language: str = "pl"
-    office_address: str = "biuro@rada.miasto.example"
+    office_address: str = "biuro.rady@urzad.miasto.example"
     smtp: SmtpSettings = SmtpSettings()
     submission: SubmissionSettings = SubmissionSettings()
     smarthost: SmarthostSettings = SmarthostSettings()

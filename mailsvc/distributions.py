@@ -10,6 +10,7 @@ next run skips those already done — each councillor gets each distribution exa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
@@ -325,8 +326,18 @@ class Distributions:
         if kind == "date-change":
             if new_date is None:
                 raise DistributionError("a date change needs the new date (--new-date)")
-            await self.store.update_session(session.id, starts_at=new_date)
-            session = await self.session(number)
+            session = dataclasses.replace(session, starts_at=new_date)
+        if kind == "notice":
+            earlier = [
+                d
+                for d in await self.store.distributions(session_id=session.id)
+                if d.kind == "notice" and d.status != "cancelled" and (d.committee == committee)
+            ]
+            if earlier:
+                raise DistributionError(
+                    f"session {session.number} already has notice #{earlier[0].id} "
+                    f"({earlier[0].status}): send a supplement, or cancel that one first"
+                )
         pack = await self._pack_documents(session, kind, documents)
         if kind == "supplement" and not pack and not note.strip():
             raise DistributionError(
@@ -359,9 +370,7 @@ class Distributions:
                     breach.message,
                     override_notice,
                 )
-        if kind == "cancellation":
-            await self.store.update_session(session.id, status="cancelled")
-        return await self.store.create_distribution(
+        created = await self.store.create_distribution(
             session_id=session.id,
             kind=kind,
             due_at=due_utc,
@@ -372,6 +381,12 @@ class Distributions:
             override_reason=override_notice.strip() if override_notice else None,
             actor=actor,
         )
+        # The session changes only once the distribution announcing it is stored.
+        if kind == "cancellation":
+            await self.store.update_session(session.id, status="cancelled")
+        if kind == "date-change":
+            await self.store.update_session(session.id, starts_at=session.starts_at)
+        return created
 
     async def cancel(self, distribution_id: int) -> DistributionRow:
         dist = await self.store.distribution(distribution_id)
@@ -740,8 +755,13 @@ class Distributions:
                     continue
                 docs = await self.store.documents_by_id(dist.document_ids)
                 pages = sum(d.pages or 1 for d in docs)
+                # Paper is saved for those who acknowledged: the others stay on the print
+                # list (the paper fallback).
+                acked = await self.store.recipients_with_kind(dist.id, EventKind.ACKNOWLEDGED)
                 recipients = [
-                    r for r in await self.store.recipients(dist.id) if r.role == "councillor"
+                    r
+                    for r in await self.store.recipients(dist.id)
+                    if r.role == "councillor" and r.id in acked
                 ]
                 pages_total += pages * len(recipients)
                 recipients_total += len(recipients)

@@ -508,7 +508,12 @@ async def test_send_now_delivers_once_to_each_councillor_and_the_reports_show_it
     text = pdf_text(list_pdf.read_bytes())
     assert "Łukasz Żółć" in text and "Anna Nowak" in text
 
-    # Paper saved: nothing before the cut-over, pages × recipients × cost after it.
+    # Paper saved: nothing before the cut-over; after it pages × cost for each councillor who
+    # acknowledged (the others stay on the print list). One of the two acknowledges.
+    (dist,) = await distributions(parts, "XV/2026")
+    store = parts.distributions().store
+    first = next(r for r in await store.recipients(dist.id) if r.address == people[0].address)
+    assert await parts.distributions().acknowledge(first.id, dist.id, "pytest")
     nothing = json.loads((await cli("savings", "--json", env=before)).out)
     assert (nothing["pages"], Decimal(nothing["saved"])) == (0, Decimal(0))
     after = await cli("savings", "--json", env={"MAILSVC_DISTRIBUTION__CUTOVER_DATE": "2020-01-01"})
@@ -517,9 +522,9 @@ async def test_send_now_delivers_once_to_each_councillor_and_the_reports_show_it
     cost = Decimal(settings.distribution.cost_per_page)
     assert saved["cutover"] == "2020-01-01"
     assert saved["sessions"] == [
-        {"session": "XV/2026", "pages": 3 * 2, "deliveries": 2, "saved": str(3 * 2 * cost)}
+        {"session": "XV/2026", "pages": 3, "deliveries": 1, "saved": str(3 * cost)}
     ]
-    assert (saved["pages"], Decimal(saved["saved"])) == (6, 6 * cost)
+    assert (saved["pages"], Decimal(saved["saved"])) == (3, 3 * cost)
 
 
 # -- receipts parse ----------------------------------------------------------------------------
