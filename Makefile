@@ -52,6 +52,7 @@ check: venv
 bench: system-deps venv ## benchmarks beside their peers (bench/); not timed tests
 	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/provision.py
+	$(BIN)/python bench/distribute.py
 
 clean: stack-down
 	rm -rf var
