@@ -156,6 +156,10 @@ class Distributions:
         # One send per distribution at a time in this process (the database guards the rest).
         self._sending: dict[int, asyncio.Lock] = {}
 
+    def _t(self, pl: str, en: str) -> str:
+        """The clerk-facing message in the configured language."""
+        return en if self.settings.language == "en" else pl
+
     # --- time -----------------------------------------------------------------------------
 
     def to_utc(self, local: datetime) -> datetime:
@@ -181,14 +185,22 @@ class Distributions:
         number = " ".join(number.split())
         if not number or len(number) > 64 or any(not c.isprintable() for c in number):
             raise DistributionError(
-                f"session number {number!r}: expected printable text such as XV/2026"
+                self._t(
+                    f"numer sesji {number!r}: oczekiwano tekstu takiego jak XV/2026",
+                    f"session number {number!r}: expected printable text such as XV/2026",
+                )
             )
         if kind not in SESSION_KINDS:
             raise DistributionError(
-                f"session kind {kind!r}: expected one of {', '.join(SESSION_KINDS)}"
+                self._t(
+                    f"rodzaj sesji {kind!r}: dozwolone {', '.join(SESSION_KINDS)}",
+                    f"session kind {kind!r}: expected one of {', '.join(SESSION_KINDS)}",
+                )
             )
         if await self.store.session(number) is not None:
-            raise DistributionError(f"session {number} already exists")
+            raise DistributionError(
+                self._t(f"sesja {number} już istnieje", f"session {number} already exists")
+            )
         return await self.store.create_session(
             number=number,
             kind=kind,
@@ -203,7 +215,10 @@ class Distributions:
         found = await self.store.session(" ".join(number.split()))
         if found is None:
             raise DistributionError(
-                f"session {number!r} not found (mailsvc sessions list shows them)"
+                self._t(
+                    f"nie ma sesji {number!r} (listę pokazuje: mailsvc sessions list)",
+                    f"session {number!r} not found (mailsvc sessions list shows them)",
+                )
             )
         return found
 
@@ -231,9 +246,14 @@ class Distributions:
         if agenda_item is not None:
             items = {i.position: i for i in await self.store.agenda(session.id)}
             if agenda_item not in items:
+                numbers = ", ".join(str(p) for p in items)
                 raise DistributionError(
-                    f"agenda item {agenda_item}: session {session.number} has items "
-                    f"{', '.join(str(p) for p in items) or 'none'}"
+                    self._t(
+                        f"punkt porządku obrad {agenda_item}: sesja {session.number} ma punkty "
+                        f"{numbers or 'żadne'}",
+                        f"agenda item {agenda_item}: session {session.number} has items "
+                        f"{numbers or 'none'}",
+                    )
                 )
             item_id = items[agenda_item].id
         if replaces is not None and replaces not in {
@@ -313,11 +333,19 @@ class Distributions:
                 f"distribution kind {kind!r}: expected one of {', '.join(DISTRIBUTION_KINDS)}"
             )
         if session.status == "cancelled":
-            raise DistributionError(f"session {session.number} is cancelled")
-        if committee is not None and committee not in self.settings.committee_names:
             raise DistributionError(
-                f"committee {committee!r}: expected one of "
-                f"{', '.join(self.settings.committee_names)}"
+                self._t(
+                    f"sesja {session.number} jest odwołana",
+                    f"session {session.number} is cancelled",
+                )
+            )
+        if committee is not None and committee not in self.settings.committee_names:
+            known = ", ".join(self.settings.committee_names)
+            raise DistributionError(
+                self._t(
+                    f"komisja {committee!r}: nie ma takiej; są: {known}",
+                    f"committee {committee!r}: expected one of {known}",
+                )
             )
         if override_notice is not None and not override_notice.strip():
             raise DistributionError('--override-notice needs the reason, e.g. "pilna sprawa"')
@@ -335,13 +363,22 @@ class Distributions:
             ]
             if earlier:
                 raise DistributionError(
-                    f"session {session.number} already has notice #{earlier[0].id} "
-                    f"({earlier[0].status}): send a supplement, or cancel that one first"
+                    self._t(
+                        f"sesja {session.number} ma już zawiadomienie #{earlier[0].id} "
+                        f"({earlier[0].status}): wyślij uzupełnienie albo najpierw je anuluj",
+                        f"session {session.number} already has notice #{earlier[0].id} "
+                        f"({earlier[0].status}): send a supplement, or cancel that one first",
+                    )
                 )
         pack = await self._pack_documents(session, kind, documents)
         if kind == "supplement" and not pack and not note.strip():
             raise DistributionError(
-                "a supplement needs new documents (attach them first) or a note of what changed"
+                self._t(
+                    "uzupełnienie wymaga nowych dokumentów (najpierw je dołącz) "
+                    "albo opisu zmian (--note)",
+                    "a supplement needs new documents (attach them first) or a note of what "
+                    "changed (--note)",
+                )
             )
         replies_to = None
         if kind != "notice":
@@ -391,11 +428,20 @@ class Distributions:
     async def cancel(self, distribution_id: int) -> DistributionRow:
         dist = await self.store.distribution(distribution_id)
         if dist is None:
-            raise DistributionError(f"distribution {distribution_id} not found")
+            raise DistributionError(
+                self._t(
+                    f"nie ma rozesłania {distribution_id}",
+                    f"distribution {distribution_id} not found",
+                )
+            )
         if not await self.store.cancel_distribution(distribution_id):
             raise DistributionError(
-                f"distribution {distribution_id} is {dist.status}: only a scheduled one can be "
-                "cancelled (send a cancellation of the session instead)"
+                self._t(
+                    f"rozesłanie {distribution_id} ma stan {dist.status}: anulować można tylko "
+                    "zaplanowane (zamiast tego wyślij odwołanie sesji)",
+                    f"distribution {distribution_id} is {dist.status}: only a scheduled one can "
+                    "be cancelled (send a cancellation of the session instead)",
+                )
             )
         found = await self.store.distribution(distribution_id)
         assert found is not None

@@ -27,7 +27,7 @@ from sqlalchemy import update
 
 from mailsvc.app import Parts, start_service
 from mailsvc.config import Settings
-from mailsvc.distributions import NoticeRefused
+from mailsvc.distributions import DistributionError, NoticeRefused
 from mailsvc.domain.receipts import EventKind
 from mailsvc.mailbox import read_inbox
 from mailsvc.reports.receipts import render_csv, render_pdf
@@ -524,5 +524,5 @@ async def test_committee_distribution_reaches_only_its_members_plus_copies(
         assert result.queued == 2
         recipients = {r.address: r.role for r in await svc.store.recipients(dist.id)}
         assert recipients == {people[1].address: "councillor", "burmistrz@urzad.example": "copy"}
-        with pytest.raises(Exception, match="committee 'nieznana'"):
+        with pytest.raises(DistributionError, match="komisja 'nieznana': nie ma takiej"):
             await svc.schedule(session.number, committee="nieznana", actor="pytest")
