@@ -276,7 +276,14 @@ async def _distribute(settings: Settings, args: argparse.Namespace, parts: Parts
         f"documents: {len(dist.document_ids)}. `mailsvc serve` sends it."
     )
     if args.send_now:
-        result = await service.send(dist.id)
+
+        def progress(done: int, total: int) -> None:
+            if sys.stderr.isatty() or total >= 200:
+                label = "Kolejkowanie" if _pl(settings) else "Queueing"
+                end = "\n" if done == total else "\r"
+                print(f"{label}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+        result = await service.send(dist.id, progress=progress)
         delivered = await parts.deliver_queued()
         print(
             f"Wysłano: {result.queued} wiadomości, doręczono {delivered}."

@@ -528,14 +528,26 @@ class Distributions:
     def return_path(self, recipient_id: int) -> str:
         return f"bounces+{self.signer.verp_token(recipient_id)}@{self.settings.domain}"
 
-    async def send(self, distribution_id: int, *, now: datetime | None = None) -> SendResult:
+    async def send(
+        self,
+        distribution_id: int,
+        *,
+        now: datetime | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> SendResult:
         """Send one distribution: every recipient not yet queued gets its message. Safe to call
-        again after a crash or from a concurrent trigger (nobody gets it twice)."""
+        again after a crash or from a concurrent trigger (nobody gets it twice). ``progress``
+        is told (queued so far, to queue) after each chunk."""
         lock = self._sending.setdefault(distribution_id, asyncio.Lock())
         async with lock:
-            return await self._send(distribution_id, now or utcnow())
+            return await self._send(distribution_id, now or utcnow(), progress)
 
-    async def _send(self, distribution_id: int, now: datetime) -> SendResult:
+    async def _send(
+        self,
+        distribution_id: int,
+        now: datetime,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> SendResult:
         dist = await self.store.distribution(distribution_id)
         if dist is None:
             raise DistributionError(f"distribution {distribution_id} not found")
@@ -574,6 +586,8 @@ class Distributions:
             )
             if self.on_queued is not None:
                 self.on_queued()
+            if progress is not None:
+                progress(min(start + SEND_CHUNK, len(todo)), len(todo))
         await self.store.finish_sending(dist.id)
         log.info(
             "distribution %d (%s of session %s): %d queued, %d already queued before",
