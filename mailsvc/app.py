@@ -216,16 +216,31 @@ class Service:
 
 
 async def start_web(settings: Settings, distributions: Distributions) -> WebServer:
-    """The web server: acknowledgement pages and document downloads."""
+    """The web server: acknowledgement pages, document downloads, the clerks' interface and
+    the JSON API (over the same database, directory and queue as the distributions)."""
+    from mailsvc.storage.web import WebStore
     from mailsvc.web.app import create_app
     from mailsvc.web.server import web_server
 
+    engine = distributions.queue.engine
+    assert isinstance(distributions.directory, Directory)
+    parts = Parts(
+        settings,
+        engine,
+        distributions.directory,
+        Register(engine),
+        distributions.queue,
+        on_queued=distributions.on_queued,
+        _distributions=distributions,
+    )
+    await WebStore(engine).ensure_tables()
     app = create_app(
         signer=distributions.signer,
         backend=AckPages(distributions),
         language=settings.language,
         office_address=settings.office_address,
         time_zone=settings.distribution.timezone,
+        parts=parts,
     )
     server = web_server(app, settings.web.host, settings.web.port)
     await server.start()

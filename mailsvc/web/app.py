@@ -1,8 +1,9 @@
-"""The web app: councillors' acknowledgement links and document downloads (clerks' UI later).
+"""The web app: councillors' acknowledgement links and downloads, the clerks' interface, the API.
 
 ``create_app`` assembles the routes explicitly: ``AckRoutes.routes()`` for the councillors'
-links, then ``/healthz``; a later clerks' interface adds its own list beside them and renders
-through the same ``Pages``. Every response passes through ``SecurityHeaders``.
+links, then ``/healthz``; given the service's ``parts`` it adds the clerks' pages
+(``web.clerk``) and the JSON API (``web.api``). Every response passes through
+``SecurityHeaders``.
 
 The acknowledgement link is a capability: whoever holds ``/a/<token>`` may acknowledge for that
 councillor, so the token is signed, bound to recipient and distribution, and expires. The GET
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -35,6 +36,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailsvc import templating
 from mailsvc.receipts.tokens import TokenSigner
+
+if TYPE_CHECKING:
+    from mailsvc.app import Parts
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +125,15 @@ def create_app(
     office_address: str = "",
     time_zone: str = DEFAULT_TIME_ZONE,
     clock: Callable[[], datetime] | None = None,
+    parts: Parts | None = None,
 ) -> Starlette:
     """The Starlette app serving acknowledgement links, downloads and ``/healthz``.
 
     ``language`` is used when neither ``?lang=`` nor the councillor's preference says otherwise;
     ``office_address`` is whom an expired link tells the councillor to contact; ``time_zone``
     is the council's, for showing when an acknowledgement (stored in UTC) was made; ``clock``
-    returns the current time (aware, or naive UTC) and exists for tests.
+    returns the current time (aware, or naive UTC) and exists for tests. ``parts`` (the
+    service's database, directory and use cases) turns on the clerks' interface and the API.
     """
     if language not in LANGUAGES:
         raise ValueError(f"language {language!r}: expected one of {', '.join(LANGUAGES)}")
@@ -141,6 +147,10 @@ def create_app(
         clock=clock or _utc_now,
     )
     routes: list[BaseRoute] = [*ack.routes(), Route("/healthz", healthz, methods=["GET"])]
+    if parts is not None:
+        from mailsvc.web.site import clerk_routes
+
+        routes += clerk_routes(parts, templates_dir=templates_dir)
     return Starlette(
         routes=routes,
         middleware=[Middleware(SecurityHeaders)],

@@ -1,0 +1,139 @@
+"""Clerks' sign-in: directory credentials, the clerks group, sessions, CSRF and rate limits.
+
+A clerk signs in with the address and password the directory holds (a bind as the entry, the
+same check Dovecot relies on) and must be a member of ``web.clerks_group``. The session cookie
+is a random secret kept hashed in the database (``storage.web``): signing out or expiring ends it
+on the server, not only in the browser. Every form carries the session's CSRF token; the login
+form, which has no session yet, carries an HMAC of a random cookie (double submit, keyed by a
+server secret). Failed logins are counted per client address and per login name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from provisioning.directory import Directory
+from provisioning.errors import DirectoryUnavailable
+
+SESSION_COOKIE = "mailsvc_session"
+LOGIN_COOKIE = "mailsvc_login"
+LANGUAGE_COOKIE = "mailsvc_lang"
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+SECRET_NAME = "web-cookie-key"  # noqa: S105 (the name of a file in var/secrets)
+
+
+class LoginResult(Enum):
+    OK = "ok"
+    BAD_CREDENTIALS = "bad-credentials"
+    NOT_A_CLERK = "not-a-clerk"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class LoginOutcome:
+    result: LoginResult
+    address: str = ""
+    name: str = ""
+
+
+class LoginLimiter:
+    """Failed logins per key in a sliding window; in memory (one service process).
+
+    ``blocked`` answers how many seconds remain before a key may try again, or 0.
+    """
+
+    def __init__(
+        self, attempts: int, window_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.attempts = max(1, attempts)
+        self.window = window_seconds
+        self.clock = clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str) -> deque[float]:
+        now = self.clock()
+        failures = self._failures.get(key)
+        if failures is None:
+            return deque()
+        while failures and now - failures[0] > self.window:
+            failures.popleft()
+        if not failures:
+            del self._failures[key]
+        return failures
+
+    def blocked(self, *keys: str) -> float:
+        wait = 0.0
+        for key in keys:
+            failures = self._recent(key)
+            if len(failures) >= self.attempts:
+                wait = max(wait, self.window - (self.clock() - failures[0]))
+        return max(wait, 0.0)
+
+    def failed(self, *keys: str) -> None:
+        now = self.clock()
+        for key in keys:
+            self._recent(key)
+            self._failures.setdefault(key, deque()).append(now)
+        if len(self._failures) > 100_000:  # a flood of distinct names: forget the oldest
+            for key in list(self._failures)[:50_000]:
+                del self._failures[key]
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+
+class ClerkAuth:
+    """Checks credentials against the directory and membership of the clerks group."""
+
+    def __init__(self, directory: Directory, group: str, domain: str, secret: str) -> None:
+        self.directory = directory
+        self.group = group
+        self.domain = domain
+        self._key = secret.encode("utf-8")
+
+    def address(self, login: str) -> str:
+        """The address to look up: a bare login name gets the council's domain."""
+        login = login.strip().lower()
+        return login if "@" in login else f"{login}@{self.domain}"
+
+    async def login(self, login: str, password: str) -> LoginOutcome:
+        address = self.address(login)
+        if not login.strip() or not password or len(password) > 1024:
+            return LoginOutcome(LoginResult.BAD_CREDENTIALS, address)
+        try:
+            entry = await self.directory.authenticate(address, password)
+            if entry is None:
+                return LoginOutcome(LoginResult.BAD_CREDENTIALS, address)
+            group = await self.directory.get_group(self.group)
+        except DirectoryUnavailable:
+            return LoginOutcome(LoginResult.UNAVAILABLE, address)
+        name = entry.display_name or address
+        if group is None or entry.dn.lower() not in group.members:
+            return LoginOutcome(LoginResult.NOT_A_CLERK, entry.address, name)
+        return LoginOutcome(LoginResult.OK, entry.address, name)
+
+    # --- CSRF of the login form (no session yet) -------------------------------------------
+
+    @staticmethod
+    def new_login_nonce() -> str:
+        return secrets.token_urlsafe(24)
+
+    def login_csrf(self, nonce: str) -> str:
+        return hmac.new(self._key, b"login:" + nonce.encode(), hashlib.sha256).hexdigest()
+
+    def login_csrf_ok(self, nonce: str | None, token: str | None) -> bool:
+        if not nonce or not token:
+            return False
+        return hmac.compare_digest(self.login_csrf(nonce), token)
+
+
+def csrf_ok(expected: str, given: str | None) -> bool:
+    return bool(given) and hmac.compare_digest(expected.encode(), (given or "").encode())

@@ -1,0 +1,331 @@
+"""The clerks' web interface on the real stack: the whole service, slapd, Dovecot and httpx.
+
+A clerk is a directory account in the clerks group (``web.clerks_group``); everything else — the
+sign-in, CSRF tokens, uploads, the notice rule, sending, the matrix, the API — is the real thing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from fpdf import FPDF
+
+from mailsvc.app import Parts, Service
+from mailsvc.config import PACKAGE_ROOT
+from mailsvc.councillors import CreatedAccount
+from mailsvc.storage.web import WebStore
+from provisioning.directory import Directory
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+SAMPLE_ROSTER = PACKAGE_ROOT / "config" / "sample-roster.csv"
+
+
+def local_now() -> datetime:
+    return datetime.now(ZoneInfo("Europe/Warsaw")).replace(tzinfo=None)
+
+
+def make_pdf(path: Path, text: str) -> Path:
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("helvetica", size=14)
+    pdf.cell(text=text)
+    pdf.output(str(path))
+    return path
+
+
+def csrf_of(html: str) -> str:
+    found = CSRF.search(html)
+    assert found is not None, html[:2000]
+    return found.group(1)
+
+
+@pytest.fixture
+async def clerk(
+    add_councillor: Callable[[str, str], Any], directory: Directory, parts: Parts
+) -> CreatedAccount:
+    account: CreatedAccount = await add_councillor("Urszula", "Źdźbło-Urzędnik")
+    await directory.sync_group(parts.settings.web.clerks_group, [account.dn], "Urzędnicy")
+    return account
+
+
+@pytest.fixture
+async def web(service: Service) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{service.web_port}", timeout=60.0
+    ) as client:
+        yield client
+
+
+async def sign_in(web: httpx.AsyncClient, login: str, password: str) -> httpx.Response:
+    page = await web.get("/login")
+    assert page.status_code == 200
+    return await web.post(
+        "/login",
+        data={"username": login, "password": password, "csrf_token": csrf_of(page.text)},
+    )
+
+
+async def signed_in(web: httpx.AsyncClient, clerk: CreatedAccount) -> str:
+    """Sign in; returns the session's CSRF token (read from the dashboard)."""
+    answer = await sign_in(web, clerk.address, clerk.password)
+    assert answer.status_code == 303, answer.text
+    dashboard = await web.get("/")
+    assert dashboard.status_code == 200
+    return csrf_of(dashboard.text)
+
+
+async def audit_actions(parts: Parts, actor_part: str) -> list[str]:
+    entries, _ = await WebStore(parts.engine).audit_entries(limit=1000, actor=actor_part)
+    return [e.action for e in entries]
+
+
+async def test_clerk_signs_in_sees_the_dashboard_and_signs_out(
+    web: httpx.AsyncClient, clerk: CreatedAccount, parts: Parts
+) -> None:
+    assert (await web.get("/")).headers["location"].startswith("/login?next=")
+    answer = await sign_in(web, clerk.address, clerk.password)
+    assert answer.status_code == 303 and answer.headers["location"] == "/"
+    cookie = answer.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie
+    dashboard = await web.get("/")
+    assert dashboard.status_code == 200
+    assert "Urszula Źdźbło-Urzędnik" in dashboard.text
+    assert "Najbliższe sesje" in dashboard.text
+    assert "script-src 'nonce-" in dashboard.headers["content-security-policy"]
+    english = await web.get("/?lang=en")
+    assert "Upcoming sessions" in english.text
+
+    out = await web.post("/logout", data={"csrf_token": csrf_of(dashboard.text)})
+    assert out.status_code == 303
+    assert (await web.get("/")).status_code == 303  # back to the login page
+    assert {"web-login", "web-logout"} <= set(await audit_actions(parts, clerk.address))
+
+
+async def test_directory_user_outside_the_clerks_group_is_refused(
+    web: httpx.AsyncClient,
+    clerk: CreatedAccount,
+    add_councillor: Callable[[str, str], Any],
+    parts: Parts,
+) -> None:
+    councillor: CreatedAccount = await add_councillor("Łukasz", "Żółć")
+    answer = await sign_in(web, councillor.address, councillor.password)
+    assert answer.status_code == 403
+    assert "grupie urzędników" in answer.text
+    assert "mailsvc_session" not in answer.headers.get("set-cookie", "")
+    assert (await web.get("/")).status_code == 303
+    wrong = await sign_in(web, clerk.address, "not-the-password")
+    assert wrong.status_code == 401 and "Nieprawidłowy login lub hasło" in wrong.text
+    assert "web-login-refused" in await audit_actions(parts, councillor.address)
+
+
+async def test_form_posts_without_the_csrf_token_are_refused(
+    web: httpx.AsyncClient, clerk: CreatedAccount, parts: Parts
+) -> None:
+    await web.get("/login")
+    no_token = await web.post("/login", data={"username": clerk.address, "password": "x"})
+    assert no_token.status_code == 403
+    csrf = await signed_in(web, clerk)
+    form = {"number": "I/2026", "kind": "ordinary", "starts_at": "2031-01-10T10:00"}
+    refused = await web.post("/sessions", data=form)
+    assert refused.status_code == 403 and "CSRF" in refused.text
+    forged = await web.post("/sessions", data={**form, "csrf_token": csrf[:-2] + "xx"})
+    assert forged.status_code == 403
+    assert await parts.distributions().store.list_sessions() == []
+    accepted = await web.post("/sessions", data={**form, "csrf_token": csrf})
+    assert accepted.status_code == 303
+
+
+async def test_failed_logins_are_rate_limited(
+    web: httpx.AsyncClient, clerk: CreatedAccount, parts: Parts
+) -> None:
+    attempts = parts.settings.web.login_attempts
+    for _ in range(attempts):
+        assert (await sign_in(web, clerk.address, "wrong")).status_code == 401
+    blocked = await sign_in(web, clerk.address, clerk.password)  # right, but too late
+    assert blocked.status_code == 429
+    assert "Zbyt wiele nieudanych prób" in blocked.text
+    assert int(blocked.headers["retry-after"]) > 0
+
+
+async def test_roster_import_shows_the_plan_then_applies_it(
+    web: httpx.AsyncClient, clerk: CreatedAccount, directory: Directory, parts: Parts
+) -> None:
+    csrf = await signed_in(web, clerk)
+    roster = SAMPLE_ROSTER.read_bytes()
+    preview = await web.post(
+        "/councillors/import",
+        data={"csrf_token": csrf},
+        files={"roster": ("rada.csv", roster, "text/csv")},
+    )
+    assert preview.status_code == 200, preview.text
+    creates = int(re.search(r'id="plan-create">(\d+)<', preview.text).group(1))  # type: ignore[union-attr]
+    assert creates >= 10
+    assert "lukasz.zolc@" in preview.text  # planned addresses are shown
+    before = {e.address for e in await directory.list_councillors()}
+    assert not any(a.startswith("lukasz.zolc@") for a in before)  # the preview changed nothing
+
+    fields = dict(
+        re.findall(r'name="(upload_id|plan_digest|encoding)" value="([^"]*)"', preview.text)
+    )
+    if 'id="skip_invalid"' in preview.text:
+        fields["skip_invalid"] = "1"
+    applied = await web.post("/councillors/import/apply", data={"csrf_token": csrf, **fields})
+    assert applied.status_code == 200, applied.text
+    assert f"Utworzono: {creates}" in applied.text
+    after = {e.address for e in await directory.list_councillors()}
+    assert len(after - before) == creates
+    assert any(a.startswith("lukasz.zolc@") for a in after)
+    letters = re.search(r'href="(/councillors/letters/[^"]+)"', applied.text)
+    assert letters is not None
+    printed = await web.get(letters.group(1))
+    assert printed.status_code == 200 and "Łukasz" in printed.text
+    listing = await web.get("/councillors")
+    assert "Żółć" in listing.text and "Nowak-Kowalska" in listing.text
+    # Applying the same preview twice is refused: the upload is used up.
+    again = await web.post("/councillors/import/apply", data={"csrf_token": csrf, **fields})
+    assert again.status_code == 410
+    actions = await audit_actions(parts, clerk.address)
+    assert "roster-import" in actions and "create" in actions
+
+
+async def test_session_documents_notice_and_receipts_matrix(
+    web: httpx.AsyncClient,
+    clerk: CreatedAccount,
+    add_councillor: Callable[[str, str], Any],
+    parts: Parts,
+    tmp_path: Path,
+) -> None:
+    await add_councillor("Łukasz", "Żółć")
+    await add_councillor("Anna", "Nowak")
+    csrf = await signed_in(web, clerk)
+    starts = (local_now() + timedelta(days=20)).strftime("%Y-%m-%dT10:00")
+    created = await web.post(
+        "/sessions",
+        data={
+            "csrf_token": csrf,
+            "number": "XV/2026",
+            "kind": "ordinary",
+            "starts_at": starts,
+            "place": "Sala Obrad",
+            "agenda": "Otwarcie sesji\nProjekt uchwały w sprawie żłobków\n",
+        },
+    )
+    assert created.status_code == 303
+    session_url = created.headers["location"].split("?")[0]
+    page = await web.get(session_url)
+    assert "Projekt uchwały w sprawie żłobków" in page.text
+
+    pdf = make_pdf(tmp_path / "projekt.pdf", "Projekt uchwaly").read_bytes()
+    fake = b"MZ\x90\x00" + b"\x00" * 200  # a program, named as a PDF
+    upload = await web.post(
+        f"{session_url}/documents",
+        data={"csrf_token": csrf, "doc_kind": "draft-resolution", "agenda_item": "2"},
+        files=[
+            ("files", ("Projekt uchwały.pdf", pdf, "application/pdf")),
+            ("files", ("budżet.pdf", fake, "application/pdf")),
+        ],
+    )
+    assert upload.status_code == 422
+    assert "Projekt uchwały.pdf" in upload.text  # accepted
+    refused = re.search(r'id="upload-refused".*?</div>', upload.text, re.S)
+    assert refused is not None and "„budżet.pdf” nie jest" in refused.group(0)
+    docs = await parts.distributions().store.documents(int(session_url.rsplit("/", 1)[1]))
+    assert [d.filename for d in docs] == ["Projekt uchwały.pdf"]
+
+    check = await web.post(
+        f"{session_url}/distributions/check", data={"csrf_token": csrf, "kind": "notice"}
+    )
+    assert check.status_code == 200
+    assert 'data-notice-ok="1"' in check.text and 'id="schedule-confirm"' in check.text
+    confirmed = await web.post(
+        f"{session_url}/distributions", data={"csrf_token": csrf, "kind": "notice"}
+    )
+    assert confirmed.status_code == 303 and "done=scheduled-" in confirmed.headers["location"]
+
+    matrix = await web.get(f"{session_url}/receipts")
+    assert matrix.status_code == 200
+    for name in ("Łukasz Żółć", "Anna Nowak"):
+        assert name in matrix.text
+    assert 'data-live-url="' in matrix.text and 'id="refresh"' in matrix.text
+    live = (await web.get(f"{session_url}/receipts.json")).json()
+    assert len(live["rows"]) >= 2
+    assert all(set(r["cells"]) == {docs[0].sha256} for r in live["rows"])
+    exported = await web.get(f"{session_url}/receipts.csv")
+    assert exported.status_code == 200 and "Żółć" in exported.content.decode("utf-8-sig")
+    assert (await web.get(f"{session_url}/receipts.pdf")).content.startswith(b"%PDF-")
+
+    actions = await audit_actions(parts, clerk.address)
+    for action in (
+        "session-create",
+        "document-attach",
+        "document-refused",
+        "distribution-schedule",
+    ):
+        assert action in actions
+    audit_page = await web.get("/audit")
+    assert "distribution-schedule" in audit_page.text and "Źdźbło-Urzędnik" in audit_page.text
+
+
+async def test_notice_too_late_needs_a_recorded_reason(
+    web: httpx.AsyncClient, clerk: CreatedAccount, parts: Parts
+) -> None:
+    csrf = await signed_in(web, clerk)
+    starts = (local_now() + timedelta(days=2)).strftime("%Y-%m-%dT10:00")
+    created = await web.post(
+        "/sessions",
+        data={"csrf_token": csrf, "number": "XVI/2026", "kind": "ordinary", "starts_at": starts},
+    )
+    session_url = created.headers["location"].split("?")[0]
+    check = await web.post(
+        f"{session_url}/distributions/check", data={"csrf_token": csrf, "kind": "notice"}
+    )
+    assert 'data-notice-ok="0"' in check.text and "wymaga doręczenia" in check.text
+    assert 'name="override_reason"' in check.text
+    refused = await web.post(
+        f"{session_url}/distributions", data={"csrf_token": csrf, "kind": "notice"}
+    )
+    assert refused.status_code == 409
+    sent = await web.post(
+        f"{session_url}/distributions",
+        data={"csrf_token": csrf, "kind": "notice", "override_reason": "pilna sprawa"},
+    )
+    assert sent.status_code == 303
+    dists = await parts.distributions().store.distributions()
+    assert [d.override_reason for d in dists] == ["pilna sprawa"]
+    cancel = await web.post(
+        f"{session_url}/distributions/check", data={"csrf_token": csrf, "kind": "cancellation"}
+    )
+    assert cancel.status_code == 200 and 'id="schedule-confirm"' in cancel.text
+
+
+async def test_api_token_authenticates_and_a_bad_one_gets_401(
+    web: httpx.AsyncClient, parts: Parts, service: Service
+) -> None:
+    store = WebStore(parts.engine)
+    token = await store.create_token("bip", "pytest")
+    assert (await web.get("/api/v1/sessions")).status_code == 401
+    bad = await web.get("/api/v1/sessions", headers={"authorization": "Bearer msv_nope"})
+    assert bad.status_code == 401 and "error" in bad.json()
+    auth = {"authorization": f"Bearer {token}"}
+    created = await web.post(
+        "/api/v1/sessions",
+        headers=auth,
+        json={"number": "II/2026", "kind": "budget", "starts_at": "2031-03-01T10:00"},
+    )
+    assert created.status_code == 201, created.text
+    listed = await web.get("/api/v1/sessions", headers=auth)
+    assert [s["number"] for s in listed.json()] == ["II/2026"]
+    assert "session-create" in await audit_actions(parts, "api:bip")
+    assert await store.revoke_token("bip")
+    assert (await web.get("/api/v1/sessions", headers=auth)).status_code == 401
+    spec = (await web.get("/api/openapi.json")).json()
+    assert (
+        spec["openapi"].startswith("3.") and "/api/v1/sessions/{id}/distributions" in spec["paths"]
+    )
