@@ -329,3 +329,57 @@ async def test_api_token_authenticates_and_a_bad_one_gets_401(
     assert (
         spec["openapi"].startswith("3.") and "/api/v1/sessions/{id}/distributions" in spec["paths"]
     )
+
+
+async def test_password_reset_letter_end_mandate_and_the_other_pages(
+    web: httpx.AsyncClient,
+    clerk: CreatedAccount,
+    add_councillor: Callable[[str, str], Any],
+    directory: Directory,
+    parts: Parts,
+) -> None:
+    councillor: CreatedAccount = await add_councillor("Łukasz", "Żółć")
+    csrf = await signed_in(web, clerk)
+    reset = await web.post(
+        f"/councillors/{councillor.address}/reset-password", data={"csrf_token": csrf}
+    )
+    assert reset.status_code == 200
+    password = re.search(r'id="new-password">([^<]+)<', reset.text)
+    assert password is not None and password.group(1) != councillor.password
+    assert await directory.authenticate(councillor.address, password.group(1)) is not None
+    letter = re.search(r'href="(/councillors/letters/[^"]+)"', reset.text)
+    assert letter is not None
+    printed = await web.get(letter.group(1))
+    assert password.group(1) in printed.text and "Łukasz Żółć" in printed.text
+    assert (await web.get("/councillors/letters/not-a-key")).status_code == 410
+
+    ended = await web.post(
+        f"/councillors/{councillor.address}/end-mandate",
+        data={"csrf_token": csrf, "on": "2020-01-01", "reason": "zrzeczenie się mandatu"},
+    )
+    assert ended.status_code == 303
+    entry = await directory.find_by_address(councillor.address)
+    assert entry is not None and not entry.active
+    bad_date = await web.post(
+        f"/councillors/{clerk.address}/end-mandate", data={"csrf_token": csrf, "on": "jutro"}
+    )
+    assert bad_date.status_code == 400 and "RRRR-MM-DD" in bad_date.text
+    unknown = await web.post(
+        "/councillors/nikt@example.org/reset-password", data={"csrf_token": csrf}
+    )
+    assert unknown.status_code == 404
+
+    for url, marker in (
+        ("/relay", 'id="relay-stats"'),
+        ("/queue", 'id="queue"'),
+        ("/queue?show=all", 'id="queue"'),
+        ("/audit?actor=Urz", "reset-password"),
+        ("/sessions", 'id="session-form"'),
+        ("/councillors?all=1", "wyłączony"),
+    ):
+        page = await web.get(url)
+        assert page.status_code == 200 and marker in page.text, url
+    retried = await web.post("/queue/retry", data={"csrf_token": csrf, "all_dead": "1"})
+    assert retried.status_code == 303
+    actions = await audit_actions(parts, clerk.address)
+    assert {"reset-password", "end-mandate", "queue-retry"} <= set(actions)
