@@ -323,6 +323,24 @@ async def test_api_token_authenticates_and_a_bad_one_gets_401(
     listed = await web.get("/api/v1/sessions", headers=auth)
     assert [s["number"] for s in listed.json()] == ["II/2026"]
     assert "session-create" in await audit_actions(parts, "api:bip")
+    session_id = listed.json()[0]["id"]
+    check = await web.post(
+        f"/api/v1/sessions/{session_id}/notice-check", headers=auth, json={"kind": "notice"}
+    )
+    assert check.status_code == 200 and check.json()["ok"] is True
+    refused = await web.post(
+        f"/api/v1/sessions/{session_id}/documents",
+        headers=auth,
+        files=[("files", ("uchwała.pdf", b"plain text, not a PDF\n", "application/pdf"))],
+    )
+    assert refused.status_code == 422 and "uchwała.pdf" in refused.json()["refused"][0]["error"]
+    plan = await web.post(
+        "/api/v1/councillors/import?dry_run=true",
+        headers=auth,
+        files={"roster": ("rada.csv", SAMPLE_ROSTER.read_bytes(), "text/csv")},
+    )
+    assert plan.status_code == 200, plan.text
+    assert plan.json()["dry_run"] is True and len(plan.json()["create"]) >= 10
     assert await store.revoke_token("bip")
     assert (await web.get("/api/v1/sessions", headers=auth)).status_code == 401
     spec = (await web.get("/api/openapi.json")).json()
