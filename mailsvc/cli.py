@@ -17,7 +17,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-from mailsvc import cli_councillors, cli_queue, cli_sessions, i18n
+from mailsvc import cli_councillors, cli_queue, cli_sessions, cli_web, i18n
 from mailsvc.app import open_database, open_directory, start_service
 from mailsvc.config import Settings, load_settings
 from mailsvc.errors import ConfigError, MailsvcError
@@ -352,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_councillors.add_parser(sub)
     cli_queue.add_parser(sub)
     cli_sessions.add_parser(sub)
+    cli_web.add_parser(sub)
 
     p = sub.add_parser("relay", help="residents' mail: statistics (aggregates only)")
     rsub = p.add_subparsers(dest="action", required=True)
