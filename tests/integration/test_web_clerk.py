@@ -6,6 +6,7 @@ sign-in, CSRF tokens, uploads, the notice rule, sending, the matrix, the API —
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
@@ -17,8 +18,8 @@ import httpx
 import pytest
 from fpdf import FPDF
 
-from mailsvc.app import Parts, Service
-from mailsvc.config import PACKAGE_ROOT
+from mailsvc.app import Parts, Service, start_service
+from mailsvc.config import PACKAGE_ROOT, Settings
 from mailsvc.councillors import CreatedAccount
 from mailsvc.storage.web import WebStore
 from provisioning.directory import Directory
@@ -401,3 +402,31 @@ async def test_password_reset_letter_end_mandate_and_the_other_pages(
     assert retried.status_code == 303
     actions = await audit_actions(parts, clerk.address)
     assert {"reset-password", "end-mandate", "queue-retry"} <= set(actions)
+
+
+async def test_api_token_made_by_the_cli_opens_the_api_and_revoking_closes_it(
+    settings: Settings, directory: Directory
+) -> None:
+    from .test_cli import run_cli
+
+    made = await asyncio.to_thread(run_cli, settings, "web", "token", "create", "--name", "skrypt")
+    assert made.returncode == 0, made.stderr
+    token = next(line for line in made.stdout.splitlines() if line.startswith("msv_"))
+    listed = await asyncio.to_thread(run_cli, settings, "web", "token", "list")
+    assert "skrypt" in listed.stdout and token not in listed.stdout  # only a hash is kept
+    service = await start_service(settings)
+    try:
+        base = f"http://127.0.0.1:{service.web_port}"
+        async with httpx.AsyncClient(base_url=base) as client:
+            ok = await client.get("/api/v1/sessions", headers={"Authorization": f"Bearer {token}"})
+            assert ok.status_code == 200, ok.text
+            revoked = await asyncio.to_thread(
+                run_cli, settings, "web", "token", "revoke", "--name", "skrypt"
+            )
+            assert revoked.returncode == 0, revoked.stderr
+            refused = await client.get(
+                "/api/v1/sessions", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert refused.status_code == 401
+    finally:
+        await service.stop()
