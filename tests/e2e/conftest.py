@@ -17,9 +17,9 @@ fixture; inside ``tests/e2e`` that fixture is overridden to hand out the session
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 import pytest_asyncio
@@ -27,7 +27,7 @@ import pytest_asyncio
 from tests.integration import conftest as integration
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, BrowserContext, Page
+    from playwright.async_api import Browser, BrowserContext, Locator, Page
 
 # The integration fixtures, visible to the tests below this directory.
 settings = integration.settings
@@ -43,7 +43,6 @@ PHONE = {"width": 390, "height": 844}
 # Generous for a loaded two-core machine, short enough that a broken page fails quickly.
 TIMEOUT_MS = 15_000
 
-Screenshot = Callable[["Page", str], Awaitable[Path]]
 NewContext = Callable[..., Awaitable["BrowserContext"]]
 
 
@@ -71,7 +70,10 @@ async def browser() -> AsyncIterator[Browser]:
             pytrace=False,
         )
     async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        # --lang: the browser's own widgets (date inputs, file pickers) in Polish, as clerks see.
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--lang=pl-PL"]
+        )
         try:
             yield launched
         finally:
@@ -113,11 +115,17 @@ async def page(context: BrowserContext) -> Page:
     return await context.new_page()
 
 
-async def save_screenshot(page: Page, name: str) -> Path:
+class Screenshot(Protocol):
+    """``await screenshot(page, "ack-page")``; ``mask``: elements painted over (passwords)."""
+
+    async def __call__(self, page: Page, name: str, *, mask: Sequence[Locator] = ()) -> Path: ...
+
+
+async def save_screenshot(page: Page, name: str, *, mask: Sequence[Locator] = ()) -> Path:
     """Save the whole page (not only the viewport) as ``docs/screenshots/<name>.png``."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    await page.screenshot(path=path, full_page=True)
+    await page.screenshot(path=path, full_page=True, mask=list(mask))
     return path
 
 
