@@ -169,7 +169,14 @@ class Councillors:
         return {a[: -len(suffix)] for a in addresses if a.endswith(suffix)}
 
     async def plan(self, entries: Sequence[RosterEntry], today: date | None = None) -> Plan:
-        return plan_sync(entries, await self.current(), today or date.today())
+        """What importing ``entries`` changes. Members of the clerks' group (office staff with a
+        mailbox here) are not councillors: a roster never disables them."""
+        current = await self.current()
+        clerks = await self.directory.get_group(self.settings.web.clerks_group)
+        if clerks is not None and clerks.members:
+            staff = {dn.lower() for dn in clerks.members}
+            current = [e for e in current if (e.dn or "").lower() not in staff]
+        return plan_sync(entries, current, today or date.today())
 
     # -- applying ----------------------------------------------------------------------------
 

@@ -466,3 +466,19 @@ async def test_import_writes_printable_credentials_letters(
     for account in created:
         assert account["address"] in html and account["password"] in html
     assert "Łukasz Żółć" in html and str(settings.stack.imap_port) in html
+
+
+async def test_roster_import_never_disables_office_staff_in_the_clerks_group(
+    parts: Parts, settings: Settings, tmp_path: Path, add_councillor: Any
+) -> None:
+    clerk = await add_councillor("Maria", "Urzędnik")
+    stray = await add_councillor("Jan", "Spoza")
+    entry = await parts.directory.find_by_address(clerk.address)
+    assert entry is not None
+    await parts.directory.sync_group(settings.web.clerks_group, [entry.dn], "Urzędnicy")
+    plan, result, _, _ = await run_import(parts, roster(tmp_path, ROW_ZOLC), quiet=True)
+    disabled = [d.existing.address for d in plan.disables]
+    assert stray.address in disabled  # a councillor missing from the roster is disabled
+    assert clerk.address not in disabled  # the clerk is not a councillor of the roster
+    still = await parts.directory.find_by_address(clerk.address)
+    assert still is not None and still.active
