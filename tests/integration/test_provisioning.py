@@ -477,6 +477,7 @@ async def test_roster_import_never_disables_office_staff_in_the_clerks_group(
     assert entry is not None
     await parts.directory.sync_group(settings.web.clerks_group, [entry.dn], "Urzędnicy")
     plan, result, _, _ = await run_import(parts, roster(tmp_path, ROW_ZOLC), quiet=True)
+    assert result is not None and result.disabled == [stray.address]
     disabled = [d.existing.address for d in plan.disables]
     assert stray.address in disabled  # a councillor missing from the roster is disabled
     assert clerk.address not in disabled  # the clerk is not a councillor of the roster
