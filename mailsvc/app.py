@@ -215,25 +215,13 @@ class Service:
         log.info("mailsvc stopped")
 
 
-async def start_web(settings: Settings, distributions: Distributions) -> WebServer:
+async def start_web(settings: Settings, parts: Parts) -> WebServer:
     """The web server: acknowledgement pages, document downloads, the clerks' interface and
-    the JSON API (over the same database, directory and queue as the distributions)."""
-    from mailsvc.storage.web import WebStore
+    the JSON API, over the service's own parts."""
     from mailsvc.web.app import create_app
     from mailsvc.web.server import web_server
 
-    engine = distributions.queue.engine
-    assert isinstance(distributions.directory, Directory)
-    parts = Parts(
-        settings,
-        engine,
-        distributions.directory,
-        Register(engine),
-        distributions.queue,
-        on_queued=distributions.on_queued,
-        _distributions=distributions,
-    )
-    await WebStore(engine).ensure_tables()
+    distributions = parts.distributions()
     app = create_app(
         signer=distributions.signer,
         backend=AckPages(distributions),
@@ -268,7 +256,7 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
     try:
         distributions = parts.distributions()
         if settings.web.enabled:
-            service.web = await start_web(settings, distributions)
+            service.web = await start_web(settings, parts)
         if scheduler:
             service.scheduler = start_scheduler(
                 parts,

@@ -22,7 +22,6 @@ async def _token(settings: Settings, args: argparse.Namespace) -> int:
     engine = await open_database(settings)
     try:
         store = WebStore(engine)
-        await store.ensure_tables()
         context = audit_context(cli_command_line())
         if args.what == "create":
             try:

@@ -273,6 +273,9 @@ def _add_missing_columns(sync_conn: Connection) -> None:
 
 
 async def create_schema(engine: AsyncEngine) -> None:
+    # Tables defined beside their repositories join the metadata when imported.
+    import mailsvc.storage.web  # noqa: F401
+
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
         await conn.run_sync(_add_missing_columns)

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import Row, Select, and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailsvc.domain.receipts import EventKind, EventSource, ReceiptEvent
@@ -97,27 +98,29 @@ class RecipientRow:
     queue_message_id: int | None
 
 
-def _session(r: object) -> CouncilSessionRow:
+def _fields(r: object, cls: type[Any]) -> dict[str, Any]:
     m = r._mapping  # type: ignore[attr-defined]
-    return CouncilSessionRow(**{k: m[k] for k in CouncilSessionRow.__dataclass_fields__})
+    return {k: m[k] for k in cls.__dataclass_fields__ if k in m}
+
+
+def _session(r: object) -> CouncilSessionRow:
+    return CouncilSessionRow(**_fields(r, CouncilSessionRow))
 
 
 def _document(r: object) -> DocumentRow:
-    m = r._mapping  # type: ignore[attr-defined]
-    return DocumentRow(**{k: m[k] for k in DocumentRow.__dataclass_fields__})
+    return DocumentRow(**_fields(r, DocumentRow))
 
 
 def _distribution(r: object) -> DistributionRow:
     m = r._mapping  # type: ignore[attr-defined]
-    values = {k: m[k] for k in DistributionRow.__dataclass_fields__ if k in m}
+    values = _fields(r, DistributionRow)
     values["document_ids"] = tuple(int(i) for i in (m["document_ids"] or "").split(",") if i)
     values["late"] = bool(m["late"])
     return DistributionRow(**values)
 
 
 def _recipient(r: object) -> RecipientRow:
-    m = r._mapping  # type: ignore[attr-defined]
-    return RecipientRow(**{k: m[k] for k in RecipientRow.__dataclass_fields__})
+    return RecipientRow(**_fields(r, RecipientRow))
 
 
 async def add_delivery_events(
@@ -156,6 +159,11 @@ class ReceiptStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+
+    async def _first(self, query: Select[Any]) -> Row[Any] | None:
+        async with self.engine.connect() as conn:
+            row: Row[Any] | None = (await conn.execute(query)).first()
+        return row
 
     # --- sessions -------------------------------------------------------------------------
 
@@ -196,21 +204,11 @@ class ReceiptStore:
         return found
 
     async def session(self, number: str) -> CouncilSessionRow | None:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(council_sessions).where(council_sessions.c.number == number)
-                )
-            ).first()
+        row = await self._first(select(council_sessions).where(council_sessions.c.number == number))
         return _session(row) if row else None
 
     async def session_by_id(self, session_id: int) -> CouncilSessionRow | None:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(council_sessions).where(council_sessions.c.id == session_id)
-                )
-            ).first()
+        row = await self._first(select(council_sessions).where(council_sessions.c.id == session_id))
         return _session(row) if row else None
 
     async def list_sessions(self) -> list[CouncilSessionRow]:
@@ -349,12 +347,7 @@ class ReceiptStore:
         return found
 
     async def distribution(self, distribution_id: int) -> DistributionRow | None:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(distributions).where(distributions.c.id == distribution_id)
-                )
-            ).first()
+        row = await self._first(select(distributions).where(distributions.c.id == distribution_id))
         return _distribution(row) if row else None
 
     async def distributions(
@@ -427,14 +420,9 @@ class ReceiptStore:
             return [_recipient(r) for r in rows]
 
     async def recipient(self, recipient_id: int) -> RecipientRow | None:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(distribution_recipients).where(
-                        distribution_recipients.c.id == recipient_id
-                    )
-                )
-            ).first()
+        row = await self._first(
+            select(distribution_recipients).where(distribution_recipients.c.id == recipient_id)
+        )
         return _recipient(row) if row else None
 
     @staticmethod

@@ -96,14 +96,6 @@ class WebStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def ensure_tables(self) -> None:
-        """Create this module's tables if missing (the schema may predate them, and
-        ``create_schema`` only knows the tables imported when it ran)."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(
-                lambda sync: metadata.create_all(sync, tables=[web_sessions, api_tokens])
-            )
-
     # --- login sessions -------------------------------------------------------------------
 
     async def open_session(self, clerk: str, name: str) -> tuple[str, ClerkSession]:

@@ -24,8 +24,7 @@ def secure_cookies(public_url: str) -> bool:
 
 
 def clerk_routes(parts: Parts, *, templates_dir: Path | None = None) -> list[BaseRoute]:
-    """The clerks' pages and ``/api`` routes. The web tables must exist
-    (``WebStore.ensure_tables``; ``app.start_web`` does it)."""
+    """The clerks' pages and ``/api`` routes (their tables are made with the schema)."""
     settings = parts.settings
     store = WebStore(parts.engine)
     actions = ClerkActions(parts, store)
