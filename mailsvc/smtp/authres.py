@@ -1,6 +1,6 @@
 """Authentication-Results for inbound mail: SPF (RFC 7208), DKIM (RFC 6376), DMARC (RFC 7489).
 
-Two public functions:
+Three public functions:
 
 * ``authenticate(...)`` runs the three checks for one message and returns ``AuthResults``. It never
   raises and never takes longer than ``budget`` seconds: a check still waiting on DNS at the
@@ -8,6 +8,12 @@ Two public functions:
   relay.
 * ``authentication_results_header(results)`` gives the header field (RFC 8601) to prepend, folded,
   with every client-supplied value made safe.
+* ``remove_forged_results(message, authserv_id)`` removes from the incoming header every
+  Authentication-Results field (folded lines included, name in any case) whose authserv-id is our
+  own, compared case-insensitively: RFC 8601 section 5, so a resident cannot hand the councillor a
+  "dkim=pass" in our host's name. Fields of other authserv-ids, the body and every other byte stay
+  as sent. It works on bytes, looks only at the header block, and returns the message itself when
+  that block does not mention Authentication-Results (the common case, for every message).
 
 pyspf and dkimpy are blocking libraries. They run in a small thread pool of this module's own
 (not the loop's default executor, which the directory adapter needs even while DNS hangs), and
@@ -49,7 +55,12 @@ import dns.resolver
 import spf
 from publicsuffixlist import PublicSuffixList
 
-__all__ = ["AuthResults", "authenticate", "authentication_results_header"]
+__all__ = [
+    "AuthResults",
+    "authenticate",
+    "authentication_results_header",
+    "remove_forged_results",
+]
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +149,31 @@ def authentication_results_header(results: AuthResults) -> bytes:
             line = f"\t{word}"
     lines.append(line)
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+def remove_forged_results(message: bytes, authserv_id: str) -> bytes:
+    """``message`` without the Authentication-Results fields that claim ``authserv_id``.
+
+    RFC 8601 section 5: only we may speak for our authserv-id, so such a field in an incoming
+    message is a forgery (or a copy of an old result of ours) and must not reach the reader.
+    Fields of other authserv-ids, the body and every other byte are returned unchanged.
+    """
+    size = _header_size(message)
+    head = message[:size]
+    if b"authentication-results" not in head.lower():
+        return message
+    own = _comparable(_own_authserv(authserv_id))
+    kept: list[bytes] = []
+    removed = False
+    for field in _fields(head):
+        name = _RESULTS_NAME.match(field)
+        if name is not None and _comparable(_authserv_id_of(field[name.end() :])) == own:
+            removed = True
+        else:
+            kept.append(field)
+    if not removed:
+        return message
+    return b"".join(kept) + message[size:]
 
 
 # --- the checks, put together --------------------------------------------------------------
@@ -775,3 +811,79 @@ def _words(value: str) -> list[str]:
     if current:
         words.append("".join(current))
     return words
+
+
+# --- forged results --------------------------------------------------------------------------
+
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+_RESULTS_NAME = re.compile(rb"authentication-results[ \t]*:", re.IGNORECASE)
+# An RFC 2045 token ends at white space, controls and tspecials.
+_VALUE_TOKEN = re.compile(r'[^\x00-\x20\x7f()<>@,;:\\"/\[\]?=]*')
+
+
+def _header_size(message: bytes) -> int:
+    """Length of the header fields, up to and including the line end before the blank line.
+
+    0 when the message starts with a blank line (no header at all); the whole message when
+    there is no blank line (a message may be all header).
+    """
+    if message.startswith((b"\r\n", b"\n")):
+        return 0
+    blank = _BLANK_LINE.search(message)
+    return blank.start() + 1 if blank else len(message)
+
+
+def _fields(head: bytes) -> list[bytes]:
+    """The header fields, each with its continuation lines and line ends, exactly as sent."""
+    fields: list[bytes] = []
+    start = pos = 0
+    while pos < len(head):
+        newline = head.find(b"\n", pos)
+        pos = len(head) if newline < 0 else newline + 1
+        if pos < len(head) and head[pos] in (0x20, 0x09):
+            continue  # folded: the next line belongs to this field
+        fields.append(head[start:pos])
+        start = pos
+    return fields
+
+
+def _own_authserv(authserv_id: str) -> str:
+    """The authserv-id our own header carries (see ``_authserv``), unquoted."""
+    return authserv_id.strip() or "localhost"
+
+
+def _comparable(authserv_id: str) -> str:
+    # A trailing dot names the same host; a forger must not get through with "host.".
+    return authserv_id.strip().rstrip(".").lower()
+
+
+def _authserv_id_of(value: bytes) -> str:
+    """The authserv-id of an Authentication-Results value: after any CFWS, a token or a quoted
+    string (RFC 8601 section 2.2); "" when there is none."""
+    text = re.sub(r"\r?\n", "", value.decode("utf-8", "replace"))  # unfold
+    i, end, depth = 0, len(text), 0
+    while i < end:  # skip white space and (nested, escaped) comments
+        ch = text[i]
+        if ch == "\\" and depth:
+            i += 2
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif not depth and ch not in " \t":
+            break
+        i += 1
+    if i >= end:
+        return ""
+    if text[i] == '"':
+        chars: list[str] = []
+        i += 1
+        while i < end and text[i] != '"':
+            if text[i] == "\\" and i + 1 < end:
+                i += 1
+            chars.append(text[i])
+            i += 1
+        return "".join(chars)
+    token = _VALUE_TOKEN.match(text, i)
+    return token.group() if token else ""

@@ -1,4 +1,9 @@
-"""Inbound SMTP (residents → councillors): recipient checks at RCPT, durable queueing at DATA."""
+"""Inbound SMTP (residents → councillors): recipient checks at RCPT, durable queueing at DATA.
+
+At DATA the message gets our ``Received`` and ``Authentication-Results`` fields; before that,
+Authentication-Results fields in its header that claim our own authserv-id (``smtp_hostname``)
+are removed (RFC 8601 section 5, ``authres.remove_forged_results``). Every other byte is kept.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,11 @@ from mailsvc.domain.relay import LocalRecipient, RefusalKind, classify_recipient
 from mailsvc.errors import StorageUnavailable
 from mailsvc.receipts.sink import ReportSink, accept_reports
 from mailsvc.smtp import replies
-from mailsvc.smtp.authres import authenticate, authentication_results_header
+from mailsvc.smtp.authres import (
+    authenticate,
+    authentication_results_header,
+    remove_forged_results,
+)
 from mailsvc.smtp.server import (
     AdvertisesExtensions,
     ConnectionLimiter,
@@ -169,8 +178,11 @@ class InboundHandler(AdvertisesExtensions):
             reply = await accept_reports(self.reports, envelope, content)
             if reply is not None:
                 return reply
-        body = self._received_header(session, envelope) + content
+        # Also with the checks off: readers and filters trust a result in our host's name.
+        kept = remove_forged_results(content, self.settings.smtp_hostname)
+        body = self._received_header(session, envelope) + kept
         if self.settings.smtp.authentication_checks:
+            # DKIM is verified on the message as sent: a signature may cover a removed field.
             results = await authenticate(
                 authserv_id=self.settings.smtp_hostname,
                 client_ip=_peer_ip(session),

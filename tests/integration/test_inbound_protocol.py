@@ -327,6 +327,54 @@ async def test_authentication_results_are_prepended_from_the_dns(
     assert ("example.org", "TXT") in zone.queries
 
 
+async def test_forged_authentication_results_for_our_host_never_reach_the_mailbox(
+    custom_service: Callable[..., Any], settings: Settings, add_councillor: Callable[..., Any]
+) -> None:
+    from tests.unit.test_authres import Zone
+
+    account = await add_councillor("Jan", "Podrobiony")
+    ours = settings.smtp_hostname.encode()
+    forged = (
+        b"Authentication-Results: " + ours.upper() + b";\r\n"
+        b"\tdkim=pass header.d=" + settings.domain.encode() + b";\r\n"
+        b"\tdmarc=pass header.from=" + settings.domain.encode() + b"\r\n"
+    )
+    theirs = b"Authentication-Results: mx.gmina.example; spf=pass smtp.mailfrom=jan@example.org\r\n"
+    header = (
+        b"From: Jan Mieszkaniec <jan@example.org>\r\n"
+        + forged
+        + f"To: {account.address}\r\n".encode()
+        + theirs
+        + b"Subject: wynik\r\n"
+    )
+    body = b"\r\nZa\xc5\x82\xc4\x85czam wynik:\r\n" + forged + b"Pozdrawiam\r\n"
+    loop = asyncio.get_running_loop()
+    # An empty zone: the checks answer at once, and ours finds no valid DKIM signature.
+    transport, _zone = await loop.create_datagram_endpoint(Zone, local_addr=("127.0.0.1", 0))
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        svc = await custom_service(authentication_checks=True, dns_resolver=f"127.0.0.1:{port}")
+        wire = await greet(svc.smtp_port)
+        await wire.cmd("EHLO resident.example.org")
+        assert (await wire.cmd("MAIL FROM:<jan@example.org>")).startswith("250")
+        assert (await wire.cmd(f"RCPT TO:<{account.address}>")).startswith("250")
+        assert (await wire.cmd("DATA")).startswith("354")
+        await wire.send(header + body + b".\r\n")
+        assert (await wire.reply()).startswith("250")
+        await wire.close()
+        inbox = await wait_for_inbox(settings, account.address, account.password)
+    finally:
+        transport.close()
+    # The sender's header without the forged field, then the body: byte for byte.
+    assert inbox[0].endswith(header.replace(forged, b"") + body)
+    msg = message_from_bytes(inbox[0], policy=policy.compat32)
+    results = [" ".join(str(v).split()) for v in msg.get_all("Authentication-Results", [])]
+    claiming_ours = [r for r in results if r.lower().startswith(settings.smtp_hostname.lower())]
+    assert len(claiming_ours) == 1  # ours, prepended after the checks
+    assert "dkim=none" in claiming_ours[0] and "dkim=pass" not in claiming_ours[0]
+    assert "mx.gmina.example; spf=pass smtp.mailfrom=jan@example.org" in results
+
+
 async def test_bounces_with_the_null_sender_reach_the_councillor(
     service: Service, settings: Settings, add_councillor: Callable[..., Any]
 ) -> None:

@@ -574,3 +574,84 @@ def test_header_layout() -> None:
         b"\tdkim=none;\r\n"
         b"\tdmarc=none header.from=example.org\r\n"
     )
+
+
+# --- forged results in the incoming header (RFC 8601 section 5) --------------------------------
+
+OURS = b"Authentication-Results: mx.rada.example; dkim=pass header.d=rada.example\r\n"
+THEIRS = b"Authentication-Results: mx.gmina.example; spf=pass smtp.mailfrom=a@example.org\r\n"
+HEAD = b"From: jan@example.org\r\nTo: rada@rada.example\r\nSubject: Dziura\r\n"
+BODY = b"\r\nDzie\xc5\x84 dobry.\r\n"
+
+
+@pytest.mark.parametrize(
+    ("forged", "why"),
+    [
+        (OURS, "plain"),
+        (b"authentication-results: MX.Rada.Example; dkim=pass\r\n", "name and id in other case"),
+        (b"Authentication-Results : mx.rada.example; dkim=pass\r\n", "space before the colon"),
+        (b"Authentication-Results:mx.rada.example;dkim=pass\r\n", "no spaces at all"),
+        (
+            b"Authentication-Results: mx.rada.example;\r\n\tdkim=pass header.d=rada.example;\r\n"
+            b"  dmarc=pass header.from=rada.example\r\n",
+            "folded",
+        ),
+        (b"Authentication-Results:\r\n mx.rada.example; dkim=pass\r\n", "folded before the id"),
+        (b"Authentication-Results: (trust me) mx.rada.example 1; dkim=pass\r\n", "comment"),
+        (b'Authentication-Results: "mx.rada.example"; dkim=pass\r\n', "quoted"),
+        (b"Authentication-Results: mx.rada.example.; dkim=pass\r\n", "trailing dot"),
+        (b"Authentication-Results: mx.rada.example; none\r\n", "no result"),
+    ],
+)
+def test_results_claiming_our_authserv_id_are_removed(forged: bytes, why: str) -> None:
+    message = forged + HEAD + forged + BODY
+    assert authres.remove_forged_results(message, AUTHSERV) == HEAD + BODY, why
+
+
+def test_results_of_other_authserv_ids_stay_byte_for_byte() -> None:
+    lookalikes = (
+        b"Authentication-Results: mx.rada.example.evil.example; dkim=pass\r\n"
+        b"Authentication-Results: (mx.rada.example) gmina.example; dkim=pass\r\n"
+        b"X-Authentication-Results: mx.rada.example; dkim=pass\r\n"
+        b"Authentication-Results-Original: mx.rada.example; dkim=pass\r\n"
+    )
+    message = THEIRS + HEAD + lookalikes + BODY
+    assert authres.remove_forged_results(message, AUTHSERV) is message
+    mixed = THEIRS + OURS + HEAD + BODY
+    assert authres.remove_forged_results(mixed, AUTHSERV) == THEIRS + HEAD + BODY
+
+
+def test_the_body_is_never_touched() -> None:
+    body = b"\r\n" + OURS + b"Authentication-Results: mx.rada.example;\r\n\tdkim=pass\r\n"
+    assert authres.remove_forged_results(HEAD + body, AUTHSERV) == HEAD + body
+    assert authres.remove_forged_results(OURS + HEAD + body, AUTHSERV) == HEAD + body
+    # Bare LF line ends (normalised only on the way to Dovecot) end the header the same way.
+    lf = OURS.replace(b"\r\n", b"\n") + b"Subject: x\n\n" + OURS.replace(b"\r\n", b"\n")
+    assert authres.remove_forged_results(lf, AUTHSERV) == b"Subject: x\n\n" + OURS.replace(
+        b"\r\n", b"\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "message",
+    [b"", b"\r\n" + OURS, b"\n" + OURS, b"\r\n\r\n" + OURS, b"no header at all"],
+    ids=["empty", "crlf-then-body", "lf-then-body", "two-blank-lines", "one-line"],
+)
+def test_a_message_without_a_header_block_is_returned_as_is(message: bytes) -> None:
+    assert authres.remove_forged_results(message, AUTHSERV) is message
+
+
+def test_a_message_that_is_all_header_loses_only_the_forged_field() -> None:
+    assert authres.remove_forged_results(HEAD + OURS, AUTHSERV) == HEAD
+    assert authres.remove_forged_results(HEAD + OURS.rstrip(b"\r\n"), AUTHSERV) == HEAD
+
+
+def test_an_empty_authserv_id_setting_means_localhost_as_in_our_header() -> None:
+    forged = b"Authentication-Results: LOCALHOST; dkim=pass\r\n"
+    assert authres.remove_forged_results(forged + HEAD + BODY, "") == HEAD + BODY
+    assert authres._authserv("") == "localhost"
+
+
+def test_messages_without_results_are_not_copied() -> None:
+    message = HEAD + BODY + b"x" * 1_000_000
+    assert authres.remove_forged_results(message, AUTHSERV) is message
