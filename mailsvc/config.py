@@ -86,6 +86,8 @@ class SmarthostSettings:
     workers: int = 2
     # PEM bundle to verify the smarthost's certificate; empty means the system's CAs.
     ca_file: str = ""
+    # Days the local capture keeps each file (by modification time); 0 keeps them forever.
+    capture_retention_days: int = 14
 
 
 @dataclass(frozen=True)
@@ -463,6 +465,11 @@ def validate(s: Settings) -> None:
         )
     _check_positive("smarthost.timeout", s.smarthost.timeout)
     _check_positive("smarthost.workers", s.smarthost.workers)
+    if s.smarthost.capture_retention_days < 0:
+        raise ConfigError(
+            f"smarthost.capture_retention_days = {s.smarthost.capture_retention_days}: "
+            "expected 0 or more"
+        )
     if s.relay.acknowledge_from and "@" not in s.relay.acknowledge_from:
         raise ConfigError(
             f"relay.acknowledge_from = {s.relay.acknowledge_from!r}: expected an email address"

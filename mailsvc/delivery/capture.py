@@ -5,6 +5,9 @@ message and keeps it as ``<var_dir>/capture/<UTC timestamp>-<id>.eml``. The enve
 as a preamble of ``X-Capture-*`` header lines, so the file still opens in any mail program.
 Each file is written under a temporary name, fsync'd, then renamed: a reader never sees half a
 message, and 250 is answered only once the file is on disk.
+
+Files are kept for ``smarthost.capture_retention_days`` (0: forever): ``purge`` deletes older
+ones by modification time, and the scheduled job ``capture-purge`` runs it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import logging
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -109,6 +113,45 @@ def list_captured(directory: Path) -> list[CapturedMessage]:
     if not directory.is_dir():
         return []
     return [read(p) for p in sorted(directory.glob("*.eml"))]
+
+
+def _is_capture_file(name: str) -> bool:
+    # A temporary file left by an interrupted store is as old as its mtime says, so it goes too.
+    return name.endswith(".eml") or (name.startswith(".") and name.endswith(".eml.tmp"))
+
+
+def purge(directory: Path, retention_days: int, *, now: float | None = None) -> int:
+    """Delete captured files last modified more than ``retention_days`` ago; returns how many.
+
+    0 days keeps everything. Other files in the directory are left alone. Blocking: run it in a
+    thread.
+    """
+    if retention_days <= 0:
+        return 0
+    cutoff = (time.time() if now is None else now) - retention_days * 86400
+    removed = 0
+    try:
+        entries = os.scandir(directory)
+    except FileNotFoundError:
+        return 0  # nothing captured yet
+    with entries:
+        for entry in entries:
+            if not _is_capture_file(entry.name):
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                    continue
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue  # removed meanwhile (e.g. by hand)
+            except OSError as exc:
+                # One file we may not delete must not keep the others forever.
+                log.warning("capture: could not delete %s: %s", entry.path, exc)
+                continue
+            removed += 1
+    return removed
 
 
 class CaptureHandler:

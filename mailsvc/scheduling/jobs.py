@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from mailsvc.config import DistributionSettings
+from mailsvc.delivery import capture
 
 if TYPE_CHECKING:
     from mailsvc.app import Parts
@@ -54,6 +55,16 @@ async def relay_log_upkeep(ctx: Parts) -> object:
     return refreshed, purged
 
 
+async def capture_purge(ctx: Parts) -> object:
+    """Delete local-capture files older than ``smarthost.capture_retention_days`` (0: none)."""
+    days = ctx.settings.smarthost.capture_retention_days
+    directory = capture.capture_dir(ctx.settings.var_dir)
+    purged = await asyncio.to_thread(capture.purge, directory, days)
+    if purged:
+        log.info("capture: purged %d files older than %d days", purged, days)
+    return purged
+
+
 async def distributions_sync(ctx: Parts) -> object:
     """Send what is due (including what fell due while the service was down, reported late)
     and rebuild the one-off jobs of future distributions from the table."""
@@ -90,6 +101,7 @@ def job_specs(
     specs = [
         JobSpec("councillor-lifecycle", lifecycle_interval, councillor_lifecycle),
         JobSpec("relay-log-upkeep", upkeep_interval, relay_log_upkeep),
+        JobSpec("capture-purge", upkeep_interval, capture_purge),
     ]
     if distribution is not None:
         specs.append(JobSpec("distributions-sync", distribution.sync_interval, distributions_sync))
