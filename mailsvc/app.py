@@ -153,7 +153,11 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
     engine = await open_database(settings)
     directory = open_directory(settings)
     try:
-        yield Parts(settings, engine, directory, Register(engine), open_queue(settings, engine))
+        queue = open_queue(settings, engine)
+        try:
+            yield Parts(settings, engine, directory, Register(engine), queue)
+        finally:
+            await queue.close()
     finally:
         await directory.close()
         await engine.dispose()
@@ -207,7 +211,7 @@ class Service:
             await self.scheduler.stop()
         await self.parts.relay_log.close()
         await self.workers.stop()
-        await self.parts.queue.flush()
+        await self.parts.queue.close()
         if self.capture is not None:
             await self.capture.stop()
         await self.parts.directory.close()

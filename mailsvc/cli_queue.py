@@ -131,9 +131,11 @@ def _detail_json(detail: MessageDetail) -> dict[str, Any]:
 
 async def _with_queue(settings: Settings, work: Callable[[MailQueue], Awaitable[int]]) -> int:
     engine = await open_database(settings)
+    queue = open_queue(settings, engine)
     try:
-        return await work(open_queue(settings, engine))
+        return await work(queue)
     finally:
+        await queue.close()
         await engine.dispose()
 
 

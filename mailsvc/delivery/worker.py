@@ -280,7 +280,7 @@ class DeliveryWorkers:
                     "queue %s: bounce failed, kept as dead letter:\n%s", message.queue_id, error
                 )
                 outcomes = [(d, "dead" if s == "failed" else s, r, n) for d, s, r, n in outcomes]
-            ack = await self._ack_request(message, delivered, now)
+            ack = self._ack_request(message, delivered, now)
             return await self.queue.record(
                 message.id,
                 outcomes,
@@ -356,7 +356,7 @@ class DeliveryWorkers:
             return [], traceback.format_exc()
         return [Outgoing("", (message.mail_from,), dsn.as_bytes(), ORIGIN_DSN)], None
 
-    async def _ack_request(
+    def _ack_request(
         self, message: QueuedMessage, delivered: list[str], now: datetime
     ) -> AckRequest | None:
         """What to acknowledge to a resident; never fails (the mail is delivered by now)."""
@@ -379,20 +379,17 @@ class DeliveryWorkers:
             return None
         if len(self._acked) < 100_000:
             self._acked.update((sender, a.lower()) for a in delivered)
-        try:
-            names = await self.queue.display_names(delivered)
-        except Exception:
-            log.exception("queue %s: councillors' names unavailable", message.queue_id)
-            names = {}
 
-        def compose(fresh: Sequence[str]) -> Outgoing | None:
+        def compose(fresh: Sequence[tuple[str, str]]) -> Outgoing | None:
+            # Runs inside the queue's unit of work, with the register's names of the
+            # councillors not acknowledged yet today.
             try:
                 ack = build_acknowledgement(
                     self.settings,
                     mail_from=message.mail_from,
                     original=message.body,
                     delivered_at=now,
-                    councillors=[(names.get(a.lower(), ""), a) for a in fresh],
+                    councillors=list(fresh),
                 )
             except Exception:
                 log.exception("queue %s: acknowledgement not sent", message.queue_id)
@@ -401,7 +398,7 @@ class DeliveryWorkers:
                 "queue %s: acknowledging to <%s> delivery to %s",
                 message.queue_id,
                 message.mail_from,
-                ",".join(f"<{a}>" for a in fresh),
+                ",".join(f"<{a}>" for _, a in fresh),
             )
             return Outgoing("", (message.mail_from,), ack.as_bytes(), ORIGIN_ACK)
 

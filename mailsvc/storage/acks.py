@@ -3,6 +3,7 @@
 The unique constraint is what makes "at most once" hold under concurrency: two workers that
 deliver two messages of the same resident at the same moment both try to insert the key, and
 exactly one insert takes effect (``ON CONFLICT DO NOTHING`` on SQLite and PostgreSQL alike).
+The functions take a synchronous connection: they run inside the queue's units of work.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import Executable
 
 from mailsvc.storage.db import councillors, metadata
@@ -45,8 +46,8 @@ acknowledgements = Table(
 )
 
 
-async def claim(
-    conn: AsyncConnection,
+def claim(
+    conn: Connection,
     *,
     sender: str,
     councillor: str,
@@ -64,18 +65,18 @@ async def claim(
     }
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt: Executable = dialect.insert(acknowledgements).values(values).on_conflict_do_nothing()
-    result = await conn.execute(stmt)
+    result = conn.execute(stmt)
     return bool(result.rowcount == 1)
 
 
-async def purge(conn: AsyncConnection, before: date) -> int:
+def purge(conn: Connection, before: date) -> int:
     """Forget keys of days before ``before``: they hold residents' addresses (RODO)."""
-    result = await conn.execute(delete(acknowledgements).where(acknowledgements.c.day < before))
+    result = conn.execute(delete(acknowledgements).where(acknowledgements.c.day < before))
     return int(result.rowcount or 0)
 
 
-async def attach_ack(
-    conn: AsyncConnection,
+def attach_ack(
+    conn: Connection,
     *,
     sender: str,
     councillors_: Sequence[str],
@@ -83,7 +84,7 @@ async def attach_ack(
     ack_queue_id: str,
 ) -> None:
     """Note which queued message carried the acknowledgement for these keys."""
-    await conn.execute(
+    conn.execute(
         update(acknowledgements)
         .where(
             acknowledgements.c.sender == sender.lower(),
@@ -94,15 +95,13 @@ async def attach_ack(
     )
 
 
-async def display_names(conn: AsyncConnection, addresses: Sequence[str]) -> dict[str, str]:
+def display_names(conn: Connection, addresses: Sequence[str]) -> dict[str, str]:
     """Councillors' names from the register ("Given Surname"); unknown addresses are absent."""
     if not addresses:
         return {}
-    rows = (
-        await conn.execute(
-            select(councillors.c.address, councillors.c.given_names, councillors.c.surname).where(
-                councillors.c.address.in_([a.lower() for a in addresses])
-            )
+    rows = conn.execute(
+        select(councillors.c.address, councillors.c.given_names, councillors.c.surname).where(
+            councillors.c.address.in_([a.lower() for a in addresses])
         )
     ).all()
     return {row.address: f"{row.given_names} {row.surname}".strip() for row in rows}

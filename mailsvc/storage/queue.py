@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, select, update
+from sqlalchemy import Select, and_, bindparam, delete, func, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -24,6 +26,7 @@ from mailsvc.errors import StorageUnavailable
 from mailsvc.storage import acks
 from mailsvc.storage.db import deliveries, messages, utcnow
 from mailsvc.storage.receipts import add_delivery_events
+from mailsvc.storage.units import Units, units_for
 
 PENDING = ("queued", "deferred")
 SETTLED = ("delivered", "failed", "dead")
@@ -105,13 +108,14 @@ class AckRequest:
     """Acknowledge to ``sender`` the delivery to ``councillors`` — each at most once a day.
 
     ``compose`` is called inside the transaction with the councillors not acknowledged yet that
-    day (never with an empty list) and returns the message to queue, or None to send nothing.
+    day as (display name, address) pairs (never an empty list) and returns the message to
+    queue, or None to send nothing.
     """
 
     sender: str
     councillors: tuple[str, ...]
     day: date
-    compose: Callable[[Sequence[str]], Outgoing | None]
+    compose: Callable[[Sequence[tuple[str, str]]], Outgoing | None]
     # Keys of days before this one are forgotten on the way (None: keep them).
     forget_before: date | None = None
 
@@ -155,18 +159,29 @@ class Retried:
 
 
 class MailQueue:
-    """Repository over the queue tables. Every write is one committed transaction."""
+    """Repository over the queue tables. Every write is one committed transaction.
+
+    The hot path — enqueue, claim, record — runs as whole units of work (``units``): one
+    synchronous function and one transaction each, on the database's own thread for SQLite, so
+    a message costs three thread hops rather than one per statement.
+    """
 
     def __init__(self, engine: AsyncEngine, local_domains: Sequence[str] | None = None) -> None:
         self.engine = engine
         self.local_domains = (
             None if local_domains is None else tuple(d.lower() for d in local_domains)
         )
+        self.units: Units = units_for(engine)
         self._pending_enqueues: list[tuple[tuple[Any, ...], asyncio.Future[str]]] = []
         self._committer: asyncio.Task[None] | None = None
 
     def route_for(self, recipient: str) -> str:
         return route_for(recipient, self.local_domains)
+
+    async def close(self) -> None:
+        """Commit what is waiting, then close the queue's own database connection."""
+        await self.flush()
+        await self.units.close()
 
     async def enqueue(
         self,
@@ -186,7 +201,13 @@ class MailQueue:
         if mail_from == "<>":
             mail_from = ""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        request = (mail_from, recipients, body, client, origin or _origin_from_client(client))
+        request = (
+            mail_from,
+            tuple(recipients),
+            body,
+            client,
+            origin or _origin_from_client(client),
+        )
         self._pending_enqueues.append((request, future))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_pending())
@@ -203,8 +224,9 @@ class MailQueue:
         while self._pending_enqueues:
             batch, self._pending_enqueues = self._pending_enqueues, []
             try:
-                async with self.engine.begin() as conn:
-                    ids = [await self._insert(conn, *request) for request, _ in batch]
+                ids = await self.units.run(
+                    functools.partial(self._insert_all, [request for request, _ in batch])
+                )
             except SQLAlchemyError as exc:
                 error = StorageUnavailable(f"queue could not store the message: {exc}")
                 for _, future in batch:
@@ -222,16 +244,8 @@ class MailQueue:
                 if not future.done():
                     future.set_result(queue_id)
 
-    async def _insert(
-        self,
-        conn: AsyncConnection,
-        mail_from: str,
-        recipients: Sequence[str],
-        body: bytes,
-        client: str,
-        origin: str,
-    ) -> str:
-        return (await self.insert(conn, mail_from, recipients, body, client, origin))[1]
+    def _insert_all(self, requests: Sequence[tuple[Any, ...]], conn: Connection) -> list[str]:
+        return [self._insert_rows(conn, *request)[1] for request in requests]
 
     async def insert(
         self,
@@ -245,9 +259,28 @@ class MailQueue:
         parts: str | None = None,
     ) -> tuple[int, str]:
         """Queue a message inside the caller's transaction; returns (row id, queue id)."""
+
+        def insert(sync_conn: Connection) -> tuple[int, str]:
+            return self._insert_rows(
+                sync_conn, mail_from, recipients, body, client, origin, parts=parts
+            )
+
+        return await conn.run_sync(insert)
+
+    def _insert_rows(
+        self,
+        conn: Connection,
+        mail_from: str,
+        recipients: Sequence[str],
+        body: bytes,
+        client: str,
+        origin: str,
+        *,
+        parts: str | None = None,
+    ) -> tuple[int, str]:
         queue_id = secrets.token_hex(8)
         now = utcnow()
-        result = await conn.execute(
+        result = conn.execute(
             messages.insert().values(
                 queue_id=queue_id,
                 mail_from=mail_from,
@@ -261,7 +294,7 @@ class MailQueue:
             )
         )
         message_id = result.inserted_primary_key[0]  # type: ignore[index]
-        await conn.execute(
+        conn.execute(
             deliveries.insert(),
             [
                 {
@@ -280,13 +313,17 @@ class MailQueue:
 
     async def release_claims(self) -> int:
         """At start-up: deliveries left in flight by a crash become due again (at-least-once)."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
+
+        def release(conn: Connection) -> int:
+            now = utcnow()
+            result = conn.execute(
                 update(deliveries)
                 .where(deliveries.c.status == "inflight")
-                .values(status="queued", next_attempt_at=utcnow(), updated_at=utcnow())
+                .values(status="queued", next_attempt_at=now, updated_at=now)
             )
-        return result.rowcount
+            return int(result.rowcount or 0)
+
+        return await self.units.run(release)
 
     async def claim_next(self, route: str | None = None) -> QueuedMessage | None:
         """Claim every due delivery of the oldest due message on one route (one transaction).
@@ -299,93 +336,26 @@ class MailQueue:
     async def claim_batch(self, route: str | None, limit: int) -> list[QueuedMessage]:
         """Claim the due deliveries of up to ``limit`` of the oldest due messages, each on one
         route, in one transaction (fewer round trips per message under load)."""
-        now = utcnow()
-        due_now = and_(deliveries.c.status.in_(PENDING), deliveries.c.next_attempt_at <= now)
-        async with self.engine.begin() as conn:
-            first = select(deliveries.c.message_id, deliveries.c.route).where(due_now)
-            if route is not None:
-                first = first.where(deliveries.c.route == route)
-            picked: dict[int, str] = {}
-            for message_id, chosen in (
-                await conn.execute(
-                    first.order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(
-                        limit * 4  # a message with several recipients appears several times
-                    )
-                )
-            ).all():
-                if len(picked) >= limit:
-                    break
-                picked.setdefault(message_id, chosen)
-            if not picked:
-                return []
-            rows = (
-                await conn.execute(
-                    select(
-                        deliveries.c.id,
-                        deliveries.c.message_id,
-                        deliveries.c.route,
-                        deliveries.c.recipient,
-                        deliveries.c.attempts,
-                    ).where(deliveries.c.message_id.in_(list(picked)), due_now)
-                )
-            ).all()
-            due = [r for r in rows if r.route == picked[r.message_id]]
-            claimed = await conn.execute(
-                update(deliveries)
-                .where(
-                    deliveries.c.id.in_([d.id for d in due]),
-                    deliveries.c.status.in_(PENDING),
-                )
-                .values(status="inflight", updated_at=now)
-            )
-            if claimed.rowcount != len(due):  # another worker took some: let it have them all
-                raise StorageUnavailable("claim raced with another worker")
-            bodies = {
-                m.id: m
-                for m in (
-                    await conn.execute(
-                        select(
-                            messages.c.id,
-                            messages.c.queue_id,
-                            messages.c.mail_from,
-                            messages.c.received_at,
-                            messages.c.body,
-                            messages.c.origin,
-                            messages.c.parts,
-                        ).where(messages.c.id.in_(list(picked)))
-                    )
-                ).all()
-            }
-        out = []
-        for message_id, chosen in picked.items():
-            msg = bodies[message_id]
-            mine = [d for d in due if d.message_id == message_id]
-            out.append(
-                QueuedMessage(
-                    id=message_id,
-                    queue_id=msg.queue_id,
-                    mail_from=msg.mail_from,
-                    received_at=msg.received_at,
-                    body=msg.body or b"",
-                    deliveries=tuple((d.id, d.recipient, d.attempts) for d in mine),
-                    route=chosen,
-                    origin=msg.origin,
-                    parts=msg.parts,
-                )
-            )
-        return out
+
+        def claim(conn: Connection) -> list[QueuedMessage]:
+            return _claim_rows(conn, route, limit)
+
+        return await self.units.run(claim)
 
     async def release(self, claimed: Sequence[QueuedMessage]) -> None:
         """Give claimed but unattempted deliveries back (a graceful stop)."""
         ids = [d[0] for m in claimed for d in m.deliveries]
         if not ids:
             return
-        async with self.engine.begin() as conn:
-            await conn.execute(
+
+        def release(conn: Connection) -> None:
+            conn.execute(
                 update(deliveries)
                 .where(deliveries.c.id.in_(ids), deliveries.c.status == "inflight")
                 .values(status="queued", updated_at=utcnow())
             )
+
+        await self.units.run(release)
 
     async def record(
         self,
@@ -404,54 +374,75 @@ class MailQueue:
         it or none. ``error`` is kept on the message when an outcome is ``dead``. Returns the
         queue ids of the messages queued here.
         """
+
+        def record(conn: Connection) -> list[str]:
+            return self._record_rows(conn, message_id, outcomes, follow_ups, ack, error, receipts)
+
+        return await self.units.run(record)
+
+    def _record_rows(
+        self,
+        conn: Connection,
+        message_id: int,
+        outcomes: Sequence[tuple[int, str, str, datetime | None]],
+        follow_ups: Sequence[Outgoing],
+        ack: AckRequest | None,
+        error: str | None,
+        receipts: ReceiptUpdate | None,
+    ) -> list[str]:
         now = utcnow()
         queued: list[str] = []
-        async with self.engine.begin() as conn:
-            for delivery_id, status, reply, next_at in outcomes:
-                await conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id == delivery_id)
-                    .values(
-                        status=status,
-                        last_reply=reply,
-                        attempts=deliveries.c.attempts + 1,
-                        next_attempt_at=next_at or now,
-                        updated_at=now,
-                    )
-                )
-            for out in follow_ups:
-                queued.append(
-                    await self._insert(
-                        conn, out.mail_from, out.recipients, out.body, "", out.origin
-                    )
-                )
-            if ack is not None:
-                queue_id = await self._acknowledge(conn, message_id, ack, now)
-                if queue_id:
-                    queued.append(queue_id)
-            if receipts is not None and receipts.events:
-                await add_delivery_events(conn, message_id, receipts.events)
-            if error is not None and any(o[1] == "dead" for o in outcomes):
-                await conn.execute(
-                    update(messages)
-                    .where(messages.c.id == message_id)
-                    .values(status="dead", error=error[:10000])
-                )
-            await self._settle(conn, message_id)
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == bindparam("delivery_id"))
+            .values(
+                status=bindparam("new_status"),
+                last_reply=bindparam("reply"),
+                attempts=deliveries.c.attempts + 1,
+                next_attempt_at=bindparam("next_at"),
+                updated_at=now,
+            ),
+            [
+                {
+                    "delivery_id": delivery_id,
+                    "new_status": status,
+                    "reply": reply,
+                    "next_at": next_at or now,
+                }
+                for delivery_id, status, reply, next_at in outcomes
+            ],
+        )
+        for out in follow_ups:
+            queued.append(
+                self._insert_rows(conn, out.mail_from, out.recipients, out.body, "", out.origin)[1]
+            )
+        if ack is not None:
+            queue_id = self._acknowledge(conn, message_id, ack, now)
+            if queue_id:
+                queued.append(queue_id)
+        if receipts is not None and receipts.events:
+            add_delivery_events(conn, message_id, receipts.events)
+        if error is not None and any(o[1] == "dead" for o in outcomes):
+            conn.execute(
+                update(messages)
+                .where(messages.c.id == message_id)
+                .values(status="dead", error=error[:10000])
+            )
+        _settle(conn, message_id)
         return queued
 
-    async def _acknowledge(
-        self, conn: AsyncConnection, message_id: int, ack: AckRequest, now: datetime
+    def _acknowledge(
+        self, conn: Connection, message_id: int, ack: AckRequest, now: datetime
     ) -> str | None:
         if ack.forget_before is not None:
-            await acks.purge(conn, ack.forget_before)
-        original = (
-            await conn.execute(select(messages.c.queue_id).where(messages.c.id == message_id))
+            acks.purge(conn, ack.forget_before)
+        original = conn.execute(
+            select(messages.c.queue_id).where(messages.c.id == message_id)
         ).scalar_one()
         fresh = [
             c
             for c in ack.councillors
-            if await acks.claim(
+            if acks.claim(
                 conn,
                 sender=ack.sender,
                 councillor=c,
@@ -462,52 +453,34 @@ class MailQueue:
         ]
         if not fresh:
             return None
-        out = ack.compose(fresh)
+        names = acks.display_names(conn, fresh)
+        out = ack.compose([(names.get(a.lower(), ""), a) for a in fresh])
         if out is None:
             return None
-        queue_id = await self._insert(conn, out.mail_from, out.recipients, out.body, "", out.origin)
-        await acks.attach_ack(
+        queue_id = self._insert_rows(conn, out.mail_from, out.recipients, out.body, "", out.origin)[
+            1
+        ]
+        acks.attach_ack(
             conn, sender=ack.sender, councillors_=fresh, day=ack.day, ack_queue_id=queue_id
         )
         return queue_id
 
-    async def _settle(self, conn: AsyncConnection, message_id: int) -> None:
-        open_left = (
-            await conn.execute(
-                select(func.count())
-                .select_from(deliveries)
-                .where(
-                    deliveries.c.message_id == message_id,
-                    deliveries.c.status.not_in(FINAL),
-                )
-            )
-        ).scalar_one()
-        if open_left == 0:
-            # Privacy: a body is kept only until every recipient is settled for good (a dead
-            # letter keeps it, so that it can be retried).
-            await conn.execute(
-                update(messages)
-                .where(messages.c.id == message_id)
-                .values(status="done", body=None, error=None)
-            )
-
-    async def display_names(self, addresses: Sequence[str]) -> dict[str, str]:
-        async with self.engine.connect() as conn:
-            return await acks.display_names(conn, addresses)
-
     async def mark_dead(self, message_id: int, error: str) -> None:
         """An unexpected error: keep the message and say why (never drop it)."""
-        async with self.engine.begin() as conn:
-            await conn.execute(
+
+        def mark(conn: Connection) -> None:
+            conn.execute(
                 update(deliveries)
                 .where(deliveries.c.message_id == message_id, deliveries.c.status == "inflight")
                 .values(status="dead", last_reply=error[:2000], updated_at=utcnow())
             )
-            await conn.execute(
+            conn.execute(
                 update(messages)
                 .where(messages.c.id == message_id)
                 .values(status="dead", error=error[:10000])
             )
+
+        await self.units.run(mark)
 
     async def next_due_in(self, route: str | None = None) -> float | None:
         """Seconds until the next pending delivery (on ``route``) is due; None if none pends."""
@@ -516,8 +489,12 @@ class MailQueue:
         )
         if route is not None:
             query = query.where(deliveries.c.route == route)
-        async with self.engine.connect() as conn:
-            when = (await conn.execute(query)).scalar_one()
+
+        def earliest(conn: Connection) -> datetime | None:
+            when: datetime | None = conn.execute(query).scalar_one()
+            return when
+
+        when = await self.units.run(earliest)
         if when is None:
             return None
         delta: float = (when - utcnow()).total_seconds()
@@ -641,6 +618,91 @@ class MailQueue:
             await conn.execute(delete(deliveries).where(deliveries.c.message_id == ids))
             await conn.execute(delete(messages).where(messages.c.queue_id == queue_id))
         return detail
+
+
+def _claim_rows(conn: Connection, route: str | None, limit: int) -> list[QueuedMessage]:
+    """The claim as one unit of work: pick the oldest due messages, mark their due deliveries
+    on one route in flight, and read the bodies."""
+    now = utcnow()
+    due_now = and_(deliveries.c.status.in_(PENDING), deliveries.c.next_attempt_at <= now)
+    first = select(deliveries.c.message_id, deliveries.c.route).where(due_now)
+    if route is not None:
+        first = first.where(deliveries.c.route == route)
+    picked: dict[int, str] = {}
+    for message_id, chosen in conn.execute(
+        # a message with several recipients appears several times
+        first.order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(limit * 4)
+    ).all():
+        if len(picked) >= limit:
+            break
+        picked.setdefault(message_id, chosen)
+    if not picked:
+        return []
+    rows = conn.execute(
+        select(
+            deliveries.c.id,
+            deliveries.c.message_id,
+            deliveries.c.route,
+            deliveries.c.recipient,
+            deliveries.c.attempts,
+        ).where(deliveries.c.message_id.in_(list(picked)), due_now)
+    ).all()
+    due = [r for r in rows if r.route == picked[r.message_id]]
+    claimed = conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id.in_([d.id for d in due]), deliveries.c.status.in_(PENDING))
+        .values(status="inflight", updated_at=now)
+    )
+    if claimed.rowcount != len(due):  # another process took some: let it have them all
+        raise StorageUnavailable("claim raced with another worker")
+    bodies = {
+        m.id: m
+        for m in conn.execute(
+            select(
+                messages.c.id,
+                messages.c.queue_id,
+                messages.c.mail_from,
+                messages.c.received_at,
+                messages.c.body,
+                messages.c.origin,
+                messages.c.parts,
+            ).where(messages.c.id.in_(list(picked)))
+        ).all()
+    }
+    out = []
+    for message_id, chosen in picked.items():
+        msg = bodies[message_id]
+        mine = [d for d in due if d.message_id == message_id]
+        out.append(
+            QueuedMessage(
+                id=message_id,
+                queue_id=msg.queue_id,
+                mail_from=msg.mail_from,
+                received_at=msg.received_at,
+                body=msg.body or b"",
+                deliveries=tuple((d.id, d.recipient, d.attempts) for d in mine),
+                route=chosen,
+                origin=msg.origin,
+                parts=msg.parts,
+            )
+        )
+    return out
+
+
+def _settle(conn: Connection, message_id: int) -> None:
+    open_left = conn.execute(
+        select(func.count())
+        .select_from(deliveries)
+        .where(deliveries.c.message_id == message_id, deliveries.c.status.not_in(FINAL))
+    ).scalar_one()
+    if open_left == 0:
+        # Privacy: a body is kept only until every recipient is settled for good (a dead
+        # letter keeps it, so that it can be retried).
+        conn.execute(
+            update(messages)
+            .where(messages.c.id == message_id)
+            .values(status="done", body=None, error=None)
+        )
 
 
 def _delivery_rows() -> Select[Any]:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, Select, and_, func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailsvc.domain.receipts import EventKind, EventSource, ReceiptEvent
@@ -123,18 +124,17 @@ def _recipient(r: object) -> RecipientRow:
     return RecipientRow(**_fields(r, RecipientRow))
 
 
-async def add_delivery_events(
-    conn: AsyncConnection,
+def add_delivery_events(
+    conn: Connection,
     queue_message_id: int,
     events: Iterable[tuple[str, str, datetime, str, str]],
 ) -> int:
-    """Append delivery events for the recipients of one queued distribution message, inside the
-    caller's transaction. (address, kind, at, source, evidence); unknown addresses are skipped."""
-    rows = (
-        await conn.execute(
-            select(distribution_recipients.c.id, distribution_recipients.c.address).where(
-                distribution_recipients.c.queue_message_id == queue_message_id
-            )
+    """Append delivery events for the recipients of one queued distribution message, inside
+    the caller's (synchronous) transaction: the queue's unit of work that records the outcomes.
+    (address, kind, at, source, evidence); unknown addresses are skipped."""
+    rows = conn.execute(
+        select(distribution_recipients.c.id, distribution_recipients.c.address).where(
+            distribution_recipients.c.queue_message_id == queue_message_id
         )
     ).all()
     by_address = {r.address.lower(): r.id for r in rows}
@@ -150,7 +150,7 @@ async def add_delivery_events(
         if address.lower() in by_address
     ]
     if values:
-        await conn.execute(insert(receipt_events), values)
+        conn.execute(insert(receipt_events), values)
     return len(values)
 
 

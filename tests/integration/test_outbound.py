@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
 
 from mailsvc.app import Service, start_service
 from mailsvc.config import Settings
@@ -491,13 +492,15 @@ async def test_acknowledgement_keys_older_than_the_log_retention_are_forgotten(
     old_day = date.today() - timedelta(days=ack_settings.relay.log_retention_days + 1)
     async with ack_service.engine.begin() as conn:
         for day in (old_day, date.today() - timedelta(days=1)):
-            await acks.claim(
-                conn,
-                sender="ktos@example.org",
-                councillor=account.address,
-                day=day,
-                original_queue_id="old",
-                now=datetime.now(UTC).replace(tzinfo=None),
+            await conn.run_sync(
+                lambda sync, day=day: acks.claim(
+                    sync,
+                    sender="ktos@example.org",
+                    councillor=account.address,
+                    day=day,
+                    original_queue_id="old",
+                    now=datetime.now(UTC).replace(tzinfo=None),
+                )
             )
     await smtp_send(ack_service.smtp_port, [account.address], make_message(account.address, "x"))
     assert len(await captured(ack_settings, 1)) == 1
@@ -510,8 +513,8 @@ async def test_the_once_a_day_key_is_taken_by_exactly_one_of_concurrent_workers(
     outbound: Service,
 ) -> None:
     async def claim() -> bool:
-        async with outbound.engine.begin() as conn:
-            return await acks.claim(
+        def take(conn: Connection) -> bool:
+            return acks.claim(
                 conn,
                 sender="Jan@Example.org",
                 councillor="rada@x.example",
@@ -519,6 +522,9 @@ async def test_the_once_a_day_key_is_taken_by_exactly_one_of_concurrent_workers(
                 original_queue_id="q",
                 now=datetime.now(UTC).replace(tzinfo=None),
             )
+
+        # As the delivery workers take it: a unit of work on the queue's database thread.
+        return await outbound.queue.units.run(take)
 
     results = await asyncio.gather(*(claim() for _ in range(6)))
     assert sorted(results) == [False] * 5 + [True]

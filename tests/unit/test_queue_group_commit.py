@@ -12,19 +12,21 @@ from sqlalchemy import event, func, select
 from mailsvc.errors import StorageUnavailable
 from mailsvc.storage.db import create_engine, create_schema, deliveries, messages
 from mailsvc.storage.queue import MailQueue
+from mailsvc.storage.units import ThreadUnits
 
 
 async def test_concurrent_enqueues_share_commits_and_all_are_stored(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}")
     await create_schema(engine)
     commits = 0
+    queue = MailQueue(engine, ["rada.example"])
+    assert isinstance(queue.units, ThreadUnits)  # a SQLite file: the queue's own thread
 
-    @event.listens_for(engine.sync_engine, "commit")
+    @event.listens_for(queue.units.engine, "commit")
     def count(_conn: Any) -> None:
         nonlocal commits
         commits += 1
 
-    queue = MailQueue(engine, ["rada.example"])
     ids = await asyncio.gather(
         *(queue.enqueue("a@example.org", [f"r{n}@rada.example"], b"x" * n) for n in range(50))
     )
@@ -36,6 +38,7 @@ async def test_concurrent_enqueues_share_commits_and_all_are_stored(tmp_path: Pa
             rows = (await conn.execute(select(deliveries.c.recipient))).scalars().all()
         assert sorted(rows) == sorted(f"r{n}@rada.example" for n in range(50))
     finally:
+        await queue.close()
         await engine.dispose()
 
 
@@ -56,6 +59,7 @@ async def test_a_failed_commit_fails_every_message_of_the_batch(tmp_path: Path) 
         with pytest.raises(StorageUnavailable):
             await queue.enqueue("a@example.org", ["r@rada.example"], b"x")
     finally:
+        await queue.close()
         await engine.dispose()
 
 
@@ -83,4 +87,5 @@ async def test_claim_batch_takes_whole_messages_and_release_gives_them_back(
         statuses = [r.status for r in await queue.list_deliveries()]
         assert statuses.count("queued") == 4 and statuses.count("inflight") == 2
     finally:
+        await queue.close()
         await engine.dispose()
