@@ -239,9 +239,10 @@ def create_engine(url: str) -> AsyncEngine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         # One connection: SQLite has one writer anyway, and several pooled connections only
         # fight over its lock (long tails under load). Callers queue for it instead.
-        engine = create_async_engine(
-            url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60
-        )
+        pool: dict[str, Any] = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
+        if not database or database == ":memory:":
+            pool = {}  # one connection kept for the database's life (SQLAlchemy's StaticPool)
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **pool)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -336,11 +336,15 @@ class MailQueue:
     async def claim_batch(self, route: str | None, limit: int) -> list[QueuedMessage]:
         """Claim the due deliveries of up to ``limit`` of the oldest due messages, each on one
         route, in one transaction (fewer round trips per message under load)."""
+        return (await self.claim(route, limit)).messages
 
-        def claim(conn: Connection) -> list[QueuedMessage]:
-            return _claim_rows(conn, route, limit)
-
-        return await self.units.run(claim)
+    async def claim(self, route: str | None, limit: int) -> Claim:
+        """As :meth:`claim_batch`, and say whether more is due now or when it will be: the
+        delivery workers' dispatcher needs no second look at an empty queue."""
+        # Not flushed: a claim lost to a power failure is a delivery in flight, retried anyway.
+        return await self.units.run(
+            functools.partial(_claim_rows, route=route, limit=limit), durable=False
+        )
 
     async def release(self, claimed: Sequence[QueuedMessage]) -> None:
         """Give claimed but unattempted deliveries back (a graceful stop)."""
@@ -378,7 +382,11 @@ class MailQueue:
         def record(conn: Connection) -> list[str]:
             return self._record_rows(conn, message_id, outcomes, follow_ups, ack, error, receipts)
 
-        return await self.units.run(record)
+        # Not flushed (see mailsvc.storage.units): outcomes lost to a power failure are
+        # deliveries in flight at the crash, attempted again (at-least-once), and what the
+        # same transaction queued (a bounce, an acknowledgement) is lost with them and made
+        # again then. Unflushed commits become durable with the next enqueue's fsync.
+        return await self.units.run(record, durable=False)
 
     def _record_rows(
         self,
@@ -484,21 +492,11 @@ class MailQueue:
 
     async def next_due_in(self, route: str | None = None) -> float | None:
         """Seconds until the next pending delivery (on ``route``) is due; None if none pends."""
-        query = select(func.min(deliveries.c.next_attempt_at)).where(
-            deliveries.c.status.in_(PENDING)
-        )
-        if route is not None:
-            query = query.where(deliveries.c.route == route)
 
-        def earliest(conn: Connection) -> datetime | None:
-            when: datetime | None = conn.execute(query).scalar_one()
-            return when
+        def earliest(conn: Connection) -> float | None:
+            return _next_due_in(conn, route, utcnow())
 
-        when = await self.units.run(earliest)
-        if when is None:
-            return None
-        delta: float = (when - utcnow()).total_seconds()
-        return max(0.0, delta)
+        return await self.units.run(earliest)
 
     # -- operators (mailsvc queue …) ----------------------------------------------------------
 
@@ -620,55 +618,83 @@ class MailQueue:
         return detail
 
 
-def _claim_rows(conn: Connection, route: str | None, limit: int) -> list[QueuedMessage]:
+# The claim's statements, built once (only their parameters change from call to call).
+_DUE = and_(deliveries.c.status.in_(PENDING), deliveries.c.next_attempt_at <= bindparam("now"))
+_OLDEST_DUE = (
+    select(deliveries.c.message_id, deliveries.c.route)
+    .where(_DUE)
+    .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+    .limit(bindparam("rows"))
+)
+_OLDEST_DUE_ON_ROUTE = (
+    select(deliveries.c.message_id, deliveries.c.route)
+    .where(_DUE, deliveries.c.route == bindparam("route"))
+    .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+    .limit(bindparam("rows"))
+)
+_DUE_OF_MESSAGES = select(
+    deliveries.c.id,
+    deliveries.c.message_id,
+    deliveries.c.route,
+    deliveries.c.recipient,
+    deliveries.c.attempts,
+).where(deliveries.c.message_id.in_(bindparam("message_ids", expanding=True)), _DUE)
+_TAKE = (
+    update(deliveries)
+    .where(
+        deliveries.c.id.in_(bindparam("delivery_ids", expanding=True)),
+        deliveries.c.status.in_(PENDING),
+    )
+    .values(status="inflight", updated_at=bindparam("now"))
+)
+_BODIES = select(
+    messages.c.id,
+    messages.c.queue_id,
+    messages.c.mail_from,
+    messages.c.received_at,
+    messages.c.body,
+    messages.c.origin,
+    messages.c.parts,
+).where(messages.c.id.in_(bindparam("message_ids", expanding=True)))
+_NEXT_DUE = select(func.min(deliveries.c.next_attempt_at)).where(deliveries.c.status.in_(PENDING))
+_NEXT_DUE_ON_ROUTE = _NEXT_DUE.where(deliveries.c.route == bindparam("route"))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What one claim took, and what it saw of the rest of the queue."""
+
+    messages: list[QueuedMessage]
+    # True when more may be due now (the claim stopped at its limit).
+    more: bool
+    # Seconds until the next pending delivery on the route is due, when nothing more is due
+    # now (None: nothing pends).
+    next_due_in: float | None = None
+
+
+def _claim_rows(conn: Connection, route: str | None, limit: int) -> Claim:
     """The claim as one unit of work: pick the oldest due messages, mark their due deliveries
     on one route in flight, and read the bodies."""
     now = utcnow()
-    due_now = and_(deliveries.c.status.in_(PENDING), deliveries.c.next_attempt_at <= now)
-    first = select(deliveries.c.message_id, deliveries.c.route).where(due_now)
+    rows_wanted = limit * 4  # a message with several recipients appears several times
+    params: dict[str, Any] = {"now": now, "rows": rows_wanted}
     if route is not None:
-        first = first.where(deliveries.c.route == route)
+        params["route"] = route
+    candidates = conn.execute(_OLDEST_DUE if route is None else _OLDEST_DUE_ON_ROUTE, params).all()
     picked: dict[int, str] = {}
-    for message_id, chosen in conn.execute(
-        # a message with several recipients appears several times
-        first.order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(limit * 4)
-    ).all():
+    for message_id, chosen in candidates:
         if len(picked) >= limit:
             break
         picked.setdefault(message_id, chosen)
+    more = len(picked) >= limit or len(candidates) >= rows_wanted
     if not picked:
-        return []
-    rows = conn.execute(
-        select(
-            deliveries.c.id,
-            deliveries.c.message_id,
-            deliveries.c.route,
-            deliveries.c.recipient,
-            deliveries.c.attempts,
-        ).where(deliveries.c.message_id.in_(list(picked)), due_now)
-    ).all()
+        return Claim([], False, _next_due_in(conn, route, now))
+    rows = conn.execute(_DUE_OF_MESSAGES, {"message_ids": list(picked), "now": now}).all()
     due = [r for r in rows if r.route == picked[r.message_id]]
-    claimed = conn.execute(
-        update(deliveries)
-        .where(deliveries.c.id.in_([d.id for d in due]), deliveries.c.status.in_(PENDING))
-        .values(status="inflight", updated_at=now)
-    )
+    claimed = conn.execute(_TAKE, {"delivery_ids": [d.id for d in due], "now": now})
     if claimed.rowcount != len(due):  # another process took some: let it have them all
         raise StorageUnavailable("claim raced with another worker")
-    bodies = {
-        m.id: m
-        for m in conn.execute(
-            select(
-                messages.c.id,
-                messages.c.queue_id,
-                messages.c.mail_from,
-                messages.c.received_at,
-                messages.c.body,
-                messages.c.origin,
-                messages.c.parts,
-            ).where(messages.c.id.in_(list(picked)))
-        ).all()
-    }
+    bodies = {m.id: m for m in conn.execute(_BODIES, {"message_ids": list(picked)}).all()}
     out = []
     for message_id, chosen in picked.items():
         msg = bodies[message_id]
@@ -686,7 +712,17 @@ def _claim_rows(conn: Connection, route: str | None, limit: int) -> list[QueuedM
                 parts=msg.parts,
             )
         )
-    return out
+    return Claim(out, more, None if more else _next_due_in(conn, route, now))
+
+
+def _next_due_in(conn: Connection, route: str | None, now: datetime) -> float | None:
+    if route is None:
+        when: datetime | None = conn.execute(_NEXT_DUE).scalar_one()
+    else:
+        when = conn.execute(_NEXT_DUE_ON_ROUTE, {"route": route}).scalar_one()
+    if when is None:
+        return None
+    return max(0.0, (when - now).total_seconds())
 
 
 def _settle(conn: Connection, message_id: int) -> None:

@@ -18,9 +18,11 @@ from datetime import datetime
 
 from sqlalchemy import Column, DateTime, Index, Integer, String, Table, Text, and_, delete, select
 from sqlalchemy import update as sql_update
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailsvc.storage.db import deliveries, messages, metadata, utcnow
+from mailsvc.storage.units import EngineUnits, Units
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,13 @@ class CouncillorStats:
 
 
 class RelayLog:
-    def __init__(self, engine: AsyncEngine, flush_interval: float = 0.5) -> None:
+    def __init__(
+        self, engine: AsyncEngine, flush_interval: float = 0.5, *, units: Units | None = None
+    ) -> None:
         self.engine = engine
+        # The queue's units of work, when given: the log's writes then take turns with the
+        # queue's instead of meeting them at SQLite's lock.
+        self.units: Units = units or EngineUnits(engine)
         self.flush_interval = flush_interval
         self._pending: list[RelayEntry] = []
         self._task: asyncio.Task[None] | None = None
@@ -92,9 +99,12 @@ class RelayLog:
             for e in batch
             for rcpt in e.recipients
         ]
+
+        def write(conn: Connection) -> None:
+            conn.execute(relay_log.insert(), rows)
+
         try:
-            async with self.engine.begin() as conn:
-                await conn.execute(relay_log.insert(), rows)
+            await self.units.run(write)
         except Exception:
             log.exception("relay log: could not write %d rows (metadata only)", len(rows))
 

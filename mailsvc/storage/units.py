@@ -8,11 +8,23 @@ work is one plain function of a synchronous SQLAlchemy ``Connection``, run in on
 - On a SQLite file, on a dedicated thread with its own connection (WAL, ``synchronous=FULL``,
   ``BEGIN IMMEDIATE`` so that a writer takes the lock at the start instead of failing on an
   upgrade). One hop to the thread and one back per unit; the commit's fsync happens there, off
-  the event loop.
+  the event loop. The processes of one service (the acceptor and the delivery process) take
+  turns through an ``flock`` on ``<database>.lock`` held for each unit: the kernel hands the
+  lock to the next waiter the moment it is released, where SQLite's own busy handler would
+  poll with sleeps of up to 100 ms (long tails under load). Other writers (the CLI, the web
+  pages) still meet SQLite's lock and its busy timeout.
 - On any other database (PostgreSQL through asyncpg), through the async engine with
   ``run_sync``: the same function, the same single transaction.
 
 Callers get the function's result, or its exception.
+
+A unit is durable (its commit fsync'd before ``run`` returns) unless the caller passes
+``durable=False``: then the commit is ordered but not flushed (SQLite WAL ``synchronous=NORMAL``,
+PostgreSQL ``synchronous_commit = off``). A power failure may lose such a commit, never corrupt
+the database, and the next durable commit flushes it with its own. The queue uses it only for
+what a loss merely repeats: claims (deliveries in flight are retried after a crash anyway) and
+delivery outcomes (a lost outcome is a delivery in flight at the crash: attempted again, as
+at-least-once delivery allows). Accepting a message is always durable: 250 means fsync'd.
 """
 
 from __future__ import annotations
@@ -20,7 +32,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import fcntl
 import logging
+import os
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -36,7 +50,7 @@ T = TypeVar("T")
 
 
 class Units(Protocol):
-    async def run(self, work: Callable[[Connection], T]) -> T:
+    async def run(self, work: Callable[[Connection], T], *, durable: bool = True) -> T:
         """Run ``work`` in one transaction; committed when it returns, rolled back if it
         raises."""
         ...
@@ -50,8 +64,10 @@ class EngineUnits:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def run(self, work: Callable[[Connection], T]) -> T:
+    async def run(self, work: Callable[[Connection], T], *, durable: bool = True) -> T:
         async with self.engine.begin() as conn:
+            if not durable and conn.dialect.name == "postgresql":
+                await conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
             return await conn.run_sync(work)
 
     async def close(self) -> None:
@@ -84,34 +100,52 @@ class ThreadUnits:
     """Units of work on one thread that owns one SQLite connection."""
 
     def __init__(self, path: str) -> None:
+        self.path = path
         self.engine = sqlite_engine(path)
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="queue-db")
         self._conn: Connection | None = None
+        self._lock_fd: int | None = None
+        self._durable = True
         self._closed = False
 
-    def _execute(self, work: Callable[[Connection], T]) -> T:
+    def _execute(self, work: Callable[[Connection], T], durable: bool) -> T:
         if self._conn is None:
             self._conn = self.engine.connect()
+            self._durable = True  # the connection's pragma: synchronous=FULL
+        if self._lock_fd is None:
+            self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         conn = self._conn
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
+            if durable != self._durable:
+                # On the driver's connection, between transactions (SQLAlchemy would begin one).
+                raw: Any = conn.connection.driver_connection
+                raw.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             with conn.begin():
                 return work(conn)
         except DBAPIError:
             # The connection may be unusable (disk full, file replaced): start afresh next time.
             self._drop()
             raise
+        finally:
+            if self._lock_fd is not None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _drop(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
-    async def run(self, work: Callable[[Connection], T]) -> T:
+    async def run(self, work: Callable[[Connection], T], *, durable: bool = True) -> T:
         if self._closed:
             raise RuntimeError("the queue database is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._execute, work)
+        return await loop.run_in_executor(self._thread, self._execute, work, durable)
 
     async def close(self) -> None:
         if self._closed:

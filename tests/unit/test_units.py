@@ -1,0 +1,88 @@
+"""The queue's units of work on a real SQLite file: one thread, one lock file, durability."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from mailsvc.storage.db import create_engine
+from mailsvc.storage.units import EngineUnits, ThreadUnits, units_for
+
+
+def synchronous(conn: Connection) -> int:
+    value: int = conn.exec_driver_sql("PRAGMA synchronous").scalar_one()
+    return value
+
+
+async def test_units_take_turns_through_the_lock_file(tmp_path: Path) -> None:
+    """What the acceptor and the delivery process share: the flock on <database>.lock."""
+    path = tmp_path / "q.db"
+    units = ThreadUnits(str(path))
+    try:
+        await units.run(lambda conn: conn.execute(text("CREATE TABLE t (n INTEGER)")))
+        holder = os.open(f"{path}.lock", os.O_RDWR)
+        fcntl.flock(holder, fcntl.LOCK_EX)  # as another process in the middle of a unit
+        write = asyncio.create_task(
+            units.run(lambda conn: conn.execute(text("INSERT INTO t VALUES (1)")))
+        )
+        await asyncio.sleep(0.3)
+        assert not write.done()  # waits for the lock file first
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        os.close(holder)
+        await asyncio.wait_for(write, 5)
+        count = await units.run(lambda conn: conn.execute(text("SELECT count(*) FROM t")).scalar())
+        assert count == 1
+    finally:
+        await units.close()
+
+
+async def test_units_are_fsynced_unless_asked_not_to_be(tmp_path: Path) -> None:
+    units = ThreadUnits(str(tmp_path / "q.db"))
+    try:
+        # SQLite's values: 2 = FULL (fsync at every commit), 1 = NORMAL (WAL: not flushed).
+        assert await units.run(synchronous) == 2
+        assert await units.run(synchronous, durable=False) == 1
+        assert await units.run(synchronous) == 2
+    finally:
+        await units.close()
+
+
+async def test_a_failed_unit_is_rolled_back_and_the_next_one_runs(tmp_path: Path) -> None:
+    units = ThreadUnits(str(tmp_path / "q.db"))
+    try:
+        await units.run(lambda conn: conn.execute(text("CREATE TABLE t (n INTEGER UNIQUE)")))
+
+        def twice(conn: Connection) -> None:
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+            conn.execute(text("INSERT INTO t VALUES (1)"))  # violates UNIQUE: all rolled back
+
+        try:
+            await units.run(twice)
+        except Exception as exc:
+            assert "UNIQUE" in str(exc)
+        else:
+            raise AssertionError("the unit should have failed")
+        await units.run(lambda conn: conn.execute(text("INSERT INTO t VALUES (2)")))
+        rows = await units.run(lambda conn: conn.execute(text("SELECT n FROM t")).scalars().all())
+        assert rows == [2]
+    finally:
+        await units.close()
+
+
+async def test_only_a_sqlite_file_gets_its_own_thread(tmp_path: Path) -> None:
+    on_file = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}")
+    in_memory = create_engine("sqlite+aiosqlite:///:memory:")
+    try:
+        file_units = units_for(on_file)
+        assert isinstance(file_units, ThreadUnits)
+        await file_units.close()
+        # A second connection would not see an in-memory database: stay on the engine.
+        assert isinstance(units_for(in_memory), EngineUnits)
+    finally:
+        await on_file.dispose()
+        await in_memory.dispose()
