@@ -59,6 +59,7 @@ from relay_postfix import SMTP_SOURCE, LdapTable, PrivatePostfix, postfix_missin
 from relay_procs import (  # noqa: E402
     RssSampler,
     busy_cpu_seconds,
+    child_pids,
     cpu_seconds,
     peak_rss_bytes,
     reset_peak,
@@ -374,13 +375,15 @@ class MailsvcTarget(Target):
         self.process = process
 
     def pids(self) -> list[int]:
-        return [self.process.pid]
+        # serve and its delivery process (delivery.separate_process)
+        return [self.process.pid, *child_pids(self.process.pid)]
 
     def reset_peak(self) -> None:
-        reset_peak(self.process.pid)
+        for pid in self.pids():
+            reset_peak(pid)
 
     def peak_rss(self, sampled: int) -> int:
-        return max(sampled, peak_rss_bytes(self.process.pid))
+        return max(sampled, sum(peak_rss_bytes(pid) for pid in self.pids()))
 
 
 class PostfixTarget(Target):
@@ -729,7 +732,8 @@ def main(argv: list[str] | None = None) -> int:
             "\naccepted/s: client side (smtp-source); delivered/s: from the first connection until "
             "every message is a file in the Maildirs;\np50/p99: connect → 250 after the dot "
             "(bench/relay_load.py, a second pass of the same size);\n"
-            "RSS: mailsvc VmHWM, Postfix summed over its processes; PSS: summed proportional set "
+            "RSS: mailsvc VmHWM summed over its two processes, Postfix summed over its "
+            "processes; PSS: summed proportional set "
             "size (shared pages split), sampled every 0.1 s;\nCPU ms/msg: the relay's processes; "
             "backend: Dovecot + slapd CPU ms/msg in the same pass; other %: CPU used by anything "
             "else on the machine during the pass (% of one core; high values mean a noisy run)."

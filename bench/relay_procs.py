@@ -32,6 +32,16 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (all its threads'), e.g. mailsvc's delivery process."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system time of ``pids``, including their reaped children (utime..cstime)."""
     total = 0

@@ -21,6 +21,7 @@ from mailsvc import secret_store
 from mailsvc.config import Settings
 from mailsvc.councillors import Councillors
 from mailsvc.delivery.capture import CaptureSink, capture_dir, running_capture
+from mailsvc.delivery.process import DeliveryProcess
 from mailsvc.delivery.worker import DeliveryWorkers
 from mailsvc.distributions import AckPages, Distributions
 from mailsvc.receipts.sink import ReportSink
@@ -97,7 +98,7 @@ class Parts:
 
     @functools.cached_property
     def relay_log(self) -> RelayLog:
-        return RelayLog(self.engine)
+        return RelayLog(self.engine, units=self.queue.units)
 
     def distributions(self) -> Distributions:
         """The distributions use cases (one per Parts: it holds the per-distribution locks)."""
@@ -154,9 +155,12 @@ async def open_parts(settings: Settings) -> AsyncIterator[Parts]:
     directory = open_directory(settings)
     try:
         queue = open_queue(settings, engine)
+        parts = Parts(settings, engine, directory, Register(engine), queue)
         try:
-            yield Parts(settings, engine, directory, Register(engine), queue)
+            yield parts
         finally:
+            if "relay_log" in parts.__dict__:  # used: write what it buffered
+                await parts.relay_log.close()
             await queue.close()
     finally:
         await directory.close()
@@ -169,7 +173,8 @@ class Service:
 
     settings: Settings
     parts: Parts
-    workers: DeliveryWorkers
+    # In this process, or (delivery.separate_process) a handle on the delivery process.
+    workers: DeliveryWorkers | DeliveryProcess
     servers: list[asyncio.Server] = field(default_factory=list)
     scheduler: Any = None
     capture: CaptureSink | None = None
@@ -253,7 +258,12 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
     if settings.smarthost.port == 0:  # the embedded default: keep outgoing mail as files
         capture = CaptureSink(capture_dir(settings.var_dir), settings.smtp_hostname)
         await capture.start()
-    workers = DeliveryWorkers(parts.queue, settings, smarthost=capture.address if capture else None)
+    smarthost = capture.address if capture else None
+    workers: DeliveryWorkers | DeliveryProcess
+    if settings.delivery.separate_process:
+        workers = DeliveryProcess(settings, smarthost=smarthost)
+    else:
+        workers = DeliveryWorkers(parts.queue, settings, smarthost=smarthost)
     await workers.start()
     parts.on_queued = workers.wake
     service = Service(settings, parts, workers, capture=capture)

@@ -156,6 +156,8 @@ class DeliverySettings:
     lmtp_host: str = ""
     lmtp_port: int = 0
     workers: int = 4
+    # Deliver in a second process (a second core) rather than in the one that accepts mail.
+    separate_process: bool = True
     retry_initial: float = 60.0
     retry_max_interval: float = 3600.0
     retry_period: float = 432000.0

@@ -9,7 +9,6 @@ a bounce (RFC 3464) to the sender for recipients that failed for good, and an ac
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import ssl
@@ -25,7 +24,7 @@ from mailsvc.delivery.dsn import Failure, bounce_refusal, build_dsn
 from mailsvc.delivery.lmtp import LmtpClient, Reply
 from mailsvc.delivery.smarthost import SmarthostClient
 from mailsvc.domain.receipts import EventKind, EventSource
-from mailsvc.errors import TemporaryFailure
+from mailsvc.errors import StorageUnavailable, TemporaryFailure
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import (
     ORIGIN_ACK,
@@ -103,10 +102,13 @@ class DeliveryWorkers:
             ROUTE_SMTP: smarthost_workers or settings.smarthost.workers,
         }
         self._wake = {route: asyncio.Event() for route in ROUTES}
-        self._claim_lock = asyncio.Lock()
-        self._claimed: dict[str, collections.deque[QueuedMessage]] = {
-            route: collections.deque() for route in ROUTES
+        # Per route: claimed messages waiting for a worker, how many workers are busy, and a
+        # signal that one became free (the dispatcher claims only for free workers).
+        self._work: dict[str, asyncio.Queue[QueuedMessage]] = {
+            route: asyncio.Queue() for route in ROUTES
         }
+        self._busy = dict.fromkeys(ROUTES, 0)
+        self._free = {route: asyncio.Event() for route in ROUTES}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         # (sender, councillor) pairs acknowledged today, to skip the database for repeats.
@@ -148,6 +150,9 @@ class DeliveryWorkers:
             asyncio.create_task(self._run(route), name=f"delivery-{route}-{i}")
             for route, size in self._pool.items()
             for i in range(size)
+        ] + [
+            asyncio.create_task(self._dispatch(route), name=f"dispatch-{route}")
+            for route in self._pool
         ]
 
     async def stop(self) -> None:
@@ -159,51 +164,56 @@ class DeliveryWorkers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        leftover = [m for buffer in self._claimed.values() for m in buffer]
-        for buffer in self._claimed.values():
-            buffer.clear()
+        leftover = []
+        for work in self._work.values():
+            while not work.empty():
+                leftover.append(work.get_nowait())
         with contextlib.suppress(Exception):  # otherwise released at the next start
             await self.queue.release(leftover)
 
-    async def _claim(self, route: str) -> QueuedMessage | None:
-        # Claims are taken a few messages at a time (one transaction) and handed out to this
-        # route's workers one by one.
-        async with self._claim_lock:
-            buffer = self._claimed[route]
-            if not buffer:
-                buffer.extend(await self.queue.claim_batch(route, self._pool[route] * 2))
-            return buffer.popleft() if buffer else None
-
-    async def _idle(self, route: str) -> None:
-        try:
-            due_in = await self.queue.next_due_in(route)
-        except Exception:  # database briefly unavailable: poll again soon
-            log.exception("could not read the queue")
-            due_in = 1.0
-        timeout = _MAX_IDLE if due_in is None else min(_MAX_IDLE, max(due_in, 0.05))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake[route].wait(), timeout)
+    async def _dispatch(self, route: str) -> None:
+        """Claim work for this route's free workers: a few messages per transaction, and no
+        second look at a queue that had nothing more due (the claim says when to look again;
+        a newly queued message wakes the dispatcher at once)."""
+        wake, free, work = self._wake[route], self._free[route], self._work[route]
+        while not self._stopping:
+            wanted = self._pool[route] - self._busy[route] - work.qsize()
+            if wanted <= 0:
+                free.clear()
+                await free.wait()
+                continue
+            wake.clear()  # before the claim: a message queued from now on wakes us again
+            try:
+                claim = await self.queue.claim(route, wanted)
+            except StorageUnavailable as exc:  # e.g. another process claimed the same rows
+                log.debug("claim on %s: %s", route, exc)
+                await asyncio.sleep(0.05)
+                continue
+            except Exception:
+                log.exception("could not claim work from the queue")
+                await asyncio.sleep(1)
+                continue
+            for message in claim.messages:
+                work.put_nowait(message)
+            if claim.more:
+                continue
+            due_in = claim.next_due_in
+            timeout = _MAX_IDLE if due_in is None else min(_MAX_IDLE, max(due_in, 0.05))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout)
 
     async def _run(self, route: str) -> None:
         client = self.client(route)
-        wake = self._wake[route]
+        work, free = self._work[route], self._free[route]
         try:
             while not self._stopping:
+                message = await work.get()
+                self._busy[route] += 1
                 try:
-                    message = await self._claim(route)
-                except Exception:
-                    log.exception("could not claim work from the queue")
-                    await asyncio.sleep(1)
-                    continue
-                if message is None:
-                    if wake.is_set():  # woken since the claim: look again first
-                        wake.clear()
-                        continue
-                    await self._idle(route)
-                    continue
-                # More work may be waiting: let an idle sibling look too.
-                wake.set()
-                queued = await self.deliver(client, message)
+                    queued = await self.deliver(client, message)
+                finally:
+                    self._busy[route] -= 1
+                    free.set()
                 if queued:  # a bounce or an acknowledgement: possibly for the other route
                     self.wake()
         finally:

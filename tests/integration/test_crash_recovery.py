@@ -19,6 +19,16 @@ from mailsvc.stack import free_ports
 from .test_cli import cli_env
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def child_pids(pid: int) -> list[int]:
+    """Live children of ``pid`` (the delivery process of a running serve)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
 MESSAGES = 2000
 CONNECTIONS = 4
 
@@ -65,9 +75,17 @@ class Server:
         raise AssertionError("mailsvc serve did not come up:\n" + self.log.read_text())
 
     def kill(self) -> None:
+        """SIGKILL, no warning; the delivery process must then stop by itself (its pipe from
+        the killed parent is closed), or it would linger beside the next start's."""
         assert self.proc is not None
+        children = child_pids(self.proc.pid)
+        assert children, "serve runs its delivery workers in a second process by default"
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        deadline = time.monotonic() + 20
+        while any(Path(f"/proc/{pid}").exists() for pid in children):
+            assert time.monotonic() < deadline, f"delivery process {children} outlived serve"
+            time.sleep(0.05)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -36,12 +36,25 @@ async def outbound(settings: Settings, directory: Directory, sink: Sink) -> Asyn
     await svc.stop()
 
 
+@pytest.fixture
+async def inline_outbound(
+    settings: Settings, directory: Directory, sink: Sink
+) -> AsyncIterator[Service]:
+    """Delivery in the test's own process, where a monkeypatch can break it."""
+    svc = await start_service(
+        settings.with_changes(smarthost={"port": sink.port}, delivery={"separate_process": False}),
+        scheduler=False,
+    )
+    yield svc
+    await svc.stop()
+
+
 async def cli(settings: Settings, *args: str) -> Any:
     return await asyncio.to_thread(run_cli, settings, *args)
 
 
 async def test_a_bounce_that_cannot_be_written_keeps_a_dead_letter_that_retry_redelivers(
-    outbound: Service,
+    inline_outbound: Service,
     sink: Sink,
     settings: Settings,
     add_councillor: Callable[..., Any],
@@ -52,11 +65,11 @@ async def test_a_bounce_that_cannot_be_written_keeps_a_dead_letter_that_retry_re
     sink.handler.rcpt_replies[EXTERNAL] = "550 5.1.1 no such user"
     # An unexpected error while handling the failure: the bounce template has gone missing.
     monkeypatch.setattr(templating, "TEMPLATES_DIR", tmp_path)
-    queue_id = await outbound.queue.enqueue(
+    queue_id = await inline_outbound.queue.enqueue(
         author.address, [EXTERNAL], submitted(author.address, EXTERNAL, "Wniosek"), origin="x"
     )
-    outbound.workers.wake()
-    await wait_status(outbound, queue_id, lambda s: s == ["dead"])
+    inline_outbound.workers.wake()
+    await wait_status(inline_outbound, queue_id, lambda s: s == ["dead"])
 
     listed = await cli(settings, "queue", "list", "--status", "dead", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -80,8 +93,8 @@ async def test_a_bounce_that_cannot_be_written_keeps_a_dead_letter_that_retry_re
     retried = await cli(settings, "queue", "retry", queue_id)
     assert retried.returncode == 0, retried.stderr
     assert queue_id in retried.stdout and "dead" in retried.stdout
-    outbound.workers.wake()  # serve also finds it by polling, within seconds
-    detail = await wait_status(outbound, queue_id, lambda s: s == ["delivered"])
+    inline_outbound.workers.wake()  # serve also finds it by polling, within seconds
+    detail = await wait_status(inline_outbound, queue_id, lambda s: s == ["delivered"])
     assert detail.status == "done" and detail.error is None
     assert [m.rcpt_tos for m in sink.handler.messages] == [[EXTERNAL]]
 

@@ -1,0 +1,195 @@
+"""Delivery in a second process, so that acceptance and delivery use two cores.
+
+One Python process runs on one core at a time. ``serve`` accepts mail (SMTP sessions, directory
+lookups, the queue's enqueue) in its own process and, with ``delivery.separate_process`` (the
+default), runs the delivery workers in a child process of its own: the two coordinate only
+through the queue in the database (claims are transactions), exactly as the workers of one
+process do among themselves.
+
+The parent talks to the child over the child's stdin:
+
+- first the settings and the smarthost override, as one length-prefixed pickle (a pipe between
+  the two processes; never written to disk or logged);
+- then one byte per queued message, to wake the workers at once rather than at their next poll;
+- end of file (the parent stopped, or died — even by SIGKILL the kernel closes the pipe) tells
+  the child to stop: claims not yet attempted are given back, and an attempt in flight at that
+  moment is retried by whoever runs next (at-least-once, as after a crash).
+
+The child answers one line on stdout when its workers run (after claims left in flight by a
+crash have been released), so the parent accepts mail only once delivery is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import struct
+import sys
+from typing import Any
+
+from mailsvc.config import Settings
+
+log = logging.getLogger(__name__)
+
+_READY = b"delivery ready\n"
+_HEADER = struct.Struct("!I")
+# How long a graceful stop may take before the child is killed (its claims are then released
+# at the next start).
+_STOP_TIMEOUT = 30.0
+_START_TIMEOUT = 60.0
+
+
+class DeliveryProcess:
+    """The parent's handle on the delivery child: start, wake, stop."""
+
+    def __init__(self, settings: Settings, *, smarthost: tuple[str, int] | None = None) -> None:
+        self.settings = settings
+        self.smarthost = smarthost
+        self._proc: asyncio.subprocess.Process | None = None
+        self._waiter: asyncio.Task[int] | None = None
+        self._stopping = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    async def start(self) -> None:
+        payload = pickle.dumps(
+            (self.settings, self.smarthost, logging.getLogger().getEffectiveLevel())
+        )
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mailsvc.delivery.process",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            # The child's log lines go where ours go.
+            stderr=None,
+            # Ctrl-C in a terminal reaches the whole process group: the child must wait for
+            # the parent's orderly stop instead.
+            start_new_session=True,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(_HEADER.pack(len(payload)) + payload)
+        await self._proc.stdin.drain()
+        try:
+            line = await asyncio.wait_for(self._proc.stdout.readline(), _START_TIMEOUT)
+        except TimeoutError:
+            line = b""
+        if line != _READY:
+            await self._kill()
+            raise RuntimeError("the delivery process did not start (see its log above)")
+        self._waiter = asyncio.create_task(self._proc.wait())
+        self._waiter.add_done_callback(self._exited)
+        log.info("delivery workers running in process %d", self._proc.pid)
+
+    def _exited(self, task: asyncio.Task[int]) -> None:
+        if not task.cancelled() and self._proc is not None and not self._stopping:
+            log.error(
+                "the delivery process %d exited (status %s): mail waits in the queue",
+                self._proc.pid,
+                task.result(),
+            )
+
+    def wake(self) -> None:
+        """A message was queued: tell the child (one byte; never blocks the caller)."""
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.stdin.is_closing():
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            proc.stdin.write(b"w")
+
+    async def stop(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        self._stopping = True
+        if proc.stdin is not None and not proc.stdin.is_closing():
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), _STOP_TIMEOUT)
+        except TimeoutError:
+            log.error("the delivery process did not stop in %.0f s: killed", _STOP_TIMEOUT)
+            await self._kill()
+        self._proc = None
+
+    async def _kill(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            await self._proc.wait()
+
+
+# --- the child ------------------------------------------------------------------------------
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            raise EOFError("the parent closed the pipe before sending the settings")
+        data += chunk
+    return data
+
+
+async def _child(settings: Settings, smarthost: tuple[str, int] | None) -> None:
+    # Only what delivery needs (not the web pages, the scheduler, the directory): a quick
+    # start. The parent has created the schema already.
+    from mailsvc.delivery.worker import DeliveryWorkers
+    from mailsvc.storage.db import create_engine
+    from mailsvc.storage.queue import MailQueue
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM,):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGINT, lambda: None)  # the parent decides
+    engine = create_engine(settings.database_url)
+    queue = MailQueue(engine, local_domains=(settings.domain,))
+    workers = DeliveryWorkers(queue, settings, smarthost=smarthost)
+    try:
+        await workers.start()
+        # The pipe from the parent: wake-ups, then end of file.
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0)
+        )
+        os.write(1, _READY)
+
+        async def listen() -> None:
+            while chunk := await reader.read(4096):
+                del chunk
+                workers.wake()
+            stop.set()
+
+        listener = asyncio.create_task(listen())
+        await stop.wait()
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+    finally:
+        await workers.stop()
+        await queue.close()
+        await engine.dispose()
+
+
+def main() -> None:
+    size = _HEADER.unpack(_read_exactly(0, _HEADER.size))[0]
+    # Written by our parent into a pipe only the two processes hold: trusted input.
+    loaded: Any = pickle.loads(_read_exactly(0, size))  # noqa: S301
+    settings, smarthost, level = loaded
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s[delivery]: %(message)s",
+        stream=sys.stderr,
+    )
+    asyncio.run(_child(settings, smarthost))
+
+
+if __name__ == "__main__":
+    main()
