@@ -213,6 +213,14 @@ def _protocol_attributes() -> frozenset[str]:
         loop.close()
 
 
+# <dot-atom@domain>: atext without the characters the parser treats specially, dots only between
+# atoms; a domain of letters, digits, hyphens and inner dots.
+_PLAIN_PATH = re.compile(
+    r"<((?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)>"
+)
+
+
 class CouncilSMTP(SMTP):
     """One SMTP connection. Errors beyond ``max_bad_commands`` close it."""
 
@@ -242,6 +250,27 @@ class CouncilSMTP(SMTP):
         self._bad = 0
         self._counted_ip: str | None = None
         self._refused = False
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The address of a MAIL or RCPT argument, and the rest (its parameters).
+
+        The common case — ``<local@domain>`` with a dot-atom local part and a plain domain —
+        is split here at C speed; everything else (quoted local parts, source routes, comments,
+        IP literals, non-ASCII, syntax errors) goes to aiosmtpd's RFC 5322 parser. The fast
+        path gives exactly what that parser gives for the inputs it takes (a differential test
+        holds it to that).
+        """
+        m = _PLAIN_PATH.match(arg)
+        if m is None:
+            return super()._getaddr(arg)
+        rest = arg[m.end() :]
+        if "(" in rest or "\r" in rest or "\n" in rest:  # comments, folding: its business
+            return super()._getaddr(arg)
+        rest = rest.lstrip(" \t")  # as the parser, which takes the whitespace after ">"
+        address = m[1]
+        if self.local_part_limit and address.rindex("@") > self.local_part_limit:
+            return None, None
+        return address, rest
 
     def _init_from(self, prototype: dict[str, Any]) -> None:
         loop = prototype["loop"]

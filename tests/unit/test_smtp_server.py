@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import types
+from typing import Any
 
 import pytest
 
@@ -72,3 +74,63 @@ async def test_fast_init_copies_the_state_of_a_full_init() -> None:
         assert attr.method.__self__ is (second if attr.is_builtin else handler)
     assert second._stream_reader is not first._stream_reader
     assert second.session is None and second.transport is None
+
+
+def test_the_fast_address_split_answers_exactly_as_aiosmtpds_parser() -> None:
+    """CouncilSMTP._getaddr splits plain <local@domain> itself: differential against aiosmtpd's
+    RFC 5322 parser over fixed tricky cases and random ones, fast path and fallback alike."""
+    import random
+
+    from aiosmtpd.smtp import SMTP as AiosmtpdSMTP
+
+    from mailsvc.smtp import server as server_module
+
+    class Handler:
+        pass
+
+    loop = asyncio.new_event_loop()  # aiosmtpd's SMTP wants one; closed below
+    try:
+        reference = AiosmtpdSMTP(Handler(), loop=loop)
+    finally:
+        loop.close()
+    fast = server_module.CouncilSMTP.__new__(server_module.CouncilSMTP)
+    fast.__dict__.update(reference.__dict__)
+
+    def outcome(split: Any, arg: str) -> Any:
+        try:
+            return split(arg)
+        except Exception as exc:  # the parser's own failures must stay the same too
+            return type(exc).__name__
+
+    cases = [
+        "<a@b.example> SIZE=100",
+        "<A+tag@Example.ORG>  BODY=8BITMIME",
+        "<a@b.c>\t SIZE=1",
+        "<a@b.c> (comment) SIZE=1",
+        "<a@b.c> \r\n",
+        "<a..b@c.d>",
+        "<.a@c.d>",
+        "<a@c.d.>",
+        '<"quoted"@c.d>',
+        "<@route.example:a@b.c>",
+        "<a@[192.0.2.1]>",
+        "<a%b@c.d>",
+        "<a!b@c.d>",
+        "<żółć@rada.example>",
+        "<a@b.c>>",
+        "<a@b.c",
+        " <a@b.c>",
+    ]
+    rng = random.Random(20261126)
+    noise = 'ab.@<>()" \t\r\n\\[]:,;-_+=x1\x00ż%!'
+    atoms = "ab.-x1"
+    for _ in range(8000):
+        cases.append("<" + "".join(rng.choice(noise) for _ in range(rng.randint(0, 14))))
+        local = "".join(rng.choice(atoms) for _ in range(rng.randint(1, 5)))
+        domain = "".join(rng.choice(atoms) for _ in range(rng.randint(1, 6)))
+        tail = "".join(rng.choice(noise) for _ in range(rng.randint(0, 5)))
+        cases.append(f"<{local}@{domain}>{tail}")
+    took_fast = sum(1 for c in cases if server_module._PLAIN_PATH.match(c))
+    assert 1000 < took_fast < len(cases) - 1000  # both paths are exercised
+    for case in cases:
+        assert outcome(fast._getaddr, case) == outcome(reference._getaddr, case), case
