@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, delete, func, select, update
+from sqlalchemy import Select, and_, bindparam, delete, exists, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -281,21 +281,22 @@ class MailQueue:
         queue_id = secrets.token_hex(8)
         now = utcnow()
         result = conn.execute(
-            messages.insert().values(
-                queue_id=queue_id,
-                mail_from=mail_from,
-                received_at=now,
-                size=len(body),
-                client=client,
-                body=body,
-                status="queued",
-                origin=origin,
-                parts=parts,
-            )
+            _INSERT_MESSAGE,
+            {
+                "queue_id": queue_id,
+                "mail_from": mail_from,
+                "received_at": now,
+                "size": len(body),
+                "client": client,
+                "body": body,
+                "status": "queued",
+                "origin": origin,
+                "parts": parts,
+            },
         )
         message_id = result.inserted_primary_key[0]  # type: ignore[index]
         conn.execute(
-            deliveries.insert(),
+            _INSERT_DELIVERY,
             [
                 {
                     "message_id": message_id,
@@ -401,21 +402,14 @@ class MailQueue:
         now = utcnow()
         queued: list[str] = []
         conn.execute(
-            update(deliveries)
-            .where(deliveries.c.id == bindparam("delivery_id"))
-            .values(
-                status=bindparam("new_status"),
-                last_reply=bindparam("reply"),
-                attempts=deliveries.c.attempts + 1,
-                next_attempt_at=bindparam("next_at"),
-                updated_at=now,
-            ),
+            _RECORD_OUTCOME,
             [
                 {
                     "delivery_id": delivery_id,
                     "new_status": status,
                     "reply": reply,
                     "next_at": next_at or now,
+                    "now": now,
                 }
                 for delivery_id, status, reply, next_at in outcomes
             ],
@@ -509,50 +503,10 @@ class MailQueue:
         return [DeliveryRow(*row) for row in rows]
 
     async def show(self, queue_id: str, *, with_body: bool = False) -> MessageDetail | None:
-        """One message with every delivery, or None if there is no such queue id."""
-        async with self.engine.connect() as conn:
-            msg = (
-                await conn.execute(
-                    select(
-                        messages.c.id,
-                        messages.c.queue_id,
-                        messages.c.mail_from,
-                        messages.c.received_at,
-                        messages.c.size,
-                        messages.c.client,
-                        messages.c.origin,
-                        messages.c.status,
-                        messages.c.error,
-                        messages.c.body.is_not(None).label("body_kept"),
-                    ).where(messages.c.queue_id == queue_id)
-                )
-            ).first()
-            if msg is None:
-                return None
-            rows = (
-                await conn.execute(
-                    _delivery_rows()
-                    .where(deliveries.c.message_id == msg.id)
-                    .order_by(deliveries.c.id)
-                )
-            ).all()
-            body = None
-            if with_body:
-                body = (
-                    await conn.execute(select(messages.c.body).where(messages.c.id == msg.id))
-                ).scalar_one()
-        return MessageDetail(
-            queue_id=msg.queue_id,
-            mail_from=msg.mail_from,
-            received_at=msg.received_at,
-            size=msg.size,
-            client=msg.client,
-            origin=msg.origin,
-            status=msg.status,
-            error=msg.error,
-            body_kept=bool(msg.body_kept),
-            deliveries=tuple(DeliveryRow(*row) for row in rows),
-            body=body,
+        """One message with every delivery, or None if there is no such queue id (read in one
+        transaction: the message and its deliveries as of the same moment)."""
+        return await self.units.run(
+            functools.partial(_show, queue_id=queue_id, with_body=with_body)
         )
 
     async def retry(
@@ -570,8 +524,9 @@ class MailQueue:
             wanted = (("deferred",) if deferred else ()) + (("dead",) if dead else ())
         if not wanted:
             return []
-        now = utcnow()
-        async with self.engine.begin() as conn:
+
+        def retry(conn: Connection) -> list[Retried]:
+            now = utcnow()
             query = (
                 select(
                     deliveries.c.id,
@@ -585,18 +540,15 @@ class MailQueue:
             )
             if queue_id is not None:
                 query = query.where(messages.c.queue_id == queue_id)
-            rows = (await conn.execute(query.order_by(deliveries.c.id))).all()
+            rows = conn.execute(query.order_by(deliveries.c.id)).all()
             if not rows:
                 return []
-            await conn.execute(
+            conn.execute(
                 update(deliveries)
-                .where(
-                    deliveries.c.id.in_([r.id for r in rows]),
-                    deliveries.c.status.in_(wanted),
-                )
+                .where(deliveries.c.id.in_([r.id for r in rows]))
                 .values(status="queued", next_attempt_at=now, updated_at=now)
             )
-            await conn.execute(
+            conn.execute(
                 update(messages)
                 .where(
                     messages.c.id.in_({r.message_id for r in rows}),
@@ -604,21 +556,90 @@ class MailQueue:
                 )
                 .values(status="queued", error=None)
             )
-        return [Retried(r.queue_id, r.recipient, r.status) for r in rows]
+            return [Retried(r.queue_id, r.recipient, r.status) for r in rows]
+
+        return await self.units.run(retry)
 
     async def delete(self, queue_id: str) -> MessageDetail | None:
         """Remove a message and its deliveries; returns what was removed (None if absent)."""
-        detail = await self.show(queue_id)
-        if detail is None:
-            return None
-        async with self.engine.begin() as conn:
+
+        def delete_one(conn: Connection) -> MessageDetail | None:
+            detail = _show(conn, queue_id=queue_id, with_body=False)
+            if detail is None:
+                return None
             ids = select(messages.c.id).where(messages.c.queue_id == queue_id).scalar_subquery()
-            await conn.execute(delete(deliveries).where(deliveries.c.message_id == ids))
-            await conn.execute(delete(messages).where(messages.c.queue_id == queue_id))
-        return detail
+            conn.execute(delete(deliveries).where(deliveries.c.message_id == ids))
+            conn.execute(delete(messages).where(messages.c.queue_id == queue_id))
+            return detail
+
+        return await self.units.run(delete_one)
 
 
-# The claim's statements, built once (only their parameters change from call to call).
+def _show(conn: Connection, *, queue_id: str, with_body: bool) -> MessageDetail | None:
+    msg = conn.execute(
+        select(
+            messages.c.id,
+            messages.c.queue_id,
+            messages.c.mail_from,
+            messages.c.received_at,
+            messages.c.size,
+            messages.c.client,
+            messages.c.origin,
+            messages.c.status,
+            messages.c.error,
+            messages.c.body.is_not(None).label("body_kept"),
+        ).where(messages.c.queue_id == queue_id)
+    ).first()
+    if msg is None:
+        return None
+    rows = conn.execute(
+        _delivery_rows().where(deliveries.c.message_id == msg.id).order_by(deliveries.c.id)
+    ).all()
+    body = None
+    if with_body:
+        body = conn.execute(select(messages.c.body).where(messages.c.id == msg.id)).scalar_one()
+    return MessageDetail(
+        queue_id=msg.queue_id,
+        mail_from=msg.mail_from,
+        received_at=msg.received_at,
+        size=msg.size,
+        client=msg.client,
+        origin=msg.origin,
+        status=msg.status,
+        error=msg.error,
+        body_kept=bool(msg.body_kept),
+        deliveries=tuple(DeliveryRow(*row) for row in rows),
+        body=body,
+    )
+
+
+# The hot path's statements, built once (only their parameters change from call to call):
+# SQLAlchemy then skips building and re-keying them for its statement cache on every call.
+_INSERT_MESSAGE = messages.insert()
+_INSERT_DELIVERY = deliveries.insert()
+_RECORD_OUTCOME = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("delivery_id"))
+    .values(
+        status=bindparam("new_status"),
+        last_reply=bindparam("reply"),
+        attempts=deliveries.c.attempts + 1,
+        next_attempt_at=bindparam("next_at"),
+        updated_at=bindparam("now"),
+    )
+)
+# The message is done (its body dropped) once none of its deliveries is open.
+_SETTLE = (
+    update(messages)
+    .where(
+        messages.c.id == bindparam("message_id"),
+        ~exists().where(
+            deliveries.c.message_id == bindparam("message_id"),
+            deliveries.c.status.not_in(FINAL),
+        ),
+    )
+    .values(status="done", body=None, error=None)
+)
 _DUE = and_(deliveries.c.status.in_(PENDING), deliveries.c.next_attempt_at <= bindparam("now"))
 _OLDEST_DUE = (
     select(deliveries.c.message_id, deliveries.c.route)
@@ -726,19 +747,9 @@ def _next_due_in(conn: Connection, route: str | None, now: datetime) -> float | 
 
 
 def _settle(conn: Connection, message_id: int) -> None:
-    open_left = conn.execute(
-        select(func.count())
-        .select_from(deliveries)
-        .where(deliveries.c.message_id == message_id, deliveries.c.status.not_in(FINAL))
-    ).scalar_one()
-    if open_left == 0:
-        # Privacy: a body is kept only until every recipient is settled for good (a dead
-        # letter keeps it, so that it can be retried).
-        conn.execute(
-            update(messages)
-            .where(messages.c.id == message_id)
-            .values(status="done", body=None, error=None)
-        )
+    # Privacy: a body is kept only until every recipient is settled for good (a dead letter
+    # keeps it, so that it can be retried).
+    conn.execute(_SETTLE, {"message_id": message_id})
 
 
 def _delivery_rows() -> Select[Any]:
