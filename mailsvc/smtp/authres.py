@@ -657,7 +657,10 @@ def _evaluate_dmarc(
 
 def _header_block(message: bytes) -> bytes:
     """The header section only: DMARC and the signature test never need the body."""
-    ends = [i for i in (message.find(b"\r\n\r\n"), message.find(b"\n\n")) if i >= 0]
+    crlf = message.find(b"\r\n\r\n")
+    # A bare-LF blank line counts only before the CRLF one: never scan the body for it.
+    lf = message.find(b"\n\n", 0, crlf if crlf >= 0 else len(message))
+    ends = [i for i in (crlf, lf) if i >= 0]
     return message[: min(ends)] if ends else message
 
 

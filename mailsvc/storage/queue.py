@@ -17,7 +17,18 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, delete, exists, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -615,6 +626,18 @@ def _show(conn: Connection, *, queue_id: str, with_body: bool) -> MessageDetail 
 
 # The hot path's statements, built once (only their parameters change from call to call):
 # SQLAlchemy then skips building and re-keying them for its statement cache on every call.
+# Status sets are spelled as ORs of equalities (which SQLite's planner turns into an IN on the
+# index): an IN of literal values would be an "expanding" parameter, rebuilt at every call.
+
+
+def _status_in(*values: str) -> ColumnElement[bool]:
+    return or_(*(deliveries.c.status == v for v in values))
+
+
+def _status_not_in(*values: str) -> ColumnElement[bool]:
+    return and_(*(deliveries.c.status != v for v in values))
+
+
 _INSERT_MESSAGE = messages.insert()
 _INSERT_DELIVERY = deliveries.insert()
 _RECORD_OUTCOME = (
@@ -635,12 +658,12 @@ _SETTLE = (
         messages.c.id == bindparam("message_id"),
         ~exists().where(
             deliveries.c.message_id == bindparam("message_id"),
-            deliveries.c.status.not_in(FINAL),
+            _status_not_in(*FINAL),
         ),
     )
     .values(status="done", body=None, error=None)
 )
-_DUE = and_(deliveries.c.status.in_(PENDING), deliveries.c.next_attempt_at <= bindparam("now"))
+_DUE = and_(_status_in(*PENDING), deliveries.c.next_attempt_at <= bindparam("now"))
 _OLDEST_DUE = (
     select(deliveries.c.message_id, deliveries.c.route)
     .where(_DUE)
@@ -664,7 +687,7 @@ _TAKE = (
     update(deliveries)
     .where(
         deliveries.c.id.in_(bindparam("delivery_ids", expanding=True)),
-        deliveries.c.status.in_(PENDING),
+        _status_in(*PENDING),
     )
     .values(status="inflight", updated_at=bindparam("now"))
 )
@@ -677,7 +700,16 @@ _BODIES = select(
     messages.c.origin,
     messages.c.parts,
 ).where(messages.c.id.in_(bindparam("message_ids", expanding=True)))
-_NEXT_DUE = select(func.min(deliveries.c.next_attempt_at)).where(deliveries.c.status.in_(PENDING))
+_DUE_OF_MESSAGE = select(*_DUE_OF_MESSAGES.selected_columns).where(
+    deliveries.c.message_id == bindparam("message_ids"), _DUE
+)
+_TAKE_ONE = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("delivery_ids"), _status_in(*PENDING))
+    .values(status="inflight", updated_at=bindparam("now"))
+)
+_BODY = select(*_BODIES.selected_columns).where(messages.c.id == bindparam("message_ids"))
+_NEXT_DUE = select(func.min(deliveries.c.next_attempt_at)).where(_status_in(*PENDING))
 _NEXT_DUE_ON_ROUTE = _NEXT_DUE.where(deliveries.c.route == bindparam("route"))
 
 
@@ -710,12 +742,21 @@ def _claim_rows(conn: Connection, route: str | None, limit: int) -> Claim:
     more = len(picked) >= limit or len(candidates) >= rows_wanted
     if not picked:
         return Claim([], False, _next_due_in(conn, route, now))
-    rows = conn.execute(_DUE_OF_MESSAGES, {"message_ids": list(picked), "now": now}).all()
+    # One message (the usual case without a backlog): the same statements with "=", which
+    # spare SQLAlchemy expanding an IN list on every call.
+    one = len(picked) == 1
+    ids: Any = next(iter(picked)) if one else list(picked)
+    rows = conn.execute(
+        _DUE_OF_MESSAGE if one else _DUE_OF_MESSAGES, {"message_ids": ids, "now": now}
+    ).all()
     due = [r for r in rows if r.route == picked[r.message_id]]
-    claimed = conn.execute(_TAKE, {"delivery_ids": [d.id for d in due], "now": now})
+    if len(due) == 1:
+        claimed = conn.execute(_TAKE_ONE, {"delivery_ids": due[0].id, "now": now})
+    else:
+        claimed = conn.execute(_TAKE, {"delivery_ids": [d.id for d in due], "now": now})
     if claimed.rowcount != len(due):  # another process took some: let it have them all
         raise StorageUnavailable("claim raced with another worker")
-    bodies = {m.id: m for m in conn.execute(_BODIES, {"message_ids": list(picked)}).all()}
+    bodies = {m.id: m for m in conn.execute(_BODY if one else _BODIES, {"message_ids": ids}).all()}
     out = []
     for message_id, chosen in picked.items():
         msg = bodies[message_id]

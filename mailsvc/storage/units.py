@@ -91,7 +91,9 @@ def sqlite_engine(path: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Straight to the driver: the statement needs none of SQLAlchemy's execution path.
+        raw: Any = conn.connection.driver_connection
+        raw.execute("BEGIN IMMEDIATE")
 
     return engine
 
