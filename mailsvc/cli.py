@@ -113,7 +113,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         _print(settings, "serve.ready", host=settings.smtp.host, port=port)
         sys.stdout.flush()
 
-    asyncio.run(serve(settings, ready))
+    from mailsvc import eventloop
+
+    logging.getLogger(__name__).info("event loop: %s", eventloop.choice())
+    eventloop.run(serve(settings, ready))
     return 0
 
 

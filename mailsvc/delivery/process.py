@@ -188,7 +188,9 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s[delivery]: %(message)s",
         stream=sys.stderr,
     )
-    asyncio.run(_child(settings, smarthost))
+    from mailsvc import eventloop
+
+    eventloop.run(_child(settings, smarthost))
 
 
 if __name__ == "__main__":
