@@ -148,20 +148,44 @@ class LmtpClient:
         if needs_utf8 and "SMTPUTF8" in self.extensions:
             params += " SMTPUTF8"
         results: dict[str, Reply] = {}
-        reply = await self._command(f"MAIL FROM:<{mail_from}>{params}")
-        if not reply.ok:
-            await self._command("RSET")
-            return dict.fromkeys(recipients, reply)
-        accepted: list[str] = []
-        for rcpt in recipients:
-            reply = await self._command(f"RCPT TO:<{rcpt}>")
-            results[rcpt] = reply
-            if reply.ok:
-                accepted.append(rcpt)
-        if not accepted:
-            await self._command("RSET")
-            return results
-        reply = await self._command("DATA")
+        if "PIPELINING" in self.extensions:
+            # RFC 2033 makes PIPELINING mandatory for LMTP servers (RFC 2920): MAIL, every
+            # RCPT and DATA in one write, then their replies in order.
+            envelope = [f"MAIL FROM:<{mail_from}>{params}", *(f"RCPT TO:<{r}>" for r in recipients)]
+            assert self._writer is not None
+            self._writer.write("".join(f"{c}\r\n" for c in [*envelope, "DATA"]).encode("utf-8"))
+            await self._writer.drain()
+            mail_reply = await self._read_reply()
+            rcpt_replies = [await self._read_reply() for _ in recipients]
+            reply = await self._read_reply()  # DATA
+            if not mail_reply.ok:
+                if reply.code == 354:  # a server that accepts DATA anyway: send nothing
+                    await self._command(".")
+                await self._command("RSET")
+                return dict.fromkeys(recipients, mail_reply)
+            results = dict(zip(recipients, rcpt_replies, strict=True))
+            # In order and with repeats: after the data, one reply per accepted RCPT.
+            accepted = [r for r, rr in zip(recipients, rcpt_replies, strict=True) if rr.ok]
+            if not accepted:
+                if reply.code == 354:
+                    await self._command(".")
+                await self._command("RSET")
+                return results
+        else:
+            reply = await self._command(f"MAIL FROM:<{mail_from}>{params}")
+            if not reply.ok:
+                await self._command("RSET")
+                return dict.fromkeys(recipients, reply)
+            accepted = []
+            for rcpt in recipients:
+                reply = await self._command(f"RCPT TO:<{rcpt}>")
+                results[rcpt] = reply
+                if reply.ok:
+                    accepted.append(rcpt)
+            if not accepted:
+                await self._command("RSET")
+                return results
+            reply = await self._command("DATA")
         if reply.code != 354:
             for rcpt in accepted:
                 results[rcpt] = reply
