@@ -105,14 +105,18 @@ async def authenticate(
     message: bytes,
     budget: float = 2.0,
     resolver: dns.resolver.Resolver | None = None,
+    early_spf: EarlySpf | None = None,
 ) -> AuthResults:
     """SPF for MAIL FROM (HELO when MAIL FROM is null), every DKIM signature, DMARC for From.
 
     ``resolver`` defaults to one built from /etc/resolv.conf with an answer cache. Returns within
     ``budget`` seconds (plus scheduling slack) and never raises; checks that could not finish in
-    time are ``temperror``.
+    time are ``temperror``. ``early_spf``, from :func:`start_spf` at MAIL FROM, is used when it
+    was started for this same envelope (its result is then usually there already).
     """
     deadline = time.monotonic() + max(budget, 0.0)
+    if early_spf is not None and early_spf.inputs != (client_ip, helo, mail_from):
+        early_spf = None
     try:
         return await _authenticate(
             authserv_id=authserv_id,
@@ -122,6 +126,7 @@ async def authenticate(
             message=message,
             deadline=deadline,
             resolver=resolver if resolver is not None else _default_resolver(),
+            early_spf=early_spf,
         )
     except Exception:
         # A bug here must cost the header its detail, never the resident their message.
@@ -133,6 +138,50 @@ async def authenticate(
             header_value=f"{_authserv(authserv_id)}; spf=temperror; dkim=temperror; "
             "dmarc=temperror",
         )
+
+
+@dataclass(frozen=True)
+class EarlySpf:
+    """An SPF check begun at MAIL FROM, for the envelope it was begun with."""
+
+    inputs: tuple[str, str, str]  # client IP, HELO, MAIL FROM
+    task: asyncio.Future[str] | None  # None: nothing to check (no IP or no domain)
+
+
+def start_spf(
+    *,
+    authserv_id: str,
+    client_ip: str,
+    helo: str,
+    mail_from: str,
+    budget: float = 2.0,
+    resolver: dns.resolver.Resolver | None = None,
+) -> EarlySpf:
+    """Begin the SPF check as soon as the envelope's sender is known: it needs nothing of the
+    message, so it runs while the client sends recipients and data, and the answer to the final
+    dot waits only for the checks that need the message (DKIM, DMARC)."""
+    lookups = _Dns(
+        resolver if resolver is not None else _default_resolver(),
+        time.monotonic() + max(budget, 0.0),
+    )
+    ip, sender, spf_domain = _spf_inputs(client_ip, helo, mail_from)
+    task = None
+    if ip is not None and spf_domain:
+        task = asyncio.get_running_loop().run_in_executor(
+            _executor(),
+            functools.partial(_check_spf, lookups, ip, sender, helo.strip(), authserv_id),
+        )
+    return EarlySpf((client_ip, helo, mail_from), task)
+
+
+def _spf_inputs(client_ip: str, helo: str, mail_from: str) -> tuple[str | None, str, str]:
+    """(normalised client IP, sender address, the domain SPF is checked for)."""
+    sender = mail_from.strip().strip("<>").strip()
+    return (
+        _normalise_ip(client_ip),
+        sender,
+        _domain_of(sender) if sender else helo.strip().rstrip("."),
+    )
 
 
 def authentication_results_header(results: AuthResults) -> bytes:
@@ -213,6 +262,7 @@ async def _authenticate(
     message: bytes,
     deadline: float,
     resolver: dns.resolver.Resolver,
+    early_spf: EarlySpf | None = None,
 ) -> AuthResults:
     lookups = _Dns(resolver, deadline)
     loop = asyncio.get_running_loop()
@@ -220,16 +270,17 @@ async def _authenticate(
     def in_thread(fn: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
         return loop.run_in_executor(_executor(), functools.partial(fn, *args))
 
-    ip = _normalise_ip(client_ip)
-    sender = mail_from.strip().strip("<>").strip()
-    spf_domain = _domain_of(sender) if sender else helo.strip().rstrip(".")
+    ip, sender, spf_domain = _spf_inputs(client_ip, helo, mail_from)
     from_domain, from_problem = _from_domain(message)
 
-    spf_task = (
-        in_thread(_check_spf, lookups, ip, sender, helo.strip(), authserv_id)
-        if ip is not None and spf_domain
-        else None
-    )
+    if early_spf is not None:
+        spf_task = early_spf.task
+    else:
+        spf_task = (
+            in_thread(_check_spf, lookups, ip, sender, helo.strip(), authserv_id)
+            if ip is not None and spf_domain
+            else None
+        )
     dkim_task = in_thread(_check_dkim, lookups, message) if _has_dkim_signature(message) else None
     dmarc_task = in_thread(_fetch_dmarc, lookups, from_domain) if from_domain else None
 

@@ -30,6 +30,7 @@ from mailsvc.smtp.authres import (
     authenticate,
     authentication_results_header,
     remove_forged_results,
+    start_spf,
 )
 from mailsvc.smtp.server import (
     AdvertisesExtensions,
@@ -94,6 +95,16 @@ class InboundHandler(AdvertisesExtensions):
             return replies.S501_BAD_SENDER
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        if self.settings.smtp.authentication_checks:
+            # SPF needs only the envelope: let it run while recipients and data arrive.
+            envelope.early_spf = start_spf(  # type: ignore[attr-defined]
+                authserv_id=self.settings.smtp_hostname,
+                client_ip=_peer_ip(session),
+                helo=session.host_name or "",
+                mail_from=address or "",
+                budget=self.settings.smtp.authentication_budget,
+                resolver=self.resolver,
+            )
         return replies.S250_MAIL_OK
 
     async def handle_RCPT(
@@ -191,6 +202,7 @@ class InboundHandler(AdvertisesExtensions):
                 message=content,
                 budget=self.settings.smtp.authentication_budget,
                 resolver=self.resolver,
+                early_spf=getattr(envelope, "early_spf", None),
             )
             body = authentication_results_header(results) + body
         client = _peer_ip(session)

@@ -29,7 +29,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailsvc.smtp import authres
-from mailsvc.smtp.authres import AuthResults, authenticate, authentication_results_header
+from mailsvc.smtp.authres import (
+    AuthResults,
+    authenticate,
+    authentication_results_header,
+    start_spf,
+)
 
 AUTHSERV = "mx.rada.example"
 RESIDENT_IP = "127.0.0.1"
@@ -207,6 +212,46 @@ async def test_spf_result_for_the_envelope_sender(
     results = await check(resolver, letter(), client_ip=client_ip)
     assert results.spf == expected
     assert f"spf={expected} smtp.mailfrom=jan.kowalski@example.org;" in results.header_value
+
+
+async def test_spf_begun_at_mail_from_is_the_one_reported(
+    zone: tuple[Zone, dns.resolver.Resolver],
+) -> None:
+    server, resolver = zone
+    server.txt("example.org", "v=spf1 ip4:127.0.0.1 -all")
+    early = start_spf(
+        authserv_id=AUTHSERV,
+        client_ip=RESIDENT_IP,
+        helo="mail.example.org",
+        mail_from="jan.kowalski@example.org",
+        resolver=resolver,
+    )
+    assert early.task is not None
+    await asyncio.wait_for(early.task, 5)  # done while the data would still be arriving
+    asked = len(server.queries)
+    server.records.clear()  # a second lookup now would find no record ("none")
+    results = await authenticate(
+        authserv_id=AUTHSERV,
+        client_ip=RESIDENT_IP,
+        helo="mail.example.org",
+        mail_from="jan.kowalski@example.org",
+        message=letter(),
+        resolver=resolver,
+        early_spf=early,
+    )
+    assert results.spf == "pass"
+    assert not any(q[0] == "example.org" for q in server.queries[asked:])
+    # Begun for another envelope: not used, the check runs for this one.
+    other = await authenticate(
+        authserv_id=AUTHSERV,
+        client_ip=RESIDENT_IP,
+        helo="mail.example.org",
+        mail_from="someone@example.org",
+        message=letter(),
+        resolver=resolver,
+        early_spf=early,
+    )
+    assert other.spf == "none"
 
 
 async def test_spf_checks_helo_when_the_sender_is_null(
