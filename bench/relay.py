@@ -501,7 +501,7 @@ def start_profiler(target: Target, out: Path) -> subprocess.Popen[bytes] | None:
     if not Path(spy).exists() or not isinstance(target, MailsvcTarget):
         print("  (no py-spy, or not mailsvc: not profiling)")
         return None
-    argv = [spy, "record", "--pid", str(target.process.pid), "--format", "raw"]
+    argv = [spy, "record", "--pid", str(target.process.pid), "--subprocesses", "--format", "raw"]
     # --gil: only the thread holding the GIL, i.e. what keeps the one core of mailsvc busy.
     argv += ["--rate", "200", "--gil", "--output", str(out)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
