@@ -15,6 +15,9 @@ The parent talks to the child over the child's stdin:
   the child to stop: claims not yet attempted are given back, and an attempt in flight at that
   moment is retried by whoever runs next (at-least-once, as after a crash).
 
+A child that dies on its own (a crash, the OOM killer) is started again, after a pause that grows
+from 1 to 30 seconds while it keeps dying; meanwhile mail waits in the queue.
+
 The child answers one line on stdout when its workers run (after claims left in flight by a
 crash have been released), so the parent accepts mail only once delivery is ready.
 """
@@ -29,6 +32,7 @@ import pickle
 import signal
 import struct
 import sys
+import time
 from typing import Any
 
 from mailsvc.config import Settings
@@ -41,6 +45,11 @@ _HEADER = struct.Struct("!I")
 # at the next start).
 _STOP_TIMEOUT = 30.0
 _START_TIMEOUT = 60.0
+# A child that died is started again after a pause growing from the first to the last of these
+# (seconds); the pause starts over once a child has run this long.
+_RESTART_FIRST = 1.0
+_RESTART_MAX = 30.0
+_RESTART_RESET = 60.0
 
 
 class DeliveryProcess:
@@ -50,7 +59,7 @@ class DeliveryProcess:
         self.settings = settings
         self.smarthost = smarthost
         self._proc: asyncio.subprocess.Process | None = None
-        self._waiter: asyncio.Task[int] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
 
     @property
@@ -58,10 +67,17 @@ class DeliveryProcess:
         return self._proc.pid if self._proc is not None else None
 
     async def start(self) -> None:
+        """Start the child and wait until its workers run; then keep it running: a child that
+        dies (a crash, the OOM killer) is started again after a pause that grows from 1 to 30
+        seconds while it keeps dying. Mail meanwhile waits in the queue."""
+        await self._spawn()
+        self._supervisor = asyncio.create_task(self._supervise(), name="delivery-supervisor")
+
+    async def _spawn(self) -> None:
         payload = pickle.dumps(
             (self.settings, self.smarthost, logging.getLogger().getEffectiveLevel())
         )
-        self._proc = await asyncio.create_subprocess_exec(
+        proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "mailsvc.delivery.process",
@@ -73,27 +89,46 @@ class DeliveryProcess:
             # the parent's orderly stop instead.
             start_new_session=True,
         )
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write(_HEADER.pack(len(payload)) + payload)
-        await self._proc.stdin.drain()
+        self._proc = proc
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(_HEADER.pack(len(payload)) + payload)
+        await proc.stdin.drain()
         try:
-            line = await asyncio.wait_for(self._proc.stdout.readline(), _START_TIMEOUT)
+            line = await asyncio.wait_for(proc.stdout.readline(), _START_TIMEOUT)
         except TimeoutError:
             line = b""
         if line != _READY:
             await self._kill()
             raise RuntimeError("the delivery process did not start (see its log above)")
-        self._waiter = asyncio.create_task(self._proc.wait())
-        self._waiter.add_done_callback(self._exited)
-        log.info("delivery workers running in process %d", self._proc.pid)
+        log.info("delivery workers running in process %d", proc.pid)
 
-    def _exited(self, task: asyncio.Task[int]) -> None:
-        if not task.cancelled() and self._proc is not None and not self._stopping:
-            log.error(
-                "the delivery process %d exited (status %s): mail waits in the queue",
-                self._proc.pid,
-                task.result(),
-            )
+    async def _supervise(self) -> None:
+        pause = _RESTART_FIRST
+        while not self._stopping:
+            proc = self._proc
+            started = time.monotonic()
+            if proc is not None:
+                status = await proc.wait()
+                if self._stopping:
+                    return
+                log.error(
+                    "the delivery process %d exited (status %s): mail waits in the queue; "
+                    "starting it again in %.0f s",
+                    proc.pid,
+                    status,
+                    pause,
+                )
+            if time.monotonic() - started > _RESTART_RESET:
+                pause = _RESTART_FIRST  # it ran well for a while: not a crash loop
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _RESTART_MAX)
+            if self._stopping:
+                return
+            try:
+                await self._spawn()
+            except Exception:
+                log.exception("the delivery process could not be started")
+                self._proc = None
 
     def wake(self) -> None:
         """A message was queued: tell the child (one byte; never blocks the caller)."""
@@ -104,10 +139,15 @@ class DeliveryProcess:
             proc.stdin.write(b"w")
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
         proc = self._proc
         if proc is None:
             return
-        self._stopping = True
         if proc.stdin is not None and not proc.stdin.is_closing():
             proc.stdin.close()
         try:

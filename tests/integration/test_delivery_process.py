@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -89,3 +90,24 @@ async def test_inline_delivery_stays_available(
         assert len(await wait_for_inbox(settings, account.address, account.password)) == 1
     finally:
         await service.stop()
+
+
+async def test_a_delivery_process_that_dies_is_started_again(
+    settings: Settings, add_councillor: Callable[..., Any]
+) -> None:
+    account = await add_councillor("Ewa", "Wytrwała")
+    service = await start_service(settings, scheduler=False)
+    try:
+        assert isinstance(service.workers, DeliveryProcess)
+        first = service.workers.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)  # as the OOM killer would
+        # Accepted while no delivery process runs: waits in the queue, then arrives.
+        await smtp_send(service.smtp_port, [account.address], make_message(account.address, "x"))
+        inbox = await wait_for_inbox(settings, account.address, account.password, within=20)
+        assert len(inbox) == 1
+        second = service.workers.pid
+        assert second is not None and second != first and alive(second)
+    finally:
+        await service.stop()
+    assert not alive(second)
