@@ -51,6 +51,9 @@ from typing import Any, Final, TypeVar
 
 import dkim
 import dns.exception
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
 import dns.resolver
 import spf
 from publicsuffixlist import PublicSuffixList
@@ -282,7 +285,15 @@ async def _authenticate(
             else None
         )
     dkim_task = in_thread(_check_dkim, lookups, message) if _has_dkim_signature(message) else None
-    dmarc_task = in_thread(_fetch_dmarc, lookups, from_domain) if from_domain else None
+    dmarc_task: asyncio.Future[_DmarcLookup] | None = None
+    if from_domain:
+        try:  # from the resolver's cache, without a thread, when it can be
+            found_now = _fetch_dmarc(_Dns(resolver, deadline, cache_only=True), from_domain)
+        except _CacheMiss:
+            dmarc_task = in_thread(_fetch_dmarc, lookups, from_domain)
+        else:
+            dmarc_task = loop.create_future()
+            dmarc_task.set_result(found_now)
 
     pending = [task for task in (spf_task, dkim_task, dmarc_task) if task is not None]
     try:
@@ -412,16 +423,44 @@ def _default_resolver() -> dns.resolver.Resolver:
         return _default
 
 
-class _Dns:
-    """DNS for one message: the resolver, the message's deadline and the resolver's circuit."""
+class _CacheMiss(Exception):
+    """A cache-only lookup would have to ask the network: do it in a thread instead."""
 
-    def __init__(self, resolver: dns.resolver.Resolver, deadline: float) -> None:
+
+class _Dns:
+    """DNS for one message: the resolver, the message's deadline and the resolver's circuit.
+
+    ``cache_only``: answer only from the resolver's cache and raise _CacheMiss otherwise, so
+    that a lookup answered from memory needs no thread (the usual case for a sender seen a
+    moment ago)."""
+
+    def __init__(
+        self, resolver: dns.resolver.Resolver, deadline: float, *, cache_only: bool = False
+    ) -> None:
         self.resolver = resolver
         self.deadline = deadline
         self.circuit = _circuit_for(resolver)
+        self.cache_only = cache_only
+
+    def _cached(self, name: str, rdtype: str) -> bool:
+        cache = self.resolver.cache
+        if cache is None:
+            return False
+        try:
+            qname = dns.name.from_text(name)
+            wanted = dns.rdatatype.from_text(rdtype)
+        except Exception:
+            return False
+        # dnspython keeps a name's NXDOMAIN under the type ANY.
+        return any(
+            cache.get((qname, t, dns.rdataclass.IN)) is not None
+            for t in (wanted, dns.rdatatype.ANY)
+        )
 
     def query(self, name: str, rdtype: str) -> list[Any]:
         """The records of ``rdtype`` at ``name``; [] when there are none or the name is absent."""
+        if self.cache_only and not self._cached(name, rdtype):
+            raise _CacheMiss(name)
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise _DnsTemporaryFailure("time budget spent")
@@ -641,6 +680,8 @@ def _fetch_dmarc(lookups: _Dns, from_domain: str) -> _DmarcLookup:
                 return _DmarcLookup(_DmarcRecord(tags, at_org_domain=domain != from_domain))
     except _DnsTemporaryFailure:
         return _DmarcLookup(error=TEMPERROR)
+    except _CacheMiss:
+        raise
     except Exception:
         log.exception("DMARC policy lookup for %s failed unexpectedly", from_domain)
         return _DmarcLookup(error=TEMPERROR)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import email
 import email.policy
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import dkim
 import dns.flags
@@ -361,6 +362,37 @@ async def test_dmarc_passes_on_aligned_dkim_even_when_spf_fails(
     results = await check(resolver, signed(letter(), key))
     assert (results.spf, results.dkim, results.dmarc) == ("fail", "pass", "pass")
     assert results.header_value.endswith("dmarc=pass (p=reject) header.from=example.org")
+
+
+async def test_a_cached_dmarc_policy_is_read_from_the_cache_alike(
+    zone: tuple[Zone, dns.resolver.Resolver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, resolver = zone
+    resolver.cache = dns.resolver.LRUCache(100)
+    server.txt("example.org", "v=spf1 -all")
+    server.txt("_dmarc.example.org", "v=DMARC1; p=reject")
+    threaded: list[str] = []
+    pool = authres._executor()
+
+    class Counting(concurrent.futures.Executor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            threaded.append(getattr(fn, "func", fn).__name__)
+            return pool.submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(authres, "_executor", Counting)
+    first = await check(resolver, letter())
+    assert threaded.count("_fetch_dmarc") == 1  # not in the cache yet: asked in a thread
+    second = await check(resolver, letter())
+    assert threaded.count("_fetch_dmarc") == 1  # from the cache, no thread
+    assert first.dmarc == second.dmarc == "fail"
+    assert first.header_value == second.header_value
+    asked = [q for q in server.queries if q[0].startswith("_dmarc.")]
+    assert len(asked) == 1  # the second message's policy came from the cache
+    # Absent names are cached too (NXDOMAIN): a sender without DMARC is answered from memory.
+    other = await check(resolver, letter().replace(b"example.org", b"example.net"))
+    again = await check(resolver, letter().replace(b"example.org", b"example.net"))
+    assert other.dmarc == again.dmarc == "none"
+    assert len([q for q in server.queries if q[0] == "_dmarc.example.net"]) == 1
 
 
 async def test_dmarc_passes_on_relaxed_spf_alignment(
