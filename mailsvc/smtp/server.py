@@ -248,6 +248,7 @@ class CouncilSMTP(SMTP):
         self._limiter = limiter
         self._max_bad = max_bad_commands
         self._bad = 0
+        self._continued: list[str] = []
         self._counted_ip: str | None = None
         self._refused = False
 
@@ -327,6 +328,14 @@ class CouncilSMTP(SMTP):
     async def push(self, status: AnyStr) -> None:
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
         text = with_enhanced_code(text)
+        if text[text.rfind("\n") + 1 :][3:4] == "-":
+            # A continuation line ("250-SIZE …"): the reply goes out in one write with its last
+            # line (the EHLO reply was eight writes, eight wake-ups of the client).
+            self._continued.append(text)
+            return
+        if self._continued:
+            text = "\r\n".join([*self._continued, text])
+            self._continued = []
         await super().push(text)
         if text[:3] in ("500", "501", "502", "503", "504"):
             self._bad += 1

@@ -134,3 +134,31 @@ def test_the_fast_address_split_answers_exactly_as_aiosmtpds_parser() -> None:
     assert 1000 < took_fast < len(cases) - 1000  # both paths are exercised
     for case in cases:
         assert outcome(fast._getaddr, case) == outcome(reference._getaddr, case), case
+
+
+async def test_a_multiline_reply_goes_out_in_one_write() -> None:
+    """The EHLO reply's continuation lines wait for its last line: one write, one wake-up."""
+    from mailsvc.smtp import server as server_module
+
+    written: list[bytes] = []
+
+    class Writer:
+        def write(self, data: bytes) -> None:
+            written.append(data)
+
+        async def drain(self) -> None:
+            return None
+
+    smtp = server_module.CouncilSMTP.__new__(server_module.CouncilSMTP)
+    smtp._continued = []
+    smtp._bad, smtp._max_bad = 0, 10
+    smtp._writer = Writer()
+    smtp.enable_SMTPUTF8 = True
+    smtp.session = types.SimpleNamespace(peer=("127.0.0.1", 1))
+    smtp.transport = None
+    for line in ("250-mx.rada.example", "250-SIZE 26214400", "250-8BITMIME", "250 HELP"):
+        await smtp.push(line)
+    assert written == [b"250-mx.rada.example\r\n250-SIZE 26214400\r\n250-8BITMIME\r\n250 HELP\r\n"]
+    await smtp.push("250 2.0.0 OK")
+    await smtp.push("214-first\r\n214 last")  # a reply given whole: its last line ends it
+    assert written[1:] == [b"250 2.0.0 OK\r\n", b"214-first\r\n214 last\r\n"]
