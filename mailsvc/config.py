@@ -136,6 +136,10 @@ class DirectorySettings:
     group_object_class: str = "groupOfNames"
     member_attribute: str = "member"
     timeout: float = 5.0
+    # PEM bundle that verifies an ldaps:// directory's certificate (a self-signed certificate
+    # may be given as its own bundle); empty means the system's CAs. Certificates are always
+    # verified, by the adapter and by bulk additions alike.
+    ca_file: str = ""
 
     @property
     def councillors_dn(self) -> str:
@@ -434,6 +438,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"office_address = {s.office_address!r}: expected an email address")
     _check_port("smtp.port", s.smtp.port)
     _check_port("web.port", s.web.port, allow_zero=True)
+    if s.directory.ca_file and not Path(s.directory.ca_file).is_file():
+        raise ConfigError(f"directory.ca_file = {s.directory.ca_file!r}: no such file")
     _check_distribution(s.distribution)
     _check_port("submission.port", s.submission.port)
     _check_port("smarthost.port", s.smarthost.port, allow_zero=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import queue
+import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -68,6 +69,26 @@ class DirectoryConfig:
     member_attribute: str = "member"
     timeout: float = 5.0
     pool_size: int = 8
+    # PEM bundle verifying an ldaps:// server's certificate; empty: the system's CAs.
+    ca_file: str = ""
+
+
+class _VerifiedTls(ldap3.Tls):  # type: ignore[misc]
+    """ldap3's TLS settings, verifying through a standard ``SSLContext``: certificate chain and
+    host name during the handshake. (ldap3 checks host names with ``ssl.match_hostname``,
+    deprecated since Python 3.7 and removed in 3.12.)"""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__(validate=ssl.CERT_REQUIRED)
+        self.context = context
+
+    def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
+        connection.socket = self.context.wrap_socket(
+            connection.socket,
+            server_side=False,
+            do_handshake_on_connect=do_handshake,
+            server_hostname=connection.server.host,
+        )
 
 
 @dataclass(frozen=True)
@@ -140,10 +161,23 @@ class Directory:
 
     # -- connection handling -------------------------------------------------------------
 
-    def _connect(self) -> ldap3.Connection:
-        server = ldap3.Server(
-            self.config.url, connect_timeout=self.config.timeout, get_info=ldap3.NONE
+    def server(self) -> ldap3.Server:
+        """The directory server as ldap3 sees it. ldaps:// always verifies the certificate and
+        the host name (ldap3 alone would accept any certificate), against ``ca_file`` when it
+        is set."""
+        return ldap3.Server(
+            self.config.url,
+            connect_timeout=self.config.timeout,
+            get_info=ldap3.NONE,
+            tls=_VerifiedTls(self.ssl_context()),
         )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The same verification for bulk additions (``ldapwire``)."""
+        return ssl.create_default_context(cafile=self.config.ca_file or None)
+
+    def _connect(self) -> ldap3.Connection:
+        server = self.server()
         conn = ldap3.Connection(
             server,
             user=self.config.bind_dn,
@@ -411,7 +445,9 @@ class Directory:
             return []
         c = self.config
         try:
-            async with await LdapWire.connect(c.url, c.bind_dn, c.bind_password, c.timeout) as wire:
+            async with await LdapWire.connect(
+                c.url, c.bind_dn, c.bind_password, c.timeout, ssl_context=self.ssl_context()
+            ) as wire:
                 answers = await wire.add_many(
                     items,
                     object_classes=object_classes or self._person_classes(),
@@ -601,9 +637,7 @@ class Directory:
             return None
 
         def bind() -> bool:
-            server = ldap3.Server(
-                self.config.url, connect_timeout=self.config.timeout, get_info=ldap3.NONE
-            )
+            server = self.server()
             conn = ldap3.Connection(
                 server,
                 user=entry.dn,
