@@ -186,8 +186,7 @@ async def _child(settings: Settings, smarthost: tuple[str, int] | None) -> None:
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM,):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, lambda: None)  # the parent decides
     engine = create_engine(settings.database_url)
     queue = MailQueue(engine, local_domains=(settings.domain,))

@@ -495,14 +495,6 @@ class MailQueue:
 
         await self.units.run(mark)
 
-    async def next_due_in(self, route: str | None = None) -> float | None:
-        """Seconds until the next pending delivery (on ``route``) is due; None if none pends."""
-
-        def earliest(conn: Connection) -> float | None:
-            return _next_due_in(conn, route, utcnow())
-
-        return await self.units.run(earliest)
-
     # -- operators (mailsvc queue …) ----------------------------------------------------------
 
     async def list_deliveries(self, statuses: Sequence[str] | None = None) -> list[DeliveryRow]:

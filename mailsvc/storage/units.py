@@ -33,7 +33,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import fcntl
-import logging
 import os
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -43,8 +42,6 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
