@@ -22,6 +22,8 @@ Patches (written against the queue and inbound code of the commit the figures na
                   bytes.replace instead of line by line (same end-of-data rule; the sketch keeps
                   the size limit but not the 1000-byte line limit)
   count-calls     diagnostic: log how often each MailQueue method runs (every 5 s, at WARNING)
+  time-phases     diagnostic: log percentiles of the acceptor's phases (session, DATA,
+                  authentication, enqueue, the queue's unit) every 5 s, at WARNING
   uvloop          uvloop's event loop (if importable, e.g. pip install --target DIR uvloop and
                   RELAY_UVLOOP_PATH=DIR)
 """
@@ -501,6 +503,71 @@ def count_calls() -> None:
     for name, func in list(vars(queue_module.MailQueue).items()):
         if inspect.iscoroutinefunction(func):
             setattr(queue_module.MailQueue, name, wrap(name, func))
+
+
+@patch("time-phases")
+def time_phases() -> None:
+    import collections
+    import time
+
+    from mailsvc.smtp import inbound, server
+    from mailsvc.storage import queue as queue_module
+    from mailsvc.storage import units as units_module
+
+    spans: collections.defaultdict[str, list[float]] = collections.defaultdict(list)
+    log = logging.getLogger("relay_patches")
+    last = [time.monotonic()]
+
+    def report() -> None:
+        if time.monotonic() - last[0] < 5:
+            return
+        last[0] = time.monotonic()
+        parts = []
+        for name, values in sorted(spans.items()):
+            values.sort()
+            n = len(values)
+            p50, p90 = values[n // 2] * 1e3, values[n * 9 // 10] * 1e3
+            parts.append(f"{name}: n={n} p50={p50:.3f} p90={p90:.3f} ms")
+        log.warning("phases: %s", "; ".join(parts))
+
+    def timed(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await func(*args, **kwargs)
+            finally:
+                spans[name].append(time.perf_counter() - start)
+                report()
+
+        return wrapper
+
+    def timed_sync(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                spans[name].append(time.perf_counter() - start)
+
+        return wrapper
+
+    queue_module.MailQueue.enqueue = timed("enqueue", queue_module.MailQueue.enqueue)  # type: ignore[method-assign]
+    inbound.authenticate = timed("authenticate", inbound.authenticate)
+    inbound.InboundHandler.handle_DATA = timed("handle_DATA", inbound.InboundHandler.handle_DATA)  # type: ignore[method-assign]
+    server.CouncilSMTP.smtp_DATA = timed("smtp_DATA", server.CouncilSMTP.smtp_DATA)  # type: ignore[method-assign]
+    units = units_module.ThreadUnits
+    units._execute = timed_sync("unit (in thread)", units._execute)  # type: ignore[method-assign]
+    original_flock = units_module.fcntl.flock
+
+    def flock(fd: int, op: int) -> None:
+        start = time.perf_counter()
+        original_flock(fd, op)
+        if op == units_module.fcntl.LOCK_EX:
+            spans["flock wait"].append(time.perf_counter() - start)
+
+    units_module.fcntl = types.SimpleNamespace(  # type: ignore[assignment]
+        flock=flock, LOCK_EX=units_module.fcntl.LOCK_EX, LOCK_UN=units_module.fcntl.LOCK_UN
+    )
 
 
 @patch("uvloop")

@@ -163,18 +163,41 @@ def start_spf(
     """Begin the SPF check as soon as the envelope's sender is known: it needs nothing of the
     message, so it runs while the client sends recipients and data, and the answer to the final
     dot waits only for the checks that need the message (DKIM, DMARC)."""
-    lookups = _Dns(
-        resolver if resolver is not None else _default_resolver(),
-        time.monotonic() + max(budget, 0.0),
-    )
     ip, sender, spf_domain = _spf_inputs(client_ip, helo, mail_from)
     task = None
     if ip is not None and spf_domain:
-        task = asyncio.get_running_loop().run_in_executor(
-            _executor(),
-            functools.partial(_check_spf, lookups, ip, sender, helo.strip(), authserv_id),
+        task = _spf_check(
+            resolver if resolver is not None else _default_resolver(),
+            time.monotonic() + max(budget, 0.0),
+            ip,
+            sender,
+            helo.strip(),
+            authserv_id,
         )
     return EarlySpf((client_ip, helo, mail_from), task)
+
+
+def _spf_check(
+    resolver: dns.resolver.Resolver,
+    deadline: float,
+    ip: str,
+    sender: str,
+    helo: str,
+    receiver: str,
+) -> asyncio.Future[str]:
+    """The SPF result as a future: evaluated at once when every record it needs is in the
+    resolver's cache (a sender seen a moment ago: no thread hop, no wait), else in the pool."""
+    loop = asyncio.get_running_loop()
+    try:
+        found = _check_spf(_Dns(resolver, deadline, cache_only=True), ip, sender, helo, receiver)
+    except _CacheMiss:
+        return loop.run_in_executor(
+            _executor(),
+            functools.partial(_check_spf, _Dns(resolver, deadline), ip, sender, helo, receiver),
+        )
+    done: asyncio.Future[str] = loop.create_future()
+    done.set_result(found)
+    return done
 
 
 def _spf_inputs(client_ip: str, helo: str, mail_from: str) -> tuple[str | None, str, str]:
@@ -280,7 +303,7 @@ async def _authenticate(
         spf_task = early_spf.task
     else:
         spf_task = (
-            in_thread(_check_spf, lookups, ip, sender, helo.strip(), authserv_id)
+            _spf_check(resolver, deadline, ip, sender, helo.strip(), authserv_id)
             if ip is not None and spf_domain
             else None
         )
@@ -530,6 +553,8 @@ def _check_spf(lookups: _Dns, ip: str, sender: str, helo: str, receiver: str) ->
     try:
         # An empty sender makes pyspf check postmaster@<helo>: RFC 7208 section 2.4.
         result, _code, _explanation = spf.query(i=ip, s=sender, h=helo, receiver=receiver).check()
+    except _CacheMiss:
+        raise  # evaluated from the cache only: the caller asks again in the pool
     except Exception:
         log.exception("SPF check for <%s> from %s failed unexpectedly", sender, ip)
         return TEMPERROR

@@ -255,6 +255,50 @@ async def test_spf_begun_at_mail_from_is_the_one_reported(
     assert other.spf == "none"
 
 
+async def test_spf_is_evaluated_at_once_when_its_records_are_cached(
+    zone: tuple[Zone, dns.resolver.Resolver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, resolver = zone
+    resolver.cache = dns.resolver.LRUCache(100)
+    # An include and an "a" mechanism: several lookups, all of which must come from the cache.
+    server.txt("example.org", "v=spf1 include:_spf.example.net a:mx.example.org -all")
+    server.txt("_spf.example.net", "v=spf1 ip4:127.0.0.1 -all")
+    threaded: list[str] = []
+    pool = authres._executor()
+
+    class Counting(concurrent.futures.Executor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            threaded.append(getattr(fn, "func", fn).__name__)
+            return pool.submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(authres, "_executor", Counting)
+
+    def begin(mail_from: str) -> authres.EarlySpf:
+        return start_spf(
+            authserv_id=AUTHSERV,
+            client_ip=RESIDENT_IP,
+            helo="mail.example.org",
+            mail_from=mail_from,
+            resolver=resolver,
+        )
+
+    first = begin("jan.kowalski@example.org")
+    assert first.task is not None and not first.task.done()  # cold cache: asked in a thread
+    assert await asyncio.wait_for(first.task, 5) == "pass"
+    assert threaded == ["_check_spf"]
+    asked = len(server.queries)
+    second = begin("anna.nowak@example.org")
+    assert second.task is not None and second.task.done()  # every record cached: no wait
+    assert second.task.result() == "pass"
+    assert threaded == ["_check_spf"] and len(server.queries) == asked
+    # A record the cache does not hold yet (another domain): back to the thread, same answer.
+    server.txt("example.com", "v=spf1 -all")
+    third = begin("someone@example.com")
+    assert third.task is not None
+    assert await asyncio.wait_for(third.task, 5) == "fail"
+    assert threaded == ["_check_spf", "_check_spf"]
+
+
 async def test_spf_checks_helo_when_the_sender_is_null(
     zone: tuple[Zone, dns.resolver.Resolver],
 ) -> None:
