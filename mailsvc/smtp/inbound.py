@@ -8,12 +8,10 @@ are removed (RFC 8601 section 5, ``authres.remove_forged_results``). Every other
 from __future__ import annotations
 
 import asyncio
-import email.policy
 import logging
 import re
 import ssl
 from collections.abc import Callable
-from email.parser import BytesHeaderParser
 from email.utils import formatdate
 from typing import Any, Protocol
 
@@ -245,12 +243,21 @@ class InboundHandler(AdvertisesExtensions):
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
+# The first Message-ID field of a header block with its continuation lines (as the email
+# package's parser finds it, without building every other field of the header on the way).
+_MESSAGE_ID_FIELD = re.compile(
+    rb"^message-id[ \t]*:([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)", re.IGNORECASE | re.MULTILINE
+)
+
+
 def header_message_id(content: bytes) -> str | None:
     """The Message-ID of a raw message (looked for in the header only), or None."""
+    if content.startswith((b"\r\n", b"\n")):
+        return None  # an empty header: everything after the blank line is body
     end = _HEADER_END.search(content, 0, 256 * 1024)
     head = content[: end.start()] if end else content[: 256 * 1024]
-    value = BytesHeaderParser(policy=email.policy.compat32).parsebytes(head).get("Message-ID")
-    ids = message_ids(str(value)) if value else []
+    found = _MESSAGE_ID_FIELD.search(head)
+    ids = message_ids(found.group(1).decode("utf-8", "replace")) if found else []
     return ids[0] if ids else None
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import secrets
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -29,8 +30,9 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailsvc.errors import StorageUnavailable
@@ -291,6 +293,10 @@ class MailQueue:
     ) -> tuple[int, str]:
         queue_id = secrets.token_hex(8)
         now = utcnow()
+        if conn.dialect.driver == "pysqlite":  # the queue's own SQLite thread: the hot path
+            return self._insert_rows_sqlite(
+                conn, queue_id, now, mail_from, recipients, body, client, origin, parts
+            ), queue_id
         result = conn.execute(
             _INSERT_MESSAGE,
             {
@@ -322,6 +328,45 @@ class MailQueue:
             ],
         )
         return int(message_id), queue_id
+
+    def _insert_rows_sqlite(
+        self,
+        conn: Connection,
+        queue_id: str,
+        now: datetime,
+        mail_from: str,
+        recipients: Sequence[str],
+        body: bytes,
+        client: str,
+        origin: str,
+        parts: str | None,
+    ) -> int:
+        """The same rows as ``_insert_rows``, written through the sqlite3 driver directly: two
+        prepared statements, without SQLAlchemy's compile-and-bind round per statement (a third
+        of the enqueue's CPU). Values are stored exactly as SQLAlchemy stores them."""
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        statement = _SQLITE_INSERT_MESSAGE
+        try:
+            stamp = _sqlite_datetime(now)
+            cursor.execute(
+                statement,
+                (queue_id, mail_from, stamp, len(body), client, body, "queued", origin, parts),
+            )
+            message_id: int = cursor.lastrowid
+            statement = _SQLITE_INSERT_DELIVERY
+            cursor.executemany(
+                statement,
+                [
+                    (message_id, rcpt, self.route_for(rcpt), "queued", 0, stamp, stamp)
+                    for rcpt in recipients
+                ],
+            )
+        except sqlite3.Error as exc:
+            # As SQLAlchemy would raise it: callers (and the units' recovery) know only those.
+            raise DBAPIError.instance(statement, None, exc, sqlite3.Error) from exc
+        finally:
+            cursor.close()
+        return message_id
 
     async def release_claims(self) -> int:
         """At start-up: deliveries left in flight by a crash become due again (at-least-once)."""
@@ -632,6 +677,19 @@ def _status_not_in(*values: str) -> ColumnElement[bool]:
 
 _INSERT_MESSAGE = messages.insert()
 _INSERT_DELIVERY = deliveries.insert()
+_SQLITE_INSERT_MESSAGE = (
+    "INSERT INTO messages (queue_id, mail_from, received_at, size, client, body, status, "
+    "origin, parts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_INSERT_DELIVERY = (
+    "INSERT INTO deliveries (message_id, recipient, route, status, attempts, next_attempt_at, "
+    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_DIALECT = sqlite_dialect.dialect()
+# SQLAlchemy's own conversion, so that rows written either way read back alike.
+_sqlite_datetime: Callable[[datetime], str] = messages.c.received_at.type.dialect_impl(
+    _SQLITE_DIALECT
+).bind_processor(_SQLITE_DIALECT)  # type: ignore[assignment]
 _RECORD_OUTCOME = (
     update(deliveries)
     .where(deliveries.c.id == bindparam("delivery_id"))

@@ -89,3 +89,56 @@ async def test_claim_batch_takes_whole_messages_and_release_gives_them_back(
     finally:
         await queue.close()
         await engine.dispose()
+
+
+async def test_the_fast_insert_stores_rows_as_sqlalchemy_does(tmp_path: Path) -> None:
+    """enqueue() writes through the sqlite3 driver; insert() inside a caller's transaction goes
+    through SQLAlchemy. Both must store the same values in the same form (dates above all)."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}")
+    await create_schema(engine)
+    queue = MailQueue(engine, ["rada.example"])
+    try:
+        body = "Temat: zażółć\r\n\r\ngęślą jaźń\r\n".encode()
+        rcpts = ["anna@rada.example", "jan@example.org"]
+        fast_id = await queue.enqueue("ł@example.org", rcpts, body, client="192.0.2.1")
+        async with engine.begin() as conn:
+            _, slow_id = await queue.insert(
+                conn, "ł@example.org", rcpts, body, "192.0.2.1", "inbound"
+            )
+        async with engine.connect() as conn:
+            # As stored, without SQLAlchemy's conversions on the way back.
+            raw = {
+                row[0]: row[1:]
+                for row in (
+                    await conn.exec_driver_sql(
+                        "SELECT queue_id, mail_from, typeof(received_at), length(received_at), "
+                        "size, client, body, status, origin, parts FROM messages"
+                    )
+                ).all()
+            }
+            assert raw[fast_id] == raw[slow_id]
+            assert raw[fast_id][1:3] == ("text", len("2026-01-01 00:00:00.000000"))
+            by_message = {}
+            for queue_id in (fast_id, slow_id):
+                by_message[queue_id] = (
+                    await conn.exec_driver_sql(
+                        "SELECT d.recipient, d.route, d.status, d.attempts, "
+                        "length(d.next_attempt_at), d.next_attempt_at = m.received_at, "
+                        "d.updated_at = m.received_at FROM deliveries d "
+                        "JOIN messages m ON m.id = d.message_id WHERE m.queue_id = ? "
+                        "ORDER BY d.recipient",
+                        (queue_id,),
+                    )
+                ).all()
+            assert by_message[fast_id] == by_message[slow_id]
+            assert [tuple(r[:4]) for r in by_message[fast_id]] == [
+                ("anna@rada.example", "lmtp", "queued", 0),
+                ("jan@example.org", "smtp", "queued", 0),
+            ]
+        # Read back through the queue's own code: claimable, with its body intact.
+        claim = await queue.claim("lmtp", 10)
+        assert sorted(m.queue_id for m in claim.messages) == sorted([fast_id, slow_id])
+        assert all(m.body == body for m in claim.messages)
+    finally:
+        await queue.close()
+        await engine.dispose()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from mailsvc.config import load_settings
-from mailsvc.smtp.inbound import InboundHandler, smtp_factory
+from mailsvc.smtp.inbound import InboundHandler, header_message_id, message_ids, smtp_factory
 from mailsvc.smtp.server import ConnectionLimiter, CouncilSMTP, RateLimiter, with_enhanced_code
 
 
@@ -162,3 +162,54 @@ async def test_a_multiline_reply_goes_out_in_one_write() -> None:
     await smtp.push("250 2.0.0 OK")
     await smtp.push("214-first\r\n214 last")  # a reply given whole: its last line ends it
     assert written[1:] == [b"250 2.0.0 OK\r\n", b"214-first\r\n214 last\r\n"]
+
+
+def _message_id_by_parser(content: bytes) -> str | None:
+    """What header_message_id answered before: the email package's header parser."""
+    import email.policy
+    import re
+    from email.parser import BytesHeaderParser
+
+    end = re.search(rb"\r?\n\r?\n", content)
+    head = content[: end.start()] if end else content
+    value = BytesHeaderParser(policy=email.policy.compat32).parsebytes(head).get("Message-ID")
+    ids = message_ids(str(value)) if value else []
+    return ids[0] if ids else None
+
+
+def test_the_message_id_is_found_as_the_email_parser_finds_it() -> None:
+    import random
+
+    rng = random.Random(4)
+    fields = [
+        b"From: Jan <jan@example.org>",
+        b"Subject: =?utf-8?q?Za=C5=BC=C3=B3=C5=82=C4=87?=",
+        b"References: <a@b> <c@d>",
+        b"X-Message-ID: <not@this>",
+        b"Subject: Message-ID: <nor@this>",
+        b"Received: from x\r\n\tby y; Thu, 1 Jan 2026 00:00:00 +0000",
+    ]
+    ids = [
+        b"Message-ID: <1@example.org>",
+        b"message-id:<2@example.org>",
+        b"MESSAGE-ID:  <3@example.org>",
+        b"Message-ID:\r\n <4@example.org>",
+        b"Message-ID: <5@example.org> (comment)",
+        b"Message-ID: no brackets",
+        b"Message-ID: <6@exa mple.org>",
+        b"Message-ID:",
+    ]
+    cases = [b"", b"Message-ID: <7@example.org>", b"\r\nMessage-ID: <8@example.org>\r\n"]
+    for _ in range(3000):
+        lines = rng.sample(fields, rng.randint(0, len(fields)))
+        for _ in range(rng.randint(0, 2)):
+            lines.insert(rng.randint(0, len(lines)), rng.choice(ids))
+        sep = rng.choice([b"\r\n", b"\n"])
+        head = sep.join(line.replace(b"\r\n", sep) for line in lines)
+        cases.append(head + sep + sep + b"Message-ID: <body@example.org>\r\n")
+    found = 0
+    for content in cases:
+        expected = _message_id_by_parser(content)
+        assert header_message_id(content) == expected, content
+        found += expected is not None
+    assert found > 1000  # the cases do exercise a found Message-ID
