@@ -24,6 +24,8 @@ Patches (written against the queue and inbound code of the commit the figures na
   count-calls     diagnostic: log how often each MailQueue method runs (every 5 s, at WARNING)
   time-phases     diagnostic: log percentiles of the acceptor's phases (session, DATA,
                   authentication, enqueue, the queue's unit) every 5 s, at WARNING
+  inline-units    experiment: the queue's units of work run on the event loop's thread (no
+                  thread hop; the loop waits for the commit's fsync)
   uvloop          uvloop's event loop (if importable, e.g. pip install --target DIR uvloop and
                   RELAY_UVLOOP_PATH=DIR)
 """
@@ -568,6 +570,16 @@ def time_phases() -> None:
     units_module.fcntl = types.SimpleNamespace(  # type: ignore[assignment]
         flock=flock, LOCK_EX=units_module.fcntl.LOCK_EX, LOCK_UN=units_module.fcntl.LOCK_UN
     )
+
+
+@patch("inline-units")
+def inline_units() -> None:
+    from mailsvc.storage import units as units_module
+
+    async def run(self: Any, work: Callable[..., Any], *, durable: bool = True) -> Any:
+        return self._execute(work, durable)
+
+    units_module.ThreadUnits.run = run  # type: ignore[method-assign]
 
 
 @patch("uvloop")

@@ -211,6 +211,8 @@ class InboundHandler(AdvertisesExtensions):
                 body,
                 client=client,
                 origin=ORIGIN_INBOUND,
+                # A lone session: nobody could share its commit, and its client waits for it.
+                alone=getattr(server, "connections", 0) == 1,
             )
         except StorageUnavailable as exc:
             log.error("DATA from <%s>: not stored: %s", envelope.mail_from, exc)

@@ -252,6 +252,11 @@ class CouncilSMTP(SMTP):
         self._counted_ip: str | None = None
         self._refused = False
 
+    @property
+    def connections(self) -> int:
+        """Connections open now on this listening socket, this one included."""
+        return self._limiter.total
+
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """The address of a MAIL or RCPT argument, and the rest (its parameters).
 

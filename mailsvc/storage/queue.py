@@ -204,16 +204,20 @@ class MailQueue:
         client: str = "",
         *,
         origin: str | None = None,
+        alone: bool = False,
     ) -> str:
         """Store a message durably (committed, fsync'd) and return its queue id.
 
         Group commit: messages arriving while a commit is in progress are written together in
         the next transaction, so concurrent sessions share one fsync. Each caller still returns
         only after its own message is committed. The null reverse path is stored as "".
+
+        ``alone``: the caller is the only session at work, so nothing could join its commit;
+        with no commit in progress the message is then committed at once, on this thread when
+        the database's thread is idle (see ``ThreadUnits``).
         """
         if mail_from == "<>":
             mail_from = ""
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         request = (
             mail_from,
             tuple(recipients),
@@ -221,6 +225,19 @@ class MailQueue:
             client,
             origin or _origin_from_client(client),
         )
+        if (
+            alone
+            and not self._pending_enqueues
+            and (self._committer is None or self._committer.done())
+        ):
+            try:
+                ids = await self.units.run(
+                    functools.partial(self._insert_all, [request]), inline=True
+                )
+            except SQLAlchemyError as exc:
+                raise StorageUnavailable(f"queue could not store the message: {exc}") from exc
+            return ids[0]
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending_enqueues.append((request, future))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_pending())

@@ -37,6 +37,7 @@ import concurrent.futures
 import contextlib
 import fcntl
 import os
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -50,9 +51,13 @@ T = TypeVar("T")
 
 
 class Units(Protocol):
-    async def run(self, work: Callable[[Connection], T], *, durable: bool = True) -> T:
+    async def run(
+        self, work: Callable[[Connection], T], *, durable: bool = True, inline: bool = False
+    ) -> T:
         """Run ``work`` in one transaction; committed when it returns, rolled back if it
-        raises."""
+        raises. ``inline``: the caller has nothing else to do meanwhile (one lone SMTP session);
+        the unit may then run on the calling thread, sparing the hand-off to the database's
+        thread and back, which costs more than the work itself on a busy machine."""
         ...
 
     async def close(self) -> None: ...
@@ -64,7 +69,9 @@ class EngineUnits:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def run(self, work: Callable[[Connection], T], *, durable: bool = True) -> T:
+    async def run(
+        self, work: Callable[[Connection], T], *, durable: bool = True, inline: bool = False
+    ) -> T:
         async with self.engine.begin() as conn:
             if not durable and conn.dialect.name == "postgresql":
                 await conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
@@ -76,7 +83,13 @@ class EngineUnits:
 
 def sqlite_engine(path: str) -> Engine:
     """A synchronous engine on a SQLite file: WAL, fsync at every commit, ``BEGIN IMMEDIATE``."""
-    engine = create_engine(f"sqlite:///{path}", poolclass=NullPool, connect_args={"timeout": 30})
+    # check_same_thread off: ThreadUnits may run a unit inline on the event loop's thread; its
+    # own lock keeps the connection to one thread at a time.
+    engine = create_engine(
+        f"sqlite:///{path}",
+        poolclass=NullPool,
+        connect_args={"timeout": 30, "check_same_thread": False},
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -100,7 +113,13 @@ def sqlite_engine(path: str) -> Engine:
 
 
 class ThreadUnits:
-    """Units of work on one thread that owns one SQLite connection."""
+    """Units of work on one thread that owns one SQLite connection.
+
+    A unit asked for ``inline`` runs on the caller's thread instead when the database thread is
+    idle: a lone SMTP session waits for its commit either way, and the two hand-offs (a futex
+    wake of the thread, then the event loop's wake-up) cost 0.1-0.5 ms on a loaded machine, a
+    tenth of the whole session. ``_using`` keeps the connection to one thread at a time.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -110,8 +129,13 @@ class ThreadUnits:
         self._lock_fd: int | None = None
         self._durable = True
         self._closed = False
+        self._using = threading.Lock()
 
     def _execute(self, work: Callable[[Connection], T], durable: bool) -> T:
+        with self._using:
+            return self._execute_held(work, durable)
+
+    def _execute_held(self, work: Callable[[Connection], T], durable: bool) -> T:
         if self._conn is None:
             self._conn = self.engine.connect()
             self._durable = True  # the connection's pragma: synchronous=FULL
@@ -135,6 +159,10 @@ class ThreadUnits:
             if self._lock_fd is not None:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
+    def _drop_when_idle(self) -> None:
+        with self._using:
+            self._drop()
+
     def _drop(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(Exception):
@@ -144,9 +172,16 @@ class ThreadUnits:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    async def run(self, work: Callable[[Connection], T], *, durable: bool = True) -> T:
+    async def run(
+        self, work: Callable[[Connection], T], *, durable: bool = True, inline: bool = False
+    ) -> T:
         if self._closed:
             raise RuntimeError("the queue database is closed")
+        if inline and self._using.acquire(blocking=False):
+            try:
+                return self._execute_held(work, durable)
+            finally:
+                self._using.release()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, self._execute, work, durable)
 
@@ -155,7 +190,7 @@ class ThreadUnits:
             return
         self._closed = True
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._thread, self._drop)
+        await loop.run_in_executor(self._thread, self._drop_when_idle)
         self._thread.shutdown(wait=True)
         self.engine.dispose()
 

@@ -142,3 +142,33 @@ async def test_the_fast_insert_stores_rows_as_sqlalchemy_does(tmp_path: Path) ->
     finally:
         await queue.close()
         await engine.dispose()
+
+
+async def test_a_lone_session_commits_at_once_on_its_own_thread(tmp_path: Path) -> None:
+    import threading
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}")
+    await create_schema(engine)
+    queue = MailQueue(engine, ["rada.example"])
+    threads: list[int] = []
+
+    @event.listens_for(queue.units.engine, "commit")  # type: ignore[attr-defined]
+    def where(_conn: Any) -> None:
+        threads.append(threading.get_ident())
+
+    try:
+        lone = await queue.enqueue("a@example.org", ["r@rada.example"], b"one", alone=True)
+        other = await queue.enqueue("a@example.org", ["r@rada.example"], b"two")
+        assert threads == [threading.get_ident(), threads[1]]
+        assert threads[1] != threading.get_ident()  # not alone: the queue's thread
+        claim = await queue.claim("lmtp", 10)
+        assert sorted(m.body for m in claim.messages) == [b"one", b"two"]
+        assert {m.queue_id for m in claim.messages} == {lone, other}
+        # A failure is reported the same way: 451 for the session, nothing stored.
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("DROP TABLE deliveries")
+        with pytest.raises(StorageUnavailable):
+            await queue.enqueue("a@example.org", ["r@rada.example"], b"three", alone=True)
+    finally:
+        await queue.close()
+        await engine.dispose()

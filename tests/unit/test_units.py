@@ -118,3 +118,43 @@ async def test_only_a_sqlite_file_gets_its_own_thread(tmp_path: Path) -> None:
     finally:
         await on_file.dispose()
         await in_memory.dispose()
+
+
+async def test_an_inline_unit_runs_on_the_callers_thread_only_when_the_thread_is_idle(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    units = ThreadUnits(str(tmp_path / "q.db"))
+    here = threading.get_ident()
+    try:
+        await units.run(lambda conn: conn.execute(text("CREATE TABLE t (n INTEGER)")))
+
+        def where(conn: Connection) -> int:
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+            return threading.get_ident()
+
+        assert await units.run(where) != here  # by default: the database's own thread
+        assert await units.run(where, inline=True) == here  # idle: no hand-off
+        # The database thread busy with another unit: the inline one waits its turn there.
+        started, release = threading.Event(), threading.Event()
+
+        def slow(conn: Connection) -> None:
+            started.set()
+            release.wait(5)
+            conn.execute(text("INSERT INTO t VALUES (2)"))
+
+        busy = asyncio.create_task(units.run(slow))
+        assert await asyncio.to_thread(started.wait, 5)
+        second = asyncio.create_task(units.run(where, inline=True))
+        await asyncio.sleep(0.2)
+        assert not second.done()  # it did not touch the connection in the middle of "slow"
+        release.set()
+        await busy
+        assert await asyncio.wait_for(second, 5) != here
+        count = await units.run(lambda conn: conn.execute(text("SELECT count(*) FROM t")).scalar())
+        assert count == 4
+        # Inline units are durable like the others (synchronous=FULL for their commit).
+        assert await units.run(synchronous, inline=True) == 2
+    finally:
+        await units.close()
