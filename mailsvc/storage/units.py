@@ -112,13 +112,18 @@ def sqlite_engine(path: str) -> Engine:
     return engine
 
 
+class _LockBusy(Exception):
+    """Another process is in the middle of a unit."""
+
+
 class ThreadUnits:
     """Units of work on one thread that owns one SQLite connection.
 
     A unit asked for ``inline`` runs on the caller's thread instead when the database thread is
-    idle: a lone SMTP session waits for its commit either way, and the two hand-offs (a futex
-    wake of the thread, then the event loop's wake-up) cost 0.1-0.5 ms on a loaded machine, a
-    tenth of the whole session. ``_using`` keeps the connection to one thread at a time.
+    idle and no other process holds the lock file: a lone SMTP session waits for its commit
+    either way, and the two hand-offs (a futex wake of the thread, then the event loop's
+    wake-up) cost 0.1-0.5 ms on a loaded machine, a tenth of the whole session. ``_using``
+    keeps the connection to one thread at a time.
     """
 
     def __init__(self, path: str) -> None:
@@ -135,14 +140,21 @@ class ThreadUnits:
         with self._using:
             return self._execute_held(work, durable)
 
-    def _execute_held(self, work: Callable[[Connection], T], durable: bool) -> T:
+    def _execute_held(
+        self, work: Callable[[Connection], T], durable: bool, *, wait: bool = True
+    ) -> T:
+        """Run the unit; with ``wait`` False raise _LockBusy at once, instead of waiting, when
+        another process holds the lock file."""
         if self._conn is None:
             self._conn = self.engine.connect()
             self._durable = True  # the connection's pragma: synchronous=FULL
         if self._lock_fd is None:
             self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         conn = self._conn
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _LockBusy from None
         try:
             if durable != self._durable:
                 # On the driver's connection, between transactions (SQLAlchemy would begin one).
@@ -178,8 +190,12 @@ class ThreadUnits:
         if self._closed:
             raise RuntimeError("the queue database is closed")
         if inline and self._using.acquire(blocking=False):
+            # Only if nobody holds the lock either: the event loop must not wait for another
+            # process's transaction (the database thread does that).
             try:
-                return self._execute_held(work, durable)
+                return self._execute_held(work, durable, wait=False)
+            except _LockBusy:
+                pass
             finally:
                 self._using.release()
         loop = asyncio.get_running_loop()

@@ -154,6 +154,17 @@ async def test_an_inline_unit_runs_on_the_callers_thread_only_when_the_thread_is
         assert await asyncio.wait_for(second, 5) != here
         count = await units.run(lambda conn: conn.execute(text("SELECT count(*) FROM t")).scalar())
         assert count == 4
+        # Another process in the middle of a unit: the event loop does not wait for its lock;
+        # the unit waits on the database thread instead.
+        holder = os.open(f"{tmp_path / 'q.db'}.lock", os.O_RDWR)
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        third = asyncio.create_task(units.run(where, inline=True))
+        await asyncio.sleep(0.2)  # reached at all: the loop was not blocked
+        assert not third.done()
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        os.close(holder)
+        assert await asyncio.wait_for(third, 5) != here
+        assert await units.run(where, inline=True) == here
         # Inline units are durable like the others (synchronous=FULL for their commit).
         assert await units.run(synchronous, inline=True) == 2
     finally:
