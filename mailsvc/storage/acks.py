@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import Executable
 
+from mailsvc.storage import sqlite_fast
 from mailsvc.storage.db import councillors, metadata
 
 acknowledgements = Table(
@@ -46,6 +47,14 @@ acknowledgements = Table(
 )
 
 
+# Run for every delivered resident message: straight through the driver on the queue's SQLite.
+_SQLITE_CLAIM = (
+    "INSERT INTO acknowledgements (sender, councillor, day, original_queue_id, created_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+_SQLITE_PURGE = "DELETE FROM acknowledgements WHERE day < ?"
+
+
 def claim(
     conn: Connection,
     *,
@@ -56,6 +65,20 @@ def claim(
     now: datetime,
 ) -> bool:
     """Record the key (sender, councillor, day); True only for the first claim of that key."""
+    raw = sqlite_fast.driver(conn)
+    if raw is not None:
+        with sqlite_fast.as_dbapi_error("acknowledgement key"):
+            cursor = raw.execute(
+                _SQLITE_CLAIM,
+                (
+                    sender.lower(),
+                    councillor.lower(),
+                    sqlite_fast.date_to_db(day),
+                    original_queue_id,
+                    sqlite_fast.datetime_to_db(now),
+                ),
+            )
+        return bool(cursor.rowcount == 1)
     values = {
         "sender": sender.lower(),
         "councillor": councillor.lower(),
@@ -71,6 +94,10 @@ def claim(
 
 def purge(conn: Connection, before: date) -> int:
     """Forget keys of days before ``before``: they hold residents' addresses (RODO)."""
+    raw = sqlite_fast.driver(conn)
+    if raw is not None:
+        with sqlite_fast.as_dbapi_error("acknowledgement purge"):
+            return int(raw.execute(_SQLITE_PURGE, (sqlite_fast.date_to_db(before),)).rowcount)
     result = conn.execute(delete(acknowledgements).where(acknowledgements.c.day < before))
     return int(result.rowcount or 0)
 

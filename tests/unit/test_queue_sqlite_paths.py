@@ -1,0 +1,185 @@
+"""The queue's statements through the sqlite3 driver do exactly what the SQLAlchemy ones do.
+
+Both run on copies of one real SQLite queue holding a mix of messages: several recipients,
+both routes, due and not yet due, in flight, delivered. Each copy is then claimed from until
+empty (and outcomes recorded, with acknowledgements); every claim and the rows left behind
+must be the same.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from mailsvc.storage import queue as queue_module
+from mailsvc.storage import sqlite_fast
+from mailsvc.storage.db import create_engine, create_schema, deliveries, utcnow
+from mailsvc.storage.queue import FINAL, PENDING, AckRequest, Claim, MailQueue, Outgoing
+
+
+async def fill(path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    await create_schema(engine)
+    queue = MailQueue(engine, ["rada.example"])
+    try:
+        for n in range(23):
+            rcpts = [f"r{n}@rada.example"]
+            if n % 3 == 0:
+                rcpts.append(f"x{n}@example.org")  # the other route
+            if n % 4 == 0:
+                rcpts.append(f"s{n}@rada.example")  # two on the same route
+            await queue.enqueue(f"a{n}@example.org", rcpts, f"body {n}".encode())
+        later = utcnow() + timedelta(minutes=5)
+        async with engine.begin() as conn:
+            # Some deferred to later, one deferred but due, some in flight, some delivered.
+            await conn.execute(
+                update(deliveries)
+                .where(deliveries.c.message_id.in_([2, 5, 9]))
+                .values(status="deferred", next_attempt_at=later)
+            )
+            await conn.execute(
+                update(deliveries).where(deliveries.c.message_id == 7).values(status="deferred")
+            )
+            await conn.execute(
+                update(deliveries).where(deliveries.c.message_id == 11).values(status="inflight")
+            )
+            await conn.execute(
+                update(deliveries).where(deliveries.c.message_id == 13).values(status="delivered")
+            )
+    finally:
+        await queue.close()
+        await engine.dispose()
+
+
+def summary(claim: Claim) -> tuple[Any, ...]:
+    return (
+        [
+            (m.id, m.queue_id, m.mail_from, m.received_at, m.body, m.deliveries, m.route, m.origin)
+            for m in claim.messages
+        ],
+        claim.more,
+        None if claim.next_due_in is None else round(claim.next_due_in / 60),
+    )
+
+
+async def drain(path: Path, route: str, limit: int) -> tuple[list[Any], list[Any]]:
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    queue = MailQueue(engine, ["rada.example"])
+    claims = []
+    try:
+        while True:
+            claim = await queue.claim(route, limit)
+            claims.append(summary(claim))
+            if not claim.messages:
+                break
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(deliveries.c.id, deliveries.c.status).order_by(deliveries.c.id)
+                )
+            ).all()
+        return claims, [tuple(r) for r in rows]
+    finally:
+        await queue.close()
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("route", ["lmtp", "smtp"])
+@pytest.mark.parametrize("limit", [1, 3, 50])
+async def test_the_driver_claim_answers_as_the_sqlalchemy_claim(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, route: str, limit: int
+) -> None:
+    original = tmp_path / "q.db"
+    await fill(original)
+    fast, slow = tmp_path / "fast.db", tmp_path / "slow.db"
+    shutil.copy(original, fast)
+    shutil.copy(original, slow)
+    assert queue_module._SQLITE_RETURNING  # the SQLite of this machine has RETURNING
+    fast_claims, fast_rows = await drain(fast, route, limit)
+    monkeypatch.setattr(queue_module, "_SQLITE_RETURNING", False)
+    slow_claims, slow_rows = await drain(slow, route, limit)
+    assert fast_claims == slow_claims
+    assert fast_rows == slow_rows
+    assert sum(len(c[0]) for c in fast_claims) >= 5  # the scenario did claim something
+    if route == "lmtp":
+        assert fast_claims[-1][2] == 5  # the deferred ones are due in five minutes
+
+
+def test_the_written_out_statuses_are_the_pending_and_final_ones() -> None:
+    for statement in (queue_module._SQLITE_OLDEST_DUE, queue_module._SQLITE_TAKE):
+        where = statement.split("WHERE", 1)[1]
+        assert tuple(re.findall(r"status = '(\w+)'", where)) == PENDING
+    settle = queue_module._SQLITE_SETTLE.split("NOT EXISTS", 1)[1]
+    assert tuple(re.findall(r"status != '(\w+)'", settle)) == FINAL
+
+
+async def deliver_all(path: Path) -> list[Any]:
+    """Claim everything due on the council's route and record mixed outcomes, each with an
+    acknowledgement request; then the tables as stored (without random ids and clock values)."""
+    engine = create_engine(f"sqlite+aiosqlite:///{path}")
+    queue = MailQueue(engine, ["rada.example"])
+    today = utcnow().date()
+    try:
+        n = 0
+        while (claim := await queue.claim("lmtp", 3)).messages:
+            for message in claim.messages:
+                outcomes = []
+                for delivery_id, _rcpt, _attempts in message.deliveries:
+                    n += 1
+                    status = ("delivered", "deferred", "failed")[n % 3]
+                    next_at = utcnow() + timedelta(minutes=10) if status == "deferred" else None
+                    outcomes.append((delivery_id, status, f"{n} reply", next_at))
+
+                def compose(named: Any, sender: str = message.mail_from) -> Outgoing:
+                    text = ",".join(f"{name}<{address}>" for name, address in named)
+                    return Outgoing("", (sender,), text.encode(), "ack")
+
+                ack = AckRequest(
+                    message.mail_from,
+                    tuple(r for _, r, _ in message.deliveries),
+                    today,
+                    compose,
+                    forget_before=today,
+                )
+                await queue.record(message.id, outcomes, ack=ack)
+        async with engine.connect() as conn:
+            tables = []
+            for statement in (
+                "SELECT id, message_id, recipient, route, status, attempts, last_reply, "
+                "typeof(next_attempt_at), length(next_attempt_at), length(updated_at) "
+                "FROM deliveries ORDER BY id",
+                "SELECT id, mail_from, status, body IS NULL, body, error, origin, size, "
+                "length(received_at) FROM messages ORDER BY id",
+                "SELECT sender, councillor, day, original_queue_id, ack_queue_id IS NULL, "
+                "length(created_at) FROM acknowledgements ORDER BY id",
+            ):
+                tables.append([tuple(r) for r in (await conn.exec_driver_sql(statement)).all()])
+        return tables
+    finally:
+        await queue.close()
+        await engine.dispose()
+
+
+async def test_recording_through_the_driver_stores_what_sqlalchemy_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = tmp_path / "q.db"
+    await fill(original)
+    fast, slow = tmp_path / "fast.db", tmp_path / "slow.db"
+    shutil.copy(original, fast)
+    shutil.copy(original, slow)
+    fast_tables = await deliver_all(fast)
+    monkeypatch.setattr(sqlite_fast, "driver", lambda conn: None)  # SQLAlchemy everywhere
+    slow_tables = await deliver_all(slow)
+    assert fast_tables == slow_tables
+    deliveries_, messages_, keys = fast_tables
+    assert {r[4] for r in deliveries_} >= {"delivered", "deferred", "failed"}
+    assert any(r[2] == "done" and r[3] for r in messages_)  # settled: body dropped
+    assert any(r[6] == "ack" for r in messages_)  # acknowledgements queued
+    assert keys and all(not r[4] for r in keys)  # each key names its acknowledgement
