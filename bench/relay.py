@@ -277,14 +277,13 @@ def count_delivered(settings: Settings) -> int:
 
 
 def clean_mailboxes(settings: Settings) -> None:
+    """Every pass starts from empty mailboxes: the messages and Dovecot's own files (index,
+    transaction log, UID list) alike, which Dovecot makes again at the first delivery. Removing
+    only the messages left the index to grow over the run's tens of thousands of deliveries,
+    and each pass paid more for Dovecot than the one before (3 ms of Dovecot CPU per 100 KB
+    message early in a run, 8 ms late)."""
     for box in maildirs(settings):
-        for sub in ("new", "cur", "tmp"):
-            try:
-                with os.scandir(box / sub) as entries:
-                    for entry in entries:
-                        os.unlink(entry.path)
-            except FileNotFoundError:
-                pass
+        shutil.rmtree(box, ignore_errors=True)
     os.sync()  # the next run should not pay for this run's dirty pages
 
 
