@@ -221,6 +221,11 @@ _PLAIN_PATH = re.compile(
 )
 
 
+# How much of a message body may wait in the reader's buffer before the body reader is woken
+# (unless a piece may end the body); memory per connection stays bounded by it.
+_QUIET_BUFFER = 256 * 1024
+
+
 class CouncilSMTP(SMTP):
     """One SMTP connection. Errors beyond ``max_bad_commands`` close it."""
 
@@ -251,6 +256,7 @@ class CouncilSMTP(SMTP):
         self._continued: list[str] = []
         self._counted_ip: str | None = None
         self._refused = False
+        self._in_body = False  # between the 354 and the end of the body
 
     @property
     def connections(self) -> int:
@@ -328,6 +334,21 @@ class CouncilSMTP(SMTP):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
+        reader: Any = self._reader if self._in_body else None
+        if (
+            reader is not None
+            and not reader._eof
+            and len(reader._buffer) + len(data) <= _QUIET_BUFFER
+            and _DOT_CRLF not in bytes(reader._buffer[-2:]) + data[:2]
+            and _DOT_CRLF not in data
+        ):
+            # Inside a message body, a piece that cannot end it (no "." CRLF) is added without
+            # waking the body reader, up to _QUIET_BUFFER: a client that writes 4 KB at a time
+            # no longer costs a wake-up, a read and a scan per piece (25 for 100 KB). The reader
+            # wakes with the piece that may end the body, or when that much is waiting, and
+            # reads it as before: the same bytes, read the same way.
+            reader._buffer.extend(data)
+            return
         super().data_received(data)
 
     async def push(self, status: AnyStr) -> None:
@@ -366,7 +387,11 @@ class CouncilSMTP(SMTP):
             await self.push("501 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
-        scan = await self._read_body()
+        self._in_body = True
+        try:
+            scan = await self._read_body()
+        finally:
+            self._in_body = False
         if scan.error:
             await self.push(scan.error)
             self._set_post_data_state()  # type: ignore[no-untyped-call]

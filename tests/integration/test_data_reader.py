@@ -106,8 +106,24 @@ LINES = b"".join(
         [HEAD, b"a\n.\nb\r.\rc\r\n.\nd\n.\r\ne\r.\r\n", b"f\r\n\x00.\r\n", b"\r\n.\r\nQUIT\r\n"],
         [HEAD, b"x" * 5000, b"\r\n.\r\nQUIT\r\n"],
         [HEAD, LINES * 3, b".\r\nNOOP\r\nQUIT\r\n"],  # over the size limit: 552 5.3.4
+        # As smtp-source writes: 4 KB at a time (pieces that cannot end the body are buffered
+        # without waking the reader).
+        [HEAD, *(LINES[i : i + 4096] for i in range(0, 100_000, 4096)), b".\r\nQUIT\r\n"],
+        [HEAD, b"ab\r\n.", b"\r", b"\nQUIT\r\n"],  # the end split over three pieces
+        [HEAD, b"a.", b"\r\n", b"b\r\n.\r", b"\nQUIT\r\n"],  # "." CRLF not at a line start
     ],
-    ids=["stuffed", "pipelined", "split-crlf", "split-dot", "bare", "long-line", "oversize"],
+    ids=[
+        "stuffed",
+        "pipelined",
+        "split-crlf",
+        "split-dot",
+        "bare",
+        "long-line",
+        "oversize",
+        "4k-pieces",
+        "split-end",
+        "mid-line-dot",
+    ],
 )
 async def test_same_replies_and_content_over_tcp(servers: Pair, pieces: list[bytes]) -> None:
     replies, seen = await both(servers, pieces)
@@ -125,3 +141,59 @@ async def test_a_100_kb_message_in_one_write(servers: Pair) -> None:
     replies, seen = await both(servers, [HEAD + body + b".\r\nQUIT\r\n"])
     assert seen == [(body.replace(b"\r\n..", b"\r\n."), b"QUIT\r\n")]
     assert replies.endswith(b"250 2.0.0 queued\r\n221 Bye\r\n")
+
+
+async def test_a_body_in_small_pieces_wakes_the_reader_only_near_its_end() -> None:
+    """smtp-source writes a 100 KB message 4 KB at a time: 25 arrivals. Only a piece that may
+    end the body (or the reader's limit) wakes the body reader."""
+    fed: list[int] = []
+
+    class Counting(CouncilSMTP):
+        counting = False
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            reader: Any = self._reader
+            original = reader.feed_data
+
+            def feed(data: bytes) -> None:
+                if self.counting:
+                    fed.append(len(data))
+                original(data)
+
+            reader.feed_data = feed
+
+        async def smtp_DATA(self, arg: str) -> None:
+            self.counting = True
+            try:
+                await super().smtp_DATA(arg)
+            finally:
+                self.counting = False
+
+    recorder = Recorder()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: Counting(
+            recorder,
+            limiter=ConnectionLimiter(10, 10),
+            max_bad_commands=10,
+            data_size_limit=LIMIT,
+            decode_data=False,
+            hostname="mx.test",
+            timeout=30,
+        ),
+        "127.0.0.1",
+        0,
+    )
+    try:
+        body = (LINES * 2)[:100_000] + b"\r\n"
+        pieces = [body[i : i + 4096] for i in range(0, len(body), 4096)]
+        replies = await converse(
+            server.sockets[0].getsockname()[1], [HEAD, *pieces, b".\r\nQUIT\r\n"]
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert replies.endswith(b"250 2.0.0 queued\r\n221 Bye\r\n")
+    assert recorder.seen == [(body.replace(b"\r\n..", b"\r\n."), b"QUIT\r\n")]
+    assert len(pieces) == 25
+    assert 1 <= len(fed) <= 3  # the end, and at most twice for the reader's 64 KB limit
