@@ -558,7 +558,7 @@ def time_phases() -> None:
     inbound.InboundHandler.handle_DATA = timed("handle_DATA", inbound.InboundHandler.handle_DATA)  # type: ignore[method-assign]
     server.CouncilSMTP.smtp_DATA = timed("smtp_DATA", server.CouncilSMTP.smtp_DATA)  # type: ignore[method-assign]
     units = units_module.ThreadUnits
-    units._execute = timed_sync("unit (in thread)", units._execute)  # type: ignore[method-assign]
+    units._execute_held = timed_sync("unit", units._execute_held)  # type: ignore[method-assign]
     original_flock = units_module.fcntl.flock
 
     def flock(fd: int, op: int) -> None:
@@ -567,8 +567,9 @@ def time_phases() -> None:
         if op == units_module.fcntl.LOCK_EX:
             spans["flock wait"].append(time.perf_counter() - start)
 
+    real = units_module.fcntl
     units_module.fcntl = types.SimpleNamespace(  # type: ignore[assignment]
-        flock=flock, LOCK_EX=units_module.fcntl.LOCK_EX, LOCK_UN=units_module.fcntl.LOCK_UN
+        flock=flock, LOCK_EX=real.LOCK_EX, LOCK_UN=real.LOCK_UN, LOCK_NB=real.LOCK_NB
     )
 
 
