@@ -49,9 +49,7 @@ log = logging.getLogger(__name__)
 _MAX_IDLE = 5.0
 # Passes of drain(): the mail itself, then its bounce or acknowledgement, then theirs.
 _DRAIN_PASSES = 3
-# How often the delivery workers checkpoint the queue's write-ahead log (a few hundred pages at a
-# time at full load, instead of a thousand inside someone's commit).
-_CHECKPOINT_EVERY = 0.25
+# Concurrent smarthost connections (delivery.workers counts the LMTP ones).
 # The reply recorded for a recipient the server gave no answer about.
 _NO_REPLY = Reply(451, "4.3.0 no reply for this recipient")
 
@@ -156,18 +154,6 @@ class DeliveryWorkers:
             asyncio.create_task(self._dispatch(route), name=f"dispatch-{route}")
             for route in self._pool
         ]
-        self._tasks.append(asyncio.create_task(self._checkpoints(), name="queue-checkpoints"))
-
-    async def _checkpoints(self) -> None:
-        """Keep the queue's write-ahead log short from here, outside every unit of work, so
-        that no SMTP session's commit has to copy it into the database file (see
-        mailsvc.storage.units.AUTOCHECKPOINT_PAGES)."""
-        while not self._stopping:
-            await asyncio.sleep(_CHECKPOINT_EVERY)
-            try:
-                await self.queue.units.checkpoint()
-            except Exception as exc:  # a busy or vanished file: the next round tries again
-                log.debug("queue checkpoint: %s", exc)
 
     async def stop(self) -> None:
         self._stopping = True

@@ -37,7 +37,6 @@ import concurrent.futures
 import contextlib
 import fcntl
 import os
-import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -63,11 +62,6 @@ class Units(Protocol):
 
     async def close(self) -> None: ...
 
-    async def checkpoint(self) -> None:
-        """Move committed pages from the write-ahead log into the database file, outside any
-        unit (SQLite; nothing to do elsewhere)."""
-        ...
-
 
 class EngineUnits:
     """Units of work through the async engine (``run_sync`` inside one transaction)."""
@@ -85,16 +79,6 @@ class EngineUnits:
 
     async def close(self) -> None:
         return None
-
-    async def checkpoint(self) -> None:
-        return None
-
-
-# Pages in the WAL after which a committing unit checkpoints by itself. The delivery workers
-# checkpoint several times a second outside any unit (ThreadUnits.checkpoint), so this is only
-# the bound for when they do not run; SQLite's default, 1,000 pages, put a 4 MB copy and two
-# fsyncs into the path of every 40th 100 KB message's 250.
-AUTOCHECKPOINT_PAGES = 8000
 
 
 def sqlite_engine(path: str) -> Engine:
@@ -116,7 +100,6 @@ def sqlite_engine(path: str) -> Engine:
             "PRAGMA foreign_keys=ON",
             "PRAGMA busy_timeout=30000",
             "PRAGMA secure_delete=FAST",
-            f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}",
         ):
             dbapi_conn.execute(pragma)
 
@@ -152,12 +135,6 @@ class ThreadUnits:
         self._durable = True
         self._closed = False
         self._using = threading.Lock()
-        # Checkpoints run on their own thread and connection: they take no lock file and no
-        # write lock, so neither this process's units nor the other process's wait for them.
-        self._checkpointer = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="queue-checkpoint"
-        )
-        self._checkpoint_conn: sqlite3.Connection | None = None
 
     def _execute(self, work: Callable[[Connection], T], durable: bool) -> T:
         with self._using:
@@ -224,32 +201,11 @@ class ThreadUnits:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, self._execute, work, durable)
 
-    def _checkpoint(self) -> tuple[int, int, int]:
-        if self._checkpoint_conn is None:
-            self._checkpoint_conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        row = self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return (int(row[0]), int(row[1]), int(row[2]))
-
-    def _close_checkpointer(self) -> None:
-        if self._checkpoint_conn is not None:
-            self._checkpoint_conn.close()
-            self._checkpoint_conn = None
-
-    async def checkpoint(self) -> None:
-        """A passive checkpoint: copies what it can without waiting for readers or writers (a
-        commit during it goes on into the log), and fsyncs the log and the database file."""
-        if self._closed:
-            return
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._checkpointer, self._checkpoint)
-
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._checkpointer, self._close_checkpointer)
-        self._checkpointer.shutdown(wait=True)
         await loop.run_in_executor(self._thread, self._drop_when_idle)
         self._thread.shutdown(wait=True)
         self.engine.dispose()

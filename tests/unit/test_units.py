@@ -169,33 +169,3 @@ async def test_an_inline_unit_runs_on_the_callers_thread_only_when_the_thread_is
         assert await units.run(synchronous, inline=True) == 2
     finally:
         await units.close()
-
-
-async def test_commits_leave_checkpoints_to_the_checkpointer(tmp_path: Path) -> None:
-    """A commit no longer copies the write-ahead log into the database file after 1,000 pages
-    (that copy and its fsyncs landed in some SMTP session's 250); checkpoint() does it, on its
-    own connection, without the lock file."""
-    path = tmp_path / "q.db"
-    units = ThreadUnits(str(path))
-    try:
-        await units.run(lambda conn: conn.execute(text("CREATE TABLE m (body BLOB)")))
-        base = path.stat().st_size
-        for _ in range(12):  # 12 x 100 pages: past SQLite's default of 1,000
-            await units.run(
-                lambda conn: conn.execute(
-                    text("INSERT INTO m VALUES (:b)"), {"b": os.urandom(400 * 1024)}
-                )
-            )
-        assert path.stat().st_size == base  # nothing copied by the commits themselves
-        holder = os.open(f"{path}.lock", os.O_RDWR)
-        fcntl.flock(holder, fcntl.LOCK_EX)  # the other process in a unit: no matter
-        try:
-            await asyncio.wait_for(units.checkpoint(), 10)
-        finally:
-            fcntl.flock(holder, fcntl.LOCK_UN)
-            os.close(holder)
-        assert path.stat().st_size > 12 * 400 * 1024  # now in the database file
-        count = await units.run(lambda conn: conn.execute(text("SELECT count(*) FROM m")).scalar())
-        assert count == 12
-    finally:
-        await units.close()
