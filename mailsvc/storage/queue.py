@@ -362,7 +362,7 @@ class MailQueue:
         cursor = sqlite_fast.driver(conn).cursor()
         try:
             with sqlite_fast.as_dbapi_error("enqueue"):
-                stamp = _sqlite_datetime(now)
+                stamp = sqlite_fast.datetime_to_db(now)
                 cursor.execute(
                     _SQLITE_INSERT_MESSAGE,
                     (queue_id, mail_from, stamp, len(body), client, body, "queued", origin, parts),
@@ -472,12 +472,18 @@ class MailQueue:
         queued: list[str] = []
         raw = sqlite_fast.driver(conn)
         if raw is not None:
-            stamp = _sqlite_datetime(now)
+            stamp = sqlite_fast.datetime_to_db(now)
             with sqlite_fast.as_dbapi_error("record"):
                 raw.executemany(
                     _SQLITE_RECORD_OUTCOME,
                     [
-                        (status, reply, _sqlite_datetime(next_at) if next_at else stamp, stamp, i)
+                        (
+                            status,
+                            reply,
+                            sqlite_fast.datetime_to_db(next_at) if next_at else stamp,
+                            stamp,
+                            i,
+                        )
                         for i, status, reply, next_at in outcomes
                     ],
                 )
@@ -715,7 +721,6 @@ _SQLITE_INSERT_DELIVERY = (
     "INSERT INTO deliveries (message_id, recipient, route, status, attempts, next_attempt_at, "
     "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_sqlite_datetime = sqlite_fast.datetime_to_db
 _RECORD_OUTCOME = (
     update(deliveries)
     .where(deliveries.c.id == bindparam("delivery_id"))
@@ -805,8 +810,9 @@ def _claim_rows(conn: Connection, route: str | None, limit: int) -> Claim:
     """The claim as one unit of work: pick the oldest due messages, mark their due deliveries
     on one route in flight, and read the bodies."""
     raw = sqlite_fast.driver(conn)
-    if route is not None and raw is not None and _SQLITE_RETURNING:
-        return _claim_rows_sqlite(raw, route, limit)
+    if route is not None and raw is not None and sqlite_fast.RETURNING:
+        with sqlite_fast.as_dbapi_error("claim"):
+            return _claim_rows_sqlite(raw, route, limit)
     now = utcnow()
     rows_wanted = limit * 4  # a message with several recipients appears several times
     params: dict[str, Any] = {"now": now, "rows": rows_wanted}
@@ -860,7 +866,6 @@ def _claim_rows(conn: Connection, route: str | None, limit: int) -> Claim:
 # three statements instead of five, without SQLAlchemy's compile-and-bind round for each. The
 # same choice as _claim_rows: the oldest due messages on the route, all their due deliveries
 # on it, taken in one UPDATE … RETURNING (SQLite 3.35 and later).
-_SQLITE_RETURNING = sqlite_fast.RETURNING
 _SQLITE_RECORD_OUTCOME = (
     "UPDATE deliveries SET status = ?, last_reply = ?, attempts = attempts + 1, "
     "next_attempt_at = ?, updated_at = ? WHERE id = ?"
@@ -891,17 +896,11 @@ _SQLITE_NEXT_DUE = (
     "SELECT min(next_attempt_at) FROM deliveries "
     "WHERE (status = 'queued' OR status = 'deferred') AND route = ?"
 )
-_sqlite_read_datetime = sqlite_fast.datetime_from_db
 
 
 def _claim_rows_sqlite(raw: Any, route: str, limit: int) -> Claim:
-    with sqlite_fast.as_dbapi_error("claim"):
-        return _claim_rows_sqlite_raw(raw, route, limit)
-
-
-def _claim_rows_sqlite_raw(raw: Any, route: str, limit: int) -> Claim:
     now = utcnow()
-    stamp = _sqlite_datetime(now)
+    stamp = sqlite_fast.datetime_to_db(now)
     rows_wanted = limit * 4  # a message with several recipients appears several times
     candidates = raw.execute(_SQLITE_OLDEST_DUE, (stamp, route, rows_wanted)).fetchall()
     picked: list[int] = []
@@ -929,7 +928,7 @@ def _claim_rows_sqlite_raw(raw: Any, route: str, limit: int) -> Claim:
                 id=message_id,
                 queue_id=queue_id,
                 mail_from=mail_from,
-                received_at=_sqlite_read_datetime(received_at),
+                received_at=sqlite_fast.datetime_from_db(received_at),
                 body=body or b"",
                 deliveries=tuple(mine.get(message_id, ())),
                 route=route,
@@ -944,7 +943,7 @@ def _next_due_in_sqlite(raw: Any, route: str, now: datetime) -> float | None:
     (when,) = raw.execute(_SQLITE_NEXT_DUE, (route,)).fetchone()
     if when is None:
         return None
-    return max(0.0, (_sqlite_read_datetime(when) - now).total_seconds())
+    return max(0.0, (sqlite_fast.datetime_from_db(when) - now).total_seconds())
 
 
 def _next_due_in(conn: Connection, route: str | None, now: datetime) -> float | None:

@@ -42,6 +42,21 @@ RESIDENT_IP = "127.0.0.1"
 STRANGER_IP = "192.0.2.7"  # TEST-NET-1: only ever a string here, never contacted
 
 
+@pytest.fixture
+def threaded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the functions the checks hand to their thread pool, in order."""
+    names: list[str] = []
+    pool = authres._executor()
+
+    class Counting(concurrent.futures.Executor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            names.append(getattr(fn, "func", fn).__name__)
+            return pool.submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(authres, "_executor", Counting)
+    return names
+
+
 # --- a DNS server on loopback ------------------------------------------------------------------
 
 
@@ -256,22 +271,13 @@ async def test_spf_begun_at_mail_from_is_the_one_reported(
 
 
 async def test_spf_is_evaluated_at_once_when_its_records_are_cached(
-    zone: tuple[Zone, dns.resolver.Resolver], monkeypatch: pytest.MonkeyPatch
+    zone: tuple[Zone, dns.resolver.Resolver], threaded: list[str]
 ) -> None:
     server, resolver = zone
     resolver.cache = dns.resolver.LRUCache(100)
     # An include and an "a" mechanism: several lookups, all of which must come from the cache.
     server.txt("example.org", "v=spf1 include:_spf.example.net a:mx.example.org -all")
     server.txt("_spf.example.net", "v=spf1 ip4:127.0.0.1 -all")
-    threaded: list[str] = []
-    pool = authres._executor()
-
-    class Counting(concurrent.futures.Executor):
-        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-            threaded.append(getattr(fn, "func", fn).__name__)
-            return pool.submit(fn, *args, **kwargs)
-
-    monkeypatch.setattr(authres, "_executor", Counting)
 
     def begin(mail_from: str) -> authres.EarlySpf:
         return start_spf(
@@ -409,21 +415,12 @@ async def test_dmarc_passes_on_aligned_dkim_even_when_spf_fails(
 
 
 async def test_a_cached_dmarc_policy_is_read_from_the_cache_alike(
-    zone: tuple[Zone, dns.resolver.Resolver], monkeypatch: pytest.MonkeyPatch
+    zone: tuple[Zone, dns.resolver.Resolver], threaded: list[str]
 ) -> None:
     server, resolver = zone
     resolver.cache = dns.resolver.LRUCache(100)
     server.txt("example.org", "v=spf1 -all")
     server.txt("_dmarc.example.org", "v=DMARC1; p=reject")
-    threaded: list[str] = []
-    pool = authres._executor()
-
-    class Counting(concurrent.futures.Executor):
-        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-            threaded.append(getattr(fn, "func", fn).__name__)
-            return pool.submit(fn, *args, **kwargs)
-
-    monkeypatch.setattr(authres, "_executor", Counting)
     first = await check(resolver, letter())
     assert threaded.count("_fetch_dmarc") == 1  # not in the cache yet: asked in a thread
     second = await check(resolver, letter())

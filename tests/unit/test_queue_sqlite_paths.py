@@ -57,6 +57,16 @@ async def fill(path: Path) -> None:
         await engine.dispose()
 
 
+async def two_copies(tmp_path: Path) -> tuple[Path, Path]:
+    """Two copies of one filled queue: one for the driver's statements, one for SQLAlchemy's."""
+    original = tmp_path / "q.db"
+    await fill(original)
+    fast, slow = tmp_path / "fast.db", tmp_path / "slow.db"
+    shutil.copy(original, fast)
+    shutil.copy(original, slow)
+    return fast, slow
+
+
 def summary(claim: Claim) -> tuple[Any, ...]:
     return (
         [
@@ -95,14 +105,10 @@ async def drain(path: Path, route: str, limit: int) -> tuple[list[Any], list[Any
 async def test_the_driver_claim_answers_as_the_sqlalchemy_claim(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, route: str, limit: int
 ) -> None:
-    original = tmp_path / "q.db"
-    await fill(original)
-    fast, slow = tmp_path / "fast.db", tmp_path / "slow.db"
-    shutil.copy(original, fast)
-    shutil.copy(original, slow)
-    assert queue_module._SQLITE_RETURNING  # the SQLite of this machine has RETURNING
+    fast, slow = await two_copies(tmp_path)
+    assert sqlite_fast.RETURNING  # the SQLite of this machine has RETURNING
     fast_claims, fast_rows = await drain(fast, route, limit)
-    monkeypatch.setattr(queue_module, "_SQLITE_RETURNING", False)
+    monkeypatch.setattr(sqlite_fast, "RETURNING", False)
     slow_claims, slow_rows = await drain(slow, route, limit)
     assert fast_claims == slow_claims
     assert fast_rows == slow_rows
@@ -169,11 +175,7 @@ async def deliver_all(path: Path) -> list[Any]:
 async def test_recording_through_the_driver_stores_what_sqlalchemy_stores(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = tmp_path / "q.db"
-    await fill(original)
-    fast, slow = tmp_path / "fast.db", tmp_path / "slow.db"
-    shutil.copy(original, fast)
-    shutil.copy(original, slow)
+    fast, slow = await two_copies(tmp_path)
     fast_tables = await deliver_all(fast)
     monkeypatch.setattr(sqlite_fast, "driver", lambda conn: None)  # SQLAlchemy everywhere
     slow_tables = await deliver_all(slow)
