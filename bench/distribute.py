@@ -64,7 +64,7 @@ from distribute_pack import PackFile, make_pack
 from provision import StackSpec, fsync_probe, machine, make_council, write_roster
 
 from mailsvc.config import Settings
-from mailsvc.delivery.body import parts_dir
+from mailsvc.relay.delivery.body import parts_dir
 from mailsvc.stack import LocalStack, free_ports
 from mailsvc.storage.queue import MailQueue
 
@@ -162,8 +162,8 @@ def in_child(func: Callable[..., Any], *args: Any) -> dict[str, Any]:
 async def setup(bench: Bench, roster: str, pack: list[PackFile], rounds: int) -> dict[str, Any]:
     """Import the councillors, create one session per round and attach the pack to each."""
     from mailsvc.app import open_parts
-    from mailsvc.cli_councillors import run_import
-    from mailsvc.distributions import COUNCIL_GROUP
+    from mailsvc.cli.councillors import run_import
+    from mailsvc.distribution.service import COUNCIL_GROUP
 
     settings = bench.settings()
     started = time.perf_counter()
@@ -271,7 +271,7 @@ async def phase_mailsvc(
 ) -> dict[str, Any]:
     """Schedule and send the notice with the delivery workers running, until all delivered."""
     from mailsvc.app import open_parts, smarthost_target
-    from mailsvc.delivery.worker import DeliveryWorkers
+    from mailsvc.relay.delivery.worker import DeliveryWorkers
 
     settings = bench.settings()
     async with open_parts(settings) as parts, smarthost_target(settings) as smarthost:
@@ -310,7 +310,7 @@ def phase_peer(
     bench: Bench, distribution_id: int, connections: int, progress: int, stack: tuple[int, ...]
 ) -> dict[str, Any]:
     """Replay the heads mailsvc rendered, with their part files, straight into Dovecot."""
-    from mailsvc.delivery.body import PartedBody
+    from mailsvc.relay.delivery.body import PartedBody
 
     settings = bench.settings()
     with closing(sqlite3.connect(database_path(settings))) as db:
@@ -379,7 +379,7 @@ class Rendered:
 
 
 def rendered(db_path: Path, settings: Settings, distribution_id: int) -> Rendered:
-    from mailsvc.delivery.body import PartedBody
+    from mailsvc.relay.delivery.body import PartedBody
 
     with closing(sqlite3.connect(db_path)) as db:
         recipients = [
@@ -407,7 +407,7 @@ def rendered(db_path: Path, settings: Settings, distribution_id: int) -> Rendere
 
 def check_receipts(db_path: Path, distribution_id: int, expected: int) -> None:
     """Every recipient has exactly one DELIVERED receipt event."""
-    from mailsvc.domain.receipts import EventKind
+    from mailsvc.domain.receipt_states import EventKind
 
     with closing(sqlite3.connect(db_path)) as db:
         counts = db.execute(

@@ -478,8 +478,8 @@ class PhaseTimes:
 
 
 def _instrument(phases: PhaseTimes, max_bytes: int | None) -> None:
-    import mailsvc.cli_councillors as cli
-    from mailsvc.councillors import Councillors
+    import mailsvc.cli.councillors as cli
+    from mailsvc.directory.councillors import Councillors
     from mailsvc.storage.register import Register
     from provisioning.directory import Directory
 
@@ -496,7 +496,7 @@ def _instrument(phases: PhaseTimes, max_bytes: int | None) -> None:
 
 async def _import(spec: StackSpec, roster: Path, max_bytes: int | None) -> dict[str, Any]:
     from mailsvc.app import open_parts
-    from mailsvc.cli_councillors import run_import
+    from mailsvc.cli.councillors import run_import
 
     phases = PhaseTimes()
     _instrument(phases, max_bytes)

@@ -3,7 +3,7 @@
 One private stack (mailsvc.stack.LocalStack: slapd + Dovecot on free loopback ports, var_dir in
 /tmp) with a few councillors created through mailsvc, and two relays in front of it:
 
-(a) mailsvc: `python -m mailsvc.cli serve` in its own process (own SQLite queue in var_dir),
+(a) mailsvc: `python -m mailsvc.cli.main serve` in its own process (own SQLite queue in var_dir),
     RCPT checked against slapd, delivery to Dovecot over LMTP;
 (b) a private Postfix (bench/relay_postfix.py: own main.cf/master.cf, queue and data directories
     under var_dir, shipped defaults), recipients from the same slapd through an LDAP table,

@@ -58,7 +58,7 @@ def patch(name: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
 
 
 def _after_logging_setup(levels: dict[str, int]) -> None:
-    from mailsvc import cli
+    from mailsvc.cli import main as cli
 
     original = cli._configure_logging
 
@@ -393,7 +393,7 @@ def _settle(fut: asyncio.Future[str], result: Any) -> None:
 
 @patch("lmtp-fast")
 def lmtp_fast() -> None:
-    from mailsvc.delivery import lmtp
+    from mailsvc.relay.delivery import lmtp
 
     def encode_data(body: bytes) -> bytes:
         data = body
@@ -512,7 +512,7 @@ def time_phases() -> None:
     import collections
     import time
 
-    from mailsvc.smtp import inbound, server
+    from mailsvc.relay.smtp import inbound, server
     from mailsvc.storage import queue as queue_module
     from mailsvc.storage import units as units_module
 
@@ -602,7 +602,7 @@ def main(argv: list[str]) -> int:
             return 2
         PATCHES[name]()
         print(f"relay_patches: applied {name}", file=sys.stderr, flush=True)
-    from mailsvc.cli import main as mailsvc_main
+    from mailsvc.cli.main import main as mailsvc_main
 
     return mailsvc_main(rest)
 

@@ -19,25 +19,25 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailsvc import secret_store
 from mailsvc.config import Settings
-from mailsvc.councillors import Councillors
-from mailsvc.delivery.capture import CaptureSink, capture_dir, running_capture
-from mailsvc.delivery.process import DeliveryProcess
-from mailsvc.delivery.worker import DeliveryWorkers
-from mailsvc.distributions import AckPages, Distributions
+from mailsvc.directory.councillors import Councillors
+from mailsvc.distribution.service import AckPages, Distributions
 from mailsvc.receipts.sink import ReportSink
-from mailsvc.smtp.inbound import InboundHandler, start_inbound
-from mailsvc.smtp.recipients import CachedRecipients
-from mailsvc.smtp.submission import SubmissionHandler, start_submission
-from mailsvc.smtp.tls import server_context
+from mailsvc.relay.delivery.capture import CaptureSink, capture_dir, running_capture
+from mailsvc.relay.delivery.process import DeliveryProcess
+from mailsvc.relay.delivery.worker import DeliveryWorkers
+from mailsvc.relay.smtp.inbound import InboundHandler, start_inbound
+from mailsvc.relay.smtp.recipients import CachedRecipients
+from mailsvc.relay.smtp.submission import SubmissionHandler, start_submission
+from mailsvc.relay.smtp.tls import server_context
 from mailsvc.storage.db import create_engine, create_schema
 from mailsvc.storage.queue import MailQueue
-from mailsvc.storage.receipts import ReceiptStore
 from mailsvc.storage.register import AuditContext, Register
 from mailsvc.storage.relaylog import RelayLog
+from mailsvc.storage.sessions import ReceiptStore
 from provisioning.directory import Directory, DirectoryConfig
 
 if TYPE_CHECKING:
-    from mailsvc.scheduling.jobs import JobRunner
+    from mailsvc.jobs import JobRunner
     from mailsvc.web.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ async def start_web(settings: Settings, parts: Parts) -> WebServer:
 
 async def start_service(settings: Settings, *, scheduler: bool = True) -> Service:
     """Start delivery first (so the backlog drains), then jobs, then accept mail."""
-    from mailsvc.scheduling.jobs import job_specs, start_scheduler
+    from mailsvc.jobs import job_specs, start_scheduler
 
     engine = await open_database(settings)
     directory = open_directory(settings)

@@ -16,11 +16,11 @@ from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from mailsvc.domain.receipts import EventKind, EventSource
+from mailsvc.domain.receipt_states import EventKind, EventSource
 from mailsvc.receipts.parse import DeliveryReport, ReportRecipient, scan
 from mailsvc.receipts.tokens import TokenSigner
 from mailsvc.storage.db import utcnow
-from mailsvc.storage.receipts import ReceiptStore
+from mailsvc.storage.sessions import ReceiptStore
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ async def accept_reports(sink: ReportSink, envelope: _Envelope, content: bytes) 
     """At DATA: credit the report to the report addresses among the recipients and take them
     off the envelope. Returns the reply when nothing else is left to deliver, else None."""
     from mailsvc.errors import StorageUnavailable
-    from mailsvc.smtp import replies
+    from mailsvc.relay.smtp import replies
 
     ours = [r for r in envelope.rcpt_tos if sink.is_report_address(r)]
     if not ours:

@@ -50,7 +50,7 @@ messages = Table(
     Column("origin", String(16), nullable=False, server_default="local"),
     # Large attachments kept once on disk, not per message: JSON {"boundary", "files"} naming
     # encoded MIME parts under <var_dir>/documents/parts/ that follow ``body`` (see
-    # mailsvc.delivery.body). NULL: ``body`` is the whole message.
+    # mailsvc.relay.delivery.body). NULL: ``body`` is the whole message.
     Column("parts", Text, nullable=True),
 )
 
@@ -199,7 +199,7 @@ distribution_recipients = Table(
     UniqueConstraint("distribution_id", "address", name="uq_distribution_recipient"),
 )
 
-# Append-only evidence. States are derived from these rows (mailsvc.domain.receipts).
+# Append-only evidence. States are derived from these rows (mailsvc.domain.receipt_states).
 receipt_events = Table(
     "receipt_events",
     metadata,
@@ -275,7 +275,7 @@ def _add_missing_columns(sync_conn: Connection) -> None:
 
 async def create_schema(engine: AsyncEngine) -> None:
     # Tables defined beside their repositories join the metadata when imported.
-    import mailsvc.storage.web  # noqa: F401
+    import mailsvc.storage.clerks  # noqa: F401
 
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from mailsvc.errors import StorageUnavailable
 from mailsvc.storage import acks, sqlite_fast
 from mailsvc.storage.db import deliveries, messages, utcnow
-from mailsvc.storage.receipts import add_delivery_events
+from mailsvc.storage.sessions import add_delivery_events
 from mailsvc.storage.units import Units, units_for
 
 PENDING = ("queued", "deferred")
@@ -91,7 +91,7 @@ class QueuedMessage:
     deliveries: tuple[tuple[int, str, int], ...]  # (delivery id, recipient, attempts so far)
     route: str = ROUTE_LMTP
     origin: str = ORIGIN_LOCAL
-    # JSON naming attachment parts stored once on disk (mailsvc.delivery.body); None: the body
+    # JSON naming attachment parts stored once on disk (mailsvc.relay.delivery.body); None: the body
     # is the whole message.
     parts: str | None = None
 

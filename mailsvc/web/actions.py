@@ -19,22 +19,22 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailsvc.councillors import ApplyResult, CouncillorNotFound, CreatedAccount
-from mailsvc.distributions import DistributionError, Distributions, NoticeRefused
+from mailsvc.directory.councillors import ApplyResult, CouncillorNotFound, CreatedAccount
+from mailsvc.distribution.service import DistributionError, Distributions, NoticeRefused
 from mailsvc.domain.notice import check_notice
-from mailsvc.domain.receipts import ReceiptMatrix
+from mailsvc.domain.receipt_states import ReceiptMatrix
 from mailsvc.errors import MailsvcError
+from mailsvc.storage.clerks import WebStore
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import DeliveryRow, Retried
-from mailsvc.storage.receipts import (
+from mailsvc.storage.register import AuditContext, AuditEntry, RegisterRow
+from mailsvc.storage.relaylog import CouncillorStats
+from mailsvc.storage.sessions import (
     AgendaItemRow,
     CouncilSessionRow,
     DistributionRow,
     DocumentRow,
 )
-from mailsvc.storage.register import AuditContext, AuditEntry, RegisterRow
-from mailsvc.storage.relaylog import CouncillorStats
-from mailsvc.storage.web import WebStore
 from provisioning.errors import ProvisioningError
 from provisioning.sync import Plan
 
@@ -213,7 +213,7 @@ class ClerkActions:
         return await self.parts.councillors().listing(include_all=include_all)
 
     async def preview_import(self, path: Path, encoding: str | None = None) -> ImportPreview:
-        from mailsvc.cli_councillors import run_import
+        from mailsvc.cli.councillors import run_import
 
         try:
             plan, _, problems, addresses = await run_import(
@@ -240,7 +240,7 @@ class ClerkActions:
         expected_digest: str | None = None,
     ) -> tuple[ImportPreview, ApplyResult]:
         """Apply a roster whose preview the clerk saw; refused (409) if the plan changed."""
-        from mailsvc.cli_councillors import InvalidRoster, run_import
+        from mailsvc.cli.councillors import InvalidRoster, run_import
 
         preview = await self.preview_import(path, encoding)
         if expected_digest is not None and preview.digest != expected_digest:

@@ -20,10 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from mailsvc.councillors import CreatedAccount
-from mailsvc.storage.receipts import CouncilSessionRow, DistributionRow, DocumentRow
+from mailsvc.directory.councillors import CreatedAccount
+from mailsvc.storage.clerks import ApiToken, WebStore
 from mailsvc.storage.register import RegisterRow
-from mailsvc.storage.web import ApiToken, WebStore
+from mailsvc.storage.sessions import CouncilSessionRow, DistributionRow, DocumentRow
 from mailsvc.web.actions import ActionError, Actor, ClerkActions, DistributionRequest
 
 ApiHandler = Callable[[Request, Actor], Awaitable[Any]]
@@ -364,7 +364,7 @@ class JsonApi:
         )
 
     async def receipts(self, request: Request, actor: Actor) -> Any:
-        from mailsvc.reports.receipts import render_json
+        from mailsvc.receipts.report import render_json
 
         return render_json(await self.actions.matrix(request.path_params["id"]))
 

@@ -27,10 +27,10 @@ from starlette.routing import BaseRoute, Route
 
 from mailsvc import templating
 from mailsvc.config import Settings
-from mailsvc.domain.receipts import EventKind, ReceiptMatrix, summary
+from mailsvc.domain.receipt_states import EventKind, ReceiptMatrix, summary
+from mailsvc.storage.clerks import ClerkSession, WebStore
 from mailsvc.storage.db import utcnow
-from mailsvc.storage.receipts import DISTRIBUTION_KINDS, DOCUMENT_KINDS, SESSION_KINDS
-from mailsvc.storage.web import ClerkSession, WebStore
+from mailsvc.storage.sessions import DISTRIBUTION_KINDS, DOCUMENT_KINDS, SESSION_KINDS
 from mailsvc.web.actions import ActionError, Actor, ClerkActions, DistributionRequest
 from mailsvc.web.auth import (
     CSRF_FIELD,
@@ -788,7 +788,7 @@ class ClerkSite:
         )
 
     async def receipts_csv(self, request: Request, clerk: ClerkSession) -> Response:
-        from mailsvc.reports.receipts import render_csv
+        from mailsvc.receipts.report import render_csv
 
         matrix = await self.actions.matrix(request.path_params["id"])
         return Response(
@@ -798,7 +798,7 @@ class ClerkSite:
         )
 
     async def receipts_pdf(self, request: Request, clerk: ClerkSession) -> Response:
-        from mailsvc.reports.receipts import render_pdf
+        from mailsvc.receipts.report import render_pdf
 
         matrix = await self.actions.matrix(request.path_params["id"])
         pdf = await asyncio.to_thread(render_pdf, matrix)

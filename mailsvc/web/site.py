@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from starlette.routing import BaseRoute
 
 from mailsvc import secret_store
-from mailsvc.storage.web import WebStore
+from mailsvc.storage.clerks import WebStore
 from mailsvc.web.actions import ClerkActions
 from mailsvc.web.api import JsonApi
 from mailsvc.web.auth import SECRET_NAME, ClerkAuth, LoginLimiter

@@ -23,8 +23,8 @@ from fpdf import FPDF
 
 from mailsvc.app import Service
 from mailsvc.config import PACKAGE_ROOT, Settings
-from mailsvc.councillors import CreatedAccount
-from mailsvc.domain.receipts import EventKind
+from mailsvc.directory.councillors import CreatedAccount
+from mailsvc.domain.receipt_states import EventKind
 from mailsvc.mailbox import read_inbox
 from provisioning.directory import Directory
 from tests.e2e.conftest import PHONE, NewContext, Screenshot

@@ -14,7 +14,7 @@ import pytest
 
 from mailsvc.app import Parts, Service, audit_context, open_directory, open_parts, start_service
 from mailsvc.config import Settings
-from mailsvc.councillors import Councillors, CreatedAccount
+from mailsvc.directory.councillors import Councillors, CreatedAccount
 from mailsvc.mailbox import read_inbox
 from provisioning.directory import Directory
 

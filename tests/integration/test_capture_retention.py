@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mailsvc.app import start_service
 from mailsvc.config import Settings
-from mailsvc.delivery import capture
+from mailsvc.relay.delivery import capture
 from provisioning.directory import Directory
 
 

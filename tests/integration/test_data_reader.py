@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mailsvc.smtp.server import ConnectionLimiter, CouncilSMTP
+from mailsvc.relay.smtp.server import ConnectionLimiter, CouncilSMTP
 
 LIMIT = 200_000
 

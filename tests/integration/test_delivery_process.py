@@ -13,8 +13,8 @@ import aiosmtplib
 
 from mailsvc.app import start_service
 from mailsvc.config import Settings
-from mailsvc.delivery.process import DeliveryProcess
-from mailsvc.delivery.worker import DeliveryWorkers
+from mailsvc.relay.delivery.process import DeliveryProcess
+from mailsvc.relay.delivery.worker import DeliveryWorkers
 
 from .conftest import make_message, smtp_send, wait_for_deliveries, wait_for_inbox
 

@@ -22,7 +22,7 @@ import pytest
 
 from mailsvc.app import directory_config
 from mailsvc.config import Settings
-from mailsvc.smtp.tls import ensure_self_signed
+from mailsvc.relay.smtp.tls import ensure_self_signed
 from mailsvc.stack import LocalStack, free_ports
 from provisioning.directory import Directory, DirectoryUnavailable
 

@@ -1,6 +1,6 @@
 """The clerks' session and distribution commands as a clerk runs them: ``mailsvc sessions``,
 ``distribute``, ``distributions``, ``receipts``, ``print-list`` and ``savings`` go through
-``mailsvc.cli.main`` in this process (configured by MAILSVC_* variables pointing at the test's
+``mailsvc.cli.main.main`` in this process (configured by MAILSVC_* variables pointing at the test's
 settings) against the real slapd and Dovecot; each test checks what is printed and what is
 stored."""
 
@@ -28,10 +28,10 @@ import pytest
 from fpdf import FPDF
 
 from mailsvc.app import Parts
-from mailsvc.cli import main
+from mailsvc.cli.main import main
 from mailsvc.config import Settings
 from mailsvc.mailbox import read_inbox
-from mailsvc.storage.receipts import DistributionRow, DocumentRow
+from mailsvc.storage.sessions import DistributionRow, DocumentRow
 from provisioning.directory import Directory
 
 PLACE = "Sala Obrad im. Józefa Piłsudskiego, ul. Rynek 1"

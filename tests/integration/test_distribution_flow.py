@@ -27,10 +27,10 @@ from sqlalchemy import update
 
 from mailsvc.app import Parts, start_service
 from mailsvc.config import Settings
-from mailsvc.distributions import DistributionError, NoticeRefused
-from mailsvc.domain.receipts import EventKind
+from mailsvc.distribution.service import DistributionError, NoticeRefused
+from mailsvc.domain.receipt_states import EventKind
 from mailsvc.mailbox import read_inbox
-from mailsvc.reports.receipts import render_csv, render_pdf
+from mailsvc.receipts.report import render_csv, render_pdf
 from mailsvc.storage.db import distributions as distributions_table
 from mailsvc.storage.db import utcnow
 from provisioning.directory import Directory

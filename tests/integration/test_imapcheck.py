@@ -19,8 +19,7 @@ import aioimaplib
 import pytest
 
 from mailsvc.config import Settings
-from mailsvc.councillors import CreatedAccount
-from mailsvc.delivery.lmtp import LmtpClient
+from mailsvc.directory.councillors import CreatedAccount
 from mailsvc.receipts.imapcheck import (
     SeenCheckFailure,
     SeenResult,
@@ -29,6 +28,7 @@ from mailsvc.receipts.imapcheck import (
     decode_mailbox_name,
     encode_mailbox_name,
 )
+from mailsvc.relay.delivery.lmtp import LmtpClient
 from mailsvc.stack import free_ports, master_credentials
 
 pytestmark = pytest.mark.integration

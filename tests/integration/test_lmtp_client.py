@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from mailsvc.config import Settings
-from mailsvc.delivery.lmtp import LmtpClient
+from mailsvc.relay.delivery.lmtp import LmtpClient
 
 from .conftest import wait_for_inbox
 

@@ -23,9 +23,9 @@ from sqlalchemy.engine import Connection
 
 from mailsvc.app import Service, start_service
 from mailsvc.config import Settings
-from mailsvc.delivery import capture
-from mailsvc.delivery.smarthost import SmarthostClient, SmarthostUnavailable
-from mailsvc.smtp.tls import ensure_self_signed
+from mailsvc.relay.delivery import capture
+from mailsvc.relay.delivery.smarthost import SmarthostClient, SmarthostUnavailable
+from mailsvc.relay.smtp.tls import ensure_self_signed
 from mailsvc.storage import acks
 from mailsvc.storage.acks import acknowledgements
 from mailsvc.storage.db import deliveries, messages
@@ -533,7 +533,7 @@ async def test_the_once_a_day_key_is_taken_by_exactly_one_of_concurrent_workers(
 async def test_smarthost_certificate_is_verified_against_the_configured_ca_file(
     tmp_path: Path, settings: Settings
 ) -> None:
-    from mailsvc.delivery.worker import DeliveryWorkers
+    from mailsvc.relay.delivery.worker import DeliveryWorkers
     from mailsvc.storage.queue import ROUTE_SMTP
 
     cert, key = ensure_self_signed(tmp_path / "good", "localhost")

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from mailsvc.app import Parts, Service, audit_context
-from mailsvc.cli_councillors import InvalidRoster, run_import
+from mailsvc.cli.councillors import InvalidRoster, run_import
 from mailsvc.config import DEFAULT_CONFIG, Settings
 from mailsvc.mailbox import MailboxLoginFailed, read_inbox
 from mailsvc.storage.db import audit_log, councillors

@@ -12,7 +12,7 @@ import pytest
 
 from mailsvc import templating
 from mailsvc.app import Service, start_service
-from mailsvc.cli import main
+from mailsvc.cli.main import main
 from mailsvc.config import Settings
 from provisioning.directory import Directory
 
@@ -156,7 +156,7 @@ async def test_retry_all_deferred_makes_waiting_mail_due_now(
 async def test_capture_list_shows_what_the_local_capture_kept(
     settings: Settings, directory: Directory, add_councillor: Callable[..., Any]
 ) -> None:
-    from mailsvc.delivery import capture
+    from mailsvc.relay.delivery import capture
 
     local = settings.with_changes(smarthost={"port": 0})
     target = capture.capture_dir(local.var_dir)

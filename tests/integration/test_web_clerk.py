@@ -20,8 +20,8 @@ from fpdf import FPDF
 
 from mailsvc.app import Parts, Service, start_service
 from mailsvc.config import PACKAGE_ROOT, Settings
-from mailsvc.councillors import CreatedAccount
-from mailsvc.storage.web import WebStore
+from mailsvc.directory.councillors import CreatedAccount
+from mailsvc.storage.clerks import WebStore
 from provisioning.directory import Directory
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -29,8 +29,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mailsvc.smtp import authres
-from mailsvc.smtp.authres import (
+from mailsvc.relay.smtp import authres
+from mailsvc.relay.smtp.authres import (
     AuthResults,
     authenticate,
     authentication_results_header,

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, cast
 import pytest
 
 from mailsvc.config import DEFAULT_CONFIG, DistributionSettings, load_settings
-from mailsvc.delivery import capture
 from mailsvc.errors import ConfigError
-from mailsvc.scheduling.jobs import capture_purge, job_specs
+from mailsvc.jobs import capture_purge, job_specs
+from mailsvc.relay.delivery import capture
 
 if TYPE_CHECKING:
     from mailsvc.app import Parts

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from mailsvc.config import DeliverySettings
-from mailsvc.delivery.lmtp import Reply, encode_data
-from mailsvc.delivery.worker import decide
+from mailsvc.relay.delivery.lmtp import Reply, encode_data
+from mailsvc.relay.delivery.worker import decide
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import backoff
 

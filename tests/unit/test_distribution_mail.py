@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from mailsvc.config import Settings, load_settings
-from mailsvc.delivery.body import PartedBody, parts_dir
-from mailsvc.delivery.lmtp import encode_data, stuff
-from mailsvc.distribution_mail import Pack, PackDocument, SessionFacts, prepare_pack, render_head
+from mailsvc.distribution.mail import Pack, PackDocument, SessionFacts, prepare_pack, render_head
+from mailsvc.relay.delivery.body import PartedBody, parts_dir
+from mailsvc.relay.delivery.lmtp import encode_data, stuff
 
 
 @pytest.fixture

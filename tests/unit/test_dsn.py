@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from mailsvc.config import DEFAULT_CONFIG, Settings, load_settings
-from mailsvc.delivery import capture
-from mailsvc.delivery.ack import ack_refusal, acknowledgement_day, build_acknowledgement
-from mailsvc.delivery.dsn import Failure, _duration, bounce_refusal, build_dsn, status_of
-from mailsvc.delivery.headers import header_text, parse_header
-from mailsvc.delivery.lmtp import Reply
+from mailsvc.relay.delivery import capture
+from mailsvc.relay.delivery.ack import ack_refusal, acknowledgement_day, build_acknowledgement
+from mailsvc.relay.delivery.dsn import Failure, _duration, bounce_refusal, build_dsn, status_of
+from mailsvc.relay.delivery.headers import header_text, parse_header
+from mailsvc.relay.delivery.lmtp import Reply
 from mailsvc.storage.queue import route_for
 
 DOMAIN = "rada.miasto.example"

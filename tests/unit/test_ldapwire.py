@@ -21,7 +21,7 @@ with warnings.catch_warnings():
     from ldap3.protocol.rfc4511 import LDAPMessage, MessageID, ProtocolOp, UnbindRequest
     from pyasn1.codec.ber import decoder, encoder
 
-from mailsvc.smtp.tls import ensure_self_signed
+from mailsvc.relay.smtp.tls import ensure_self_signed
 from provisioning.ldapwire import (
     ADD_RESPONSE,
     BIND_RESPONSE,

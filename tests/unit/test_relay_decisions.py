@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mailsvc.domain.relay import LocalRecipient, Refusal, RefusalKind, classify_recipient
-from mailsvc.smtp.replies import refusal_reply
+from mailsvc.relay.smtp.replies import refusal_reply
 
 DOMAINS = ("rada.miasto.example",)
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pypdf import PdfReader
 
-from mailsvc.domain.receipts import (
+from mailsvc.domain.receipt_states import (
     EventKind,
     EventSource,
     MatrixCell,
@@ -29,7 +29,7 @@ from mailsvc.domain.receipts import (
     ReceiptMatrix,
     derive_state,
 )
-from mailsvc.reports.printlist import (
+from mailsvc.receipts.printlist import (
     PrintItem,
     district_key,
     paper_cost,
@@ -37,7 +37,7 @@ from mailsvc.reports.printlist import (
     render_print_list_pdf,
     render_print_list_text,
 )
-from mailsvc.reports.receipts import (
+from mailsvc.receipts.report import (
     ReportError,
     render_csv,
     render_json,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mailsvc.smtp.server import ConnectionLimiter, CouncilSMTP
+from mailsvc.relay.smtp.server import ConnectionLimiter, CouncilSMTP
 
 
 class Reference(CouncilSMTP):

@@ -9,8 +9,13 @@ from typing import Any
 import pytest
 
 from mailsvc.config import load_settings
-from mailsvc.smtp.inbound import InboundHandler, header_message_id, message_ids, smtp_factory
-from mailsvc.smtp.server import ConnectionLimiter, CouncilSMTP, RateLimiter, with_enhanced_code
+from mailsvc.relay.smtp.inbound import InboundHandler, header_message_id, message_ids, smtp_factory
+from mailsvc.relay.smtp.server import (
+    ConnectionLimiter,
+    CouncilSMTP,
+    RateLimiter,
+    with_enhanced_code,
+)
 
 
 @pytest.mark.parametrize(
@@ -83,7 +88,7 @@ def test_the_fast_address_split_answers_exactly_as_aiosmtpds_parser() -> None:
 
     from aiosmtpd.smtp import SMTP as AiosmtpdSMTP
 
-    from mailsvc.smtp import server as server_module
+    from mailsvc.relay.smtp import server as server_module
 
     class Handler:
         pass
@@ -138,7 +143,7 @@ def test_the_fast_address_split_answers_exactly_as_aiosmtpds_parser() -> None:
 
 async def test_a_multiline_reply_goes_out_in_one_write() -> None:
     """The EHLO reply's continuation lines wait for its last line: one write, one wake-up."""
-    from mailsvc.smtp import server as server_module
+    from mailsvc.relay.smtp import server as server_module
 
     written: list[bytes] = []
 

@@ -17,8 +17,6 @@ from typing import Any
 import pytest
 
 from mailsvc.config import DEFAULT_CONFIG, load_settings
-from mailsvc.delivery.dsn import Failure, build_dsn
-from mailsvc.delivery.lmtp import Reply
 from mailsvc.receipts.formats import DETECTORS
 from mailsvc.receipts.parse import (
     MAX_EVIDENCE,
@@ -27,6 +25,8 @@ from mailsvc.receipts.parse import (
     scan,
     to_json,
 )
+from mailsvc.relay.delivery.dsn import Failure, build_dsn
+from mailsvc.relay.delivery.lmtp import Reply
 
 SAMPLES = Path(__file__).parent / "samples"
 EXPECTED: dict[str, dict[str, Any]] = json.loads((SAMPLES / "expected.json").read_text("utf-8"))

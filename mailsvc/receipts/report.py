@@ -9,7 +9,7 @@ local time (Europe/Warsaw). People read Warsaw local time (table, PDF, and besid
 machines read ISO 8601 UTC with "Z" (JSON, CSV).
 
 The section "Shared with printlist" holds the font, time and PDF-table helpers that
-:mod:`mailsvc.reports.printlist` uses too.
+:mod:`mailsvc.receipts.printlist` uses too.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 from fpdf import FPDF
 
-from mailsvc.domain.receipts import (
+from mailsvc.domain.receipt_states import (
     EventKind,
     MatrixCell,
     MatrixDistribution,

@@ -15,7 +15,7 @@ from typing import Any
 from mailsvc.app import audit_context, cli_command_line, open_database
 from mailsvc.config import Settings
 from mailsvc.errors import MailsvcError
-from mailsvc.storage.web import WebStore
+from mailsvc.storage.clerks import WebStore
 
 
 async def _token(settings: Settings, args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from mailsvc.config import DistributionSettings
-from mailsvc.delivery import capture
+from mailsvc.relay.delivery import capture
 
 if TYPE_CHECKING:
     from mailsvc.app import Parts

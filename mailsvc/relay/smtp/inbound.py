@@ -23,14 +23,14 @@ from mailsvc.config import Settings
 from mailsvc.domain.relay import LocalRecipient, RefusalKind, classify_recipient
 from mailsvc.errors import StorageUnavailable
 from mailsvc.receipts.sink import ReportSink, accept_reports
-from mailsvc.smtp import replies
-from mailsvc.smtp.authres import (
+from mailsvc.relay.smtp import replies
+from mailsvc.relay.smtp.authres import (
     authenticate,
     authentication_results_header,
     remove_forged_results,
     start_spf,
 )
-from mailsvc.smtp.server import (
+from mailsvc.relay.smtp.server import (
     AdvertisesExtensions,
     ConnectionLimiter,
     CouncilSMTP,

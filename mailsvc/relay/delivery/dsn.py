@@ -26,8 +26,13 @@ from zoneinfo import ZoneInfo
 from mailsvc import templating
 from mailsvc.compose import build_message, clean_header_text, council_context
 from mailsvc.config import Settings
-from mailsvc.delivery.headers import header_block, header_text, is_delivery_report, parse_header
-from mailsvc.delivery.lmtp import Reply
+from mailsvc.relay.delivery.headers import (
+    header_block,
+    header_text,
+    is_delivery_report,
+    parse_header,
+)
+from mailsvc.relay.delivery.lmtp import Reply
 
 MAILER_DAEMON = "MAILER-DAEMON"
 COUNCIL_TZ = ZoneInfo("Europe/Warsaw")

@@ -16,7 +16,7 @@ from sqlalchemy import Row, Select, and_, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from mailsvc.domain.receipts import EventKind, EventSource, ReceiptEvent
+from mailsvc.domain.receipt_states import EventKind, EventSource, ReceiptEvent
 from mailsvc.storage.db import (
     agenda_items,
     council_sessions,

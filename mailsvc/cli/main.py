@@ -17,8 +17,12 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-from mailsvc import cli_councillors, cli_queue, cli_sessions, cli_web, i18n
+from mailsvc import i18n
 from mailsvc.app import open_database, open_directory, start_service
+from mailsvc.cli import councillors as cli_councillors
+from mailsvc.cli import queue as cli_queue
+from mailsvc.cli import sessions as cli_sessions
+from mailsvc.cli import web as cli_web
 from mailsvc.config import Settings, load_settings
 from mailsvc.errors import ConfigError, MailsvcError
 from provisioning.errors import ProvisioningError
@@ -121,7 +125,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def run_checks(settings: Settings) -> list[tuple[str, bool, str]]:
-    from mailsvc.delivery.lmtp import LmtpClient
+    from mailsvc.relay.delivery.lmtp import LmtpClient
 
     results: list[tuple[str, bool, str]] = [
         ("config", True, str(settings.source) if settings.source else "built-in")
@@ -290,7 +294,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _import_sample(settings: Settings, roster: Path) -> None:
     from mailsvc.app import open_parts
-    from mailsvc.cli_councillors import run_import
+    from mailsvc.cli.councillors import run_import
 
     async with open_parts(settings) as parts:
         _, result, _, _ = await run_import(parts, roster, quiet=True)

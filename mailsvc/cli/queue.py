@@ -14,8 +14,8 @@ from typing import Any
 
 from mailsvc.app import open_database, open_queue
 from mailsvc.config import Settings
-from mailsvc.delivery import capture
-from mailsvc.delivery.dsn import local_time
+from mailsvc.relay.delivery import capture
+from mailsvc.relay.delivery.dsn import local_time
 from mailsvc.storage.queue import STATUSES, DeliveryRow, MailQueue, MessageDetail
 
 # Without --status: what an operator watches (waiting, in flight, dead letters).

@@ -10,8 +10,8 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mailsvc.delivery.body import PartedBody
 from mailsvc.errors import TemporaryFailure
+from mailsvc.relay.delivery.body import PartedBody
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import MISSING, SMTP
 
-from mailsvc.smtp import replies
+from mailsvc.relay.smtp import replies
 
 log = logging.getLogger(__name__)
 

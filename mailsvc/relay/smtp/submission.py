@@ -18,9 +18,9 @@ from mailsvc.config import Settings
 from mailsvc.domain.relay import LocalRecipient, classify_recipient
 from mailsvc.errors import StorageUnavailable
 from mailsvc.receipts.sink import ReportSink, accept_reports
-from mailsvc.smtp import replies
-from mailsvc.smtp.inbound import _clean, _peer_ip, _tls_details, message_ids, smtp_factory
-from mailsvc.smtp.server import AdvertisesExtensions
+from mailsvc.relay.smtp import replies
+from mailsvc.relay.smtp.inbound import _clean, _peer_ip, _tls_details, message_ids, smtp_factory
+from mailsvc.relay.smtp.server import AdvertisesExtensions
 from mailsvc.storage.queue import ORIGIN_SUBMISSION, MailQueue
 from mailsvc.storage.relaylog import RelayLog
 from provisioning.directory import Directory

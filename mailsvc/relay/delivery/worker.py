@@ -18,13 +18,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
 from mailsvc.config import DeliverySettings, Settings
-from mailsvc.delivery.ack import ack_refusal, acknowledgement_day, build_acknowledgement
-from mailsvc.delivery.body import PartedBody
-from mailsvc.delivery.dsn import Failure, bounce_refusal, build_dsn
-from mailsvc.delivery.lmtp import LmtpClient, Reply
-from mailsvc.delivery.smarthost import SmarthostClient
-from mailsvc.domain.receipts import EventKind, EventSource
+from mailsvc.domain.receipt_states import EventKind, EventSource
 from mailsvc.errors import StorageUnavailable, TemporaryFailure
+from mailsvc.relay.delivery.ack import ack_refusal, acknowledgement_day, build_acknowledgement
+from mailsvc.relay.delivery.body import PartedBody
+from mailsvc.relay.delivery.dsn import Failure, bounce_refusal, build_dsn
+from mailsvc.relay.delivery.lmtp import LmtpClient, Reply
+from mailsvc.relay.delivery.smarthost import SmarthostClient
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import (
     ORIGIN_ACK,

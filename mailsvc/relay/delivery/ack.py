@@ -18,8 +18,13 @@ from email.message import EmailMessage
 from mailsvc import templating
 from mailsvc.compose import build_message, council_context
 from mailsvc.config import Settings
-from mailsvc.delivery.dsn import local_time
-from mailsvc.delivery.headers import header_text, is_delivery_report, message_ids, parse_header
+from mailsvc.relay.delivery.dsn import local_time
+from mailsvc.relay.delivery.headers import (
+    header_text,
+    is_delivery_report,
+    message_ids,
+    parse_header,
+)
 
 # The acknowledgement's From: replies to it are refused at RCPT (a reserved local part).
 ACK_FROM_LOCAL_PART = "noreply"

@@ -80,7 +80,7 @@ class DeliveryProcess:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "mailsvc.delivery.process",
+            "mailsvc.relay.delivery.process",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             # The child's log lines go where ours go.
@@ -180,7 +180,7 @@ def _read_exactly(fd: int, size: int) -> bytes:
 async def _child(settings: Settings, smarthost: tuple[str, int] | None) -> None:
     # Only what delivery needs (not the web pages, the scheduler, the directory): a quick
     # start. The parent has created the schema already.
-    from mailsvc.delivery.worker import DeliveryWorkers
+    from mailsvc.relay.delivery.worker import DeliveryWorkers
     from mailsvc.storage.db import create_engine
     from mailsvc.storage.queue import MailQueue
 

@@ -5,7 +5,7 @@ headers only through :func:`mailsvc.compose.build_message` (control characters r
 encoding) or the email package's RFC 2231 parameter encoding, and the bodies only through
 jinja2 (HTML autoescaped) and quoted-printable: no value can add a header or break the MIME
 structure. The documents are encoded once per distribution into part files
-(:mod:`mailsvc.delivery.body`); a head is a few kilobytes whatever the pack size.
+(:mod:`mailsvc.relay.delivery.body`); a head is a few kilobytes whatever the pack size.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from mailsvc import templating
 from mailsvc.compose import build_message, clean_header_text, council_context
 from mailsvc.config import Settings
-from mailsvc.delivery.body import encode_part
+from mailsvc.relay.delivery.body import encode_part
 
 _SUBJECT = {
     "pl": {
@@ -199,7 +199,7 @@ def render_head(
     date: datetime | None = None,
 ) -> bytes:
     """The personal part of one recipient's message. With attachments it ends with the first
-    ``--boundary`` line; :class:`mailsvc.delivery.body.PartedBody` appends the parts."""
+    ``--boundary`` line; :class:`mailsvc.relay.delivery.body.PartedBody` appends the parts."""
     language = settings.language
     facts = pack.session
     docs = [

@@ -19,8 +19,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from itertools import groupby
 from pathlib import Path
 
-from mailsvc.domain.receipts import EventKind, MatrixDistribution, MatrixDocument, ReceiptMatrix
-from mailsvc.reports.receipts import (
+from mailsvc.domain.receipt_states import (
+    EventKind,
+    MatrixDistribution,
+    MatrixDocument,
+    ReceiptMatrix,
+)
+from mailsvc.receipts.report import (
     FONT_DIR,
     Column,
     PdfTable,

@@ -21,9 +21,9 @@ from zoneinfo import ZoneInfo
 
 from mailsvc.app import Parts, audit_context, open_parts
 from mailsvc.config import Settings
-from mailsvc.distributions import DistributionError, Distributions, NoticeRefused
+from mailsvc.distribution.service import DistributionError, Distributions, NoticeRefused
 from mailsvc.storage.db import utcnow
-from mailsvc.storage.receipts import (
+from mailsvc.storage.sessions import (
     DISTRIBUTION_KINDS,
     DOCUMENT_KINDS,
     SESSION_KINDS,
@@ -324,7 +324,7 @@ def _write(data: bytes | str, output: str | None) -> None:
 
 
 async def _receipts(settings: Settings, args: argparse.Namespace, parts: Parts) -> int:
-    from mailsvc.reports import receipts as report
+    from mailsvc.receipts import report
 
     service = parts.distributions()
     print(
@@ -376,7 +376,7 @@ def cmd_receipts_parse(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _print_list(settings: Settings, args: argparse.Namespace, parts: Parts) -> int:
-    from mailsvc.reports.printlist import (
+    from mailsvc.receipts.printlist import (
         print_items,
         render_print_list_pdf,
         render_print_list_text,

@@ -13,7 +13,7 @@ from typing import Any
 from mailsvc import i18n
 from mailsvc.app import Parts, audit_context, cli_command_line, open_parts
 from mailsvc.config import Settings
-from mailsvc.councillors import ApplyResult, CreatedAccount
+from mailsvc.directory.councillors import ApplyResult, CreatedAccount
 from mailsvc.errors import MailsvcError
 from mailsvc.storage.register import AuditContext
 from provisioning.roster import Roster, read_roster

@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from mailsvc import secret_store
 from mailsvc.config import Settings, reminder_offsets
-from mailsvc.delivery.body import PartedBody, documents_dir
-from mailsvc.distribution_mail import (
+from mailsvc.distribution.mail import (
     Pack,
     PackDocument,
     SessionFacts,
@@ -37,7 +36,7 @@ from mailsvc.distribution_mail import (
     render_summary,
 )
 from mailsvc.domain.notice import NoticeBreach, check_notice
-from mailsvc.domain.receipts import (
+from mailsvc.domain.receipt_states import (
     EventKind,
     EventSource,
     MatrixCell,
@@ -49,9 +48,10 @@ from mailsvc.domain.receipts import (
 )
 from mailsvc.errors import MailsvcError
 from mailsvc.receipts.tokens import TokenSigner
+from mailsvc.relay.delivery.body import PartedBody, documents_dir
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import ORIGIN_DISTRIBUTION, ORIGIN_LOCAL, ORIGIN_REMINDER, MailQueue
-from mailsvc.storage.receipts import (
+from mailsvc.storage.sessions import (
     DISTRIBUTION_KINDS,
     DOCUMENT_KINDS,
     SESSION_KINDS,
@@ -863,7 +863,7 @@ class Distributions:
     async def _remind_round(
         self, dist: DistributionRow, session: CouncilSessionRow, key: str
     ) -> int:
-        from mailsvc.reports.printlist import PrintItem, render_print_list_pdf
+        from mailsvc.receipts.printlist import PrintItem, render_print_list_pdf
 
         acked = await self.store.recipients_with_kind(dist.id, EventKind.ACKNOWLEDGED)
         pending = [

@@ -1,0 +1,5 @@
+"""``python -m mailsvc.cli``."""
+
+from mailsvc.cli.main import main
+
+raise SystemExit(main())

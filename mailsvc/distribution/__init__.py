@@ -1,0 +1,1 @@
+"""Distribution: session → documents → send → reminders."""

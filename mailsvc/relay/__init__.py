@@ -1,0 +1,1 @@
+"""The residents' relay: SMTP in (smtp/) → the queue (storage.queue) → delivery (delivery/)."""

@@ -1,1 +1,0 @@
-"""Reports clerks annex to the minutes: receipts matrix, print lists."""
