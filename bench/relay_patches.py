@@ -127,7 +127,8 @@ def group_commit() -> None:
 
     from mailsvc.errors import StorageUnavailable
     from mailsvc.storage import queue as queue_module
-    from mailsvc.storage.db import deliveries, messages, utcnow
+    from mailsvc.storage.db import utcnow
+    from mailsvc.storage.tables import deliveries, messages
 
     Pending = tuple[str, Sequence[str], bytes, str, "asyncio.Future[str]"]
     state: dict[int, tuple[list[Pending], list[asyncio.Task[None]]]] = {}

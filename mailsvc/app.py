@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import getpass
 import logging
-import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mailsvc import secret_store
 from mailsvc.config import Settings
 from mailsvc.directory.councillors import Councillors
-from mailsvc.distribution.service import AckPages, Distributions
+from mailsvc.distribution.ackpage import AckPages
+from mailsvc.distribution.service import Distributions
 from mailsvc.receipts.sink import ReportSink
 from mailsvc.relay.delivery.capture import CaptureSink, capture_dir, running_capture
 from mailsvc.relay.delivery.process import DeliveryProcess
@@ -31,13 +30,12 @@ from mailsvc.relay.smtp.submission import SubmissionHandler, start_submission
 from mailsvc.relay.smtp.tls import server_context
 from mailsvc.storage.db import create_engine, create_schema
 from mailsvc.storage.queue import MailQueue
-from mailsvc.storage.register import AuditContext, Register
+from mailsvc.storage.register import Register, os_audit_context
 from mailsvc.storage.relaylog import RelayLog
 from mailsvc.storage.sessions import ReceiptStore
 from provisioning.directory import Directory, DirectoryConfig
 
 if TYPE_CHECKING:
-    from mailsvc.jobs import JobRunner
     from mailsvc.web.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -69,13 +67,7 @@ async def open_database(settings: Settings) -> AsyncEngine:
     return engine
 
 
-def audit_context(command: str) -> AuditContext:
-    """Who runs this command: the OS user (sudo's caller when there is one)."""
-    try:
-        user = os.environ.get("SUDO_USER") or getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid:{os.getuid()}"
-    return AuditContext(actor=user, command=command)
+audit_context = os_audit_context
 
 
 def cli_command_line() -> str:
@@ -91,9 +83,8 @@ class Parts:
     directory: Directory
     register: Register
     queue: MailQueue
-    # Set by the running service: wakes the delivery workers, and the scheduler.
+    # Set by the running service: wakes the delivery workers.
     on_queued: Callable[[], None] | None = None
-    runner: JobRunner | None = None
     _distributions: Distributions | None = None
 
     @functools.cached_property
@@ -227,17 +218,28 @@ class Service:
 async def start_web(settings: Settings, parts: Parts) -> WebServer:
     """The web server: acknowledgement pages, document downloads, the clerks' interface and
     the JSON API, over the service's own parts."""
+    from mailsvc.storage.clerks import WebStore
+    from mailsvc.web.actions import ClerkServices
     from mailsvc.web.app import create_app
     from mailsvc.web.server import web_server
+    from mailsvc.web.site import clerk_routes
 
     distributions = parts.distributions()
+    services = ClerkServices(
+        settings=settings,
+        councillors=parts.councillors(),
+        distributions=distributions,
+        queue=parts.queue,
+        relay_log=parts.relay_log,
+        wake_delivery=parts.on_queued,
+    )
     app = create_app(
         signer=distributions.signer,
         backend=AckPages(distributions),
         language=settings.language,
         office_address=settings.office_address,
         time_zone=settings.distribution.timezone,
-        parts=parts,
+        extra_routes=clerk_routes(services, WebStore(parts.engine), parts.directory),
     )
     server = web_server(app, settings.web.host, settings.web.port)
     await server.start()
@@ -249,7 +251,7 @@ async def start_web(settings: Settings, parts: Parts) -> WebServer:
 
 async def start_service(settings: Settings, *, scheduler: bool = True) -> Service:
     """Start delivery first (so the backlog drains), then jobs, then accept mail."""
-    from mailsvc.jobs import job_specs, start_scheduler
+    from mailsvc.jobs import JobContext, job_specs, start_scheduler
 
     engine = await open_database(settings)
     directory = open_directory(settings)
@@ -272,8 +274,14 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
         if settings.web.enabled:
             service.web = await start_web(settings, parts)
         if scheduler:
+            jobs = JobContext(
+                settings=settings,
+                councillors=parts.councillors(),
+                distributions=distributions,
+                relay_log=parts.relay_log,
+            )
             service.scheduler = start_scheduler(
-                parts,
+                jobs,
                 job_specs(
                     settings.provisioning.lifecycle_interval,
                     distribution=settings.distribution,

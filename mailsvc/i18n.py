@@ -22,6 +22,16 @@ MESSAGES: dict[str, dict[str, str]] = {
         "pl": "Błędnych wierszy: {count}. Nic nie zmieniono. Popraw plik albo użyj --skip-invalid.",
         "en": "{count} invalid rows. Nothing was changed. Fix the file or use --skip-invalid.",
     },
+    "import.plan_changed": {
+        "pl": (
+            "Spis albo katalog zmienił się od podglądu: plan zmian jest inny niż zatwierdzony. "
+            "Nic nie zmieniono. Sprawdź nowy podgląd i zatwierdź ponownie."
+        ),
+        "en": (
+            "The roster or the directory changed since the preview: the plan differs from the "
+            "one approved. Nothing was changed. Check the new preview and confirm again."
+        ),
+    },
     "import.dry_run": {
         "pl": "Próba (--dry-run): nic nie zmieniono.",
         "en": "Dry run (--dry-run): nothing was changed.",

@@ -7,33 +7,45 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from mailsvc.config import DistributionSettings
+from mailsvc.config import DistributionSettings, Settings
+from mailsvc.directory.councillors import Councillors
+from mailsvc.distribution.service import Distributions
 from mailsvc.relay.delivery import capture
-
-if TYPE_CHECKING:
-    from mailsvc.app import Parts
+from mailsvc.storage.db import utcnow
+from mailsvc.storage.register import AuditContext, os_audit_context
+from mailsvc.storage.relaylog import RelayLog
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobContext:
+    """What the jobs work with: the use cases and stores ``serve`` built, nothing else."""
+
+    settings: Settings
+    councillors: Councillors
+    distributions: Distributions
+    relay_log: RelayLog
+    audit: Callable[[str], AuditContext] = os_audit_context
+    runner: JobRunner | None = None
 
 
 @dataclass(frozen=True)
 class JobSpec:
     id: str
     seconds: float
-    run: Callable[[Parts], Awaitable[object]]
+    run: Callable[[JobContext], Awaitable[object]]
 
 
-async def councillor_lifecycle(ctx: Parts) -> object:
+async def councillor_lifecycle(ctx: JobContext) -> object:
     """Disable accounts whose mandate ended; remove mailboxes past retention."""
-    from mailsvc.app import audit_context
-
-    service = ctx.councillors()
-    audit = audit_context("scheduler: councillor-lifecycle")
+    service = ctx.councillors
+    audit = ctx.audit("scheduler: councillor-lifecycle")
     disabled = await service.apply_due_mandate_ends(audit)
     removed = await service.remove_expired(audit)
     if disabled or removed:
@@ -41,12 +53,8 @@ async def councillor_lifecycle(ctx: Parts) -> object:
     return disabled, removed
 
 
-async def relay_log_upkeep(ctx: Parts) -> object:
+async def relay_log_upkeep(ctx: JobContext) -> object:
     """Copy final delivery states into the relay log; forget metadata past retention."""
-    from datetime import timedelta
-
-    from mailsvc.storage.db import utcnow
-
     refreshed = await ctx.relay_log.refresh_status()
     cutoff = utcnow() - timedelta(days=ctx.settings.relay.log_retention_days)
     purged = await ctx.relay_log.purge(cutoff)
@@ -55,7 +63,7 @@ async def relay_log_upkeep(ctx: Parts) -> object:
     return refreshed, purged
 
 
-async def capture_purge(ctx: Parts) -> object:
+async def capture_purge(ctx: JobContext) -> object:
     """Delete local-capture files older than ``smarthost.capture_retention_days`` (0: none)."""
     days = ctx.settings.smarthost.capture_retention_days
     directory = capture.capture_dir(ctx.settings.var_dir)
@@ -65,10 +73,10 @@ async def capture_purge(ctx: Parts) -> object:
     return purged
 
 
-async def distributions_sync(ctx: Parts) -> object:
+async def distributions_sync(ctx: JobContext) -> object:
     """Send what is due (including what fell due while the service was down, reported late)
     and rebuild the one-off jobs of future distributions from the table."""
-    service = ctx.distributions()
+    service = ctx.distributions
     sent = 0
     for dist in await service.due():
         try:
@@ -81,14 +89,14 @@ async def distributions_sync(ctx: Parts) -> object:
     return sent
 
 
-async def opened_check(ctx: Parts) -> object:
+async def opened_check(ctx: JobContext) -> object:
     """Mark distribution messages the councillors have read (\\Seen over IMAP)."""
-    return await ctx.distributions().check_opened()
+    return await ctx.distributions.check_opened()
 
 
-async def reminders(ctx: Parts) -> object:
+async def reminders(ctx: JobContext) -> object:
     """Remind councillors who have not acknowledged; tell the clerk whom."""
-    return await ctx.distributions().remind()
+    return await ctx.distributions.remind()
 
 
 def job_specs(
@@ -135,11 +143,11 @@ class JobRunner:
 
         return tracked
 
-    async def plan_distributions(self, ctx: Parts) -> None:
+    async def plan_distributions(self, ctx: JobContext) -> None:
         """One date job per scheduled distribution, at its due time; jobs of distributions
         that are no longer scheduled are removed. The table is the truth: this runs at start-up
         and after every look at it."""
-        service = ctx.distributions()
+        service = ctx.distributions
         wanted = {
             f"distribution-{d.id}": d
             for d in await service.store.distributions(statuses=("scheduled",))
@@ -177,7 +185,7 @@ class JobRunner:
             await asyncio.wait(late)
 
 
-def start_scheduler(ctx: Parts, specs: list[JobSpec]) -> JobRunner:
+def start_scheduler(ctx: JobContext, specs: list[JobSpec]) -> JobRunner:
     runner = JobRunner()
     ctx.runner = runner
     for spec in specs:

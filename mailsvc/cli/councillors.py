@@ -14,14 +14,11 @@ from mailsvc import i18n
 from mailsvc.app import Parts, audit_context, cli_command_line, open_parts
 from mailsvc.config import Settings
 from mailsvc.directory.councillors import ApplyResult, CreatedAccount
+from mailsvc.directory.roster_import import apply_import, prepare_import, refuse_invalid
 from mailsvc.errors import MailsvcError
 from mailsvc.storage.register import AuditContext
-from provisioning.roster import Roster, read_roster
+from provisioning.roster import Roster
 from provisioning.sync import Plan
-
-
-class InvalidRoster(MailsvcError):
-    """The roster has invalid rows and --skip-invalid was not given."""
 
 
 def _t(settings: Settings, key: str, **values: Any) -> str:
@@ -90,37 +87,32 @@ async def run_import(
     context: AuditContext | None = None,
     max_bytes: int | None = None,
 ) -> tuple[Plan, ApplyResult | None, list[str], dict[int, str]]:
-    """Read, validate, plan and (unless dry_run) apply a roster. Returns the plan, the result,
-    the row problems and the planned address per roster line."""
+    """``mailsvc councillors import``: prepare, print the plan, apply it (unless dry_run).
+    Returns the plan, the result, the row problems and the planned address per roster line."""
     settings = parts.settings
-    roster = read_roster(
-        path,
-        encoding=encoding,
-        committees=settings.committee_names,
-        **({"max_bytes": max_bytes} if max_bytes else {}),
-    )
-    problems = [str(p) for p in roster.problems]
     service = parts.councillors()
-    plan = await service.plan(roster.entries, today)
-    problems += [f"{roster.path}:{p.line}: {p.message}" for p in plan.problems]
-    if problems and not skip_invalid:
-        raise InvalidRoster(
-            "\n".join([*problems, _t(settings, "import.invalid", count=len(problems))])
-        )
-    chosen = await service.choose_addresses(plan.creates)
-    addresses = {c.entry.line: f"{local}@{service.domain}" for c, local in chosen}
-    if not quiet:
-        _print_plan(settings, roster, plan, addresses)
-    if dry_run:
-        return plan, None, problems, addresses
-    result = await service.apply(
-        plan,
-        context or audit_context(cli_command_line()),
-        progress=None if quiet else _progress(_t(settings, "import.progress")),
-        chosen=chosen,
+    prepared = await prepare_import(
+        service,
+        path,
+        committees=settings.committee_names,
+        encoding=encoding,
+        today=today,
+        max_bytes=max_bytes,
     )
-    result.errors = problems + result.errors
-    return plan, result, problems, addresses
+    refuse_invalid(prepared, language=settings.language, skip_invalid=skip_invalid)
+    if not quiet:
+        _print_plan(settings, prepared.roster, prepared.plan, prepared.addresses)
+    if dry_run:
+        return prepared.plan, None, prepared.problems, prepared.addresses
+    result = await apply_import(
+        service,
+        prepared,
+        context or audit_context(cli_command_line()),
+        language=settings.language,
+        skip_invalid=skip_invalid,
+        progress=None if quiet else _progress(_t(settings, "import.progress")),
+    )
+    return prepared.plan, result, prepared.problems, prepared.addresses
 
 
 def _write_letters(settings: Settings, accounts: list[CreatedAccount], target: str) -> None:

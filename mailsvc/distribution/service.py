@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from mailsvc import secret_store
 from mailsvc.config import Settings, reminder_offsets
@@ -61,9 +61,6 @@ from mailsvc.storage.sessions import (
     ReceiptStore,
 )
 from provisioning.directory import CouncillorEntry
-
-if TYPE_CHECKING:
-    from mailsvc.web.app import AckView, DocumentFile
 
 log = logging.getLogger(__name__)
 
@@ -940,74 +937,3 @@ class Distributions:
 def _surname_key(name: str) -> str:
     parts = name.split()
     return (parts[-1] if parts else name).casefold()
-
-
-class AckPages:
-    """What the acknowledgement page and the download links read and record (the web
-    layer's AckBackend), over the distributions' storage."""
-
-    def __init__(self, service: Distributions) -> None:
-        self.service = service
-        self.store = service.store
-
-    async def ack_view(self, recipient_id: int, distribution_id: int) -> AckView | None:
-        from mailsvc.web.app import AckDocument, AckView
-
-        recipient = await self.store.recipient(recipient_id)
-        if recipient is None or recipient.distribution_id != distribution_id:
-            return None
-        dist = await self.store.distribution(distribution_id)
-        assert dist is not None
-        session = await self.store.session_by_id(dist.session_id)
-        assert session is not None
-        docs = await self.store.documents_by_id(dist.document_ids)
-        events = (await self.store.events([recipient_id]))[recipient_id]
-        acked = [e.at for e in events if e.kind is EventKind.ACKNOWLEDGED]
-        linked = sum(d.size for d in docs) > self.service.settings.distribution.attach_max_bytes
-        expires = self.service.link_expiry(session)
-        web = self.service.web_url
-        return AckView(
-            councillor_name=recipient.name or recipient.address,
-            council=self.service.settings.council.name,
-            session_number=session.number,
-            session_kind=session.kind,
-            session_at=session.starts_at,
-            place=session.place,
-            distribution_kind=dist.kind,
-            documents=tuple(
-                AckDocument(
-                    d.filename,
-                    d.size,
-                    d.pages,
-                    d.sha256,
-                    f"{web}/d/{self.service.signer.download_token(recipient_id, d.sha256, expires)}"
-                    if linked
-                    else None,
-                )
-                for d in docs
-            ),
-            acknowledged_at=min(acked) if acked else None,
-            language=self.service.settings.language,
-        )
-
-    async def acknowledge(self, recipient_id: int, distribution_id: int, evidence: str) -> AckView:
-        await self.service.acknowledge(recipient_id, distribution_id, evidence)
-        view = await self.ack_view(recipient_id, distribution_id)
-        assert view is not None
-        return view
-
-    async def document(self, recipient_id: int, sha256: str) -> DocumentFile | None:
-        from mailsvc.web.app import DocumentFile
-
-        recipient = await self.store.recipient(recipient_id)
-        if recipient is None:
-            return None
-        dist = await self.store.distribution(recipient.distribution_id)
-        assert dist is not None
-        for d in await self.store.documents_by_id(dist.document_ids):
-            if d.sha256 == sha256:
-                path = document_path(self.service.settings.var_dir, d.sha256)
-                return (
-                    DocumentFile(path, d.filename, d.media_type, d.size) if path.is_file() else None
-                )
-        return None

@@ -12,9 +12,6 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
-
-from sqlalchemy.exc import SQLAlchemyError
 
 from mailsvc.domain.receipt_states import EventKind, EventSource
 from mailsvc.receipts.parse import DeliveryReport, ReportRecipient, scan
@@ -129,25 +126,3 @@ def _evidence(report: DeliveryReport, entry: ReportRecipient) -> str:
     if entry.diagnostic:
         head += f" — {entry.diagnostic}"
     return head + "\n" + report.evidence
-
-
-class _Envelope(Protocol):
-    rcpt_tos: list[str]
-
-
-async def accept_reports(sink: ReportSink, envelope: _Envelope, content: bytes) -> str | None:
-    """At DATA: credit the report to the report addresses among the recipients and take them
-    off the envelope. Returns the reply when nothing else is left to deliver, else None."""
-    from mailsvc.errors import StorageUnavailable
-    from mailsvc.relay.smtp import replies
-
-    ours = [r for r in envelope.rcpt_tos if sink.is_report_address(r)]
-    if not ours:
-        return None
-    try:
-        await sink.accept(content, ours)
-    except (StorageUnavailable, SQLAlchemyError) as exc:
-        log.error("report not stored: %s", exc)
-        return replies.S451_STORAGE
-    envelope.rcpt_tos = [r for r in envelope.rcpt_tos if not sink.is_report_address(r)]
-    return None if envelope.rcpt_tos else replies.S250_REPORT

@@ -12,14 +12,6 @@ from collections.abc import Sequence
 from datetime import date, datetime
 
 from sqlalchemy import (
-    Column,
-    Date,
-    DateTime,
-    Index,
-    Integer,
-    String,
-    Table,
-    UniqueConstraint,
     delete,
     select,
     update,
@@ -29,23 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.expression import Executable
 
 from mailsvc.storage import sqlite_fast
-from mailsvc.storage.db import councillors, metadata
-
-acknowledgements = Table(
-    "acknowledgements",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("sender", String(254), nullable=False),
-    Column("councillor", String(254), nullable=False),
-    # The resident's day in the council's time zone (Europe/Warsaw), not UTC.
-    Column("day", Date, nullable=False),
-    Column("original_queue_id", String(32), nullable=False),
-    Column("ack_queue_id", String(32), nullable=True),
-    Column("created_at", DateTime, nullable=False),
-    UniqueConstraint("sender", "councillor", "day", name="uq_acknowledgements_once"),
-    Index("ix_acknowledgements_day", "day"),
-)
-
+from mailsvc.storage.tables import acknowledgements, councillors
 
 # Run for every delivered resident message: straight through the driver on the queue's SQLite.
 _SQLITE_CLAIM = (

@@ -16,35 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Integer, String, Table, Text, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mailsvc.storage.db import audit_log, metadata, utcnow
+from mailsvc.storage.db import utcnow
 from mailsvc.storage.register import AuditEntry
-
-web_sessions = Table(
-    "web_sessions",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("token_hash", String(64), nullable=False, unique=True),
-    Column("clerk", String(254), nullable=False),  # the clerk's address
-    Column("name", Text, nullable=False),  # display name, for pages and the audit log
-    Column("csrf", String(64), nullable=False),
-    Column("created_at", DateTime, nullable=False),
-    Column("last_seen", DateTime, nullable=False),
-)
-
-api_tokens = Table(
-    "api_tokens",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("name", String(128), nullable=False, unique=True),
-    Column("token_hash", String(64), nullable=False, unique=True),
-    Column("created_at", DateTime, nullable=False),
-    Column("created_by", Text, nullable=False),
-    Column("last_used_at", DateTime, nullable=True),
-    Column("revoked_at", DateTime, nullable=True),
-)
+from mailsvc.storage.tables import api_tokens, audit_log, web_sessions
 
 TOKEN_PREFIX = "msv_"  # noqa: S105 (a prefix, recognisable in logs and secret scanners)
 

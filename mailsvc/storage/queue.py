@@ -35,8 +35,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailsvc.errors import StorageUnavailable
 from mailsvc.storage import acks, sqlite_fast
-from mailsvc.storage.db import deliveries, messages, utcnow
+from mailsvc.storage.db import utcnow
 from mailsvc.storage.sessions import add_delivery_events
+from mailsvc.storage.tables import deliveries, messages
 from mailsvc.storage.units import Units, units_for
 
 PENDING = ("queued", "deferred")

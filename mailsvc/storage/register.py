@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
@@ -11,7 +13,8 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from mailsvc.storage.db import audit_log, councillors, utcnow
+from mailsvc.storage.db import utcnow
+from mailsvc.storage.tables import audit_log, councillors
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,16 @@ class AuditContext:
 
     actor: str
     command: str
+
+
+def os_audit_context(command: str) -> AuditContext:
+    """``command`` run by the operating-system user of this process (sudo's caller when there
+    is one): the CLI and the scheduled jobs."""
+    try:
+        user = os.environ.get("SUDO_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid:{os.getuid()}"
+    return AuditContext(actor=user, command=command)
 
 
 @dataclass(frozen=True)

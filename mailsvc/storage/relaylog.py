@@ -16,31 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Index, Integer, String, Table, Text, and_, delete, select
+from sqlalchemy import and_, delete, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mailsvc.storage.db import deliveries, messages, metadata, utcnow
+from mailsvc.storage.db import utcnow
+from mailsvc.storage.tables import deliveries, messages, relay_log
 from mailsvc.storage.units import EngineUnits, Units
 
 log = logging.getLogger(__name__)
-
-relay_log = Table(
-    "relay_log",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("received_at", DateTime, nullable=False),
-    Column("queue_id", String(32), nullable=False),
-    Column("message_id", Text, nullable=True),  # the resident's Message-ID, to match replies
-    Column("sender", Text, nullable=False),
-    Column("recipient", Text, nullable=False),  # one row per councillor
-    Column("size", Integer, nullable=False),
-    Column("status", String(16), nullable=False, default="accepted"),
-    Column("replied_at", DateTime, nullable=True),
-    Index("ix_relay_log_received", "received_at"),
-    Index("ix_relay_log_message_id", "message_id"),
-)
 
 
 @dataclass(frozen=True)

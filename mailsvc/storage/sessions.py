@@ -17,7 +17,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailsvc.domain.receipt_states import EventKind, EventSource, ReceiptEvent
-from mailsvc.storage.db import (
+from mailsvc.storage.db import utcnow
+from mailsvc.storage.tables import (
     agenda_items,
     council_sessions,
     distribution_recipients,
@@ -25,7 +26,6 @@ from mailsvc.storage.db import (
     documents,
     receipt_events,
     reminder_rounds,
-    utcnow,
 )
 
 SESSION_KINDS = ("ordinary", "extraordinary", "budget", "constituent")

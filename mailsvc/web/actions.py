@@ -9,26 +9,37 @@ the pages and the API answer with and a message saying what to change.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mailsvc.directory.councillors import ApplyResult, CouncillorNotFound, CreatedAccount
+from mailsvc.config import Settings
+from mailsvc.directory.councillors import (
+    ApplyResult,
+    CouncillorNotFound,
+    Councillors,
+    CreatedAccount,
+)
+from mailsvc.directory.roster_import import (
+    InvalidRoster,
+    PlanChanged,
+    PreparedImport,
+    apply_import,
+    prepare_import,
+)
 from mailsvc.distribution.service import DistributionError, Distributions, NoticeRefused
 from mailsvc.domain.notice import check_notice
 from mailsvc.domain.receipt_states import ReceiptMatrix
 from mailsvc.errors import MailsvcError
 from mailsvc.storage.clerks import WebStore
 from mailsvc.storage.db import utcnow
-from mailsvc.storage.queue import DeliveryRow, Retried
+from mailsvc.storage.queue import DeliveryRow, MailQueue, Retried
 from mailsvc.storage.register import AuditContext, AuditEntry, RegisterRow
-from mailsvc.storage.relaylog import CouncillorStats
+from mailsvc.storage.relaylog import CouncillorStats, RelayLog
 from mailsvc.storage.sessions import (
     AgendaItemRow,
     CouncilSessionRow,
@@ -37,9 +48,6 @@ from mailsvc.storage.sessions import (
 )
 from provisioning.errors import ProvisioningError
 from provisioning.sync import Plan
-
-if TYPE_CHECKING:
-    from mailsvc.app import Parts
 
 log = logging.getLogger(__name__)
 
@@ -108,31 +116,31 @@ class NoticeCheck:
     applies: bool = True  # False for kinds the notice rules do not govern
 
 
-def plan_digest(preview_plan: Plan, addresses: dict[int, str]) -> str:
-    """A short fingerprint of a plan: applying checks the plan is still the one shown."""
-    parts: list[Any] = [
-        sorted((c.entry.line, addresses.get(c.entry.line, "")) for c in preview_plan.creates),
-        sorted(
-            (u.existing.address, sorted((k, str(v)) for k, v in u.changes.items()), u.reactivate)
-            for u in preview_plan.updates
-        ),
-        sorted((d.existing.address, d.reason) for d in preview_plan.disables),
-    ]
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
+@dataclass(frozen=True)
+class ClerkServices:
+    """The use cases and stores the clerks' actions work with (built by ``serve``)."""
+
+    settings: Settings
+    councillors: Councillors
+    distributions: Distributions
+    queue: MailQueue
+    relay_log: RelayLog
+    wake_delivery: Callable[[], None] | None = None
 
 
 class ClerkActions:
     """The clerks' actions over the service's parts; one instance per web app."""
 
-    def __init__(self, parts: Parts, store: WebStore) -> None:
-        self.parts = parts
-        self.settings = parts.settings
+    def __init__(self, services: ClerkServices, store: WebStore) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.distributions = services.distributions
         self.store = store
-        self.uploads = parts.settings.var_dir / "web-uploads"
+        self.uploads = services.settings.var_dir / "web-uploads"
 
-    @property
-    def distributions(self) -> Distributions:
-        return self.parts.distributions()
+    def _wake_delivery(self) -> None:
+        if self.services.wake_delivery is not None:
+            self.services.wake_delivery()
 
     async def _audit(
         self,
@@ -210,25 +218,24 @@ class ClerkActions:
     # --- councillors ----------------------------------------------------------------------
 
     async def councillors(self, include_all: bool = False) -> list[RegisterRow]:
-        return await self.parts.councillors().listing(include_all=include_all)
+        return await self.services.councillors.listing(include_all=include_all)
 
-    async def preview_import(self, path: Path, encoding: str | None = None) -> ImportPreview:
-        from mailsvc.cli.councillors import run_import
-
+    async def _prepare_import(self, path: Path, encoding: str | None) -> PreparedImport:
         try:
-            plan, _, problems, addresses = await run_import(
-                self.parts,
+            return await prepare_import(
+                self.services.councillors,
                 path,
+                committees=self.settings.committee_names,
                 encoding=encoding or None,
-                dry_run=True,
-                skip_invalid=True,
-                quiet=True,
                 max_bytes=self.settings.web.upload_max_bytes,
             )
         except (ProvisioningError, MailsvcError, UnicodeError, LookupError) as exc:
             raise ActionError(_clean_path(str(exc), path), 422) from None
-        problems = [_clean_path(p, path) for p in problems]
-        return ImportPreview(plan, problems, addresses, plan_digest(plan, addresses))
+
+    async def preview_import(self, path: Path, encoding: str | None = None) -> ImportPreview:
+        prepared = await self._prepare_import(path, encoding)
+        problems = [_clean_path(p, path) for p in prepared.problems]
+        return ImportPreview(prepared.plan, problems, prepared.addresses, prepared.digest)
 
     async def apply_import(
         self,
@@ -239,21 +246,28 @@ class ClerkActions:
         skip_invalid: bool = False,
         expected_digest: str | None = None,
     ) -> tuple[ImportPreview, ApplyResult]:
-        """Apply a roster whose preview the clerk saw; refused (409) if the plan changed."""
-        from mailsvc.cli.councillors import InvalidRoster, run_import
-
-        preview = await self.preview_import(path, encoding)
-        if expected_digest is not None and preview.digest != expected_digest:
-            raise ActionError(
-                self._t(
-                    "Plan zmian jest inny niż pokazany (ktoś zmienił dane w międzyczasie). "
-                    "Sprawdź nowy podgląd i zatwierdź ponownie.",
-                    "The plan differs from the one shown (something changed meanwhile). "
-                    "Check the new preview and confirm again.",
-                ),
-                409,
+        """Apply the plan whose preview the clerk approved (``expected_digest``), exactly that
+        plan: planned once here, checked against the digest, then applied as it is. 409 when
+        the roster or the directory changed since the preview; nothing is changed then."""
+        prepared = await self._prepare_import(path, encoding)
+        preview = ImportPreview(
+            prepared.plan,
+            [_clean_path(p, path) for p in prepared.problems],
+            prepared.addresses,
+            prepared.digest,
+        )
+        try:
+            result = await apply_import(
+                self.services.councillors,
+                prepared,
+                actor.context("import roster"),
+                language=self.settings.language,
+                skip_invalid=skip_invalid,
+                expected_digest=expected_digest,
             )
-        if preview.problems and not skip_invalid:
+        except PlanChanged as exc:
+            raise ActionError(str(exc), 409) from None
+        except InvalidRoster:
             raise ActionError(
                 self._t(
                     f"Spis ma {len(preview.problems)} błędnych wierszy. Popraw plik albo "
@@ -262,25 +276,12 @@ class ClerkActions:
                     "or tick “skip invalid rows”.",
                 ),
                 422,
-            )
-        try:
-            _, result, _, _ = await run_import(
-                self.parts,
-                path,
-                encoding=encoding or None,
-                skip_invalid=skip_invalid,
-                quiet=True,
-                context=actor.context("import roster"),
-                max_bytes=self.settings.web.upload_max_bytes,
-            )
-        except InvalidRoster as exc:
-            raise ActionError(_clean_path(str(exc), path), 422) from None
+            ) from None
         except ProvisioningError as exc:
             raise ActionError(str(exc), 503) from None
-        assert result is not None
         result.errors = [_clean_path(e, path) for e in result.errors]
-        if result.created and self.parts.on_queued is not None:
-            self.parts.on_queued()  # welcome messages
+        if result.created:
+            self._wake_delivery()  # welcome messages
         await self._audit(
             actor,
             "import roster",
@@ -295,7 +296,7 @@ class ClerkActions:
 
     async def reset_password(self, address: str, actor: Actor) -> CreatedAccount:
         try:
-            return await self.parts.councillors().reset_password(
+            return await self.services.councillors.reset_password(
                 address, actor.context("reset password")
             )
         except CouncillorNotFound as exc:
@@ -303,7 +304,7 @@ class ClerkActions:
 
     async def end_mandate(self, address: str, on: date, reason: str, actor: Actor) -> bool:
         try:
-            return await self.parts.councillors().end_mandate(
+            return await self.services.councillors.end_mandate(
                 address, on, reason.strip(), actor.context("end mandate")
             )
         except CouncillorNotFound as exc:
@@ -521,7 +522,7 @@ class ClerkActions:
 
     async def relay_stats(self, since: date | None = None) -> list[CouncillorStats]:
         moment = datetime(since.year, since.month, since.day) if since else None
-        return await self.parts.relay_log.stats(moment)
+        return await self.services.relay_log.stats(moment)
 
     async def audit_entries(
         self, *, limit: int = 100, offset: int = 0, actor: str | None = None
@@ -529,14 +530,14 @@ class ClerkActions:
         return await self.store.audit_entries(limit=limit, offset=offset, actor=actor)
 
     async def deliveries(self, statuses: Sequence[str] | None = None) -> list[DeliveryRow]:
-        return await self.parts.queue.list_deliveries(statuses)
+        return await self.services.queue.list_deliveries(statuses)
 
     async def retry(self, actor: Actor, *, queue_id: str | None, dead: bool) -> list[Retried]:
         if not queue_id and not dead:
             raise ActionError(self._t("Wskaż wiadomość do ponowienia.", "Say what to retry."))
-        done = await self.parts.queue.retry(queue_id or None, dead=dead)
-        if done and self.parts.on_queued is not None:
-            self.parts.on_queued()
+        done = await self.services.queue.retry(queue_id or None, dead=dead)
+        if done:
+            self._wake_delivery()
         await self._audit(
             actor,
             "retry delivery",

@@ -1,8 +1,8 @@
 """The web app: councillors' acknowledgement links and downloads, the clerks' interface, the API.
 
 ``create_app`` assembles the routes explicitly: ``AckRoutes.routes()`` for the councillors'
-links, then ``/healthz``; given the service's ``parts`` it adds the clerks' pages
-(``web.clerk``) and the JSON API (``web.api``). Every response passes through
+links, then ``/healthz``, then the routes it is given: ``serve`` gives it the clerks' pages
+(``web.clerk``) and the JSON API (``web.api``) from ``web.site``. Every response passes through
 ``SecurityHeaders``.
 
 The acknowledgement link is a capability: whoever holds ``/a/<token>`` may acknowledge for that
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -35,10 +35,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailsvc import templating
+from mailsvc.distribution.ackpage import AckBackend, AckView
 from mailsvc.receipts.tokens import TokenSigner
-
-if TYPE_CHECKING:
-    from mailsvc.app import Parts
 
 log = logging.getLogger(__name__)
 
@@ -61,58 +59,6 @@ _PAGE_CSP = (
 )
 
 
-# --- what the backend provides ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AckDocument:
-    name: str
-    size: int  # bytes
-    pages: int | None
-    sha256: str
-    download_url: str | None  # set when the document is linked rather than attached
-
-
-@dataclass(frozen=True)
-class AckView:
-    """Everything the acknowledgement page shows for one councillor and one distribution."""
-
-    councillor_name: str
-    council: str
-    session_number: str  # "XV/2026"
-    session_kind: str  # ordinary | extraordinary | budget | constituent
-    session_at: datetime  # local time of the council
-    place: str
-    distribution_kind: str  # notice | supplement | date-change | cancellation
-    documents: tuple[AckDocument, ...]
-    acknowledged_at: datetime | None  # the first acknowledgement; naive = UTC
-    language: str  # the councillor's preferred language
-
-
-@dataclass(frozen=True)
-class DocumentFile:
-    path: Path
-    filename: str  # as the clerk uploaded it, diacritics and all
-    media_type: str
-    size: int
-
-
-class AckBackend(Protocol):
-    """What the pages need from storage; the real one lives with the distributions."""
-
-    async def ack_view(self, recipient_id: int, distribution_id: int) -> AckView | None:
-        """The page's content, or None if the recipient or distribution is unknown."""
-        ...
-
-    async def acknowledge(self, recipient_id: int, distribution_id: int, evidence: str) -> AckView:
-        """Record the acknowledgement; idempotent: a second call keeps the first time."""
-        ...
-
-    async def document(self, recipient_id: int, sha256: str) -> DocumentFile | None:
-        """The file of a document this recipient was sent, or None."""
-        ...
-
-
 # --- the app ------------------------------------------------------------------------------------
 
 
@@ -125,15 +71,15 @@ def create_app(
     office_address: str = "",
     time_zone: str = DEFAULT_TIME_ZONE,
     clock: Callable[[], datetime] | None = None,
-    parts: Parts | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The Starlette app serving acknowledgement links, downloads and ``/healthz``.
 
     ``language`` is used when neither ``?lang=`` nor the councillor's preference says otherwise;
     ``office_address`` is whom an expired link tells the councillor to contact; ``time_zone``
     is the council's, for showing when an acknowledgement (stored in UTC) was made; ``clock``
-    returns the current time (aware, or naive UTC) and exists for tests. ``parts`` (the
-    service's database, directory and use cases) turns on the clerks' interface and the API.
+    returns the current time (aware, or naive UTC) and exists for tests. ``extra_routes``: the
+    clerks' interface and the API (``web.site.clerk_routes``), when the service serves them.
     """
     if language not in LANGUAGES:
         raise ValueError(f"language {language!r}: expected one of {', '.join(LANGUAGES)}")
@@ -147,10 +93,7 @@ def create_app(
         clock=clock or _utc_now,
     )
     routes: list[BaseRoute] = [*ack.routes(), Route("/healthz", healthz, methods=["GET"])]
-    if parts is not None:
-        from mailsvc.web.site import clerk_routes
-
-        routes += clerk_routes(parts, templates_dir=templates_dir)
+    routes += extra_routes
     return Starlette(
         routes=routes,
         middleware=[Middleware(SecurityHeaders)],

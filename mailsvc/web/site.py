@@ -1,21 +1,18 @@
-"""Assembles the clerks' interface and the JSON API over the service's parts."""
+"""Assembles the clerks' interface and the JSON API over the use cases ``serve`` built."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from starlette.routing import BaseRoute
 
 from mailsvc import secret_store
 from mailsvc.storage.clerks import WebStore
-from mailsvc.web.actions import ClerkActions
+from mailsvc.web.actions import ClerkActions, ClerkServices
 from mailsvc.web.api import JsonApi
 from mailsvc.web.auth import SECRET_NAME, ClerkAuth, LoginLimiter
 from mailsvc.web.clerk import ClerkPages, ClerkSite
-
-if TYPE_CHECKING:
-    from mailsvc.app import Parts
+from provisioning.directory import Directory
 
 
 def secure_cookies(public_url: str) -> bool:
@@ -23,13 +20,18 @@ def secure_cookies(public_url: str) -> bool:
     return public_url.strip().lower().startswith("https://")
 
 
-def clerk_routes(parts: Parts, *, templates_dir: Path | None = None) -> list[BaseRoute]:
+def clerk_routes(
+    services: ClerkServices,
+    store: WebStore,
+    directory: Directory,
+    *,
+    templates_dir: Path | None = None,
+) -> list[BaseRoute]:
     """The clerks' pages and ``/api`` routes (their tables are made with the schema)."""
-    settings = parts.settings
-    store = WebStore(parts.engine)
-    actions = ClerkActions(parts, store)
+    settings = services.settings
+    actions = ClerkActions(services, store)
     auth = ClerkAuth(
-        parts.directory,
+        directory,
         settings.web.clerks_group,
         settings.domain,
         secret_store.load_or_create_secret(settings, SECRET_NAME, length=48),

@@ -31,8 +31,8 @@ from mailsvc.distribution.service import DistributionError, NoticeRefused
 from mailsvc.domain.receipt_states import EventKind
 from mailsvc.mailbox import read_inbox
 from mailsvc.receipts.report import render_csv, render_pdf
-from mailsvc.storage.db import distributions as distributions_table
 from mailsvc.storage.db import utcnow
+from mailsvc.storage.tables import distributions as distributions_table
 from provisioning.directory import Directory
 
 pytestmark = pytest.mark.asyncio

@@ -27,8 +27,7 @@ from mailsvc.relay.delivery import capture
 from mailsvc.relay.delivery.smarthost import SmarthostClient, SmarthostUnavailable
 from mailsvc.relay.smtp.tls import ensure_self_signed
 from mailsvc.storage import acks
-from mailsvc.storage.acks import acknowledgements
-from mailsvc.storage.db import deliveries, messages
+from mailsvc.storage.tables import acknowledgements, deliveries, messages
 from provisioning.directory import Directory
 
 from .conftest import make_message, smtp_send, wait_for_inbox

@@ -14,10 +14,11 @@ import pytest
 from sqlalchemy import func, select
 
 from mailsvc.app import Parts, Service, audit_context
-from mailsvc.cli.councillors import InvalidRoster, run_import
+from mailsvc.cli.councillors import run_import
 from mailsvc.config import DEFAULT_CONFIG, Settings
+from mailsvc.directory.roster_import import InvalidRoster
 from mailsvc.mailbox import MailboxLoginFailed, read_inbox
-from mailsvc.storage.db import audit_log, councillors
+from mailsvc.storage.tables import audit_log, councillors
 from provisioning.directory import Directory
 from provisioning.errors import DirectoryUnavailable
 from provisioning.roster import RosterFileError

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from mailsvc.app import Service, start_service
 from mailsvc.config import Settings
-from mailsvc.storage.db import deliveries, messages
+from mailsvc.storage.tables import deliveries, messages
 from provisioning.directory import Directory
 
 from .conftest import make_message, smtp_send, wait_for_deliveries, wait_for_inbox

@@ -162,8 +162,8 @@ async def test_relay_log_follows_delivery_and_is_purged_after_retention(
 
     from sqlalchemy import select
 
-    from mailsvc.storage.db import messages, utcnow
-    from mailsvc.storage.relaylog import relay_log
+    from mailsvc.storage.db import utcnow
+    from mailsvc.storage.tables import messages, relay_log
 
     councillor = await add_councillor("Halina", "Archiwalna")
     await smtp_send(service.smtp_port, [councillor.address], make_message("x", "stare"))

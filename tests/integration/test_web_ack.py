@@ -17,11 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mailsvc.distribution.ackpage import AckDocument, AckView, DocumentFile
 from mailsvc.receipts.tokens import TokenSigner
 from mailsvc.web.app import (
-    AckDocument,
-    AckView,
-    DocumentFile,
     content_disposition,
     create_app,
     format_pages,

@@ -16,7 +16,7 @@ from mailsvc.jobs import capture_purge, job_specs
 from mailsvc.relay.delivery import capture
 
 if TYPE_CHECKING:
-    from mailsvc.app import Parts
+    from mailsvc.jobs import JobContext
 
 DAY = 86400.0
 MESSAGE = b"Subject: potwierdzenie\r\n\r\nDzie\xc5\x84 dobry.\r\n"
@@ -99,7 +99,7 @@ async def test_the_job_purges_the_services_capture_directory(
     )
     directory = capture.capture_dir(tmp_path)
     old, new = captured(directory, 20), captured(directory, 1)
-    ctx = cast("Parts", SimpleNamespace(settings=settings))
+    ctx = cast("JobContext", SimpleNamespace(settings=settings))
     assert await capture_purge(ctx) == 2 - left
     assert new.exists() and old.exists() == (days == 0)
     assert len(capture.list_captured(directory)) == left

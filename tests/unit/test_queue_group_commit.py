@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import event, func, select
 
 from mailsvc.errors import StorageUnavailable
-from mailsvc.storage.db import create_engine, create_schema, deliveries, messages
+from mailsvc.storage.db import create_engine, create_schema
 from mailsvc.storage.queue import MailQueue
+from mailsvc.storage.tables import deliveries, messages
 from mailsvc.storage.units import ThreadUnits
 
 

@@ -19,8 +19,9 @@ from sqlalchemy import select, update
 
 from mailsvc.storage import queue as queue_module
 from mailsvc.storage import sqlite_fast
-from mailsvc.storage.db import create_engine, create_schema, deliveries, utcnow
+from mailsvc.storage.db import create_engine, create_schema, utcnow
 from mailsvc.storage.queue import FINAL, PENDING, AckRequest, Claim, MailQueue, Outgoing
+from mailsvc.storage.tables import deliveries
 
 
 async def fill(path: Path) -> None:

@@ -27,13 +27,13 @@ from pathlib import Path
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
 
+from mailsvc.relay.smtp import replies
+
 log = logging.getLogger(__name__)
 
 CAPTURE_HOST = "127.0.0.1"
 # Larger than any message the relay accepts, so the capture never refuses one for size.
 _MAX_SIZE = 64 * 1024 * 1024
-S250_CAPTURED = "250 2.0.0 OK: captured as {name}"
-S451_NOT_STORED = "451 4.3.0 Capture could not store the message"
 H_FROM = "X-Capture-Envelope-From"
 H_TO = "X-Capture-Envelope-To"
 H_AT = "X-Capture-Date"
@@ -172,14 +172,14 @@ class CaptureHandler:
             )
         except OSError as exc:
             log.error("capture: could not store a message in %s: %s", self.directory, exc)
-            return S451_NOT_STORED
+            return replies.S451_NOT_STORED
         log.info(
             "captured %s from=<%s> to=%s",
             path.name,
             mail_from,
             ",".join(f"<{r}>" for r in envelope.rcpt_tos),
         )
-        return S250_CAPTURED.format(name=path.name)
+        return replies.S250_CAPTURED.format(name=path.name)
 
 
 class CaptureSink:

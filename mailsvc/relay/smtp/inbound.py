@@ -22,7 +22,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 from mailsvc.config import Settings
 from mailsvc.domain.relay import LocalRecipient, RefusalKind, classify_recipient
 from mailsvc.errors import StorageUnavailable
-from mailsvc.receipts.sink import ReportSink, accept_reports
+from mailsvc.receipts.sink import ReportSink
 from mailsvc.relay.smtp import replies
 from mailsvc.relay.smtp.authres import (
     authenticate,
@@ -30,6 +30,7 @@ from mailsvc.relay.smtp.authres import (
     remove_forged_results,
     start_spf,
 )
+from mailsvc.relay.smtp.reports import accept_reports
 from mailsvc.relay.smtp.server import (
     AdvertisesExtensions,
     ConnectionLimiter,

@@ -1,6 +1,9 @@
-"""Every SMTP reply the service sends, in one table. Handlers never invent reply strings."""
+"""Every SMTP reply the service sends, in one table. Handlers never invent reply strings;
+aiosmtpd's own error lines are rewritten here to carry enhanced status codes (RFC 2034)."""
 
 from __future__ import annotations
+
+import re
 
 from mailsvc.domain.relay import RefusalKind
 
@@ -29,6 +32,14 @@ S421_TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing the connection"
 S451_RATE = "451 4.7.1 Too many messages from your address, please try again later"
 S530_AUTH_REQUIRED = "530 5.7.0 Authentication required"
 S553_SENDER_NOT_OWNED = "553 5.7.1 <{address}>: you may send only as your own address"
+# Submission's AUTH.
+S235_OK = "235 2.7.0 Authentication successful"
+S535_INVALID = "535 5.7.8 Authentication credentials invalid"
+S454_AUTH_TEMP = "454 4.7.0 Temporary authentication failure, please try again later"
+S501_BASE64 = "501 5.5.2 Cannot decode the authentication data"
+# The local capture (the embedded default's smarthost).
+S250_CAPTURED = "250 2.0.0 OK: captured as {name}"
+S451_NOT_STORED = "451 4.3.0 Capture could not store the message"
 
 REFUSALS: dict[RefusalKind, str] = {
     RefusalKind.BAD_SYNTAX: S553_BAD_SYNTAX,
@@ -43,3 +54,46 @@ def refusal_reply(kind: RefusalKind, address: str, office: str) -> str:
     # Addresses are echoed only after stripping CR/LF so a reply can never be split.
     safe = address.replace("\r", "").replace("\n", "")[:256]
     return REFUSALS[kind].format(address=safe, office=office)
+
+
+_HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}\b")
+
+# aiosmtpd's own error texts → our replies (matched on the start of the line).
+_REWRITES: tuple[tuple[str, str], ...] = (
+    ("552 Error: Too much mail data", S552_TOO_BIG),
+    ("552 Error: message size exceeds", S552_TOO_BIG),
+    ("500 Line too long", "500 5.5.2 Line too long"),
+    ("500 Command line too long", "500 5.5.2 Command line too long"),
+    ("500 Error: bad syntax", "500 5.5.2 Syntax error"),
+    ("500 Error: strict ASCII mode", "500 5.5.2 Syntax error: non-ASCII data"),
+    ("530 Must issue a STARTTLS command first", "530 5.7.0 Must issue a STARTTLS command first"),
+    ("554 Command refused due to lack of security", "554 5.7.0 TLS handshake failed"),
+)
+# Default enhanced code per reply code (RFC 3463) when aiosmtpd sends none.
+_DEFAULT_ENHANCED = {
+    "421": "4.3.0",
+    "451": "4.3.0",
+    "454": "4.7.0",
+    "500": "5.5.1",
+    "501": "5.5.4",
+    "502": "5.5.1",
+    "503": "5.5.1",
+    "504": "5.5.4",
+    "530": "5.7.0",
+    "550": "5.0.0",
+    "552": "5.3.4",
+    "553": "5.1.3",
+    "554": "5.0.0",
+}
+
+
+def with_enhanced_code(line: str) -> str:
+    """Give an error reply line an enhanced status code (RFC 2034) if it has none."""
+    if line[:1] not in ("4", "5") or _HAS_ENHANCED.match(line):
+        return line
+    for prefix, replacement in _REWRITES:
+        if line.startswith(prefix):
+            return replacement
+    code, sep, text = line[:3], line[3:4], line[4:]
+    enhanced = _DEFAULT_ENHANCED.get(code, f"{code[0]}.0.0")
+    return f"{code}{sep or ' '}{enhanced} {text}"

@@ -17,50 +17,9 @@ from typing import Any, AnyStr
 from aiosmtpd.smtp import MISSING, SMTP
 
 from mailsvc.relay.smtp import replies
+from mailsvc.relay.smtp.replies import with_enhanced_code
 
 log = logging.getLogger(__name__)
-
-_HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}\b")
-
-# aiosmtpd's own error texts → our replies (matched on the start of the line).
-_REWRITES: tuple[tuple[str, str], ...] = (
-    ("552 Error: Too much mail data", replies.S552_TOO_BIG),
-    ("552 Error: message size exceeds", replies.S552_TOO_BIG),
-    ("500 Line too long", "500 5.5.2 Line too long"),
-    ("500 Command line too long", "500 5.5.2 Command line too long"),
-    ("500 Error: bad syntax", "500 5.5.2 Syntax error"),
-    ("500 Error: strict ASCII mode", "500 5.5.2 Syntax error: non-ASCII data"),
-    ("530 Must issue a STARTTLS command first", "530 5.7.0 Must issue a STARTTLS command first"),
-    ("554 Command refused due to lack of security", "554 5.7.0 TLS handshake failed"),
-)
-# Default enhanced code per reply code (RFC 3463) when aiosmtpd sends none.
-_DEFAULT_ENHANCED = {
-    "421": "4.3.0",
-    "451": "4.3.0",
-    "454": "4.7.0",
-    "500": "5.5.1",
-    "501": "5.5.4",
-    "502": "5.5.1",
-    "503": "5.5.1",
-    "504": "5.5.4",
-    "530": "5.7.0",
-    "550": "5.0.0",
-    "552": "5.3.4",
-    "553": "5.1.3",
-    "554": "5.0.0",
-}
-
-
-def with_enhanced_code(line: str) -> str:
-    """Give an error reply line an enhanced status code (RFC 2034) if it has none."""
-    if line[:1] not in ("4", "5") or _HAS_ENHANCED.match(line):
-        return line
-    for prefix, replacement in _REWRITES:
-        if line.startswith(prefix):
-            return replacement
-    code, sep, text = line[:3], line[3:4], line[4:]
-    enhanced = _DEFAULT_ENHANCED.get(code, f"{code[0]}.0.0")
-    return f"{code}{sep or ' '}{enhanced} {text}"
 
 
 @dataclass

@@ -17,9 +17,10 @@ from aiosmtpd.smtp import Session as SmtpSession
 from mailsvc.config import Settings
 from mailsvc.domain.relay import LocalRecipient, classify_recipient
 from mailsvc.errors import StorageUnavailable
-from mailsvc.receipts.sink import ReportSink, accept_reports
+from mailsvc.receipts.sink import ReportSink
 from mailsvc.relay.smtp import replies
 from mailsvc.relay.smtp.inbound import _clean, _peer_ip, _tls_details, message_ids, smtp_factory
+from mailsvc.relay.smtp.reports import accept_reports
 from mailsvc.relay.smtp.server import AdvertisesExtensions
 from mailsvc.storage.queue import ORIGIN_SUBMISSION, MailQueue
 from mailsvc.storage.relaylog import RelayLog
@@ -27,11 +28,6 @@ from provisioning.directory import Directory
 from provisioning.errors import DirectoryError, DirectoryUnavailable
 
 log = logging.getLogger(__name__)
-
-S235_OK = "235 2.7.0 Authentication successful"
-S535_INVALID = "535 5.7.8 Authentication credentials invalid"
-S454_AUTH_TEMP = "454 4.7.0 Temporary authentication failure, please try again later"
-S501_BASE64 = "501 5.5.2 Cannot decode the authentication data"
 
 
 class SubmissionHandler(AdvertisesExtensions):
@@ -62,14 +58,16 @@ class SubmissionHandler(AdvertisesExtensions):
             entry = await self.directory.authenticate(address, password.decode("utf-8", "replace"))
         except (DirectoryUnavailable, DirectoryError) as exc:
             log.warning("AUTH for %s: directory unavailable: %s", address, exc)
-            await server.push(S454_AUTH_TEMP)
+            await server.push(replies.S454_AUTH_TEMP)
             return AuthResult(success=False, handled=True)
         if entry is None:
             peer = _peer_ip(server.session) if server.session else "?"
             log.info("AUTH failed for %s from %s", address, peer)
-            return AuthResult(success=False, handled=False, message=S535_INVALID)
+            return AuthResult(success=False, handled=False, message=replies.S535_INVALID)
         return AuthResult(
-            success=True, message=S235_OK, auth_data=LoginPassword(entry.address.encode(), b"")
+            success=True,
+            message=replies.S235_OK,
+            auth_data=LoginPassword(entry.address.encode(), b""),
         )
 
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
@@ -81,11 +79,11 @@ class SubmissionHandler(AdvertisesExtensions):
             try:
                 raw = b64decode(args[1].encode(), validate=True)
             except (binascii.Error, ValueError):
-                await server.push(S501_BASE64)
+                await server.push(replies.S501_BASE64)
                 return AuthResult(success=False, handled=True)
         parts = raw.split(b"\x00")
         if len(parts) != 3:
-            await server.push(S501_BASE64)
+            await server.push(replies.S501_BASE64)
             return AuthResult(success=False, handled=True)
         return await self._verify(server, parts[1], parts[2])
 
@@ -98,7 +96,7 @@ class SubmissionHandler(AdvertisesExtensions):
             try:
                 login = b64decode(args[1].encode(), validate=True)
             except (binascii.Error, ValueError):
-                await server.push(S501_BASE64)
+                await server.push(replies.S501_BASE64)
                 return AuthResult(success=False, handled=True)
         password = await server.challenge_auth("Password:")
         if not isinstance(password, bytes):

@@ -1,0 +1,281 @@
+"""Every table of the service, in one metadata: the schema is whole wherever it is imported.
+
+Only portable SQL types are used: the same tables run on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+
+# One row per accepted message. The body is kept only until every recipient is settled.
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("queue_id", String(32), nullable=False, unique=True),
+    Column("mail_from", Text, nullable=False),
+    Column("received_at", DateTime, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("client", Text, nullable=False, default=""),
+    Column("body", LargeBinary, nullable=True),
+    Column("status", String(16), nullable=False, default="queued"),  # queued|done|dead
+    Column("error", Text, nullable=True),
+    # Who produced it: inbound (a resident via SMTP), submission, welcome, dsn, ack, local.
+    # Acknowledgements answer only "inbound"; bounces and acks are never answered.
+    Column("origin", String(16), nullable=False, server_default="local"),
+    # Large attachments kept once on disk, not per message: JSON {"boundary", "files"} naming
+    # encoded MIME parts under <var_dir>/documents/parts/ that follow ``body`` (see
+    # mailsvc.relay.delivery.body). NULL: ``body`` is the whole message.
+    Column("parts", Text, nullable=True),
+)
+
+
+# One row per (message, recipient): the unit of delivery, retry and evidence.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_id", Integer, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    Column("recipient", Text, nullable=False),
+    # lmtp: the council's mailbox store; smtp: the smarthost. Decided at enqueue from the domain.
+    Column("route", String(8), nullable=False, server_default="lmtp"),
+    # queued | inflight | deferred | delivered | failed | dead
+    Column("status", String(16), nullable=False, default="queued"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime, nullable=False),
+    Column("last_reply", Text, nullable=True),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_deliveries_route_due", "route", "status", "next_attempt_at"),
+    Index("ix_deliveries_message", "message_id"),
+)
+
+
+# The council register: every councillor who ever had a mailbox. Rows are never deleted, so an
+# address once used is never given to anyone else. The directory holds the account itself.
+councillors = Table(
+    "councillors",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("address", String(254), nullable=False, unique=True),
+    Column("dn", Text, nullable=True),
+    Column("external_id", String(128), nullable=True, index=True),
+    Column("given_names", Text, nullable=False),
+    Column("surname", Text, nullable=False),
+    Column("district", Text, nullable=False, default=""),
+    Column("club", Text, nullable=False, default=""),
+    Column("role", String(32), nullable=False, default="radny"),
+    Column("committees", Text, nullable=False, default=""),  # comma-separated slugs
+    Column("term_start", Date, nullable=True),
+    Column("mandate_end", Date, nullable=True),
+    Column("end_reason", Text, nullable=True),
+    Column("private_email", Text, nullable=True),
+    Column("phone", Text, nullable=True),
+    Column("status", String(16), nullable=False, default="active"),  # active|disabled|removed
+    Column("disabled_at", DateTime, nullable=True),
+    Column("removed_at", DateTime, nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+
+# Every directory change, with before and after (JSON), who did it and with which command.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("command", Text, nullable=False),
+    Column("address", String(254), nullable=True, index=True),
+    Column("action", String(32), nullable=False),
+    Column("before", Text, nullable=True),
+    Column("after", Text, nullable=True),
+)
+
+
+council_sessions = Table(
+    "council_sessions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("number", String(64), nullable=False, unique=True),  # "XV/2026"
+    Column("kind", String(16), nullable=False),  # ordinary|extraordinary|budget|constituent
+    Column("starts_at", DateTime, nullable=False),  # local time of the council (naive)
+    Column("place", Text, nullable=False, default=""),
+    Column("title", Text, nullable=False, default=""),
+    Column("status", String(16), nullable=False, default="planned"),  # planned|cancelled
+    Column("created_at", DateTime, nullable=False),
+    Column("created_by", Text, nullable=False),
+)
+
+
+agenda_items = Table(
+    "agenda_items",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("session_id", Integer, ForeignKey("council_sessions.id"), nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("title", Text, nullable=False),
+)
+
+
+# Documents are content-addressed: the file lives at <var_dir>/documents/<sha256[:2]>/<sha256>.
+documents = Table(
+    "documents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("session_id", Integer, ForeignKey("council_sessions.id"), nullable=False, index=True),
+    Column("agenda_item_id", Integer, ForeignKey("agenda_items.id"), nullable=True),
+    Column("sha256", String(64), nullable=False),
+    Column("filename", Text, nullable=False),
+    Column("media_type", String(128), nullable=False),
+    Column("doc_kind", String(32), nullable=False, default="other"),
+    Column("size", Integer, nullable=False),
+    Column("pages", Integer, nullable=True),
+    Column("added_at", DateTime, nullable=False),
+    Column("added_by", Text, nullable=False),
+    # A supplement's amended draft replaces this one in later distributions.
+    Column("replaced_by", Integer, nullable=True),
+)
+
+
+distributions = Table(
+    "distributions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("session_id", Integer, ForeignKey("council_sessions.id"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),  # notice|supplement|date-change|cancellation
+    # scheduled -> sending -> sent; scheduled -> cancelled
+    Column("status", String(16), nullable=False, default="scheduled"),
+    Column("due_at", DateTime, nullable=False),  # naive UTC
+    Column("committee", String(64), nullable=True),  # slug; NULL: the whole council
+    Column("document_ids", Text, nullable=False, default=""),  # comma-separated documents.id
+    Column("note", Text, nullable=False, default=""),  # what changed (supplement, date change)
+    Column("replies_to", Integer, nullable=True),  # the distribution a supplement amends
+    Column("override_reason", Text, nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("started_at", DateTime, nullable=True),
+    Column("sent_at", DateTime, nullable=True),
+    Column("late", Integer, nullable=False, default=0),  # fell due while the service was down
+    Index("ix_distributions_due", "status", "due_at"),
+)
+
+
+# One row per (distribution, recipient), written in the same transaction as its queued message:
+# the unique key makes "each recipient gets each distribution exactly once" a database fact.
+distribution_recipients = Table(
+    "distribution_recipients",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("distribution_id", Integer, ForeignKey("distributions.id"), nullable=False),
+    Column("address", String(254), nullable=False),
+    Column("name", Text, nullable=False, default=""),
+    Column("role", String(16), nullable=False, default="councillor"),  # councillor|copy
+    Column("message_id", Text, nullable=False),  # the Message-ID header, with <>
+    Column("queue_message_id", Integer, nullable=True, index=True),  # messages.id
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("distribution_id", "address", name="uq_distribution_recipient"),
+)
+
+
+# Append-only evidence. States are derived from these rows (mailsvc.domain.receipt_states).
+receipt_events = Table(
+    "receipt_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("recipient_id", Integer, ForeignKey("distribution_recipients.id"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("at", DateTime, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("evidence", Text, nullable=False, default=""),
+    Index("ix_receipt_events_recipient", "recipient_id", "kind"),
+)
+
+
+# Reminder rounds already done: (distribution, offset) once.
+reminder_rounds = Table(
+    "reminder_rounds",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("distribution_id", Integer, ForeignKey("distributions.id"), nullable=False),
+    Column("offset_key", String(32), nullable=False),
+    Column("done_at", DateTime, nullable=False),
+    Column("reminded", Integer, nullable=False, default=0),
+    UniqueConstraint("distribution_id", "offset_key", name="uq_reminder_round"),
+)
+
+
+acknowledgements = Table(
+    "acknowledgements",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sender", String(254), nullable=False),
+    Column("councillor", String(254), nullable=False),
+    # The resident's day in the council's time zone (Europe/Warsaw), not UTC.
+    Column("day", Date, nullable=False),
+    Column("original_queue_id", String(32), nullable=False),
+    Column("ack_queue_id", String(32), nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    UniqueConstraint("sender", "councillor", "day", name="uq_acknowledgements_once"),
+    Index("ix_acknowledgements_day", "day"),
+)
+
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("clerk", String(254), nullable=False),  # the clerk's address
+    Column("name", Text, nullable=False),  # display name, for pages and the audit log
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("last_seen", DateTime, nullable=False),
+)
+
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("last_used_at", DateTime, nullable=True),
+    Column("revoked_at", DateTime, nullable=True),
+)
+
+
+relay_log = Table(
+    "relay_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", DateTime, nullable=False),
+    Column("queue_id", String(32), nullable=False),
+    Column("message_id", Text, nullable=True),  # the resident's Message-ID, to match replies
+    Column("sender", Text, nullable=False),
+    Column("recipient", Text, nullable=False),  # one row per councillor
+    Column("size", Integer, nullable=False),
+    Column("status", String(16), nullable=False, default="accepted"),
+    Column("replied_at", DateTime, nullable=True),
+    Index("ix_relay_log_received", "received_at"),
+    Index("ix_relay_log_message_id", "message_id"),
+)
