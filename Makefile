@@ -21,6 +21,7 @@ lint: venv
 	$(BIN)/ruff check mailsvc provisioning tests $(wildcard bench)
 	$(BIN)/ruff format --check mailsvc provisioning tests $(wildcard bench)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 system-deps: ## Debian packages: slapd and Dovecot (IMAP, LMTP, LDAP), installed if missing
 	@missing=""; for p in $(APT_PACKAGES); do \
