@@ -14,6 +14,7 @@ import re
 import tomllib
 import types
 import typing
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,6 +291,11 @@ class Settings:
         )
 
     @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        """The council's time zone (``distribution.timezone``): every local time people read."""
+        return zoneinfo.ZoneInfo(self.distribution.timezone)
+
+    @property
     def committee_names(self) -> dict[str, str]:
         return dict(self.committees)
 
@@ -563,7 +569,6 @@ def reminder_offsets(spec: str) -> tuple[tuple[str, int], ...]:
 def _check_distribution(d: DistributionSettings) -> None:
     import datetime as _dt
     import decimal
-    import zoneinfo
 
     try:
         zoneinfo.ZoneInfo(d.timezone)

@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 
 from mailsvc.config import PACKAGE_ROOT
+from mailsvc.domain import vocabulary, wording
 
 TEMPLATES_DIR = PACKAGE_ROOT / "templates"
 DEFAULT_LANGUAGE = "pl"
@@ -89,6 +90,11 @@ def environment(directory: Path | None = None) -> jinja2.Environment:
     env.filters["date_pl"] = format_date_pl
     env.filters["date_en"] = format_date_en
     env.filters["date_long"] = format_date
+    # One vocabulary for pages, mail and reports: {{ kind_label("session", kind, lang) }}.
+    env.globals["kind_label"] = vocabulary.kind_label
+    env.globals["session_kind_phrase"] = vocabulary.session_kind_phrase
+    env.globals["format_size"] = wording.format_size
+    env.globals["format_pages"] = wording.format_pages
     return env
 
 

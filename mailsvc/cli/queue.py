@@ -8,14 +8,14 @@ import json
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, tzinfo
 from email import message_from_bytes, policy
 from typing import Any
 
 from mailsvc.app import open_database, open_queue
 from mailsvc.config import Settings
+from mailsvc.domain.localtime import local_time
 from mailsvc.relay.delivery import capture
-from mailsvc.relay.delivery.dsn import local_time
 from mailsvc.storage.queue import STATUSES, DeliveryRow, MailQueue, MessageDetail
 
 # Without --status: what an operator watches (waiting, in flight, dead letters).
@@ -89,40 +89,40 @@ def _t(settings: Settings, key: str, **values: Any) -> str:
     return texts.get(settings.language, texts["pl"]).format(**values)
 
 
-def _when(moment: datetime | None) -> str:
-    return "-" if moment is None else f"{local_time(moment):%Y-%m-%d %H:%M:%S}"
+def _when(moment: datetime | None, zone: tzinfo) -> str:
+    return "-" if moment is None else f"{local_time(moment, zone):%Y-%m-%d %H:%M:%S}"
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else local_time(moment).isoformat()
+def _iso(moment: datetime | None, zone: tzinfo) -> str | None:
+    return None if moment is None else local_time(moment, zone).isoformat()
 
 
-def _row_json(row: DeliveryRow) -> dict[str, Any]:
+def _row_json(row: DeliveryRow, zone: tzinfo) -> dict[str, Any]:
     return {
         "queue_id": row.queue_id,
         "recipient": row.recipient,
         "route": row.route,
         "status": row.status,
         "attempts": row.attempts,
-        "next_attempt_at": _iso(row.next_attempt_at),
-        "updated_at": _iso(row.updated_at),
+        "next_attempt_at": _iso(row.next_attempt_at, zone),
+        "updated_at": _iso(row.updated_at, zone),
         "last_reply": row.last_reply,
         "mail_from": row.mail_from,
     }
 
 
-def _detail_json(detail: MessageDetail) -> dict[str, Any]:
+def _detail_json(detail: MessageDetail, zone: tzinfo) -> dict[str, Any]:
     out: dict[str, Any] = {
         "queue_id": detail.queue_id,
         "mail_from": detail.mail_from,
-        "received_at": _iso(detail.received_at),
+        "received_at": _iso(detail.received_at, zone),
         "size": detail.size,
         "client": detail.client,
         "origin": detail.origin,
         "status": detail.status,
         "body_kept": detail.body_kept,
         "error": detail.error,
-        "deliveries": [_row_json(r) for r in detail.deliveries],
+        "deliveries": [_row_json(r, zone) for r in detail.deliveries],
     }
     if detail.body is not None:
         out["body"] = detail.body.decode("utf-8", "replace")
@@ -144,16 +144,18 @@ async def _list(settings: Settings, args: argparse.Namespace, queue: MailQueue) 
     statuses = None if "all" in wanted else wanted
     rows = await queue.list_deliveries(statuses)
     if args.json:
-        print(json.dumps([_row_json(r) for r in rows], ensure_ascii=False, indent=2))
+        print(json.dumps([_row_json(r, settings.zone) for r in rows], ensure_ascii=False, indent=2))
         return 0
     if not rows:
         print(_t(settings, "empty"))
         return 0
     print(_t(settings, "header"))
     for r in rows:
+        waiting = r.status in ("queued", "deferred")
+        next_at = _when(r.next_attempt_at, settings.zone) if waiting else "-"
         print(
             f"{r.queue_id:<19} {r.status:<10} {r.route:<5} {r.attempts:>5} "
-            f"{_when(r.next_attempt_at) if r.status in ('queued', 'deferred') else '-':<20} "
+            f"{next_at:<20} "
             f"{r.recipient}"
         )
         if r.last_reply and r.status != "delivered":
@@ -167,7 +169,7 @@ async def _show(settings: Settings, args: argparse.Namespace, queue: MailQueue) 
         print(_t(settings, "unknown", queue_id=args.queue_id), file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(_detail_json(detail), ensure_ascii=False, indent=2))
+        print(json.dumps(_detail_json(detail, settings.zone), ensure_ascii=False, indent=2))
         return 0
     f = _FIELDS.get(settings.language, _FIELDS["pl"])
     lines = [
@@ -175,7 +177,7 @@ async def _show(settings: Settings, args: argparse.Namespace, queue: MailQueue) 
         (f["status"], detail.status),
         (f["origin"], detail.origin),
         (f["from"], f"<{detail.mail_from}>"),
-        (f["received"], _when(detail.received_at)),
+        (f["received"], _when(detail.received_at, settings.zone)),
         (f["size"], f"{detail.size} B"),
         (f["client"], detail.client or "-"),
         (f["body"], f["kept"] if detail.body_kept else f["dropped"]),
@@ -187,7 +189,7 @@ async def _show(settings: Settings, args: argparse.Namespace, queue: MailQueue) 
     for r in detail.deliveries:
         print(f"  <{r.recipient}>  {r.status}  ({r.route}, {f['attempts']}: {r.attempts})")
         if r.status in ("queued", "deferred"):
-            print(f"    {f['next']}: {_when(r.next_attempt_at)}")
+            print(f"    {f['next']}: {_when(r.next_attempt_at, settings.zone)}")
         if r.last_reply:
             reply = r.last_reply if r.status != "dead" else r.last_reply.strip().splitlines()[-1]
             print(textwrap.indent(f"{f['reply']}: {reply}", "    "))

@@ -22,11 +22,9 @@ from zoneinfo import ZoneInfo
 from mailsvc.app import Parts, audit_context, open_parts
 from mailsvc.config import Settings
 from mailsvc.distribution.service import DistributionError, Distributions, NoticeRefused
+from mailsvc.domain.vocabulary import DISTRIBUTION_KINDS, DOCUMENT_KINDS, SESSION_KINDS
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.sessions import (
-    DISTRIBUTION_KINDS,
-    DOCUMENT_KINDS,
-    SESSION_KINDS,
     DistributionRow,
 )
 

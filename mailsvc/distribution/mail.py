@@ -23,6 +23,7 @@ from typing import Any
 from mailsvc import templating
 from mailsvc.compose import build_message, clean_header_text, council_context
 from mailsvc.config import Settings
+from mailsvc.domain.wording import format_pages, format_size
 from mailsvc.relay.delivery.body import encode_part
 
 _SUBJECT = {
@@ -53,29 +54,6 @@ def when(moment: datetime, language: str) -> str:
     if language == "en":
         return f"{_DAYS_EN[moment.weekday()]}, {day}, {moment:%H:%M}"
     return f"{_DAYS_PL[moment.weekday()]}, {day}, godz. {moment:%H:%M}"
-
-
-def human_size(size: int, language: str) -> str:
-    unit = "B"
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            break
-        value /= 1000
-    text = f"{value:.0f}" if unit == "B" else f"{value:.1f}"
-    return (text.replace(".", ",") if language == "pl" else text) + f" {unit}"
-
-
-def pages_text(pages: int | None, language: str) -> str:
-    if pages is None:
-        return ""
-    if language == "en":
-        return f"{pages} page" + ("" if pages == 1 else "s")
-    if pages == 1:
-        return "1 strona"
-    if pages % 10 in (2, 3, 4) and pages % 100 not in (12, 13, 14):
-        return f"{pages} strony"
-    return f"{pages} stron"
 
 
 @dataclass(frozen=True)
@@ -164,7 +142,12 @@ def prepare_pack(
 
 def _doc_context(doc: PackDocument, language: str, url: str | None) -> dict[str, Any]:
     description = ", ".join(
-        x for x in (pages_text(doc.pages, language), human_size(doc.size, language)) if x
+        x
+        for x in (
+            format_pages(doc.pages, language, sep=" ") if doc.pages is not None else "",
+            format_size(doc.size, language),
+        )
+        if x
     )
     return {
         "filename": clean_header_text(doc.filename),

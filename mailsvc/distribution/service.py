@@ -46,15 +46,13 @@ from mailsvc.domain.receipt_states import (
     ReceiptMatrix,
     derive_state,
 )
+from mailsvc.domain.vocabulary import DISTRIBUTION_KINDS, DOCUMENT_KINDS, SESSION_KINDS
 from mailsvc.errors import MailsvcError
 from mailsvc.receipts.tokens import TokenSigner
 from mailsvc.relay.delivery.body import PartedBody, documents_dir
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import ORIGIN_DISTRIBUTION, ORIGIN_LOCAL, ORIGIN_REMINDER, MailQueue
 from mailsvc.storage.sessions import (
-    DISTRIBUTION_KINDS,
-    DOCUMENT_KINDS,
-    SESSION_KINDS,
     CouncilSessionRow,
     DistributionRow,
     DocumentRow,

@@ -29,71 +29,30 @@ from functools import lru_cache
 from types import MappingProxyType
 from typing import Literal
 
+import holidays
+
+from mailsvc.domain.vocabulary import (
+    DOCUMENT_KINDS,
+    SESSION_KINDS,
+    Catalogue,
+    kind_label,
+    session_kind_phrase,
+)
+from mailsvc.domain.wording import format_days
+
 # --- the calendar ---------------------------------------------------------------------------
-
-# Trzech Króli became a day off again in 2011, Wigilia in 2025 (amendments of the act).
-_EPIPHANY_FROM = 2011
-_CHRISTMAS_EVE_FROM = 2025
-
-_FIXED_HOLIDAYS: tuple[tuple[int, int, str, int], ...] = (
-    # (month, day, name, first year it applies)
-    (1, 1, "Nowy Rok", 0),
-    (1, 6, "Święto Trzech Króli", _EPIPHANY_FROM),
-    (5, 1, "Święto Pracy", 0),
-    (5, 3, "Święto Narodowe Trzeciego Maja", 0),
-    (8, 15, "Wniebowzięcie Najświętszej Maryi Panny", 0),
-    (11, 1, "Wszystkich Świętych", 0),
-    (11, 11, "Narodowe Święto Niepodległości", 0),
-    (12, 24, "Wigilia Bożego Narodzenia", _CHRISTMAS_EVE_FROM),
-    (12, 25, "pierwszy dzień Bożego Narodzenia", 0),
-    (12, 26, "drugi dzień Bożego Narodzenia", 0),
-)
-
-# Movable feasts as days after Easter Sunday.
-_MOVABLE_HOLIDAYS: tuple[tuple[int, str], ...] = (
-    (0, "pierwszy dzień Wielkiej Nocy"),
-    (1, "drugi dzień Wielkiej Nocy"),
-    (49, "Zielone Świątki"),
-    (60, "Boże Ciało"),
-)
-
-
-def easter_sunday(year: int) -> date:
-    """Easter Sunday of ``year`` in the Gregorian calendar (valid from 1583).
-
-    The anonymous Gregorian computus: the paschal full moon from the Metonic cycle with the solar
-    and lunar corrections of the Gregorian reform, then the following Sunday.
-    """
-    if year < 1583:
-        raise ValueError(f"year {year}: the Gregorian computus applies from 1583")
-    golden = year % 19  # position in the 19-year Metonic cycle
-    century, year_in_century = divmod(year, 100)
-    leap_centuries, century_rest = divmod(century, 4)
-    lunar_correction = (century + 8) // 25
-    moon_correction = (century - lunar_correction + 1) // 3
-    epact = (19 * golden + century - leap_centuries - moon_correction + 15) % 30
-    leap_years, year_rest = divmod(year_in_century, 4)
-    weekday_offset = (32 + 2 * century_rest + 2 * leap_years - epact - year_rest) % 7
-    late_correction = (golden + 11 * epact + 22 * weekday_offset) // 451
-    month, day = divmod(epact + weekday_offset - 7 * late_correction + 114, 31)
-    return date(year, month, day + 1)
 
 
 @lru_cache(maxsize=64)
 def _holidays(year: int) -> Mapping[date, str]:
-    easter = easter_sunday(year)
-    days = [(date(year, m, d), name) for m, d, name, since in _FIXED_HOLIDAYS if year >= since]
-    days += [(easter + timedelta(days=offset), name) for offset, name in _MOVABLE_HOLIDAYS]
-    return MappingProxyType(dict(sorted(days)))  # read-only: the cache is shared
+    # The `holidays` package keeps Poland's statutory days off, amendments (Trzech Króli from
+    # 2011, Wigilia from 2025) and one-off days (12 November 2018) included.
+    days = holidays.country_holidays("PL", years=year, language="pl")
+    return MappingProxyType(dict(sorted(days.items())))  # read-only: the cache is shared
 
 
 def polish_holidays(year: int) -> dict[date, str]:
-    """The statutory non-working days of Poland in ``year`` with their Polish names.
-
-    After the act on non-working days (ustawa o dniach wolnych od pracy) as amended: Trzech Króli
-    from 2011, Wigilia from 2025. Movable feasts never fall on a fixed one (Pentecost is 10 May
-    at the earliest), so every date has one name.
-    """
+    """The statutory non-working days of Poland in ``year`` with their Polish names."""
     return dict(_holidays(year))
 
 
@@ -111,21 +70,6 @@ def is_working_day(day: date) -> bool:
 
 ANY = "*"
 
-SESSION_KINDS: Mapping[str, Mapping[str, str]] = {
-    "ordinary": {"pl": "sesja zwyczajna", "en": "ordinary session"},
-    "extraordinary": {"pl": "sesja nadzwyczajna", "en": "extraordinary session"},
-    "budget": {"pl": "sesja budżetowa", "en": "budget session"},
-    "constituent": {"pl": "sesja inauguracyjna", "en": "constituent session"},
-}
-
-DOCUMENT_KINDS: Mapping[str, Mapping[str, str]] = {
-    "agenda": {"pl": "porządek obrad", "en": "agenda"},
-    "draft-resolution": {"pl": "projekt uchwały", "en": "draft resolution"},
-    "budget-draft": {"pl": "projekt budżetu", "en": "budget draft"},
-    "statute-draft": {"pl": "projekt statutu", "en": "statute draft"},
-    "other": {"pl": "inne materiały", "en": "other material"},
-}
-
 Unit = Literal["days", "working-days"]
 
 # What the settings may say; one unit per alternative. Polish forms cover 1, 2–4 and 5+.
@@ -140,16 +84,6 @@ _AMOUNT = re.compile(
 
 def _language(language: str) -> str:
     return "pl" if language == "pl" else "en"
-
-
-def _polish_days(amount: int, working: bool) -> str:
-    """'1 dzień roboczy', '3 dni robocze', '5 dni roboczych', '22 dni robocze' …"""
-    if amount == 1:
-        return "1 dzień roboczy" if working else "1 dzień"
-    if not working:
-        return f"{amount} dni"
-    few = amount % 10 in (2, 3, 4) and amount % 100 not in (12, 13, 14)
-    return f"{amount} dni robocze" if few else f"{amount} dni roboczych"
 
 
 @dataclass(frozen=True)
@@ -167,23 +101,20 @@ class NoticeRule:
     def describe(self, language: str = "pl") -> str:
         """'7 dni przed sesją', '14 dni roboczych przed sesją', '7 days before the session'."""
         working = self.unit == "working-days"
-        if _language(language) == "pl":
-            if self.amount == 0:
-                return "w dniu sesji"
-            return f"{_polish_days(self.amount, working)} przed sesją"
+        lang = _language(language)
         if self.amount == 0:
-            return "on the session day"
-        noun = ("working day" if working else "day") + ("" if self.amount == 1 else "s")
-        return f"{self.amount} {noun} before the session"
+            return "w dniu sesji" if lang == "pl" else "on the session day"
+        days = format_days(self.amount, lang, working=working)
+        return f"{days} przed sesją" if lang == "pl" else f"{days} before the session"
 
     def scope(self, language: str = "pl") -> str:
         """What the rule is for, e.g. 'projekt budżetu' or 'sesja nadzwyczajna'; '' if general."""
         lang = _language(language)
         parts = []
         if self.document_kind != ANY:
-            parts.append(DOCUMENT_KINDS[self.document_kind][lang])
+            parts.append(kind_label(Catalogue.DOCUMENT, self.document_kind, lang))
         if self.session_kind != ANY:
-            parts.append(SESSION_KINDS[self.session_kind][lang])
+            parts.append(session_kind_phrase(self.session_kind, lang))
         return ", ".join(parts)
 
     @property

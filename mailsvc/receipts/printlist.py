@@ -25,6 +25,7 @@ from mailsvc.domain.receipt_states import (
     MatrixDocument,
     ReceiptMatrix,
 )
+from mailsvc.domain.vocabulary import pick
 from mailsvc.receipts.report import (
     FONT_DIR,
     Column,
@@ -34,7 +35,6 @@ from mailsvc.receipts.report import (
     label,
     local_time,
     new_pdf,
-    pick,
     session_local_time,
 )
 

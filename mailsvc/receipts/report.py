@@ -37,6 +37,14 @@ from mailsvc.domain.receipt_states import (
     ReceiptMatrix,
     summary,
 )
+from mailsvc.domain.vocabulary import (
+    Catalogue,
+    kind_label,
+    pick,
+    state_label,
+    state_meaning,
+)
+from mailsvc.domain.wording import format_bytes_exact
 from mailsvc.errors import MailsvcError
 
 # ============================================================================================
@@ -55,11 +63,6 @@ RGB = tuple[int, int, int]
 
 class ReportError(MailsvcError):
     """A report cannot be produced (for example, its fonts are missing)."""
-
-
-def pick(entry: Mapping[str, str], language: str) -> str:
-    """The text of ``entry`` in ``language``, English when that language is missing."""
-    return entry.get(language) or entry["en"]
 
 
 def local_time(moment: datetime) -> datetime:
@@ -414,47 +417,6 @@ STATE_ORDER = (
     EventKind.FAILED,
 )
 
-STATE_LABELS: dict[EventKind, dict[str, str]] = {
-    EventKind.QUEUED: {"pl": "w kolejce", "en": "queued"},
-    EventKind.SENT: {"pl": "wysłano", "en": "sent"},
-    EventKind.DELAYED: {"pl": "opóźnione", "en": "delayed"},
-    EventKind.DELIVERED: {"pl": "doręczono", "en": "delivered"},
-    EventKind.FAILED: {"pl": "niedoręczone", "en": "failed"},
-    EventKind.OPENED: {"pl": "otwarto", "en": "opened"},
-    EventKind.ACKNOWLEDGED: {"pl": "potwierdzono", "en": "acknowledged"},
-    EventKind.REMINDED: {"pl": "przypomniano", "en": "reminded"},
-}
-
-STATE_MEANINGS: dict[EventKind, dict[str, str]] = {
-    EventKind.ACKNOWLEDGED: {
-        "pl": "radny potwierdził odbiór, korzystając z odnośnika w wiadomości",
-        "en": "the councillor confirmed receipt through the link in the message",
-    },
-    EventKind.OPENED: {
-        "pl": "wiadomość otwarto (flaga \\Seen w skrzynce albo potwierdzenie przeczytania MDN)",
-        "en": "the message was opened (\\Seen flag in the mailbox or an MDN read receipt)",
-    },
-    EventKind.DELIVERED: {
-        "pl": "wiadomość jest w skrzynce radnego (odpowiedź serwera albo raport DSN)",
-        "en": "the message is in the councillor's mailbox (server reply or DSN report)",
-    },
-    EventKind.SENT: {
-        "pl": "przekazano do serwera pocztowego, czeka na potwierdzenie doręczenia",
-        "en": "handed to the mail server, waiting for confirmation of delivery",
-    },
-    EventKind.QUEUED: {
-        "pl": "wiadomość czeka w kolejce na wysłanie",
-        "en": "the message is waiting in the queue",
-    },
-    EventKind.DELAYED: {
-        "pl": "chwilowy błąd, system ponawia próby doręczenia",
-        "en": "a temporary failure, delivery is being retried",
-    },
-    EventKind.FAILED: {
-        "pl": "wiadomości nie doręczono; przyczyna w kolumnie Uwagi",
-        "en": "the message was not delivered; the reason is under Notes",
-    },
-}
 
 # Light fills that keep black text readable; the state is always written out as well.
 STATE_FILLS: dict[EventKind, RGB] = {
@@ -467,19 +429,6 @@ STATE_FILLS: dict[EventKind, RGB] = {
     EventKind.FAILED: (240, 150, 150),
 }
 
-DISTRIBUTION_KINDS: dict[str, dict[str, str]] = {
-    "notice": {"pl": "zawiadomienie", "en": "notice"},
-    "supplement": {"pl": "uzupełnienie", "en": "supplement"},
-    "date-change": {"pl": "zmiana terminu", "en": "date change"},
-    "cancellation": {"pl": "odwołanie", "en": "cancellation"},
-}
-
-SESSION_KINDS: dict[str, dict[str, str]] = {
-    "ordinary": {"pl": "zwyczajna", "en": "ordinary"},
-    "extraordinary": {"pl": "nadzwyczajna", "en": "extraordinary"},
-    "budget": {"pl": "budżetowa", "en": "budget"},
-    "constituent": {"pl": "inauguracyjna", "en": "constituent"},
-}
 
 LABELS: dict[str, dict[str, str]] = {
     "title": {
@@ -546,18 +495,12 @@ def label(language: str, key: str, **values: object) -> str:
     return pick(LABELS[key], language).format(**values)
 
 
-def state_label(state: EventKind, language: str) -> str:
-    return pick(STATE_LABELS[state], language)
-
-
 def distribution_kind_label(kind: str, language: str) -> str:
-    entry = DISTRIBUTION_KINDS.get(kind)
-    return pick(entry, language) if entry else kind
+    return kind_label(Catalogue.DISTRIBUTION, kind, language)
 
 
 def session_kind_label(kind: str, language: str) -> str:
-    entry = SESSION_KINDS.get(kind)
-    return pick(entry, language) if entry else kind
+    return kind_label(Catalogue.SESSION, kind, language)
 
 
 # ============================================================================================
@@ -681,7 +624,7 @@ def render_table(matrix: ReceiptMatrix, *, width: int = 120) -> str:
     para(f"{label(language, 'summary')}: " + ", ".join(parts))
     out.append(label(language, "legend") + ":")
     for state in STATE_ORDER:
-        para(f"{state_label(state, language)} — {pick(STATE_MEANINGS[state], language)}", "  ")
+        para(f"{state_label(state, language)} — {state_meaning(state, language)}", "  ")
     return "\n".join(out) + "\n"
 
 
@@ -788,7 +731,8 @@ def _document_line(number: int, document: MatrixDocument, language: str) -> str:
     pages = "?" if document.pages is None else str(document.pages)
     return (
         f"{number}. {document.name} — {item}; "
-        f"{label(language, 'pages').lower()}: {pages}; {format_size(document.size, language)}"
+        f"{label(language, 'pages').lower()}: {pages}; "
+        f"{format_bytes_exact(document.size, language)}"
     )
 
 
@@ -818,14 +762,6 @@ def _document_numbers(distribution: MatrixDistribution, matrix: ReceiptMatrix) -
     return ", ".join(
         str(numbers[sha]) if sha in numbers else sha[:12] for sha in distribution.documents
     )
-
-
-def format_size(size: int, language: str) -> str:
-    """An exact byte count with thousands grouped: "1 234 567 B" (pl) or "1,234,567 B" (en)."""
-    grouped = f"{size:,}"
-    if language == "pl":
-        grouped = grouped.replace(",", "\u00a0")
-    return f"{grouped} B"
 
 
 # ============================================================================================
@@ -1088,7 +1024,7 @@ def _pdf_documents(pdf: ReportPdf, matrix: ReceiptMatrix) -> None:
                 document.name,
                 document.agenda_item or label(language, "whole_session"),
                 "?" if document.pages is None else str(document.pages),
-                format_size(document.size, language),
+                format_bytes_exact(document.size, language),
                 document.sha256,
             ]
         )
@@ -1167,7 +1103,7 @@ def _pdf_legend(pdf: ReportPdf, language: str) -> None:
     )
     for state in STATE_ORDER:
         table.row(
-            [state_label(state, language), pick(STATE_MEANINGS[state], language)],
+            [state_label(state, language), state_meaning(state, language)],
             fills=_state_fill(0, state),
         )
 

@@ -28,10 +28,6 @@ from mailsvc.storage.tables import (
     reminder_rounds,
 )
 
-SESSION_KINDS = ("ordinary", "extraordinary", "budget", "constituent")
-DISTRIBUTION_KINDS = ("notice", "supplement", "date-change", "cancellation")
-DOCUMENT_KINDS = ("agenda", "draft-resolution", "budget-draft", "statute-draft", "other")
-
 
 @dataclass(frozen=True)
 class CouncilSessionRow:

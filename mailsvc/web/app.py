@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailsvc import templating
 from mailsvc.distribution.ackpage import AckBackend, AckView
+from mailsvc.domain.wording import format_pages, format_size
 from mailsvc.receipts.tokens import TokenSigner
 
 log = logging.getLogger(__name__)
@@ -345,31 +346,3 @@ def content_disposition(filename: str) -> str:
     ascii_name = "".join(c for c in decomposed if not unicodedata.combining(c))
     fallback = _UNSAFE_FILENAME.sub("_", ascii_name)
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
-
-
-def format_size(size: int, language: str) -> str:
-    """``1288490`` -> ``"1,2 MB"`` (Polish decimal comma) or ``"1.2 MB"``."""
-    value: float
-    if size < 1024:
-        value, unit = size, "B"
-    elif size < 1024 * 1024:
-        value, unit = size / 1024, "KB"
-    else:
-        value, unit = size / (1024 * 1024), "MB"
-    text = f"{value:.0f}" if unit == "B" or value >= 100 else f"{value:.1f}"
-    if language != "en":
-        text = text.replace(".", ",")
-    return f"{text}\N{NO-BREAK SPACE}{unit}"
-
-
-def format_pages(pages: int, language: str) -> str:
-    """``1`` -> ``"1 strona"``, ``3`` -> ``"3 strony"``, ``12`` -> ``"12 stron"``; English."""
-    if language == "en":
-        word = "page" if pages == 1 else "pages"
-    elif pages == 1:
-        word = "strona"
-    elif pages % 10 in (2, 3, 4) and pages % 100 not in (12, 13, 14):
-        word = "strony"
-    else:
-        word = "stron"
-    return f"{pages}\N{NO-BREAK SPACE}{word}"

@@ -28,9 +28,15 @@ from starlette.routing import BaseRoute, Route
 from mailsvc import templating
 from mailsvc.config import Settings
 from mailsvc.domain.receipt_states import EventKind, ReceiptMatrix, summary
+from mailsvc.domain.vocabulary import (
+    DISTRIBUTION_KINDS,
+    DOCUMENT_KINDS,
+    SESSION_KINDS,
+    STATE_ORDER,
+    state_label,
+)
 from mailsvc.storage.clerks import ClerkSession, WebStore
 from mailsvc.storage.db import utcnow
-from mailsvc.storage.sessions import DISTRIBUTION_KINDS, DOCUMENT_KINDS, SESSION_KINDS
 from mailsvc.web.actions import ActionError, Actor, ClerkActions, DistributionRequest
 from mailsvc.web.auth import (
     CSRF_FIELD,
@@ -58,34 +64,9 @@ _LETTER_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' dat
 LETTERS_VALID = timedelta(minutes=30)
 MAX_FILES = 50
 
-# States in the order of progress, with the CSS class of their colour.
-STATE_ORDER = (
-    EventKind.FAILED,
-    EventKind.QUEUED,
-    EventKind.SENT,
-    EventKind.DELAYED,
-    EventKind.DELIVERED,
-    EventKind.OPENED,
-    EventKind.ACKNOWLEDGED,
-)
-STATE_LABELS = {
-    EventKind.QUEUED: ("w kolejce", "queued"),
-    EventKind.SENT: ("wysłano", "sent"),
-    EventKind.DELAYED: ("opóźnione", "delayed"),
-    EventKind.DELIVERED: ("doręczono", "delivered"),
-    EventKind.OPENED: ("otwarto", "opened"),
-    EventKind.ACKNOWLEDGED: ("potwierdzono", "acknowledged"),
-    EventKind.FAILED: ("błąd doręczenia", "failed"),
-    EventKind.REMINDED: ("przypomniano", "reminded"),
-}
 _RANK = {kind: i for i, kind in enumerate(STATE_ORDER)}
 
 Handler = Callable[[Request, ClerkSession], Awaitable[Response]]
-
-
-def state_label(state: EventKind | str, language: str) -> str:
-    pl, en = STATE_LABELS.get(EventKind(state), (str(state), str(state)))
-    return en if language == "en" else pl
 
 
 @dataclass

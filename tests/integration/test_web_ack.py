@@ -18,12 +18,11 @@ import httpx
 import pytest
 
 from mailsvc.distribution.ackpage import AckDocument, AckView, DocumentFile
+from mailsvc.domain.wording import format_pages, format_size
 from mailsvc.receipts.tokens import TokenSigner
 from mailsvc.web.app import (
     content_disposition,
     create_app,
-    format_pages,
-    format_size,
 )
 from mailsvc.web.server import WebServer, WebServerError, web_server
 

@@ -10,16 +10,20 @@ from datetime import UTC, date, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from mailsvc.config import DEFAULT_CONFIG, Settings, load_settings
+from mailsvc.domain.wording import format_duration
 from mailsvc.relay.delivery import capture
 from mailsvc.relay.delivery.ack import ack_refusal, acknowledgement_day, build_acknowledgement
-from mailsvc.relay.delivery.dsn import Failure, _duration, bounce_refusal, build_dsn, status_of
+from mailsvc.relay.delivery.dsn import Failure, bounce_refusal, build_dsn, status_of
 from mailsvc.relay.delivery.headers import header_text, parse_header
 from mailsvc.relay.delivery.lmtp import Reply
 from mailsvc.storage.queue import route_for
+
+WARSAW = ZoneInfo("Europe/Warsaw")
 
 DOMAIN = "rada.miasto.example"
 ORIGINAL = (
@@ -249,8 +253,10 @@ def test_acknowledgement_follows_rfc_3834(settings: Settings) -> None:
     text = body.get_content()
     assert "Łukasz Żółć <lukasz.zolc@rada.miasto.example>" in text
     assert "26 listopada 2026 o godz. 23:30" in text
-    assert acknowledgement_day(delivered) == date(2026, 11, 26)
-    assert acknowledgement_day(datetime(2026, 11, 26, 23, 30, tzinfo=UTC)) == date(2026, 11, 27)
+    assert acknowledgement_day(delivered, WARSAW) == date(2026, 11, 26)
+    assert acknowledgement_day(datetime(2026, 11, 26, 23, 30, tzinfo=UTC), WARSAW) == date(
+        2026, 11, 27
+    )
 
 
 def test_acknowledgement_subject_cannot_inject_headers(settings: Settings) -> None:
@@ -280,8 +286,8 @@ def test_acknowledgement_subject_cannot_inject_headers(settings: Settings) -> No
     ],
 )
 def test_retry_period_in_words(seconds: float, polish: str, english: str) -> None:
-    assert _duration(seconds, "pl") == polish
-    assert _duration(seconds, "en") == english
+    assert format_duration(seconds, "pl") == polish
+    assert format_duration(seconds, "en") == english
 
 
 def test_header_text_decodes_raw_utf8_and_encoded_words() -> None:

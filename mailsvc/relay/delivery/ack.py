@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from email.message import EmailMessage
 
 from mailsvc import templating
 from mailsvc.compose import build_message, council_context
 from mailsvc.config import Settings
-from mailsvc.relay.delivery.dsn import local_time
+from mailsvc.domain.localtime import local_time
 from mailsvc.relay.delivery.headers import (
     header_text,
     is_delivery_report,
@@ -88,9 +88,9 @@ def ack_refusal(
     return None
 
 
-def acknowledgement_day(delivered_at: datetime) -> date:
+def acknowledgement_day(delivered_at: datetime, zone: tzinfo) -> date:
     """The day that counts for "once per day": the council's local date."""
-    return local_time(delivered_at).date()
+    return local_time(delivered_at, zone).date()
 
 
 def build_acknowledgement(
@@ -108,7 +108,7 @@ def build_acknowledgement(
     language = settings.language
     header = parse_header(original)
     subject = header_text(header, "Subject")
-    when = local_time(delivered_at)
+    when = local_time(delivered_at, settings.zone)
     context = {
         **council_context(settings),
         "subject": subject,

@@ -21,11 +21,12 @@ from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage, Message
 from email.utils import format_datetime
-from zoneinfo import ZoneInfo
 
 from mailsvc import templating
 from mailsvc.compose import build_message, clean_header_text, council_context
 from mailsvc.config import Settings
+from mailsvc.domain.localtime import local_time
+from mailsvc.domain.wording import format_duration
 from mailsvc.relay.delivery.headers import (
     header_block,
     header_text,
@@ -35,7 +36,6 @@ from mailsvc.relay.delivery.headers import (
 from mailsvc.relay.delivery.lmtp import Reply
 
 MAILER_DAEMON = "MAILER-DAEMON"
-COUNCIL_TZ = ZoneInfo("Europe/Warsaw")
 # Status when retries ran out (RFC 3463: X.4.7 delivery time expired).
 STATUS_EXPIRED = "4.4.7"
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -129,33 +129,6 @@ def _headers_part(original: bytes) -> EmailMessage:
     return part
 
 
-def _duration(seconds: float, language: str) -> str:
-    """``432000`` → "5 dni" / "5 days"; shorter periods in hours or minutes."""
-    units = (
-        (86400, ("dzień", "dni", "dni"), ("day", "days")),
-        (3600, ("godzinę", "godziny", "godzin"), ("hour", "hours")),
-        (60, ("minutę", "minuty", "minut"), ("minute", "minutes")),
-        (1, ("sekundę", "sekundy", "sekund"), ("second", "seconds")),
-    )
-    for size, polish, english in units:
-        if seconds >= size or size == 1:
-            n = max(1, round(seconds / size))
-            if language == "en":
-                return f"{n} {english[0] if n == 1 else english[1]}"
-            if n == 1:
-                return f"1 {polish[0]}"
-            few = n % 10 in (2, 3, 4) and n % 100 not in (12, 13, 14)
-            return f"{n} {polish[1] if few else polish[2]}"
-    raise AssertionError("unreachable")
-
-
-def local_time(moment: datetime) -> datetime:
-    """A stored naive-UTC time in the council's time zone."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(COUNCIL_TZ)
-
-
 def build_dsn(
     settings: Settings,
     *,
@@ -171,14 +144,14 @@ def build_dsn(
     language = settings.language
     header = parse_header(original)
     subject = header_text(header, "Subject")
-    arrived = local_time(arrival)
+    arrived = local_time(arrival, settings.zone)
     context = {
         **council_context(settings),
         "sender": mail_from,
         "subject": subject,
         "arrival": arrived,
         "arrival_time": f"{arrived:%H:%M}",
-        "retry_period": _duration(settings.delivery.retry_period, language),
+        "retry_period": format_duration(settings.delivery.retry_period, language),
         "queue_id": queue_id,
         "failures": [
             {"recipient": f.recipient, "reply": _field(str(f.reply)), "expired": f.expired}

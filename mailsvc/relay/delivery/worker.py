@@ -374,7 +374,7 @@ class DeliveryWorkers:
             return None
         # Most deliveries are to councillors this sender was already told about today: skip
         # the parsing and the database for them (the database stays the authority).
-        day = acknowledgement_day(now)
+        day = acknowledgement_day(now, self.settings.zone)
         sender = message.mail_from.lower()
         if self._acked_day != day:
             self._acked_day, self._acked = day, set()
