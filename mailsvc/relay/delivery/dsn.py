@@ -26,6 +26,7 @@ from mailsvc import templating
 from mailsvc.compose import build_message, clean_header_text, council_context
 from mailsvc.config import Settings
 from mailsvc.domain.localtime import local_time
+from mailsvc.domain.outcome import Reply
 from mailsvc.domain.wording import format_duration
 from mailsvc.relay.delivery.headers import (
     header_block,
@@ -33,7 +34,6 @@ from mailsvc.relay.delivery.headers import (
     is_delivery_report,
     parse_header,
 )
-from mailsvc.relay.delivery.lmtp import Reply
 
 MAILER_DAEMON = "MAILER-DAEMON"
 # Status when retries ran out (RFC 3463: X.4.7 delivery time expired).

@@ -8,27 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from mailsvc.domain.outcome import Reply
 from mailsvc.errors import TemporaryFailure
+
+__all__ = ["LmtpClient", "LmtpUnavailable", "Reply", "encode_data", "stuff"]
 from mailsvc.relay.delivery.body import PartedBody
-
-
-@dataclass(frozen=True)
-class Reply:
-    code: int
-    text: str
-
-    @property
-    def temporary(self) -> bool:
-        return 400 <= self.code < 500
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.code < 300
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.text}"
 
 
 class LmtpUnavailable(TemporaryFailure, ConnectionError):

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import aiosmtplib
 
+from mailsvc.domain.outcome import Reply
 from mailsvc.errors import TemporaryFailure
 from mailsvc.relay.delivery.body import PartedBody
-from mailsvc.relay.delivery.lmtp import Reply
 
 SECURITY_NONE = "none"
 SECURITY_STARTTLS = "starttls"

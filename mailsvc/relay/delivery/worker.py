@@ -18,12 +18,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
 from mailsvc.config import DeliverySettings, Settings
+from mailsvc.domain.outcome import Outcome, Reply, settle
 from mailsvc.domain.receipt_states import EventKind, EventSource
 from mailsvc.errors import StorageUnavailable, TemporaryFailure
 from mailsvc.relay.delivery.ack import ack_refusal, acknowledgement_day, build_acknowledgement
 from mailsvc.relay.delivery.body import PartedBody
 from mailsvc.relay.delivery.dsn import Failure, bounce_refusal, build_dsn
-from mailsvc.relay.delivery.lmtp import LmtpClient, Reply
+from mailsvc.relay.delivery.lmtp import LmtpClient
 from mailsvc.relay.delivery.smarthost import SmarthostClient
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import (
@@ -68,13 +69,15 @@ def decide(
     reply: Reply, attempts: int, received_at: datetime, settings: DeliverySettings
 ) -> tuple[str, datetime | None]:
     """Next state of a delivery after ``reply`` on attempt number ``attempts + 1``."""
-    if reply.ok:
+    now = utcnow()
+    outcome = settle(
+        reply, age=now - received_at, retry_period=timedelta(seconds=settings.retry_period)
+    )
+    if outcome is Outcome.DELIVERED:
         return "delivered", None
-    if reply.temporary:
-        if utcnow() - received_at >= timedelta(seconds=settings.retry_period):
-            return "failed", None
+    if outcome is Outcome.TEMPORARY:
         wait = backoff(attempts + 1, settings.retry_initial, settings.retry_max_interval)
-        return "deferred", utcnow() + wait
+        return "deferred", now + wait
     return "failed", None
 
 
@@ -334,8 +337,7 @@ class DeliveryWorkers:
             if attempts == 0:
                 events.append((rcpt, EventKind.SENT, started, source, f"{where}: attempt 1"))
             kind = kinds.get(status, EventKind.DELAYED)
-            code = replies.get(rcpt, _NO_REPLY).code
-            permanent = "permanent" if code >= 500 else "temporary"
+            permanent = replies.get(rcpt, _NO_REPLY).outcome.value
             detail = f"{where}: {reply}" + (f" ({permanent})" if kind is EventKind.FAILED else "")
             events.append((rcpt, kind, now, source, detail))
         return ReceiptUpdate(tuple(events))

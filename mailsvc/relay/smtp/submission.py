@@ -124,7 +124,13 @@ class SubmissionHandler(AdvertisesExtensions):
         if login is None:
             return replies.S530_AUTH_REQUIRED
         sender = address.strip().lower()
-        if sender != login and not await self._member_of(login, sender):
+        try:
+            allowed = sender == login or await self._member_of(login, sender)
+        except (DirectoryUnavailable, DirectoryError) as exc:
+            # Not knowing whether the councillor is in the group is not a refusal: try later.
+            log.warning("MAIL FROM <%s> by %s: directory unavailable: %s", sender, login, exc)
+            return replies.S451_DIRECTORY
+        if not allowed:
             return replies.S553_SENDER_NOT_OWNED.format(address=_clean(address, 254))
         envelope.mail_from = sender
         envelope.mail_options.extend(mail_options)
@@ -134,10 +140,7 @@ class SubmissionHandler(AdvertisesExtensions):
         decision = classify_recipient(group_address, (self.settings.domain,))
         if not isinstance(decision, LocalRecipient):
             return False
-        try:
-            members = await self.directory.expand_group(decision.local_part)
-        except (DirectoryUnavailable, DirectoryError):
-            return False
+        members = await self.directory.expand_group(decision.local_part)
         return bool(members) and any(m.address == login for m in members or [])
 
     async def handle_RCPT(
