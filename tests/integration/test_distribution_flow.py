@@ -11,7 +11,7 @@ import io
 import re
 import smtplib
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -25,7 +25,7 @@ import pytest
 from fpdf import FPDF
 from sqlalchemy import update
 
-from mailsvc.app import Parts, start_service
+from mailsvc.app import Parts, open_parts, start_service
 from mailsvc.config import Settings
 from mailsvc.distribution.service import DistributionError, NoticeRefused
 from mailsvc.domain.receipt_states import EventKind
@@ -526,3 +526,45 @@ async def test_committee_distribution_reaches_only_its_members_plus_copies(
         assert recipients == {people[1].address: "councillor", "burmistrz@urzad.example": "copy"}
         with pytest.raises(DistributionError, match="komisja 'nieznana': nie ma takiej"):
             await svc.schedule(session.number, committee="nieznana", actor="pytest")
+
+
+async def test_the_configured_time_zone_reaches_the_acknowledgement_page(
+    settings: Settings,
+    directory: Directory,
+    add_councillor: Callable[[str, str], Any],
+    tmp_path: Path,
+) -> None:
+    """distribution.timezone is what people read: the acknowledgement page served by the running
+    service shows the recorded time in that zone, not in Warsaw's."""
+    zone = "America/New_York"  # never the same wall time as Warsaw
+    local = settings.with_changes(distribution={"timezone": zone})
+    person = await add_councillor("Łukasz", "Żółć")
+    async with open_parts(local) as parts:
+        session, _ = await session_with_pdf(parts, tmp_path, days_ahead=30)
+        service = await start_service(local)
+        try:
+            await parts.distributions().schedule(session.number, actor="pytest")
+            store = parts.distributions().store
+            dists = await store.distributions(statuses=("scheduled", "sent"))
+            await wait_until(lambda: _status_is(store, dists[0].id, "sent"), within=20)
+            inbox: list[bytes] = []
+            for _ in range(100):
+                inbox = await read_inbox(
+                    local.stack.host, local.stack.imap_port, person.address, person.password
+                )
+                if subject_count(inbox, "XV/2026"):
+                    break
+                await asyncio.sleep(0.2)
+            url = ack_url(distribution_message(inbox))
+            async with httpx.AsyncClient() as client:
+                posted = await client.post(url)
+            assert posted.status_code == 200
+            matrix = await parts.distributions().matrix(session.number)
+            (cell,) = matrix.rows[0].cells
+            (acked,) = [e.at for e in cell.events if e.kind is EventKind.ACKNOWLEDGED]
+        finally:
+            await service.stop()
+    shown = acked.replace(tzinfo=UTC).astimezone(ZoneInfo(zone))
+    warsaw = acked.replace(tzinfo=UTC).astimezone(ZoneInfo("Europe/Warsaw"))
+    assert f"o godz. {shown.hour}:{shown:%M}." in posted.text  # hours without a leading zero
+    assert f"o godz. {warsaw.hour}:{warsaw:%M}." not in posted.text

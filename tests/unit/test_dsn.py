@@ -126,6 +126,24 @@ def test_dsn_quotes_the_original_header_but_never_the_body(settings: Settings) -
     assert "26 listopada 2026 o godz. 15:00" in text  # Europe/Warsaw
 
 
+def test_the_configured_time_zone_reaches_the_dsn_and_the_acknowledgement(
+    settings: Settings,
+) -> None:
+    lisbon = settings.with_changes(distribution={"timezone": "Europe/Lisbon"})
+    msg = parse(dsn_bytes(lisbon, [Failure("x@gmina.example", Reply(550, "5.1.1 x"))]))
+    text = next(iter(msg.iter_parts())).get_content()
+    assert "26 listopada 2026 o godz. 14:00" in text  # 14:00:05 UTC is 14:00 in Lisbon
+    assert "o godz. 15:00" not in text
+    ack = build_acknowledgement(
+        lisbon,
+        mail_from="jan@example.org",
+        original=ORIGINAL,
+        delivered_at=datetime(2026, 11, 26, 22, 30, tzinfo=UTC),
+        councillors=[("Łukasz Żółć", "lukasz.zolc@rada.miasto.example")],
+    )
+    assert "26 listopada 2026 o godz. 22:30" in ack.get_content()
+
+
 def test_dsn_in_english(settings: Settings) -> None:
     english = settings.with_changes(language="en")
     msg = parse(dsn_bytes(english, [Failure("x@gmina.example", Reply(550, "5.1.1 x"))]))
