@@ -19,6 +19,7 @@ import pytest
 from fpdf import FPDF
 
 from mailsvc.app import Parts, Service, start_service
+from mailsvc.cli.councillors import run_import
 from mailsvc.config import PACKAGE_ROOT, Settings
 from mailsvc.directory.councillors import CreatedAccount
 from mailsvc.storage.clerks import WebStore
@@ -194,6 +195,42 @@ async def test_roster_import_shows_the_plan_then_applies_it(
     assert again.status_code == 410
     actions = await audit_actions(parts, clerk.address)
     assert "roster-import" in actions and "create" in actions
+
+
+async def test_import_applies_only_the_plan_the_clerk_approved(
+    web: httpx.AsyncClient,
+    clerk: CreatedAccount,
+    directory: Directory,
+    parts: Parts,
+    tmp_path: Path,
+) -> None:
+    """The directory changes between the preview and the confirmation (someone imports one row
+    of the same roster from the command line): the approved plan is no longer what would be
+    done, so nothing is applied and the clerk is told why."""
+    csrf = await signed_in(web, clerk)
+    roster = SAMPLE_ROSTER.read_bytes()
+    preview = await web.post(
+        "/councillors/import",
+        data={"csrf_token": csrf},
+        files={"roster": ("rada.csv", roster, "text/csv")},
+    )
+    assert preview.status_code == 200, preview.text
+    fields = dict(
+        re.findall(r'name="(upload_id|plan_digest|encoding)" value="([^"]*)"', preview.text)
+    )
+    if 'id="skip_invalid"' in preview.text:
+        fields["skip_invalid"] = "1"
+
+    header, first_row = roster.decode("utf-8-sig").splitlines()[:2]
+    one_row = tmp_path / "one-row.csv"
+    one_row.write_text(f"{header}\n{first_row}\n", encoding="utf-8")
+    await run_import(parts, one_row, quiet=True)
+    before = {e.address for e in await directory.list_councillors()}
+
+    refused = await web.post("/councillors/import/apply", data={"csrf_token": csrf, **fields})
+    assert refused.status_code == 409
+    assert "zmienił się od podglądu" in refused.text and "Nic nie zmieniono" in refused.text
+    assert {e.address for e in await directory.list_councillors()} == before
 
 
 async def test_session_documents_notice_and_receipts_matrix(
