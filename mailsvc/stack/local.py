@@ -43,15 +43,13 @@ from typing import Any
 from mailsvc import secret_store
 from mailsvc.config import DirectorySettings, Settings
 from mailsvc.errors import MailsvcError
+from mailsvc.mailstore import MASTER_USER, master_secret
 from provisioning.passwords import hash_password
 
 INSTALL_COMMAND = (
     "apt-get update && apt-get install -y slapd ldap-utils dovecot-imapd dovecot-lmtpd dovecot-ldap"
 )
 SERVICES = ("slapd", "dovecot")
-# Dovecot master user: log in as "<mailbox>*master" with this secret to read any mailbox.
-MASTER_USER = "master"
-MASTER_SECRET_NAME = "dovecot-master"  # noqa: S105 - the name of a secret file
 
 _SCHEMA_DIR = Path("/etc/ldap/schema")
 _SCHEMAS = ("core", "cosine", "inetorgperson")
@@ -476,7 +474,7 @@ class LocalStack:
             os.chown(paths.mail_root, identity.mail_uid, identity.mail_gid)
             _make_traversable(paths.var_dir, identity.mail_uid, identity.mail_gid)
         # The auth process runs as Dovecot's internal user and reads these files.
-        secret = secret_store.load_or_create_secret(self.settings, MASTER_SECRET_NAME)
+        secret = master_secret(self.settings)
         _write_atomic(
             paths.master_users,
             f"{MASTER_USER}:{hash_password(secret)}\n",
@@ -537,12 +535,6 @@ class LocalStack:
     def _check_name(name: str) -> None:
         if name not in SERVICES:
             raise StackError(f"unknown service {name!r}: expected one of {', '.join(SERVICES)}")
-
-
-def master_credentials(settings: Settings, mailbox: str) -> tuple[str, str]:
-    """IMAP login name and password that open ``mailbox`` as Dovecot's master user."""
-    secret = secret_store.load_or_create_secret(settings, MASTER_SECRET_NAME)
-    return f"{mailbox}*{MASTER_USER}", secret
 
 
 # -- configuration files -------------------------------------------------------------------
