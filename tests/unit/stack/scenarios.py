@@ -6,30 +6,18 @@ the same scenario always renders the same bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from mailsvc.config import DEFAULT_CONFIG, Settings, load_settings
+from mailsvc.stack.configs import DovecotIdentity
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 ROOTPW_HASH = "{SSHA}cm9vdHB3LWhhc2gtZm9yLXRlc3Rz"
 READER_HASH = "{SSHA}cmVhZGVyLWhhc2gtZm9yLXRlc3Rz"
 
 
-@dataclass(frozen=True)
-class Identity:
-    """The fields of the stack's Dovecot identity, pinned."""
-
-    as_root: bool
-    mail_uid: int
-    mail_gid: int
-    internal_user: str
-    internal_group: str
-    internal_gid: int
-
-
-NOT_ROOT = Identity(False, 1001, 1002, "clerk", "council", 1002)
-ROOT = Identity(True, 8, 8, "dovecot", "dovecot", 106)
+NOT_ROOT = DovecotIdentity(False, 1001, 1002, "clerk", "council", 1002)
+ROOT = DovecotIdentity(True, 8, 8, "dovecot", "dovecot", 106)
 
 
 def default_settings() -> Settings:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mailsvc.stack import local
+from mailsvc.stack import configs, ldif
+from mailsvc.stack.layout import Paths
 from tests.unit.stack.scenarios import (
     FILES,
     GOLDEN_DIR,
@@ -19,13 +20,15 @@ from tests.unit.stack.scenarios import (
 def render(scenario: str) -> dict[str, str]:
     make_settings, pinned = SCENARIOS[scenario]
     settings = make_settings()
-    paths = local._Paths.of(settings.var_dir)
-    who = local._DovecotIdentity(**vars(pinned))
+    paths = Paths.of(settings.var_dir)
+    reader_password = settings.directory.reader_password
     return {
-        "slapd.conf": local._slapd_conf(settings, paths, ROOTPW_HASH),
-        "base.ldif": local._base_ldif(settings.directory, READER_HASH),
-        "dovecot.conf": local._dovecot_conf(settings, paths, who),
-        "dovecot-ldap.conf.ext": local._dovecot_ldap_conf(settings, paths, who),
+        "slapd.conf": configs.slapd_conf(settings, paths, ROOTPW_HASH),
+        "base.ldif": ldif.base_ldif(settings.directory, READER_HASH),
+        "dovecot.conf": configs.dovecot_conf(settings, paths, pinned),
+        "dovecot-ldap.conf.ext": configs.dovecot_ldap_conf(
+            settings, paths, pinned, reader_password
+        ),
     }
 
 
