@@ -348,16 +348,16 @@ def write_ldif(path: Path, settings: Settings, people: list[Person]) -> None:
 
 def slapd_without_fsync() -> None:
     """Make LocalStack write 'dbnosync' into the mdb database section (benchmark option only)."""
-    from mailsvc.stack import local
+    from mailsvc.stack import configs
 
-    generate = local._slapd_conf
+    generate = configs.slapd_conf
 
     def without_fsync(*args: Any, **kwargs: Any) -> str:
         text = generate(*args, **kwargs)
         assert "\ndirectory " in text, "the generated slapd.conf has no 'directory' line"
         return text.replace("\ndirectory ", "\ndbnosync\ndirectory ", 1)
 
-    local._slapd_conf = without_fsync
+    configs.slapd_conf = without_fsync
 
 
 @dataclass(frozen=True)

@@ -673,8 +673,8 @@ class Distributions:
         """Look for the \\Seen flag of delivered, not yet opened distribution messages in the
         councillors' mailboxes (read-only, through the mailbox store's master user). Returns
         how many were found opened."""
+        from mailsvc.mailstore import master_credentials
         from mailsvc.receipts.imapcheck import check_many
-        from mailsvc.stack.local import master_credentials
 
         now = now or utcnow()
         since = now - timedelta(days=self.settings.distribution.imap_check_days)

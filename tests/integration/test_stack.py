@@ -271,6 +271,33 @@ def test_stopped_service_answers_again_after_start_service(
     assert lmtp_rcpt(settings, address) == 250
 
 
+def test_directory_values_with_quotes_backslashes_and_comment_marks_work_end_to_end(
+    new_stack_settings: Callable[[], Settings],
+) -> None:
+    # Each value lands in slapd.conf, the base LDIF and dovecot-ldap.conf.ext; any of them
+    # mangled and the reader cannot bind or search, or the filter of active councillors breaks
+    # (a bare '#' in its constant used to start a comment in Dovecot's file: nobody got in).
+    settings = new_stack_settings()
+    base = settings.directory.base_dn
+    settings = settings.with_changes(
+        directory={
+            "reader_dn": f'cn=mail\\"store\\5c #1,ou=sys,{base}',
+            "reader_password": "pa\"ss\\word #1 'x' %u $y {z}\\",
+            "councillors_rdn": 'ou=Radni \\"A\\"\\, #2',
+            "disabled_value": "dis(abled) #3 \"x\" 'y' *\\%",
+        }
+    )
+    LocalStack(settings).up()
+    active = add_councillor(settings, "anna.nowak", "anna-password-123456")
+    disabled = add_councillor(settings, "jan.kowalski", "jan-password-1234567", disabled=True)
+
+    assert imap_login(settings, active, "anna-password-123456") == 0
+    assert lmtp_rcpt(settings, active) == 250
+    with pytest.raises(imaplib.IMAP4.error):
+        imap_login(settings, disabled, "jan-password-1234567")
+    assert lmtp_rcpt(settings, disabled) == 550
+
+
 def test_down_never_signals_a_process_that_took_over_a_recorded_pid(
     new_stack_settings: Callable[[], Settings],
 ) -> None:

@@ -1,0 +1,284 @@
+"""The slapd and Dovecot configuration files of the local stack, from templates/stack/*.j2.
+
+The templates hold the files' text; this module gathers the values and supplies the filters that
+escape them for each file's own syntax. A template may print only what one of those filters
+returned (or an int): the environment refuses anything else, so no setting reaches a file
+unescaped, and a quote, backslash or line break in a setting cannot start a line of its own.
+A value a file cannot hold at all raises StackError naming the setting (never its value, which
+may be a password).
+"""
+
+from __future__ import annotations
+
+import functools
+import grp
+import os
+import pwd
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from mailsvc import mailstore, templating
+from mailsvc.config import Settings
+from mailsvc.stack.errors import INSTALL_COMMAND, StackError
+from mailsvc.stack.layout import Paths, var_dir_digest
+
+SCHEMA_DIR = Path("/etc/ldap/schema")
+SCHEMAS = ("core", "cosine", "inetorgperson")
+LDAP_MODULE_DIR = Path("/usr/lib/ldap")
+# Parts of the Debian packages that are not the configured executables.
+SUPPORT_FILES = (
+    LDAP_MODULE_DIR / "back_mdb.so",
+    *(SCHEMA_DIR / f"{name}.schema" for name in SCHEMAS),
+    Path("/usr/lib/dovecot/imap"),
+    Path("/usr/lib/dovecot/lmtp"),
+    Path("/usr/lib/dovecot/modules/auth/libauthdb_ldap.so"),
+)
+_MDB_MAXSIZE = 1 << 30  # 1 GiB map: far above a council's directory, sparse on disk
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Characters that would need quoting or mean something (variables, list separators) in slapd or
+# Dovecot configuration files; var_dir must not contain them.
+UNSAFE_PATH = re.compile(r"[\s\"'\\%$#{},:;=\x00-\x1f\x7f]")
+# Unquoted slapd.conf argument: one token.
+_SLAPD_WORD_UNSAFE = re.compile(r"[\s\"'\\\x00-\x1f\x7f]")
+# Unquoted Dovecot value: nothing that starts a comment, quote, section, variable ($name, %x) or
+# file reference (<file), and no list separators.
+_DOVECOT_WORD_UNSAFE = re.compile(r"[\s\"'\\#{}$%<>,;=\x00-\x1f\x7f]")
+# A field of Dovecot's passwd-file: fields are separated by ':'.
+_PASSWD_FIELD_UNSAFE = re.compile(r"[\s:\x00-\x1f\x7f]")
+_LDAP_ATTRIBUTE = re.compile(r"[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+")
+_GENERATED = "a generated value"
+
+
+# -- values ----------------------------------------------------------------------------------
+
+
+def slapd_conf(settings: Settings, paths: Paths, rootpw_hash: str) -> str:
+    d = settings.directory
+    return _render(
+        "slapd.conf.j2",
+        schemas=[SCHEMA_DIR / f"{name}.schema" for name in SCHEMAS],
+        module_dir=LDAP_MODULE_DIR,
+        mdb_maxsize=_MDB_MAXSIZE,
+        base_dn=d.base_dn,
+        admin_dn=d.admin_dn,
+        rootpw_hash=rootpw_hash,
+        ldap_data=paths.ldap_data,
+        reader_dn=d.reader_dn,
+    )
+
+
+@dataclass(frozen=True)
+class DovecotIdentity:
+    """Whom Dovecot runs as: as root it switches users; otherwise everything is the caller."""
+
+    as_root: bool
+    mail_uid: int
+    mail_gid: int
+    internal_user: str
+    internal_group: str
+    internal_gid: int
+
+    @classmethod
+    def current(cls) -> DovecotIdentity:
+        if os.geteuid() == 0:
+            try:
+                mail = pwd.getpwnam("mail")
+                internal = pwd.getpwnam("dovecot")
+            except KeyError as exc:
+                raise StackError(
+                    f"the system users 'mail' and 'dovecot' are needed ({exc}); "
+                    f"install Dovecot with: {INSTALL_COMMAND}"
+                ) from None
+            return cls(
+                as_root=True,
+                mail_uid=mail.pw_uid,
+                mail_gid=mail.pw_gid,
+                internal_user=internal.pw_name,
+                internal_group=grp.getgrgid(internal.pw_gid).gr_name,
+                internal_gid=internal.pw_gid,
+            )
+        me = pwd.getpwuid(os.geteuid())
+        return cls(
+            as_root=False,
+            mail_uid=me.pw_uid,
+            mail_gid=me.pw_gid,
+            internal_user=me.pw_name,
+            internal_group=grp.getgrgid(os.getegid()).gr_name,
+            internal_gid=os.getegid(),
+        )
+
+
+def dovecot_conf(settings: Settings, paths: Paths, who: DovecotIdentity) -> str:
+    stack = settings.stack
+    return _render(
+        "dovecot.conf.j2",
+        instance=var_dir_digest(paths.var_dir),
+        base_dir=paths.dovecot_base,
+        state_dir=paths.dovecot_state,
+        log=paths.log("dovecot"),
+        host=stack.host,
+        imap_port=stack.imap_port,
+        lmtp_port=stack.lmtp_port,
+        as_root=who.as_root,
+        mail_uid=who.mail_uid,
+        mail_gid=who.mail_gid,
+        internal_user=who.internal_user,
+        internal_group=who.internal_group,
+        mail_root=paths.mail_root,
+        master_user=mailstore.MASTER_USER,
+        master_separator=mailstore.MASTER_SEPARATOR,
+        master_users=paths.master_users,
+        ldap_conf=paths.dovecot_ldap_conf,
+    )
+
+
+def dovecot_ldap_conf(
+    settings: Settings, paths: Paths, who: DovecotIdentity, reader_password: str
+) -> str:
+    d = settings.directory
+    return _render(
+        "dovecot-ldap.conf.ext.j2",
+        ldap_url=settings.ldap_url,
+        reader_dn=d.reader_dn,
+        reader_password=reader_password,
+        councillors_dn=d.councillors_dn,
+        person_object_class=d.person_object_class,
+        mail_attribute=d.mail_attribute,
+        status_attribute=d.status_attribute,
+        disabled_value=d.disabled_value,
+        mail_uid=who.mail_uid,
+        mail_gid=who.mail_gid,
+        mail_root=paths.mail_root,
+    )
+
+
+def master_users(secret_hash: str) -> str:
+    """Dovecot's passwd-file of master users: the one the service reads mailboxes as."""
+    user = _word(mailstore.MASTER_USER, _PASSWD_FIELD_UNSAFE, _GENERATED)
+    return f"{user}:{_word(secret_hash, _PASSWD_FIELD_UNSAFE, _GENERATED)}\n"
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+class Escaped(str):
+    """Text a filter made safe for where it is printed: the only text a template may print."""
+
+
+def _only_escaped(value: object) -> object:
+    if isinstance(value, Escaped) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise TypeError(f"a stack template printed {type(value).__name__} without an escaping filter")
+
+
+@functools.lru_cache(maxsize=4)
+def environment(directory: Path) -> jinja2.Environment:
+    """The Environment for the stack templates in ``directory``: plain text, no HTML escaping,
+    and nothing printed that did not pass one of the filters below."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(directory, encoding="utf-8"),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - not HTML: the filters escape for each file's syntax
+        finalize=_only_escaped,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        slapd_quote=slapd_quote,
+        slapd_word=slapd_word,
+        dovecot_quote=dovecot_quote,
+        dovecot_word=dovecot_word,
+        dovecot_path=dovecot_path,
+        ldap_filter_value=ldap_filter_value,
+        ldap_attribute=ldap_attribute,
+    )
+    return env
+
+
+def _render(name: str, **context: object) -> str:
+    # TEMPLATES_DIR is read at call time, as templating.render does.
+    return environment(templating.TEMPLATES_DIR / "stack").get_template(name).render(context)
+
+
+# -- filters ---------------------------------------------------------------------------------
+
+
+def slapd_quote(value: str | os.PathLike[str], setting: str = _GENERATED) -> Escaped:
+    """A double-quoted slapd.conf argument. slapd reads the file line by line before it
+    unquotes, so no quoting can carry a line break: refuse control characters."""
+    text = _text(value)
+    if _CONTROL.search(text):
+        raise StackError(f"{setting}: slapd.conf cannot hold line breaks or control characters")
+    return Escaped('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+
+
+def slapd_word(value: str, setting: str = _GENERATED) -> Escaped:
+    """An unquoted slapd.conf argument, such as a password hash: one token as it is."""
+    return _word(_text(value), _SLAPD_WORD_UNSAFE, setting)
+
+
+def dovecot_quote(value: str | os.PathLike[str], setting: str = _GENERATED) -> Escaped:
+    """A double-quoted Dovecot value; Dovecot too reads line by line, then unescapes."""
+    text = _text(value)
+    if _CONTROL.search(text):
+        raise StackError(
+            f"{setting}: Dovecot's files cannot hold line breaks or control characters"
+        )
+    return Escaped('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+
+
+def dovecot_word(value: str, setting: str = _GENERATED) -> Escaped:
+    """An unquoted Dovecot value (host, URL, user name) that needs no quoting, as it is."""
+    return _word(_text(value), _DOVECOT_WORD_UNSAFE, setting)
+
+
+def dovecot_path(value: str | os.PathLike[str], setting: str = "var_dir") -> Escaped:
+    """An unquoted path in Dovecot's files, where it is also split at ':' and ',' and
+    %-expanded: the characters var_dir is checked against are refused."""
+    return _word(_text(value), UNSAFE_PATH, setting)
+
+
+def ldap_filter_value(value: str) -> Escaped:
+    """A constant in an LDAP filter (RFC 4515) inside Dovecot's %-expanded filter template.
+
+    Beyond RFC 4515's ``*()\\`` and NUL, control characters and the characters Dovecot's line
+    parser looks at in an unquoted value (quotes, ``#``) are written as ``\\XX`` too: in a
+    filter they mean the same, and the line stays one line with nothing that starts a comment.
+    """
+    out = []
+    for ch in _text(value):
+        if ch in "*()\\\"'#" or _CONTROL.match(ch):
+            out.append(f"\\{ord(ch):02x}")
+        elif ch == "%":
+            out.append("%%")
+        else:
+            out.append(ch)
+    return Escaped("".join(out))
+
+
+def ldap_attribute(value: str, setting: str = _GENERATED) -> Escaped:
+    """An attribute name (or OID) in an LDAP filter or attribute map: nothing to escape."""
+    if not _LDAP_ATTRIBUTE.fullmatch(_text(value)):
+        raise StackError(f"{setting} = {value!r}: expected an LDAP attribute name such as mail")
+    return Escaped(value)
+
+
+def _text(value: str | os.PathLike[str]) -> str:
+    if isinstance(value, jinja2.Undefined):
+        str(value)  # a StrictUndefined raises UndefinedError naming the missing variable
+    return os.fspath(value)
+
+
+def _word(value: str, unsafe: re.Pattern[str], setting: str) -> Escaped:
+    if not value or unsafe.search(value):
+        raise StackError(
+            f"{setting}: the local stack's configuration files cannot hold this value unquoted; "
+            "it must not be empty or contain spaces, quotes, backslashes or punctuation "
+            "such as # $ % { } , ; ="
+        )
+    return Escaped(value)
