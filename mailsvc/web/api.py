@@ -8,7 +8,6 @@ no CSRF token is needed. ``/api/openapi.json`` describes every operation (OpenAP
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from mailsvc.storage.clerks import ApiToken, WebStore
 from mailsvc.storage.register import RegisterRow
 from mailsvc.storage.sessions import CouncilSessionRow, DistributionRow, DocumentRow
 from mailsvc.web.actions import ActionError, Actor, ClerkActions, DistributionRequest
+from mailsvc.web.http import upload_blocks
 
 ApiHandler = Callable[[Request, Actor], Awaitable[Any]]
 _MAX_JSON = 1024 * 1024
@@ -148,9 +148,7 @@ class JsonApi:
             except ActionError as exc:
                 return _error(exc.message, exc.status)
             finally:
-                form = getattr(request, "_form", None)
-                if form is not None:
-                    await form.close()  # uploads' temporary files
+                await request.close()  # uploads' temporary files
             if isinstance(result, Response):
                 return result
             return JSONResponse(result)
@@ -192,11 +190,7 @@ class JsonApi:
         if not isinstance(upload, UploadFile):
             raise ActionError("multipart field 'roster' (the CSV file) is required", 400)
 
-        async def chunks() -> Any:
-            while block := await upload.read(1024 * 1024):
-                yield block
-
-        path = await self.actions.save_upload(chunks(), ".csv")
+        path = await self.actions.save_upload(upload_blocks(upload), ".csv")
         try:
             encoding = request.query_params.get("encoding") or None
             if request.query_params.get("dry_run") == "true":
@@ -294,32 +288,18 @@ class JsonApi:
             raise ActionError("multipart field 'files' (one or more files) is required")
         kind = form.get("doc_kind")
         item = form.get("agenda_item")
-        out: dict[str, list[Any]] = {"attached": [], "refused": []}
-        for upload in files:
-
-            async def chunks(u: UploadFile = upload) -> Any:
-                while block := await u.read(1024 * 1024):
-                    yield block
-
-            name = upload.filename or "document"
-            try:
-                path = await self.actions.save_upload(chunks())
-                try:
-                    doc = await self.actions.attach(
-                        session_id,
-                        path,
-                        name,
-                        actor,
-                        doc_kind=kind if isinstance(kind, str) and kind else "other",
-                        agenda_item=int(item) if isinstance(item, str) and item.isdigit() else None,
-                    )
-                finally:
-                    await asyncio.to_thread(path.unlink, missing_ok=True)
-            except ActionError as exc:
-                out["refused"].append({"filename": name, "error": exc.message})
-                continue
-            out["attached"].append(document_json(doc))
-        return JSONResponse(out, status_code=422 if out["refused"] else 201)
+        attached, refused = await self.actions.attach_files(
+            session_id,
+            [(f.filename or "document", upload_blocks(f)) for f in files],
+            actor,
+            doc_kind=kind if isinstance(kind, str) and kind else "other",
+            agenda_item=int(item) if isinstance(item, str) and item.isdigit() else None,
+        )
+        out = {
+            "attached": [document_json(d) for d in attached],
+            "refused": [{"filename": name, "error": error} for name, error in refused],
+        }
+        return JSONResponse(out, status_code=422 if refused else 201)
 
     def _request(self, data: dict[str, Any]) -> DistributionRequest:
         documents = data.get("documents")
