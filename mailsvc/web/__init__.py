@@ -1,1 +1,1 @@
-"""Web: the councillors' acknowledgement page and (later) the clerks' interface."""
+"""Web: the councillors' acknowledgement pages, the clerks' interface, the JSON API."""

@@ -426,6 +426,34 @@ class ClerkActions:
         )
         return doc
 
+    async def attach_files(
+        self,
+        session_id: int,
+        files: Sequence[tuple[str, AsyncIterator[bytes]]],
+        actor: Actor,
+        *,
+        doc_kind: str = "other",
+        agenda_item: int | None = None,
+    ) -> tuple[list[DocumentRow], list[tuple[str, str]]]:
+        """Save and attach each uploaded file (its name, its content) in turn: the attached
+        documents, and (name, reason) for each refused one; a refusal does not stop the rest."""
+        attached: list[DocumentRow] = []
+        refused: list[tuple[str, str]] = []
+        for name, blocks in files:
+            try:
+                path = await self.save_upload(blocks)
+                try:
+                    doc = await self.attach(
+                        session_id, path, name, actor, doc_kind=doc_kind, agenda_item=agenda_item
+                    )
+                finally:
+                    await asyncio.to_thread(path.unlink, missing_ok=True)
+            except ActionError as exc:
+                refused.append((name, exc.message))
+                continue
+            attached.append(doc)
+        return attached, refused
+
     # --- distributions --------------------------------------------------------------------
 
     async def notice_check(self, session_id: int, request: DistributionRequest) -> NoticeCheck:

@@ -2,7 +2,7 @@
 
 ``create_app`` assembles the routes explicitly: ``AckRoutes.routes()`` for the councillors'
 links, then ``/healthz``, then the routes it is given: ``serve`` gives it the clerks' pages
-(``web.clerk``) and the JSON API (``web.api``) from ``web.site``. Every response passes through
+(``web.clerk_*``) and the JSON API (``web.api``) from ``web.site``. Every response passes through
 ``SecurityHeaders``.
 
 The acknowledgement link is a capability: whoever holds ``/a/<token>`` may acknowledge for that
@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import secrets
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
@@ -36,17 +33,25 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailsvc import templating
 from mailsvc.distribution.ackpage import AckBackend, AckView
+from mailsvc.domain.vocabulary import LANGUAGES
 from mailsvc.domain.wording import format_pages, format_size
 from mailsvc.receipts.tokens import TokenSigner
+from mailsvc.web.http import (
+    content_disposition,
+    new_nonce,
+    other_language,
+    page_csp,
+    pick_language,
+)
 
 log = logging.getLogger(__name__)
 
-LANGUAGES = ("pl", "en")
 DEFAULT_TIME_ZONE = "Europe/Warsaw"
 _USER_AGENT_MAX = 512
 
 # Headers every response gets unless it set its own. Pages replace the CSP with one that allows
-# their own <style> element by nonce; anything else (downloads, errors) may load nothing.
+# their own <style> element by nonce (``http.page_csp``); anything else (downloads, errors) may
+# load nothing.
 _BASE_HEADERS = {
     "x-frame-options": "DENY",
     "referrer-policy": "no-referrer",  # the token is in the URL
@@ -54,10 +59,6 @@ _BASE_HEADERS = {
     "cache-control": "no-store",
     "content-security-policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
 }
-_PAGE_CSP = (
-    "default-src 'self'; style-src 'nonce-{nonce}'; img-src 'self'; object-src 'none'; "
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
 
 
 # --- the app ------------------------------------------------------------------------------------
@@ -138,17 +139,14 @@ class Pages:
 
     def language(self, request: Request, preferred: str | None = None) -> str:
         """``?lang=`` if supported, else the councillor's preference, else the app's default."""
-        for candidate in (request.query_params.get("lang"), preferred):
-            if candidate in LANGUAGES:
-                return candidate
-        return self.default_language
+        return pick_language(request, preferred, default=self.default_language)
 
     def render(
         self, request: Request, name: str, language: str, status: int = 200, **context: Any
     ) -> HTMLResponse:
-        nonce = secrets.token_urlsafe(18)
+        nonce = new_nonce()
         template = self._env.select_template(templating.template_names(f"web/{name}", language))
-        other = "en" if language == "pl" else "pl"
+        other = other_language(language)
         html = template.render(
             lang=language,
             nonce=nonce,
@@ -156,7 +154,7 @@ class Pages:
             switch_url=f"?lang={other}",  # relative: the same path, whatever it is
             **context,
         )
-        headers = {"content-security-policy": _PAGE_CSP.format(nonce=nonce)}
+        headers = {"content-security-policy": page_csp(nonce)}
         return HTMLResponse(html, status_code=status, headers=headers)
 
     def error(self, request: Request, kind: str, status: int, **context: Any) -> HTMLResponse:
@@ -329,20 +327,3 @@ def _same_host(origin: str, host: str) -> bool:
         return netloc.removesuffix(default_port)
 
     return normal(parts.netloc) == normal(host)
-
-
-_POLISH_ASCII = str.maketrans("łŁ", "lL")
-_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9 ._()+-]", re.ASCII)
-
-
-def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII ``filename`` and the exact UTF-8 ``filename*`` (RFC 6266).
-
-    Old clients read the ASCII fallback ("Uchwala nr 12.pdf"); current ones read ``filename*``
-    ("Uchwała nr 12.pdf"). Path separators, quotes and control characters never reach either.
-    """
-    name = filename.replace("/", "_").replace("\\", "_").strip() or "document"
-    decomposed = unicodedata.normalize("NFKD", name.translate(_POLISH_ASCII))
-    ascii_name = "".join(c for c in decomposed if not unicodedata.combining(c))
-    fallback = _UNSAFE_FILENAME.sub("_", ascii_name)
-    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"

@@ -2,10 +2,10 @@
 
 A clerk signs in with the address and password the directory holds (a bind as the entry, the
 same check Dovecot relies on) and must be a member of ``web.clerks_group``. The session cookie
-is a random secret kept hashed in the database (``storage.web``): signing out or expiring ends it
-on the server, not only in the browser. Every form carries the session's CSRF token; the login
-form, which has no session yet, carries an HMAC of a random cookie (double submit, keyed by a
-server secret). Failed logins are counted per client address and per login name.
+is a random secret kept hashed in the database (``storage.clerks``): signing out or expiring
+ends it on the server, not only in the browser. Every form carries the session's CSRF token;
+the login form, which has no session yet, carries an HMAC of a random cookie (double submit,
+keyed by a server secret). Failed logins are counted per client address and per login name.
 """
 
 from __future__ import annotations
@@ -130,10 +130,9 @@ class ClerkAuth:
         return hmac.new(self._key, b"login:" + nonce.encode(), hashlib.sha256).hexdigest()
 
     def login_csrf_ok(self, nonce: str | None, token: str | None) -> bool:
-        if not nonce or not token:
-            return False
-        return hmac.compare_digest(self.login_csrf(nonce), token)
+        return bool(nonce) and csrf_ok(self.login_csrf(nonce or ""), token)
 
 
 def csrf_ok(expected: str, given: str | None) -> bool:
+    """``given`` is the token expected (compared in constant time)."""
     return bool(given) and hmac.compare_digest(expected.encode(), (given or "").encode())

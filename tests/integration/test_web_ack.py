@@ -20,10 +20,8 @@ import pytest
 from mailsvc.distribution.ackpage import AckDocument, AckView, DocumentFile
 from mailsvc.domain.wording import format_pages, format_size
 from mailsvc.receipts.tokens import TokenSigner
-from mailsvc.web.app import (
-    content_disposition,
-    create_app,
-)
+from mailsvc.web.app import create_app
+from mailsvc.web.http import content_disposition
 from mailsvc.web.server import WebServer, WebServerError, web_server
 
 KEY = b"0123456789abcdef0123456789abcdef"
