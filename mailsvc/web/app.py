@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailsvc import templating
+from mailsvc.config import DistributionSettings
 from mailsvc.distribution.ackpage import AckBackend, AckView
 from mailsvc.domain.wording import format_pages, format_size
 from mailsvc.receipts.tokens import TokenSigner
@@ -42,7 +43,7 @@ from mailsvc.receipts.tokens import TokenSigner
 log = logging.getLogger(__name__)
 
 LANGUAGES = ("pl", "en")
-DEFAULT_TIME_ZONE = "Europe/Warsaw"
+DEFAULT_TIME_ZONE = DistributionSettings.timezone  # the configuration's default
 _USER_AGENT_MAX = 512
 
 # Headers every response gets unless it set its own. Pages replace the CSP with one that allows
