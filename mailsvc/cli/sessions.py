@@ -395,6 +395,7 @@ async def _print_list(settings: Settings, args: argparse.Namespace, parts: Parts
             matrix.session_at,
             items,
             matrix.language,
+            time_zone=matrix.time_zone,
         )
     else:
         data = render_print_list_text(matrix.council, matrix.session_number, items, matrix.language)

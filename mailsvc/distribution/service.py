@@ -778,6 +778,7 @@ class Distributions:
             ),
             rows=rows,
             language=self.settings.language,
+            time_zone=self.settings.distribution.timezone,
         )
 
     # --- paper ----------------------------------------------------------------------------
@@ -891,6 +892,7 @@ class Distributions:
                 session.starts_at,
                 items,
                 self.settings.language,
+                time_zone=self.settings.distribution.timezone,
             )
             summary = render_summary(
                 self.settings,

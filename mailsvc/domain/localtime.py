@@ -1,5 +1,5 @@
 """The council's local time. Stored times are naive UTC; people read the configured time zone
-(``distribution.timezone``, Europe/Warsaw by default) in pages, mail and reports alike."""
+(``distribution.timezone``) in pages, mail and reports alike."""
 
 from __future__ import annotations
 

@@ -140,6 +140,8 @@ class ReceiptMatrix:
     distributions: tuple[MatrixDistribution, ...]
     rows: tuple[MatrixRow, ...]
     language: str = "pl"
+    # The council's time zone (``distribution.timezone``): every local time a report shows.
+    time_zone: str = "Europe/Warsaw"
 
 
 def summary(rows: Sequence[MatrixRow]) -> dict[EventKind, int]:

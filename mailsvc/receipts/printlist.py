@@ -18,7 +18,9 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import groupby
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+from mailsvc.domain.localtime import local_time, session_local_time
 from mailsvc.domain.receipt_states import (
     EventKind,
     MatrixDistribution,
@@ -26,17 +28,9 @@ from mailsvc.domain.receipt_states import (
     ReceiptMatrix,
 )
 from mailsvc.domain.vocabulary import pick
-from mailsvc.receipts.report import (
-    FONT_DIR,
-    Column,
-    PdfTable,
-    distribution_kind_label,
-    format_local,
-    label,
-    local_time,
-    new_pdf,
-    session_local_time,
-)
+from mailsvc.receipts.report.facts import council_zone, format_local
+from mailsvc.receipts.report.labels import distribution_kind_label, label
+from mailsvc.receipts.report.pdfkit import FONT_DIR, Column, PdfTable, new_pdf
 
 _LABELS: dict[str, dict[str, str]] = {
     "title": {"pl": "Lista wydruków", "en": "Print list"},
@@ -116,8 +110,9 @@ def print_items(
     matrix: ReceiptMatrix, *, cutover: date, districts: Mapping[str, str] | None = None
 ) -> list[PrintItem]:
     """Who needs paper, in the matrix's row order: every recipient of a distribution dated
-    (sent, else scheduled, in Warsaw time) before ``cutover``, and from ``cutover`` on every
-    recipient who has not acknowledged it. ``districts`` maps addresses to district names.
+    (sent, else scheduled, in the matrix's time zone) before ``cutover``, and from ``cutover``
+    on every recipient who has not acknowledged it. ``districts`` maps addresses to district
+    names.
 
     A councillor no distribution reached is not listed: there is nothing recorded to print.
     """
@@ -160,7 +155,7 @@ def print_items(
 
 def _day_of(distribution: MatrixDistribution, matrix: ReceiptMatrix) -> date:
     moment = distribution.sent_at or distribution.scheduled_for or matrix.generated_at
-    return local_time(moment).date()
+    return local_time(moment, council_zone(matrix)).date()
 
 
 def paper_cost(pages: int, recipients: int, cost_per_page: Decimal) -> Decimal:
@@ -266,15 +261,20 @@ def render_print_list_pdf(
     items: Sequence[PrintItem],
     language: str = "pl",
     *,
+    time_zone: str,
     generated_at: datetime | None = None,
     font_dir: Path = FONT_DIR,
 ) -> bytes:
     """The print list as an A4 landscape PDF with a column where the councillor signs for the
-    paper copy. ``generated_at`` (naive UTC) fixes the creation date so reruns give the same
-    bytes; without it the current time is used."""
+    paper copy. Times are shown in ``time_zone`` (the council's, ``distribution.timezone``);
+    ``generated_at`` (naive UTC) fixes the creation date so reruns give the same bytes;
+    without it the current time is used."""
+    zone = ZoneInfo(time_zone)
     title = f"{_text(language, 'title')} — {council}, "
     title += _text(language, "session", number=session_number)
-    note = format_local(local_time(generated_at), language) if generated_at is not None else ""
+    note = ""
+    if generated_at is not None:
+        note = format_local(local_time(generated_at, zone), language)
     pdf = new_pdf(
         orientation="L",
         running_head=title,
@@ -286,7 +286,7 @@ def render_print_list_pdf(
     )
     pdf.set_author(council)
     pdf.heading(title, size=13, room=0)
-    when = format_local(session_local_time(session_at), language)
+    when = format_local(session_local_time(session_at, zone), language)
     pdf.paragraph(_text(language, "session_at", at=when), size=9)
     pdf.paragraph(_totals(items, language), size=9)
     pdf.ln(3)

@@ -228,7 +228,7 @@ acknowledgements = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("sender", String(254), nullable=False),
     Column("councillor", String(254), nullable=False),
-    # The resident's day in the council's time zone (Europe/Warsaw), not UTC.
+    # The resident's day in the council's time zone (distribution.timezone), not UTC.
     Column("day", Date, nullable=False),
     Column("original_queue_id", String(32), nullable=False),
     Column("ack_queue_id", String(32), nullable=True),

@@ -32,6 +32,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailsvc import templating
+from mailsvc.config import DistributionSettings
 from mailsvc.distribution.ackpage import AckBackend, AckView
 from mailsvc.domain.vocabulary import LANGUAGES
 from mailsvc.domain.wording import format_pages, format_size
@@ -46,7 +47,7 @@ from mailsvc.web.http import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIME_ZONE = "Europe/Warsaw"
+DEFAULT_TIME_ZONE = DistributionSettings.timezone  # the configuration's default
 _USER_AGENT_MAX = 512
 
 # Headers every response gets unless it set its own. Pages replace the CSP with one that allows

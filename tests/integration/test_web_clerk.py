@@ -7,14 +7,16 @@ sign-in, CSRF tokens, uploads, the notice rule, sending, the matrix, the API —
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import pypdf
 import pytest
 from fpdf import FPDF
 
@@ -22,6 +24,8 @@ from mailsvc.app import Parts, Service, start_service
 from mailsvc.cli.councillors import run_import
 from mailsvc.config import PACKAGE_ROOT, Settings
 from mailsvc.directory.councillors import CreatedAccount
+from mailsvc.domain.receipt_states import EventKind
+from mailsvc.domain.vocabulary import STATE_ORDER, state_meaning
 from mailsvc.storage.clerks import WebStore
 from provisioning.directory import Directory
 
@@ -467,3 +471,103 @@ async def test_api_token_made_by_the_cli_opens_the_api_and_revoking_closes_it(
             assert refused.status_code == 401
     finally:
         await service.stop()
+
+
+async def test_clerk_page_and_pdf_report_name_every_state_alike_in_the_configured_zone(
+    settings: Settings,
+    clerk: CreatedAccount,
+    add_councillor: Callable[[str, str], Any],
+    parts: Parts,
+    tmp_path: Path,
+) -> None:
+    """One word per receipt state on the screen and in the annexed PDF (a failed delivery reads
+    "niedoręczone" in both), and the report's local times in the configured zone."""
+    from .test_distribution_flow import _send_raw, build_dsn, wait_until
+
+    await add_councillor("Łukasz", "Żółć")
+    anna: CreatedAccount = await add_councillor("Anna", "Nowak")
+    new_york = settings.with_changes(distribution={"timezone": "America/New_York"})
+    service = await start_service(new_york)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{service.web_port}", timeout=60.0
+        ) as web:
+            csrf = await signed_in(web, clerk)
+            starts = (local_now() + timedelta(days=20)).strftime("%Y-%m-%dT10:00")
+            created = await web.post(
+                "/sessions",
+                data={
+                    "csrf_token": csrf,
+                    "number": "XX/2026",
+                    "kind": "ordinary",
+                    "starts_at": starts,
+                },
+            )
+            assert created.status_code == 303
+            session_url = created.headers["location"].split("?")[0]
+            pdf = make_pdf(tmp_path / "porzadek.pdf", "Porzadek obrad").read_bytes()
+            upload = await web.post(
+                f"{session_url}/documents",
+                data={"csrf_token": csrf, "doc_kind": "agenda"},
+                files=[("files", ("Porządek obrad.pdf", pdf, "application/pdf"))],
+            )
+            assert upload.status_code in (200, 303), upload.text
+            scheduled = await web.post(
+                f"{session_url}/distributions", data={"csrf_token": csrf, "kind": "notice"}
+            )
+            assert scheduled.status_code == 303, scheduled.text
+            dist_id = int(scheduled.headers["location"].rsplit("scheduled-", 1)[1])
+
+            # Delivered to every mailbox, then a DSN for Anna's message: failed.
+            store = parts.distributions().store
+            delivered = await wait_until(lambda: _all_delivered(store, dist_id), within=30)
+            assert delivered, "the notice was not delivered"
+            recipient = next(
+                r for r in await store.recipients(dist_id) if r.address == anna.address
+            )
+            verp = service.parts.distributions().return_path(recipient.id)
+            dsn = build_dsn(verp, anna.address, recipient.message_id)
+            await asyncio.to_thread(_send_raw, service.smtp_port, verp, dsn)
+            failed = await wait_until(lambda: store.recipients_with_kind(dist_id, EventKind.FAILED))
+            assert failed == {recipient.id}, "the DSN did not mark Anna's delivery failed"
+            (queued, *_) = (await store.events([recipient.id]))[recipient.id]
+
+            page = await web.get(f"{session_url}/receipts")
+            assert page.status_code == 200
+            report = await web.get(f"{session_url}/receipts.pdf")
+            assert report.status_code == 200
+    finally:
+        await service.stop()
+
+    # The clerk page: Anna's cell, and the legend's word for every state.
+    row = re.search(rf'<tr data-address="{re.escape(anna.address)}">(.*?)</tr>', page.text, re.S)
+    assert row is not None
+    cell = re.search(r'class="state state-failed">([^<]+)<', row.group(1))
+    assert cell is not None and cell.group(1) == "niedoręczone"
+    legend = page.text[page.text.index("<h2>Legend") :]
+    on_page = dict(re.findall(r'class="state state-(\w+)">([^<]+)<', legend))
+    assert set(on_page) == {state.value for state in STATE_ORDER}
+
+    # The PDF: the same word beside each state's meaning in its legend, and in Anna's row
+    # (right after the distribution, then the time it was queued, in New York time).
+    lines = [
+        line
+        for p in pypdf.PdfReader(io.BytesIO(report.content)).pages
+        for line in p.extract_text().splitlines()
+    ]
+    for state in STATE_ORDER:
+        assert f"{on_page[state.value]} {state_meaning(state, 'pl')}" in lines, state
+    assert "Wszystkie godziny: czas lokalny America/New_York." in " ".join(lines)
+    table = " ".join(" ".join(lines[lines.index("Radni i wysyłki") :]).split())
+    anna_row = table[table.index("Anna Nowak") :]
+    anna_row = anna_row[anna_row.index(f"#{dist_id} zawiadomienie ") :]
+    assert queued.kind is EventKind.QUEUED
+    in_new_york = queued.at.replace(tzinfo=UTC).astimezone(ZoneInfo("America/New_York"))
+    expected = f"#{dist_id} zawiadomienie {cell.group(1)} {in_new_york:%d.%m.%Y %H:%M} "
+    assert anna_row.startswith(expected), anna_row[:200]
+
+
+async def _all_delivered(store: Any, dist_id: int) -> bool:
+    recipients = await store.recipients(dist_id)
+    delivered = await store.recipients_with_kind(dist_id, EventKind.DELIVERED)
+    return bool(recipients) and {r.id for r in recipients} <= set(delivered)

@@ -582,7 +582,12 @@ def test_print_list_pdf_has_everyone_and_is_repeatable() -> None:
     generated = at(6, 12)
 
     data = render_print_list_pdf(
-        "Rada Miejska w Żółkiewce", "XV/2026", session_at, _print_list(), generated_at=generated
+        "Rada Miejska w Żółkiewce",
+        "XV/2026",
+        session_at,
+        _print_list(),
+        time_zone="Europe/Warsaw",
+        generated_at=generated,
     )
 
     pages = pdf_pages(data)
@@ -594,13 +599,118 @@ def test_print_list_pdf_has_everyone_and_is_repeatable() -> None:
     assert "Odbiór (data, podpis)" in text
     assert f"Strona 1 z {len(pages)}" in pages[0]
     assert data == render_print_list_pdf(
-        "Rada Miejska w Żółkiewce", "XV/2026", session_at, _print_list(), generated_at=generated
+        "Rada Miejska w Żółkiewce",
+        "XV/2026",
+        session_at,
+        _print_list(),
+        time_zone="Europe/Warsaw",
+        generated_at=generated,
     )
 
 
 def test_empty_print_list_says_so() -> None:
     assert "Nikt nie potrzebuje wydruku." in render_print_list_text("Rada", "I/2026", [])
     pdf = render_print_list_pdf(
-        "Rada", "I/2026", datetime(2026, 3, 12, 10), [], "en", generated_at=at(6, 12)
+        "Rada",
+        "I/2026",
+        datetime(2026, 3, 12, 10),
+        [],
+        "en",
+        time_zone="Europe/Warsaw",
+        generated_at=at(6, 12),
     )
     assert "Nobody needs a paper copy." in pdf_pages(pdf)[0]
+
+
+# --- The council's time zone -------------------------------------------------------------------
+# New York is five hours behind UTC in early March and Warsaw one hour ahead, so every local time
+# below would read differently had the renderers kept a zone of their own.
+
+
+def new_york_matrix() -> ReceiptMatrix:
+    return replace(small_matrix(), time_zone="America/New_York")
+
+
+def test_matrix_defaults_to_the_configured_default_zone() -> None:
+    from mailsvc.config import DistributionSettings
+
+    assert small_matrix().time_zone == DistributionSettings().timezone
+
+
+def test_table_shows_local_times_in_the_matrix_time_zone_and_names_it() -> None:
+    text = " ".join(render_table(new_york_matrix(), width=200).split())
+
+    assert "Wygenerowano: 06.03.2026 07:30:00." in text  # 12:30 UTC
+    assert "czas lokalny America/New_York" in text
+    assert "zaplanowano: 02.03.2026 04:00" in text  # the notice, 09:00 UTC
+    assert "potwierdzono 03.03 02:30" in text  # Łukasz's acknowledgement, 07:30 UTC
+    assert "Europe/Warsaw" not in text and "13:30:00" not in text and "08:30" not in text
+
+
+def test_csv_local_times_are_in_the_matrix_time_zone() -> None:
+    rows = csv_rows(render_csv(new_york_matrix()))
+
+    failed = rows[1]
+    assert failed["niedoręczone (UTC)"] == "2026-03-05T13:02:00Z"
+    assert failed["niedoręczone (czas lokalny)"] == "2026-03-05 08:02:00"
+    assert "niedoręczone 05.03.2026 08:02: 550 5.1.1" in failed["Uwagi"]
+    assert rows[0]["potwierdzono (czas lokalny)"] == "2026-03-03 02:30:00"
+
+
+def test_pdf_local_times_are_in_the_matrix_time_zone_and_it_names_the_zone() -> None:
+    pages = pdf_pages(render_pdf(new_york_matrix()))
+    text = flat(pages)
+
+    assert "Wszystkie godziny: czas lokalny America/New_York." in text
+    assert "Wygenerowano 06.03.2026 07:30:00" in pages[0]  # the footer
+    assert "#1 zawiadomienie 02.03.2026 04:00 02.03.2026 04:01" in text
+    assert "03.03.2026 02:30" in text and "niedoręczone 05.03.2026 08:02" in text
+    assert "Europe/Warsaw" not in text and "03.03.2026 08:30" not in text
+
+
+def test_json_session_date_is_local_time_of_the_matrix_zone() -> None:
+    session = render_json(new_york_matrix())["session"]
+
+    # US summer time starts on 8 March 2026, three weeks before Europe's.
+    assert session == {
+        "number": "XV/2026",
+        "kind": "budget",
+        "at": "2026-03-12T14:00:00Z",
+        "at_local": "2026-03-12T10:00:00-04:00",
+        "place": "Sala obrad, ul. Długa 1",
+    }
+
+
+def test_unknown_time_zone_in_the_matrix_is_a_report_error() -> None:
+    with pytest.raises(ReportError, match="Mars/Olympus_Mons"):
+        render_table(replace(small_matrix(), time_zone="Mars/Olympus_Mons"))
+
+
+def test_print_list_days_are_days_in_the_matrix_time_zone() -> None:
+    # The notice went out at 02:00 UTC on 2 March: still 1 March in New York, already
+    # 2 March in Warsaw. With the cut-over on 2 March, only New York counts it as before.
+    base = small_matrix()
+    late_night = replace(base.distributions[0], sent_at=datetime(2026, 3, 2, 2, 0))
+    matrix = replace(base, distributions=(late_night, *base.distributions[1:]))
+    cutover = date(2026, 3, 2)
+
+    warsaw_items = print_items(matrix, cutover=cutover)
+    new_york_items = print_items(replace(matrix, time_zone="America/New_York"), cutover=cutover)
+
+    assert "przed przejściem" not in warsaw_items[0].reason  # Łukasz acknowledged it
+    assert "#1 zawiadomienie: przed przejściem" in new_york_items[0].reason
+
+
+def test_print_list_pdf_shows_times_in_the_given_zone() -> None:
+    pages = pdf_pages(
+        render_print_list_pdf(
+            "Rada",
+            "I/2026",
+            datetime(2026, 3, 12, 10),
+            _print_list(),
+            time_zone="America/New_York",
+            generated_at=at(6, 12),  # 07:00 in New York, 13:00 in Warsaw
+        )
+    )
+
+    assert "06.03.2026 07:00" in pages[0] and "06.03.2026 13:00" not in pages[0]

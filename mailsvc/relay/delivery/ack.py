@@ -1,9 +1,10 @@
 """Acknowledgements to residents (RFC 3834 auto-replies).
 
 After a resident's message reaches a councillor's mailbox, the resident is told so — at most once
-per (sender, councillor, day in Europe/Warsaw; the queue's acknowledgements table keeps that
-promise). The reply is ``Auto-Submitted: auto-replied``, refers to the original by In-Reply-To
-and References, and goes out with the null return path, so nothing ever answers or bounces it.
+per (sender, councillor, day in the council's time zone; the queue's acknowledgements table
+keeps that promise). The reply is ``Auto-Submitted: auto-replied``, refers to the original by
+In-Reply-To and References, and goes out with the null return path, so nothing ever answers or
+bounces it.
 
 :func:`ack_refusal` holds the rules of RFC 3834 section 2 on when not to reply at all.
 """
