@@ -116,6 +116,7 @@ class MailboxSession:
             host, port, timeout=timeout, conn_lost_cb=self._on_lost, ssl_context=ssl_context
         )
         # Before the connection exists: every byte read goes through the feed (module docstring).
+        # Overrides aioimaplib's protocol.data_received: pinned by tests/unit/test_aiosmtpd_pin.py.
         protocol = self._client.protocol
         self._feed = _Feed(protocol.data_received)
         protocol.data_received = self._feed
