@@ -6,8 +6,8 @@ searched or fetched with FLAGS and ``BODY.PEEK``, which leave flags alone (RFC 3
 CLOSE, which would expunge, is never sent. SELECT does take ``\\Recent`` from other sessions; no
 current mail client relies on it (IMAP4rev2 dropped it).
 
-Two things sit in front of aioimaplib's response parser (:class:`_Feed`), for what it cannot do
-(tests/integration/test_mailbox.py shows both):
+A feed sits in front of aioimaplib's response parser (:class:`_Feed`) for two things it cannot
+do (tests/integration/test_mailbox.py shows both):
 
 * it removes every ``"* "`` from an untagged line, so LIST turns a folder ``"Pilne * sesje"``
   into ``"Pilne sesje"``, which cannot be opened: the raw LIST responses are kept and read here;
@@ -182,11 +182,8 @@ class MailboxSession:
 
     async def select(self, name: bytes) -> int | None:
         """Open a folder; how many messages it holds, or None if it cannot be opened."""
-        try:
-            text = name.decode("utf-8")
-        except UnicodeDecodeError:
-            text = ""
-        if not text or _UNSENDABLE.search(text):
+        text = name.decode("utf-8", "replace")
+        if "\ufffd" in text or _UNSENDABLE.search(text):
             # Only a server outside RFC 3501 lists such a name; aioimaplib cannot send it back.
             log.warning("%s: folder %r cannot be opened over IMAP", self._where, name)
             return None
