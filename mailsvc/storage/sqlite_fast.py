@@ -46,7 +46,11 @@ def driver(conn: Connection) -> Any:
 
 @contextlib.contextmanager
 def as_dbapi_error(what: str) -> Iterator[None]:
-    """Raise a driver error as SQLAlchemy would (callers and the units' recovery know those)."""
+    """Raise a driver error as SQLAlchemy would (callers and the units' recovery know those).
+
+    ``DBAPIError.instance`` is SQLAlchemy's internal wrapper: pinned by
+    tests/unit/test_aiosmtpd_pin.py.
+    """
     try:
         yield
     except sqlite3.Error as exc:

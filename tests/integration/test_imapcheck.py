@@ -1,16 +1,16 @@
 """The IMAP "opened" check against the real local Dovecot, logged in as its master user.
 
 The councillor's side (reading, moving, deleting) is played by aioimaplib, a client we do not
-write, logged in with the councillor's own password. Two small scripted servers in the test's
-loop cover what Dovecot cannot be made to do: never greet, answer with literals, and count
-concurrent connections.
+write, logged in with the councillor's own password. Small scripted servers in the test's loop
+cover what Dovecot cannot be made to do: never greet, fall silent, list names as literals, and
+count concurrent connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import re
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -135,9 +135,12 @@ async def scripted_server(handler: Handler) -> AsyncIterator[int]:
         handlers.append(task)
         try:
             await handler(reader, writer)
+        except ConnectionResetError:
+            pass  # the client dropped the connection with data unread: its business
         finally:
             writer.close()
-            await writer.wait_closed()
+            with contextlib.suppress(ConnectionResetError):
+                await writer.wait_closed()
 
     server = await asyncio.start_server(run, "127.0.0.1", 0)
     try:
@@ -329,13 +332,55 @@ async def test_a_server_that_never_greets_times_out_within_the_bound() -> None:
     assert result.failure is SeenCheckFailure.TIMEOUT
 
 
-# -- literals both ways (a scripted server: Dovecot sends none for names it accepts) ---------
+async def test_a_server_that_goes_silent_after_login_times_out_within_the_bound() -> None:
+    async def silent_after_login(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        writer.write(b"* OK ready\r\n")
+        while line := await reader.readline():
+            tag, verb = line.split()[:2]
+            if verb.upper() == b"LIST":
+                await reader.read()  # no answer, until the client gives up
+                return
+            caps = b"* CAPABILITY IMAP4rev1\r\n" if verb.upper() == b"CAPABILITY" else b""
+            writer.write(caps + tag + b" OK done\r\n")
+
+    async with scripted_server(silent_after_login) as port:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        result = await check_seen("127.0.0.1", port, "u", "p", "u@x", ["<a@b>"], timeout=0.5)
+        assert loop.time() - started < 2
+    assert result.failure is SeenCheckFailure.TIMEOUT
+    assert result.error is not None and "LIST" in result.error
+
+
+async def test_many_message_ids_are_searched_in_batches(
+    settings: Settings, add_councillor: Callable[[str, str], Any]
+) -> None:
+    account: CreatedAccount = await add_councillor("Tomasz", "Wielki")
+    sent = [message_id(f"seria-{n}", account) for n in range(120)]  # 3 batches of UID SEARCH
+    never = [message_id(f"nigdy-{n}", account) for n in range(10)]
+    await deliver(settings, account, *sent)
+    read = sorted(sent)[::25]  # some in each batch of 50 (ids go out in sorted order)
+    async with as_councillor(settings, account) as client:
+        for mid in read:
+            await read_body(client, mid)
+
+    result = await check(settings, account, [*sent, *never])
+    assert result.error is None
+    assert result.seen == dict.fromkeys(read, "INBOX")
+    assert result.unseen == set(sent) - set(read)
+    assert result.missing == set(never)
+
+
+# -- literals (a scripted server: Dovecot sends none for names it accepts) --------------------
 
 
 class ScriptedImap:
-    """A minimal IMAP server that lists a UTF-8 folder name as a literal, without LITERAL+."""
+    """A minimal IMAP server that lists folder names as literals, one of them in UTF-8."""
 
-    FOLDER = "Wrzesień".encode()
+    UTF8_FOLDER = "Październik".encode()  # as a server with UTF8=ACCEPT on would list it
+    FOLDER = b'Wrzesie&AUQ- "pilne"'  # modified UTF-7 with quotes: sent back escaped
     HEADER = b"Message-ID:\r\n <lit@x>\r\n\r\n"  # folded, as some senders write it
 
     def __init__(self) -> None:
@@ -344,10 +389,6 @@ class ScriptedImap:
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"* OK [CAPABILITY IMAP4rev1] scripted\r\n")
         while line := await reader.readline():
-            literal = re.search(rb"\{(\d+)\}\r\n$", line)
-            if literal:
-                writer.write(b"+ go on\r\n")
-                line += await reader.readexactly(int(literal[1])) + await reader.readline()
             self.commands.append(line)
             tag, verb = line.split()[:2]
             writer.write(self.answer(verb.upper(), line) + tag + b" OK done\r\n")
@@ -355,14 +396,18 @@ class ScriptedImap:
                 break
 
     def answer(self, verb: bytes, line: bytes) -> bytes:
+        if verb == b"CAPABILITY":
+            return b"* CAPABILITY IMAP4rev1\r\n"
         if verb == b"LIST":
             return (
                 b'* LIST (\\Noselect \\HasChildren) "." Archiwum\r\n'
                 b'* LIST () "." {%d}\r\n%s\r\n'
-                b"* LIST () NIL INBOX\r\n" % (len(self.FOLDER), self.FOLDER)
+                b'* LIST () "." {%d}\r\n%s\r\n'
+                b"* LIST () NIL INBOX\r\n"
+                % (len(self.UTF8_FOLDER), self.UTF8_FOLDER, len(self.FOLDER), self.FOLDER)
             )
-        if verb == b"EXAMINE":
-            return b"* 1 EXISTS\r\n" if self.FOLDER in line else b"* 0 EXISTS\r\n"
+        if verb == b"SELECT":
+            return b"* 1 EXISTS\r\n" if b"pilne" in line else b"* 0 EXISTS\r\n"
         if verb == b"UID" and b"SEARCH" in line:
             return b"* SEARCH 7\r\n"
         if verb == b"UID" and b"FETCH" in line:
@@ -375,17 +420,22 @@ class ScriptedImap:
         return b""
 
 
-async def test_folder_names_in_literals_are_read_and_sent_back_as_literals() -> None:
+async def test_folder_names_in_literals_are_read_and_sent_back_quoted() -> None:
     script = ScriptedImap()
     async with scripted_server(script.serve) as port:
         result = await check_seen("127.0.0.1", port, "u*master", 'p"\\', "u@x", ["<lit@x>"])
     assert result.error is None
-    assert result.seen == {"<lit@x>": "Wrzesień"}
+    assert result.seen == {"<lit@x>": 'Wrzesień "pilne"'}
     verbs = [c.split()[1].upper() for c in script.commands]
-    assert verbs == [b"LOGIN", b"LIST", b"EXAMINE", b"EXAMINE", b"UID", b"UID", b"LOGOUT"]
-    assert script.commands[0].endswith(b'LOGIN "u*master" "p\\"\\\\"\r\n')
-    assert script.commands[2].split()[2] == b'"INBOX"'  # INBOX first, empty: skipped
-    assert script.commands[3].endswith(b"EXAMINE {9}\r\n" + ScriptedImap.FOLDER + b"\r\n")
+    assert verbs == [b"CAPABILITY", b"LOGIN", b"LIST", *[b"SELECT"] * 3, b"UID", b"UID", b"LOGOUT"]
+    assert script.commands[1].endswith(b'LOGIN "u*master" "p\\"\\\\"\r\n')
+    # INBOX first (empty: skipped), then the folders in the order listed; aioimaplib sends no
+    # literals (but APPEND's), so the UTF-8 name goes back as UTF-8 in a quoted string.
+    assert [c.split(b" ", 2)[2] for c in script.commands[3:6]] == [
+        b'"INBOX"\r\n',
+        b'"' + ScriptedImap.UTF8_FOLDER + b'"\r\n',
+        b'"Wrzesie&AUQ- \\"pilne\\""\r\n',
+    ]
     assert all(b"BODY[]" not in c and b"RFC822" not in c for c in script.commands)
 
 
@@ -441,6 +491,8 @@ async def test_check_many_keeps_to_its_concurrency_and_survives_a_bad_credential
         try:
             await asyncio.sleep(0.2)  # long enough for any extra connection to show up
             writer.write(b"* OK ready\r\n")
+            tag = (await reader.readline()).split()[0]  # aioimaplib asks for CAPABILITY first
+            writer.write(b"* CAPABILITY IMAP4rev1\r\n" + tag + b" OK done\r\n")
             tag = (await reader.readline()).split()[0]
             writer.write(tag + b" NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
             await writer.drain()

@@ -58,7 +58,8 @@ def refusal_reply(kind: RefusalKind, address: str, office: str) -> str:
 
 _HAS_ENHANCED = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}\b")
 
-# aiosmtpd's own error texts → our replies (matched on the start of the line).
+# aiosmtpd's own error texts → our replies (matched on the start of the line). Its texts are
+# pinned by tests/unit/test_aiosmtpd_pin.py.
 _REWRITES: tuple[tuple[str, str], ...] = (
     ("552 Error: Too much mail data", S552_TOO_BIG),
     ("552 Error: message size exceeds", S552_TOO_BIG),

@@ -73,6 +73,7 @@ class AdvertisesExtensions:
     aiosmtpd reads commands one by one from the stream, so pipelining is safe to offer.
     """
 
+    # Relies on aiosmtpd SMTP.smtp_EHLO's reply list: pinned by tests/unit/test_aiosmtpd_pin.py.
     async def handle_EHLO(
         self,
         server: SMTP,
@@ -159,6 +160,7 @@ class _BodyScan:
         return raw.replace(b"\r\n.", _CRLF)
 
 
+# Relies on asyncio StreamReaderProtocol.__init__: pinned by tests/unit/test_aiosmtpd_pin.py.
 @functools.cache
 def _protocol_attributes() -> frozenset[str]:
     """Attributes asyncio's StreamReaderProtocol sets itself (never copied between objects)."""
@@ -188,6 +190,7 @@ _QUIET_BUFFER = 256 * 1024
 class CouncilSMTP(SMTP):
     """One SMTP connection. Errors beyond ``max_bad_commands`` close it."""
 
+    # Overrides aiosmtpd SMTP.__init__ and copies its state: tests/unit/test_aiosmtpd_pin.py.
     def __init__(
         self,
         handler: Any,
@@ -222,6 +225,7 @@ class CouncilSMTP(SMTP):
         """Connections open now on this listening socket, this one included."""
         return self._limiter.total
 
+    # Overrides aiosmtpd SMTP._getaddr: pinned by tests/unit/test_aiosmtpd_pin.py.
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """The address of a MAIL or RCPT argument, and the rest (its parameters).
 
@@ -243,6 +247,7 @@ class CouncilSMTP(SMTP):
             return None, None
         return address, rest
 
+    # Stands in for aiosmtpd SMTP.__init__: pinned by tests/unit/test_aiosmtpd_pin.py.
     def _init_from(self, prototype: dict[str, Any]) -> None:
         loop = prototype["loop"]
         asyncio.StreamReaderProtocol.__init__(
@@ -263,6 +268,7 @@ class CouncilSMTP(SMTP):
             for name, attr in prototype["_auth_methods"].items()
         }
 
+    # Overrides aiosmtpd SMTP.connection_made: pinned by tests/unit/test_aiosmtpd_pin.py.
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._original_transport is None and self._counted_ip is None and not self._refused:
             peer = transport.get_extra_info("peername")
@@ -277,6 +283,7 @@ class CouncilSMTP(SMTP):
             self._counted_ip = ip
         super().connection_made(transport)
 
+    # Overrides aiosmtpd SMTP.connection_lost: pinned by tests/unit/test_aiosmtpd_pin.py.
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
             return
@@ -285,11 +292,14 @@ class CouncilSMTP(SMTP):
             self._counted_ip = None
         super().connection_lost(error)
 
+    # Overrides aiosmtpd SMTP.eof_received: pinned by tests/unit/test_aiosmtpd_pin.py.
     def eof_received(self) -> bool | None:
         if self._refused:
             return None
         return super().eof_received()
 
+    # Overrides asyncio StreamReaderProtocol.data_received and writes StreamReader internals:
+    # pinned by tests/unit/test_aiosmtpd_pin.py.
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
@@ -310,6 +320,7 @@ class CouncilSMTP(SMTP):
             return
         super().data_received(data)
 
+    # Overrides aiosmtpd SMTP.push: pinned by tests/unit/test_aiosmtpd_pin.py.
     async def push(self, status: AnyStr) -> None:
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
         text = with_enhanced_code(text)
@@ -328,6 +339,7 @@ class CouncilSMTP(SMTP):
                 await super().push(replies.S421_TOO_MANY_ERRORS)
                 self.transport.close()
 
+    # Overrides aiosmtpd SMTP.smtp_DATA: pinned by tests/unit/test_aiosmtpd_pin.py.
     async def smtp_DATA(self, arg: str) -> None:
         """aiosmtpd's DATA, reading the body in chunks instead of line by line.
 
@@ -391,6 +403,8 @@ class CouncilSMTP(SMTP):
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push("250 OK" if status is MISSING else status)
 
+    # Replaces the reading in aiosmtpd SMTP.smtp_DATA, on asyncio StreamReader internals:
+    # pinned by tests/unit/test_aiosmtpd_pin.py.
     async def _read_body(self) -> _BodyScan:
         """Read up to and including the end-of-data line; discard what is over the limits.
 
