@@ -1,0 +1,52 @@
+"""Typed, frozen settings from a TOML file plus MAILSVC_* environment overrides.
+
+The embedded default is ``config/mailsvc.toml``. ``--config FILE`` or ``MAILSVC_CONFIG`` selects
+another file. ``MAILSVC_<SECTION>__<KEY>`` overrides a key inside a section and ``MAILSVC_<KEY>``
+a top-level key. Every problem is reported as one :class:`ConfigError` line naming the key, the
+value and what was expected.
+
+``settings`` holds the dataclasses, ``load`` reads the file and the environment, ``check``
+validates what was read.
+"""
+
+from mailsvc.config.check import reminder_offsets, validate
+from mailsvc.config.load import DEFAULT_CONFIG, ENV_PREFIX, PACKAGE_ROOT, load_settings
+from mailsvc.config.settings import (
+    ClientsSettings,
+    CouncilSettings,
+    DatabaseSettings,
+    DeliverySettings,
+    DirectorySettings,
+    DistributionSettings,
+    ProvisioningSettings,
+    RelaySettings,
+    Settings,
+    SmarthostSettings,
+    SmtpSettings,
+    StackSettings,
+    SubmissionSettings,
+    WebSettings,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ENV_PREFIX",
+    "PACKAGE_ROOT",
+    "ClientsSettings",
+    "CouncilSettings",
+    "DatabaseSettings",
+    "DeliverySettings",
+    "DirectorySettings",
+    "DistributionSettings",
+    "ProvisioningSettings",
+    "RelaySettings",
+    "Settings",
+    "SmarthostSettings",
+    "SmtpSettings",
+    "StackSettings",
+    "SubmissionSettings",
+    "WebSettings",
+    "load_settings",
+    "reminder_offsets",
+    "validate",
+]

@@ -1,0 +1,189 @@
+"""What types alone do not catch: ports, positive numbers, addresses, DNs, URLs, the time zone,
+the reminders; each problem one ConfigError line naming the key, the value and what is expected."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from pathlib import Path
+
+from mailsvc.config.settings import DistributionSettings, Settings
+from mailsvc.errors import ConfigError
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}$"
+)
+_DN = re.compile(r"^[A-Za-z][\w-]*=.+")
+
+
+def _check_port(key: str, value: int, *, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if not low <= value <= 65535:
+        raise ConfigError(f"{key} = {value!r}: expected a TCP port from {low} to 65535")
+
+
+def _check_positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{key} = {value!r}: expected a number greater than 0")
+
+
+def validate(s: Settings) -> None:
+    """Semantic checks that types alone do not catch."""
+    if not _HOSTNAME.match(s.domain):
+        raise ConfigError(
+            f"domain = {s.domain!r}: expected a lowercase mail domain such as rada.example.org"
+        )
+    if s.language not in ("pl", "en"):
+        raise ConfigError(f"language = {s.language!r}: expected 'pl' or 'en'")
+    if "@" not in s.office_address:
+        raise ConfigError(f"office_address = {s.office_address!r}: expected an email address")
+    _check_port("smtp.port", s.smtp.port)
+    _check_port("web.port", s.web.port, allow_zero=True)
+    if s.directory.ca_file and not Path(s.directory.ca_file).is_file():
+        raise ConfigError(f"directory.ca_file = {s.directory.ca_file!r}: no such file")
+    _check_distribution(s.distribution)
+    _check_port("submission.port", s.submission.port)
+    _check_port("smarthost.port", s.smarthost.port, allow_zero=True)
+    if s.smarthost.security not in ("none", "starttls", "tls"):
+        raise ConfigError(
+            f"smarthost.security = {s.smarthost.security!r}: expected 'none', 'starttls' or 'tls'"
+        )
+    if bool(s.smtp.tls_cert) != bool(s.smtp.tls_key) and s.smtp.tls_cert != "auto":
+        raise ConfigError("smtp.tls_key: expected both smtp.tls_cert and smtp.tls_key, or neither")
+    for key in (
+        "max_connections",
+        "max_connections_per_ip",
+        "max_messages_per_ip_per_minute",
+        "timeout",
+        "max_bad_commands",
+    ):
+        _check_positive(f"smtp.{key}", getattr(s.smtp, key))
+    if s.smtp.authentication_budget < 0:
+        raise ConfigError(
+            f"smtp.authentication_budget = {s.smtp.authentication_budget}: expected 0 or more"
+        )
+    if s.smtp.dns_resolver and not re.match(
+        r"^[0-9A-Za-z.:\-\[\]]+?(:\d{1,5})?$", s.smtp.dns_resolver
+    ):
+        raise ConfigError(
+            f"smtp.dns_resolver = {s.smtp.dns_resolver!r}: expected host or host:port"
+        )
+    if s.smtp.directory_cache_seconds < 0:
+        raise ConfigError(
+            f"smtp.directory_cache_seconds = {s.smtp.directory_cache_seconds}: expected 0 or more"
+        )
+    _check_positive("smarthost.timeout", s.smarthost.timeout)
+    _check_positive("smarthost.workers", s.smarthost.workers)
+    if s.smarthost.capture_retention_days < 0:
+        raise ConfigError(
+            f"smarthost.capture_retention_days = {s.smarthost.capture_retention_days}: "
+            "expected 0 or more"
+        )
+    if s.relay.acknowledge_from and "@" not in s.relay.acknowledge_from:
+        raise ConfigError(
+            f"relay.acknowledge_from = {s.relay.acknowledge_from!r}: expected an email address"
+        )
+    if s.relay.log_retention_days < 1:
+        raise ConfigError(
+            f"relay.log_retention_days = {s.relay.log_retention_days}: expected 1 or more"
+        )
+    _check_port("stack.ldap_port", s.stack.ldap_port)
+    _check_port("stack.imap_port", s.stack.imap_port)
+    _check_port("stack.lmtp_port", s.stack.lmtp_port)
+    _check_port("delivery.lmtp_port", s.delivery.lmtp_port, allow_zero=True)
+    _check_positive("smtp.max_message_size", s.smtp.max_message_size)
+    _check_positive("smtp.max_recipients", s.smtp.max_recipients)
+    _check_positive("stack.start_timeout", s.stack.start_timeout)
+    _check_positive("directory.timeout", s.directory.timeout)
+    _check_positive("delivery.workers", s.delivery.workers)
+    _check_positive("delivery.retry_initial", s.delivery.retry_initial)
+    _check_positive("delivery.retry_max_interval", s.delivery.retry_max_interval)
+    _check_positive("delivery.retry_period", s.delivery.retry_period)
+    for key in ("imap_security", "smtp_security"):
+        value = getattr(s.clients, key)
+        if value not in ("none", "starttls", "tls"):
+            raise ConfigError(f"clients.{key} = {value!r}: expected 'none', 'starttls' or 'tls'")
+    _check_port("clients.imap_port", s.clients.imap_port, allow_zero=True)
+    _check_port("clients.smtp_port", s.clients.smtp_port)
+    _check_positive("provisioning.password_length", s.provisioning.password_length)
+    if s.provisioning.password_length < 16:
+        raise ConfigError(
+            f"provisioning.password_length = {s.provisioning.password_length}: expected 16 or more"
+        )
+    _check_positive("provisioning.lifecycle_interval", s.provisioning.lifecycle_interval)
+    if s.provisioning.retention_days < 0:
+        raise ConfigError(
+            f"provisioning.retention_days = {s.provisioning.retention_days}: expected 0 or more"
+        )
+    for key in ("base_dn", "admin_dn", "reader_dn", "councillors_rdn", "groups_rdn"):
+        value = getattr(s.directory, key)
+        if not _DN.match(value):
+            raise ConfigError(
+                f"directory.{key} = {value!r}: expected a DN such as dc=example,dc=org"
+            )
+    if s.directory.url and not s.directory.url.startswith(("ldap://", "ldaps://")):
+        raise ConfigError(
+            f"directory.url = {s.directory.url!r}: expected ldap://host:port or ldaps://"
+        )
+    url = s.database.url
+    if url and not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ConfigError(
+            "database.url = <hidden>: expected sqlite+aiosqlite:///PATH or postgresql+asyncpg://..."
+        )
+
+
+_OFFSET = re.compile(r"^(\d{1,4})h-(after|before)$")
+
+
+def reminder_offsets(spec: str) -> tuple[tuple[str, int], ...]:
+    """ "48h-after,24h-before" -> (("after", 48), ("before", 24)). ValueError names the item."""
+    out = []
+    for item in (i.strip() for i in spec.split(",")):
+        if not item:
+            continue
+        m = _OFFSET.match(item)
+        if not m:
+            raise ValueError(f"{item!r}: expected <hours>h-after or <hours>h-before")
+        out.append((m.group(2), int(m.group(1))))
+    return tuple(out)
+
+
+def _check_distribution(d: DistributionSettings) -> None:
+    import datetime as _dt
+    import decimal
+
+    try:
+        zoneinfo.ZoneInfo(d.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"distribution.timezone = {d.timezone!r}: expected a zone such as Europe/Warsaw"
+        ) from None
+    if d.cutover_date:
+        try:
+            _dt.date.fromisoformat(d.cutover_date)
+        except ValueError:
+            raise ConfigError(
+                f"distribution.cutover_date = {d.cutover_date!r}: expected YYYY-MM-DD or empty"
+            ) from None
+    try:
+        cost = decimal.Decimal(d.cost_per_page)
+        if not cost.is_finite() or cost < 0:
+            raise decimal.InvalidOperation
+    except decimal.InvalidOperation:
+        raise ConfigError(
+            f"distribution.cost_per_page = {d.cost_per_page!r}: expected an amount such as 0.30"
+        ) from None
+    try:
+        reminder_offsets(d.reminders)
+    except ValueError as exc:
+        raise ConfigError(f"distribution.reminders: {exc}") from None
+    for address in (a.strip() for a in d.copies.split(",")):
+        if address and ("@" not in address or any(c in address for c in " <>\r\n,;")):
+            raise ConfigError(f"distribution.copies: {address!r} is not an email address")
+    if d.attach_max_bytes < 0:
+        raise ConfigError("distribution.attach_max_bytes: expected 0 or more")
+    if d.link_valid_days < 1:
+        raise ConfigError("distribution.link_valid_days: expected 1 or more")
+    for key in ("sync_interval", "reminder_interval"):
+        if getattr(d, key) <= 0:
+            raise ConfigError(f"distribution.{key}: expected a positive number of seconds")

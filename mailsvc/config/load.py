@@ -1,0 +1,173 @@
+"""Reading the settings: the TOML file (or the embedded default), then MAILSVC_* environment
+overrides, each value coerced to its field's type, then ``validate``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mailsvc.config.check import validate
+from mailsvc.config.settings import Settings
+from mailsvc.errors import ConfigError
+
+ENV_PREFIX = "MAILSVC_"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+DEFAULT_CONFIG = PACKAGE_ROOT / "config" / "mailsvc.toml"
+
+_TOP_LEVEL = {
+    "domain",
+    "var_dir",
+    "language",
+    "office_address",
+    "source",
+    "committees",
+    "notice_rules",
+}
+_SECTIONS = {f.name for f in dataclasses.fields(Settings)} - _TOP_LEVEL
+_NOT_KEYS = ("source", "committees", "notice_rules")
+_SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+def _describe(tp: Any) -> str:
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "text"}.get(
+        tp, "a path" if tp is Path else str(tp)
+    )
+
+
+def _coerce(key: str, raw: Any, tp: Any, *, from_env: bool) -> Any:
+    try:
+        if tp is bool:
+            if isinstance(raw, bool):
+                return raw
+            if from_env and str(raw).lower() in ("1", "true", "yes", "on"):
+                return True
+            if from_env and str(raw).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if tp is int:
+            if isinstance(raw, bool):
+                raise ValueError
+            if isinstance(raw, int):
+                return raw
+            if from_env:
+                return int(str(raw).strip())
+            raise ValueError
+        if tp is float:
+            if isinstance(raw, bool):
+                raise ValueError
+            if isinstance(raw, (int, float)):
+                return float(raw)
+            if from_env:
+                return float(str(raw).strip())
+            raise ValueError
+        if tp is Path:
+            if not isinstance(raw, str) or not raw:
+                raise ValueError
+            return Path(raw)
+        if tp is str:
+            if not isinstance(raw, str):
+                raise ValueError
+            return raw
+    except ValueError:
+        pass
+    raise ConfigError(f"{key} = {raw!r}: expected {_describe(tp)}")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if isinstance(tp, types.UnionType):  # Path | None
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        out[f.name] = tp
+    return out
+
+
+def _build(cls: type, prefix: str, values: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    kwargs: dict[str, Any] = {}
+    types_ = _field_types(cls)
+    for key in values:
+        if key not in types_ or (prefix == "" and key in _NOT_KEYS):
+            where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
+            raise ConfigError(f"{prefix}{key}: unknown key in {where}")
+    for name, tp in types_.items():
+        if prefix == "" and (name in _SECTIONS or name in _NOT_KEYS):
+            continue
+        dotted = f"{prefix}{name}"
+        env_name = ENV_PREFIX + dotted.upper().replace(".", "__")
+        if env_name in env:
+            kwargs[name] = _coerce(f"{dotted} (from {env_name})", env[env_name], tp, from_env=True)
+        elif name in values:
+            kwargs[name] = _coerce(dotted, values[name], tp, from_env=False)
+    return cls(**kwargs)
+
+
+def _committees(raw: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(raw, dict):
+        raise ConfigError('committees: expected a [committees] section of slug = "name"')
+    out = []
+    for slug, name in raw.items():
+        if not _SLUG.match(slug):
+            raise ConfigError(f"committees.{slug}: expected a slug of a-z, 0-9 and single hyphens")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"committees.{slug} = {name!r}: expected the committee's name")
+        out.append((slug, name.strip()))
+    return tuple(out)
+
+
+def _notice_rules(raw: Any) -> tuple[Any, ...]:
+    from mailsvc.domain.notice import parse_rules
+
+    if not isinstance(raw, dict):
+        raise ConfigError("notice: expected a [notice] section")
+    try:
+        return tuple(parse_rules(raw))
+    except ValueError as exc:
+        message = str(exc) if str(exc).startswith("notice") else f"notice.{exc}"
+        raise ConfigError(message) from None
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Load settings once: file (or the embedded default), then environment overrides."""
+    env = os.environ if env is None else env
+    chosen = Path(path) if path else Path(env.get("MAILSVC_CONFIG") or DEFAULT_CONFIG)
+    try:
+        with chosen.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {chosen}: not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {chosen}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {chosen}: cannot be read ({exc.strerror})") from None
+
+    section_types = _field_types(Settings)
+    sections: dict[str, Any] = {}
+    top: dict[str, Any] = {}
+    committees = _committees(data.pop("committees", {}))
+    notice_rules = _notice_rules(data.pop("notice", {}))
+    for key, value in data.items():
+        if key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a [{key}] section")
+        else:
+            top[key] = value
+    for name in _SECTIONS:
+        sections[name] = _build(section_types[name], f"{name}.", data.get(name, {}), env)
+    base: Settings = _build(Settings, "", top, env)
+    settings = dataclasses.replace(
+        base, source=chosen, committees=committees, notice_rules=notice_rules, **sections
+    )
+    settings = dataclasses.replace(settings, var_dir=settings.var_dir.absolute())
+    validate(settings)
+    return settings

@@ -1,0 +1,311 @@
+"""The settings: one frozen dataclass per section of the TOML file, and ``Settings`` holding
+them all with the values derived from them (what an empty setting means)."""
+
+from __future__ import annotations
+
+import dataclasses
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = "127.0.0.1"
+    port: int = 2525
+    hostname: str = ""
+    max_message_size: int = 26214400
+    max_recipients: int = 100
+    # STARTTLS: PEM files; empty means no STARTTLS; "auto" makes a self-signed pair in var_dir.
+    tls_cert: str = ""
+    tls_key: str = ""
+    max_connections: int = 200
+    max_connections_per_ip: int = 20
+    max_messages_per_ip_per_minute: int = 120
+    # Seconds a client may stay silent (command or data) before the connection is closed.
+    timeout: float = 300.0
+    # Unrecognised or out-of-sequence commands before the connection is closed.
+    max_bad_commands: int = 10
+    # Seconds a directory answer about a recipient is reused.
+    directory_cache_seconds: float = 30.0
+    # SPF, DKIM and DMARC checks for an Authentication-Results header, within a time budget.
+    authentication_checks: bool = True
+    authentication_budget: float = 1.0
+    # DNS server for those checks as host or host:port; empty means /etc/resolv.conf.
+    dns_resolver: str = ""
+
+
+@dataclass(frozen=True)
+class SubmissionSettings:
+    """Councillors sending replies: STARTTLS + AUTH against the directory."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 2587
+    # Allow AUTH without TLS (only for loopback test setups).
+    allow_plaintext_auth: bool = False
+
+
+@dataclass(frozen=True)
+class SmarthostSettings:
+    """Where mail for other domains goes (acknowledgements, bounces, councillors' replies).
+
+    port 0 means the local capture: a sink inside `mailsvc serve` that stores each message as a
+    file under <var_dir>/capture/ (the embedded default; nothing leaves the machine).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    security: str = "none"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    timeout: float = 60.0
+    # Concurrent connections to the smarthost.
+    workers: int = 2
+    # PEM bundle to verify the smarthost's certificate; empty means the system's CAs.
+    ca_file: str = ""
+    # Days the local capture keeps each file (by modification time); 0 keeps them forever.
+    capture_retention_days: int = 14
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    # Tell residents their message reached the councillor's mailbox (RFC 3834 auto-reply).
+    acknowledge: bool = True
+    # Days the relay log (metadata only, no bodies) is kept.
+    log_retention_days: int = 90
+    # From address of acknowledgements; empty means noreply@<domain>.
+    acknowledge_from: str = ""
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    host: str = "127.0.0.1"
+    ldap_port: int = 3389
+    imap_port: int = 1143
+    lmtp_port: int = 2424
+    slapd: str = "/usr/sbin/slapd"
+    slaptest: str = "/usr/sbin/slaptest"
+    slapadd: str = "/usr/sbin/slapadd"
+    dovecot: str = "/usr/sbin/dovecot"
+    start_timeout: float = 20.0
+
+
+@dataclass(frozen=True)
+class DirectorySettings:
+    url: str = ""
+    base_dn: str = "dc=rada,dc=miasto,dc=example"
+    admin_dn: str = "cn=admin,dc=rada,dc=miasto,dc=example"
+    admin_password: str = field(default="", repr=False)
+    reader_dn: str = "cn=mailstore,dc=rada,dc=miasto,dc=example"
+    reader_password: str = field(default="", repr=False)
+    councillors_rdn: str = "ou=councillors"
+    person_object_class: str = "inetOrgPerson"
+    mail_attribute: str = "mail"
+    status_attribute: str = "employeeType"
+    disabled_value: str = "disabled"
+    active_value: str = "active"
+    external_id_attribute: str = "employeeNumber"
+    district_attribute: str = "l"
+    club_attribute: str = "o"
+    role_attribute: str = "title"
+    phone_attribute: str = "mobile"
+    groups_rdn: str = "ou=groups"
+    group_object_class: str = "groupOfNames"
+    member_attribute: str = "member"
+    timeout: float = 5.0
+    # PEM bundle that verifies an ldaps:// directory's certificate (a self-signed certificate
+    # may be given as its own bundle); empty means the system's CAs. Certificates are always
+    # verified, by the adapter and by bulk additions alike.
+    ca_file: str = ""
+
+    @property
+    def councillors_dn(self) -> str:
+        return f"{self.councillors_rdn},{self.base_dn}"
+
+    @property
+    def groups_dn(self) -> str:
+        return f"{self.groups_rdn},{self.base_dn}"
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    lmtp_host: str = ""
+    lmtp_port: int = 0
+    workers: int = 4
+    # Deliver in a second process (a second core) rather than in the one that accepts mail.
+    separate_process: bool = True
+    retry_initial: float = 60.0
+    retry_max_interval: float = 3600.0
+    retry_period: float = 432000.0
+
+
+@dataclass(frozen=True)
+class CouncilSettings:
+    name: str = "Rada Miasta Przykładowo"
+    helpdesk_email: str = "informatyk@urzad.miasto.example"
+    helpdesk_phone: str = "+48 12 345 67 89"
+
+
+@dataclass(frozen=True)
+class ClientsSettings:
+    """What councillors type into their mail program (credentials letter, welcome message)."""
+
+    imap_host: str = ""
+    imap_port: int = 0
+    imap_security: str = "none"
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: str = "starttls"
+
+
+@dataclass(frozen=True)
+class ProvisioningSettings:
+    password_length: int = 20
+    send_welcome: bool = True
+    retention_days: int = 90
+    lifecycle_interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The web server: councillors' acknowledgement links and document downloads."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8025
+    # Address councillors' links point to; empty: http://<host>:<port>.
+    public_url: str = ""
+    # Clerks' interface: only members of this directory group may log in.
+    clerks_group: str = "urzednicy"
+    # A clerk's login lasts this long without activity (minutes).
+    session_minutes: int = 60
+    # Failed logins allowed per client address and per login name within the window.
+    login_attempts: int = 5
+    login_window_minutes: int = 15
+    # Largest upload accepted by the clerks' interface (documents, rosters), in bytes.
+    upload_max_bytes: int = 104857600
+    # Seconds between refreshes of the live receipts matrix.
+    refresh_seconds: int = 5
+
+
+@dataclass(frozen=True)
+class DistributionSettings:
+    """Session documents to councillors: sending, receipts, reminders, paper."""
+
+    # Local time of sessions and schedules.
+    timezone: str = "Europe/Warsaw"
+    # Packs larger than this (bytes, before encoding) are linked per recipient, not attached.
+    attach_max_bytes: int = 26214400
+    # Copies of every distribution (comma-separated addresses), e.g. the office and the mayor.
+    copies: str = ""
+    # Days an acknowledgement or download link stays valid after the session.
+    link_valid_days: int = 30
+    # Ask mail programs for a read receipt (Disposition-Notification-To).
+    request_mdn: bool = True
+    # Reminders to councillors who have not acknowledged: "<hours>h-after" (sending) and
+    # "<hours>h-before" (the session), comma-separated. Empty: no reminders.
+    reminders: str = "48h-after,24h-before"
+    # From the cut-over date (YYYY-MM-DD) electronic circulation is binding; before it every
+    # notice also yields a print list. Empty: not yet decided (paper stays binding).
+    cutover_date: str = ""
+    # Cost of one printed page (PLN) for the paper-saved figures.
+    cost_per_page: str = "0.30"
+    # Seconds between looks at the distributions table (changes made by other processes).
+    sync_interval: float = 10.0
+    # Seconds between IMAP checks for opened messages (0: never).
+    imap_check_interval: float = 300.0
+    # Days after sending during which opened flags are looked for.
+    imap_check_days: int = 14
+    # Seconds between runs of the reminder job.
+    reminder_interval: float = 300.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    domain: str = "rada.miasto.example"
+    var_dir: Path = Path("var")
+    language: str = "pl"
+    office_address: str = "biuro.rady@urzad.miasto.example"
+    smtp: SmtpSettings = SmtpSettings()
+    submission: SubmissionSettings = SubmissionSettings()
+    smarthost: SmarthostSettings = SmarthostSettings()
+    relay: RelaySettings = RelaySettings()
+    stack: StackSettings = StackSettings()
+    directory: DirectorySettings = DirectorySettings()
+    database: DatabaseSettings = DatabaseSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    council: CouncilSettings = CouncilSettings()
+    clients: ClientsSettings = ClientsSettings()
+    provisioning: ProvisioningSettings = ProvisioningSettings()
+    web: WebSettings = WebSettings()
+    distribution: DistributionSettings = DistributionSettings()
+    # Committee slug -> display name; the slug names the group address komisja-<slug>@domain.
+    committees: tuple[tuple[str, str], ...] = ()
+    # Minimum notice before a session ([notice]; see mailsvc.domain.notice.parse_rules).
+    notice_rules: tuple[Any, ...] = ()
+    source: Path | None = None
+
+    # Derived values: one place decides what an empty setting means.
+    @property
+    def ldap_url(self) -> str:
+        return self.directory.url or f"ldap://{self.stack.host}:{self.stack.ldap_port}"
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite+aiosqlite:///{self.var_dir / 'mailsvc.db'}"
+
+    @property
+    def lmtp_address(self) -> tuple[str, int]:
+        return (
+            self.delivery.lmtp_host or self.stack.host,
+            self.delivery.lmtp_port or self.stack.lmtp_port,
+        )
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        """The council's time zone (``distribution.timezone``): every local time people read."""
+        return zoneinfo.ZoneInfo(self.distribution.timezone)
+
+    @property
+    def committee_names(self) -> dict[str, str]:
+        return dict(self.committees)
+
+    @property
+    def client_imap(self) -> tuple[str, int, str]:
+        c = self.clients
+        return (
+            c.imap_host or self.stack.host,
+            c.imap_port or self.stack.imap_port,
+            c.imap_security,
+        )
+
+    @property
+    def client_smtp(self) -> tuple[str, int, str]:
+        c = self.clients
+        return (c.smtp_host or self.smtp_hostname, c.smtp_port, c.smtp_security)
+
+    @property
+    def web_url(self) -> str:
+        return (self.web.public_url or f"http://{self.web.host}:{self.web.port}").rstrip("/")
+
+    @property
+    def smtp_hostname(self) -> str:
+        return self.smtp.hostname or f"mail.{self.domain}"
+
+    def with_changes(self, **sections: Any) -> Settings:
+        """A variant of these settings: top-level keys or whole section objects/dicts."""
+        changes: dict[str, Any] = {}
+        for name, value in sections.items():
+            current = getattr(self, name)
+            if dataclasses.is_dataclass(current) and isinstance(value, Mapping):
+                value = dataclasses.replace(current, **value)  # type: ignore[type-var]
+            changes[name] = value
+        return dataclasses.replace(self, **changes)

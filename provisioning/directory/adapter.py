@@ -1,0 +1,381 @@
+"""The directory adapter: the code that speaks LDAP for the service (reads, writes, groups,
+passwords), on the connections of ``pool``, with ``bulk`` for additions."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import ldap3
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn
+
+from provisioning.directory.bulk import add_entries
+from provisioning.directory.entries import (
+    ALREADY_EXISTS,
+    NO_SUCH_OBJECT,
+    CouncillorEntry,
+    DirectoryConfig,
+    GroupEntry,
+    councillor_dn,
+    first_value,
+    person_filter,
+)
+from provisioning.directory.pool import ConnectionPool, check_result
+from provisioning.errors import DirectoryError
+
+
+class Directory:
+    """Async facade over a small pool of ldap3 connections running in threads."""
+
+    def __init__(self, config: DirectoryConfig) -> None:
+        self.config = config
+        self._ldap = ConnectionPool(config)
+
+    # -- connection handling -------------------------------------------------------------
+
+    def server(self) -> ldap3.Server:
+        """The directory server as ldap3 sees it (see ``ConnectionPool.server``)."""
+        return self._ldap.server()
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The same verification for bulk additions (``ldapwire``)."""
+        return self._ldap.ssl_context()
+
+    async def close(self) -> None:
+        await self._ldap.close()
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def person_attributes(self) -> list[str]:
+        """The attributes a CouncillorEntry is made of (never the password hash)."""
+        c = self.config
+        return [
+            c.mail_attribute,
+            "givenName",
+            "sn",
+            "cn",
+            "displayName",
+            c.status_attribute,
+            c.external_id_attribute,
+            c.district_attribute,
+            c.club_attribute,
+            c.role_attribute,
+            c.phone_attribute,
+        ]
+
+    def _entry(self, raw: Mapping[str, Any], *, keep_raw: bool = True) -> CouncillorEntry:
+        attrs = raw["attributes"]
+        status_values = [str(v) for v in attrs.get(self.config.status_attribute, [])]
+        c = self.config
+        return CouncillorEntry(
+            external_id=first_value(attrs.get(c.external_id_attribute)) or None,
+            district=first_value(attrs.get(c.district_attribute)),
+            club=first_value(attrs.get(c.club_attribute)),
+            role=first_value(attrs.get(c.role_attribute)),
+            phone=first_value(attrs.get(c.phone_attribute)) or None,
+            dn=raw["dn"],
+            address=first_value(attrs.get(self.config.mail_attribute)).lower(),
+            given_name=first_value(attrs.get("givenName")),
+            surname=first_value(attrs.get("sn")),
+            display_name=first_value(attrs.get("displayName")) or first_value(attrs.get("cn")),
+            active=self.config.disabled_value not in status_values,
+            attributes={
+                k: tuple(str(x) for x in v) if isinstance(v, list) else (str(v),)
+                for k, v in attrs.items()
+            }
+            if keep_raw
+            else {},
+        )
+
+    async def ping(self) -> None:
+        """Raise DirectoryUnavailable unless the directory answers a base search."""
+
+        def op(conn: ldap3.Connection) -> None:
+            ok = conn.search(self.config.base_dn, "(objectClass=*)", ldap3.BASE, attributes=["1.1"])
+            check_result(conn, ok, f"read {self.config.base_dn}")
+
+        await self._ldap.run(op)
+
+    async def find_by_address(self, address: str) -> CouncillorEntry | None:
+        """The councillor entry holding ``address`` (active or not), or None if there is none."""
+
+        def op(conn: ldap3.Connection) -> CouncillorEntry | None:
+            ok = conn.search(
+                self.config.councillors_dn,
+                person_filter(self.config, address),
+                ldap3.SUBTREE,
+                attributes=[ldap3.ALL_ATTRIBUTES],
+                size_limit=2,
+            )
+            if not ok and conn.result.get("result") == NO_SUCH_OBJECT:
+                raise DirectoryError(
+                    f"{self.config.councillors_dn} does not exist; run `mailsvc stack up` "
+                    "or create the base tree"
+                )
+            if not ok and conn.result.get("result") != 0:
+                check_result(conn, ok, f"look up {address}")
+            entries = [r for r in conn.response or [] if r.get("type") == "searchResEntry"]
+            if not entries:
+                return None
+            if len(entries) > 1:
+                raise DirectoryError(f"{address} is held by more than one directory entry")
+            return self._entry(entries[0])
+
+        return await self._ldap.run(op)
+
+    async def list_councillors(
+        self, page_size: int = 2000, *, brief: bool = False
+    ) -> list[CouncillorEntry]:
+        """Every councillor entry (paged search). ``brief``: address, DN and status only."""
+        c = self.config
+        wanted = [c.mail_attribute, c.status_attribute] if brief else self.person_attributes()
+
+        def op(conn: ldap3.Connection) -> list[CouncillorEntry]:
+            out: list[CouncillorEntry] = []
+            cookie: bytes | None = None
+            filt = f"(objectClass={escape_filter_chars(self.config.person_object_class)})"
+            while True:
+                ok = conn.search(
+                    self.config.councillors_dn,
+                    filt,
+                    ldap3.SUBTREE,
+                    attributes=wanted,
+                    paged_size=page_size,
+                    paged_cookie=cookie,
+                )
+                check_result(conn, ok or conn.result.get("result") == 0, "list councillors")
+                out.extend(
+                    self._entry(r, keep_raw=False)
+                    for r in conn.response or []
+                    if r.get("type") == "searchResEntry"
+                )
+                controls = conn.result.get("controls") or {}
+                cookie = controls.get("1.2.840.113556.1.4.319", {}).get("value", {}).get("cookie")
+                if not cookie:
+                    return out
+
+        return await self._ldap.run(op)
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def ensure_base_tree(self) -> None:
+        """Create the councillors and groups containers if they are missing (idempotent)."""
+
+        def op(conn: ldap3.Connection) -> None:
+            for dn in (self.config.councillors_dn, self.config.groups_dn):
+                value = dn.split(",", 1)[0].split("=", 1)[1]
+                ok = conn.add(dn, ["top", "organizationalUnit"], {"ou": value})
+                if not ok and conn.result.get("result") != ALREADY_EXISTS:
+                    check_result(conn, ok, f"create {dn}")
+
+        await self._ldap.run(op)
+
+    def councillor_request(
+        self,
+        *,
+        local_part: str,
+        address: str,
+        given_name: str,
+        surname: str,
+        password_hash: str,
+        extra: Mapping[str, str | Sequence[str]] | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """DN and attributes of a new councillor entry. Values are stored literally."""
+        attributes: dict[str, Any] = {
+            "uid": local_part,
+            "cn": f"{given_name} {surname}",
+            "sn": surname,
+            "givenName": given_name,
+            "displayName": f"{given_name} {surname}",
+            self.config.mail_attribute: address,
+            "userPassword": password_hash,
+            self.config.status_attribute: self.config.active_value,
+        }
+        for key, value in (extra or {}).items():
+            if value:  # empty means "no value": LDAP has no empty attributes
+                attributes[key] = value
+        return councillor_dn(self.config, local_part), attributes
+
+    def _person_classes(self) -> list[str]:
+        return ["top", "person", "organizationalPerson", self.config.person_object_class]
+
+    async def add_councillor(self, **fields: Any) -> str:
+        """Create one councillor entry (see ``councillor_request``); returns its DN."""
+        (result,) = await self.add_many([self.councillor_request(**fields)])
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def add_many(
+        self,
+        items: Sequence[tuple[str, Mapping[str, Any]]],
+        object_classes: Sequence[str] | None = None,
+    ) -> list[str | Exception]:
+        """Add several prepared entries (from ``councillor_request``) on one connection, with
+        many requests in flight (``ldapwire``); each result is the DN or the error for that entry
+        (entries are independent). After a temporary failure no further entries are sent.
+        """
+        if not items:
+            return []
+        return await add_entries(
+            self.config,
+            self.ssl_context(),
+            items,
+            object_classes or self._person_classes(),
+        )
+
+    async def modify(self, dn: str, changes: Mapping[str, Sequence[str] | None]) -> None:
+        """Replace attributes of ``dn`` (None or empty deletes the attribute)."""
+        ops = {
+            key: [(ldap3.MODIFY_REPLACE, list(value) if value else [])]
+            for key, value in changes.items()
+        }
+
+        def op(conn: ldap3.Connection) -> None:
+            check_result(conn, conn.modify(dn, ops), f"modify {dn}")
+
+        await self._ldap.run(op)
+
+    async def set_password(self, dn: str, password_hash: str) -> None:
+        await self.modify(dn, {"userPassword": [password_hash]})
+
+    async def set_active(self, dn: str, active: bool) -> None:
+        value = self.config.active_value if active else self.config.disabled_value
+        await self.modify(dn, {self.config.status_attribute: [value]})
+
+    async def delete(self, dn: str) -> None:
+        def op(conn: ldap3.Connection) -> None:
+            ok = conn.delete(dn)
+            if not ok and conn.result.get("result") == NO_SUCH_OBJECT:
+                return
+            check_result(conn, ok, f"delete {dn}")
+
+        await self._ldap.run(op)
+
+    def roster_attributes(
+        self,
+        *,
+        external_id: str | None,
+        district: str,
+        club: str,
+        role: str,
+        phone: str | None,
+    ) -> dict[str, list[str]]:
+        """Roster fields as directory attributes (an empty list removes the attribute)."""
+        c = self.config
+        pairs = (
+            (c.external_id_attribute, external_id),
+            (c.district_attribute, district),
+            (c.club_attribute, club),
+            (c.role_attribute, role),
+            (c.phone_attribute, phone),
+        )
+        return {attr: [value] if value else [] for attr, value in pairs}
+
+    # -- groups --------------------------------------------------------------------------
+
+    def group_dn(self, name: str) -> str:
+        return f"cn={escape_rdn(name)},{self.config.groups_dn}"
+
+    async def get_group(self, name: str) -> GroupEntry | None:
+        """The group called ``name`` (e.g. "rada", "komisja-budzetowa"), or None."""
+        dn = self.group_dn(name)
+
+        def op(conn: ldap3.Connection) -> GroupEntry | None:
+            ok = conn.search(
+                dn,
+                f"(objectClass={escape_filter_chars(self.config.group_object_class)})",
+                ldap3.BASE,
+                attributes=[self.config.member_attribute],
+            )
+            if not ok and conn.result.get("result") == NO_SUCH_OBJECT:
+                return None
+            check_result(conn, ok or conn.result.get("result") == 0, f"read group {name}")
+            entries = [r for r in conn.response or [] if r.get("type") == "searchResEntry"]
+            if not entries:
+                return None
+            members = entries[0]["attributes"].get(self.config.member_attribute, [])
+            return GroupEntry(dn, name, frozenset(str(m).lower() for m in members))
+
+        return await self._ldap.run(op)
+
+    async def sync_group(self, name: str, member_dns: Iterable[str], description: str) -> bool:
+        """Make group ``name`` have exactly ``member_dns``; True if anything changed.
+
+        groupOfNames needs at least one member, so an empty group holds the groups container
+        itself as a placeholder (never a person, so it expands to nobody).
+        """
+        wanted = sorted({dn.lower() for dn in member_dns}) or [self.config.groups_dn.lower()]
+        current = await self.get_group(name)
+        dn = self.group_dn(name)
+        if current is None:
+            # Through the pipelined client: a council-wide group can hold tens of thousands of
+            # member values, which ldap3's encoder takes seconds to write.
+            attributes = {
+                "cn": name,
+                "description": description,
+                self.config.member_attribute: wanted,
+            }
+            (result,) = await self.add_many(
+                [(dn, attributes)], ["top", self.config.group_object_class]
+            )
+            if isinstance(result, Exception):
+                raise result
+            return True
+        if set(wanted) == set(current.members):
+            return False
+        await self.modify(dn, {self.config.member_attribute: wanted})
+        return True
+
+    async def list_groups(self) -> list[GroupEntry]:
+        def op(conn: ldap3.Connection) -> list[GroupEntry]:
+            ok = conn.search(
+                self.config.groups_dn,
+                f"(objectClass={escape_filter_chars(self.config.group_object_class)})",
+                ldap3.LEVEL,
+                attributes=["cn", self.config.member_attribute],
+            )
+            check_result(conn, ok or conn.result.get("result") == 0, "list groups")
+            out = []
+            for r in conn.response or []:
+                if r.get("type") != "searchResEntry":
+                    continue
+                members = r["attributes"].get(self.config.member_attribute, [])
+                out.append(
+                    GroupEntry(
+                        r["dn"],
+                        first_value(r["attributes"].get("cn")),
+                        frozenset(str(m).lower() for m in members),
+                    )
+                )
+            return out
+
+        return await self._ldap.run(op)
+
+    async def expand_group(self, name: str) -> list[CouncillorEntry] | None:
+        """Active members of group ``name`` now (None if there is no such group)."""
+        group = await self.get_group(name)
+        if group is None:
+            return None
+        people = await self.list_councillors()
+        return sorted(
+            (p for p in people if p.active and p.dn.lower() in group.members),
+            key=lambda p: p.address,
+        )
+
+    async def authenticate(self, address: str, password: str) -> CouncillorEntry | None:
+        """The active councillor whose address and password these are, or None.
+
+        The password is checked by the directory itself (a simple bind as the entry), so it is
+        verified by the same scheme Dovecot relies on. An empty password never binds (RFC 4513
+        would make it an unauthenticated bind that "succeeds").
+        """
+        if not password:
+            return None
+        entry = await self.find_by_address(address)
+        if entry is None or not entry.active:
+            return None
+        return entry if await asyncio.to_thread(self._ldap.bind_as, entry.dn, password) else None

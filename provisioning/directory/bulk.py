@@ -1,0 +1,70 @@
+"""Many additions at once through ``ldapwire`` (many requests in flight on one connection),
+each answer turned into the adapter's terms: the DN, DirectoryError or DirectoryUnavailable."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from provisioning.directory.entries import ALREADY_EXISTS, TEMPORARY_RESULTS, DirectoryConfig
+from provisioning.errors import DirectoryError, DirectoryUnavailable
+from provisioning.ldapwire import (
+    SERVER_DOWN,
+    TIMEOUT,
+    LdapBindError,
+    LdapConnectionError,
+    LdapProtocolError,
+    LdapResult,
+    LdapWire,
+)
+
+
+async def add_entries(
+    config: DirectoryConfig,
+    ssl_context: ssl.SSLContext,
+    items: Sequence[tuple[str, Mapping[str, Any]]],
+    object_classes: Sequence[str],
+) -> list[str | Exception]:
+    """One result per item, in order: its DN if added, else the error for that entry.
+
+    After a temporary failure no further entries are sent (they get that failure too).
+    """
+    c = config
+    try:
+        async with await LdapWire.connect(
+            c.url, c.bind_dn, c.bind_password, c.timeout, ssl_context=ssl_context
+        ) as wire:
+            answers = await wire.add_many(
+                items,
+                object_classes=object_classes,
+                stop_on=TEMPORARY_RESULTS,
+            )
+    except LdapBindError as exc:
+        if exc.result.code in TEMPORARY_RESULTS:
+            busy = DirectoryUnavailable(f"directory {c.url} busy: {exc.result}")
+            return [busy] * len(items)
+        raise DirectoryError(
+            f"directory {c.url} refused the bind as {c.bind_dn}: {exc.result.name}; "
+            "check the directory credentials"
+        ) from exc
+    except (LdapConnectionError, LdapProtocolError) as exc:
+        down = DirectoryUnavailable(f"directory unreachable: {exc}")
+        return [down] * len(items)
+    except ValueError as exc:  # the URL or the credentials in the configuration
+        raise DirectoryError(f"cannot connect to the directory: {exc}") from exc
+    out: list[str | Exception] = []
+    for (dn, _), answer in zip(items, answers, strict=True):
+        if not isinstance(answer, LdapResult):
+            out.append(dn)
+        elif answer.code in (SERVER_DOWN, TIMEOUT):
+            out.append(
+                DirectoryUnavailable(f"directory unreachable: could not add {dn}: {answer.message}")
+            )
+        elif answer.code in TEMPORARY_RESULTS:
+            out.append(DirectoryUnavailable(f"directory could not add {dn}: {answer}"))
+        elif answer.code == ALREADY_EXISTS:
+            out.append(DirectoryError(f"{dn} already exists"))
+        else:
+            out.append(DirectoryError(f"directory refused to add {dn}: {answer}"))
+    return out

@@ -1,0 +1,96 @@
+"""What the directory adapter is configured with and what it returns: the settings, the entries,
+the escaped filters and DNs, and the LDAP result codes it tells apart."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn
+
+# Result codes that mean "try again later", not "no".
+TEMPORARY_RESULTS = {
+    3,  # timeLimitExceeded
+    51,  # busy
+    52,  # unavailable
+    80,  # other (slapd uses it for transient backend trouble)
+}
+NO_SUCH_OBJECT = 32
+ALREADY_EXISTS = 68
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    """What the directory adapter needs; built by the service from its settings."""
+
+    url: str
+    base_dn: str
+    bind_dn: str
+    bind_password: str = field(repr=False)
+    councillors_dn: str
+    groups_dn: str
+    person_object_class: str = "inetOrgPerson"
+    mail_attribute: str = "mail"
+    status_attribute: str = "employeeType"
+    disabled_value: str = "disabled"
+    active_value: str = "active"
+    # Where roster fields live on the person entry (inetOrgPerson by default).
+    external_id_attribute: str = "employeeNumber"
+    district_attribute: str = "l"
+    club_attribute: str = "o"
+    role_attribute: str = "title"
+    phone_attribute: str = "mobile"
+    group_object_class: str = "groupOfNames"
+    member_attribute: str = "member"
+    timeout: float = 5.0
+    pool_size: int = 8
+    # PEM bundle verifying an ldaps:// server's certificate; empty: the system's CAs.
+    ca_file: str = ""
+
+
+@dataclass(frozen=True)
+class CouncillorEntry:
+    """A councillor's directory entry as the service sees it."""
+
+    dn: str
+    address: str
+    given_name: str
+    surname: str
+    display_name: str
+    active: bool
+    external_id: str | None = None
+    district: str = ""
+    club: str = ""
+    role: str = ""
+    phone: str | None = None
+    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GroupEntry:
+    """A group (all councillors, a committee, a role) and its member DNs."""
+
+    dn: str
+    name: str
+    members: frozenset[str]
+
+
+def person_filter(config: DirectoryConfig, address: str) -> str:
+    """LDAP filter matching the person with ``address`` (escaped)."""
+    return (
+        f"(&(objectClass={escape_filter_chars(config.person_object_class)})"
+        f"({config.mail_attribute}={escape_filter_chars(address)}))"
+    )
+
+
+def councillor_dn(config: DirectoryConfig, local_part: str) -> str:
+    return f"uid={escape_rdn(local_part)},{config.councillors_dn}"
+
+
+def first_value(values: Any) -> str:
+    """The first of an attribute's values as text ("" when it has none)."""
+    if isinstance(values, (list, tuple)):
+        return str(values[0]) if values else ""
+    return "" if values is None else str(values)

@@ -1,0 +1,192 @@
+"""ldap3 connections for the directory adapter: verified TLS, a small pool used from worker
+threads (a stale pooled connection is retried once on a fresh one), and what a refusal means."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import queue
+import ssl
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import ldap3
+from ldap3.core import exceptions as ldap_exc
+
+from provisioning.directory.entries import TEMPORARY_RESULTS, DirectoryConfig
+from provisioning.errors import DirectoryError, DirectoryUnavailable
+
+T = TypeVar("T")
+
+
+class _VerifiedTls(ldap3.Tls):  # type: ignore[misc]
+    """ldap3's TLS settings, verifying through a standard ``SSLContext``: certificate chain and
+    host name during the handshake. (ldap3 checks host names with ``ssl.match_hostname``,
+    deprecated since Python 3.7 and removed in 3.12.)"""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__(validate=ssl.CERT_REQUIRED)
+        self.context = context
+
+    def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
+        connection.socket = self.context.wrap_socket(
+            connection.socket,
+            server_side=False,
+            do_handshake_on_connect=do_handshake,
+            server_hostname=connection.server.host,
+        )
+
+
+def _close_quietly(conn: ldap3.Connection) -> None:
+    """Close a connection whose socket may be half-open or gone, without raising."""
+    try:
+        conn.unbind()
+    except Exception:  # noqa: S110 - nothing more to do with a dead socket
+        pass
+    sock = getattr(conn, "socket", None)
+    if sock is not None:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+def check_result(conn: ldap3.Connection, ok: bool, what: str) -> None:
+    """Nothing if ``ok``; else DirectoryUnavailable (try later) or DirectoryError (refused)."""
+    if ok:
+        return
+    code = conn.result.get("result")
+    if code in TEMPORARY_RESULTS or code is None:
+        raise DirectoryUnavailable(f"directory could not {what}: {conn.result.get('description')}")
+    raise DirectoryError(
+        f"directory refused to {what}: {conn.result.get('description')} "
+        f"({conn.result.get('message') or 'no detail'})"
+    )
+
+
+class ConnectionPool:
+    """Up to ``config.pool_size`` ldap3 connections bound as the service, opened lazily."""
+
+    def __init__(self, config: DirectoryConfig) -> None:
+        self.config = config
+        self._pool: queue.LifoQueue[ldap3.Connection | None] = queue.LifoQueue()
+        for _ in range(config.pool_size):
+            self._pool.put(None)  # connections are opened lazily
+
+    def server(self) -> ldap3.Server:
+        """The directory server as ldap3 sees it. ldaps:// always verifies the certificate and
+        the host name (ldap3 alone would accept any certificate), against ``ca_file`` when it
+        is set."""
+        return ldap3.Server(
+            self.config.url,
+            connect_timeout=self.config.timeout,
+            get_info=ldap3.NONE,
+            tls=_VerifiedTls(self.ssl_context()),
+        )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The same verification for bulk additions (``ldapwire``)."""
+        return ssl.create_default_context(cafile=self.config.ca_file or None)
+
+    def _connect(self) -> ldap3.Connection:
+        server = self.server()
+        conn = ldap3.Connection(
+            server,
+            user=self.config.bind_dn,
+            password=self.config.bind_password,
+            receive_timeout=max(1, math.ceil(self.config.timeout)),  # ldap3 packs it as an int
+            raise_exceptions=False,
+            auto_referrals=False,
+        )
+        try:
+            ok = conn.bind()
+        except ldap_exc.LDAPException as exc:
+            _close_quietly(conn)
+            raise DirectoryUnavailable(f"directory {self.config.url} unreachable: {exc}") from exc
+        if not ok:
+            _close_quietly(conn)
+            code = conn.result.get("result")
+            if code in TEMPORARY_RESULTS:
+                raise DirectoryUnavailable(f"directory {self.config.url} busy: {conn.result}")
+            raise DirectoryError(
+                f"directory {self.config.url} refused the bind as {self.config.bind_dn}: "
+                f"{conn.result.get('description')}; check the directory credentials"
+            )
+        return conn
+
+    def _discard(self, conn: ldap3.Connection | None) -> None:
+        if conn is not None:
+            _close_quietly(conn)
+        self._pool.put(None)
+
+    def _call(self, fn: Callable[[ldap3.Connection], T]) -> T:
+        # A pooled connection may have gone stale (server restarted): on a communication error
+        # with a reused connection, try once more on a fresh one before calling it unavailable.
+        for attempt in (1, 2):
+            conn = self._pool.get()
+            reused = conn is not None
+            try:
+                if conn is None:
+                    conn = self._connect()
+                result = fn(conn)
+            except (
+                ldap_exc.LDAPCommunicationError,
+                ldap_exc.LDAPResponseTimeoutError,
+                OSError,
+            ) as exc:
+                self._discard(conn)
+                if (
+                    reused
+                    and attempt == 1
+                    and not isinstance(exc, ldap_exc.LDAPResponseTimeoutError)
+                ):
+                    continue
+                raise DirectoryUnavailable(
+                    f"directory {self.config.url} unreachable: {exc}"
+                ) from exc
+            except DirectoryUnavailable:
+                self._discard(conn)
+                raise
+            except BaseException:
+                self._pool.put(conn)
+                raise
+            self._pool.put(conn)
+            return result
+        raise AssertionError("unreachable")
+
+    async def run(self, fn: Callable[[ldap3.Connection], T]) -> T:
+        """``fn`` on a pooled connection, in a worker thread."""
+        return await asyncio.to_thread(self._call, fn)
+
+    def bind_as(self, dn: str, password: str) -> bool:
+        """Whether ``dn`` binds with ``password``, on a connection of its own (blocking)."""
+        server = self.server()
+        conn = ldap3.Connection(
+            server,
+            user=dn,
+            password=password,
+            receive_timeout=max(1, math.ceil(self.config.timeout)),
+            raise_exceptions=False,
+        )
+        try:
+            ok = bool(conn.bind())
+            code = conn.result.get("result") if conn.result else None
+        except ldap_exc.LDAPException as exc:
+            raise DirectoryUnavailable(f"directory {self.config.url} unreachable: {exc}") from exc
+        finally:
+            _close_quietly(conn)
+        if not ok and code in TEMPORARY_RESULTS:
+            raise DirectoryUnavailable(f"directory {self.config.url} busy")
+        return ok
+
+    async def close(self) -> None:
+        def close_all() -> None:
+            while True:
+                try:
+                    conn = self._pool.get_nowait()
+                except queue.Empty:
+                    return
+                if conn is not None:
+                    conn.unbind()
+
+        await asyncio.to_thread(close_all)

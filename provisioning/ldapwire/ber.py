@@ -1,0 +1,299 @@
+"""BER for the few LDAP messages the bulk-add client needs: requests encoded as pyasn1 would,
+responses decoded as far as their LDAPResult (X.690 definite lengths)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from typing import Final
+
+from provisioning.ldapwire.protocol import (
+    ADD_RESPONSE,
+    BIND_RESPONSE,
+    COMPARE_RESPONSE,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DELETE_RESPONSE,
+    EXTENDED_RESPONSE,
+    MAX_MESSAGE_ID,
+    MODIFY_DN_RESPONSE,
+    MODIFY_RESPONSE,
+    SEARCH_RESULT_DONE,
+    LdapProtocolError,
+    LdapResponse,
+    LdapResult,
+)
+
+# The responses made of an LDAPResult: the only ones ``decode_message`` accepts.
+_RESULT_OPS: Final = frozenset(
+    {
+        BIND_RESPONSE,
+        SEARCH_RESULT_DONE,
+        MODIFY_RESPONSE,
+        ADD_RESPONSE,
+        DELETE_RESPONSE,
+        MODIFY_DN_RESPONSE,
+        COMPARE_RESPONSE,
+        EXTENDED_RESPONSE,
+    }
+)
+
+
+# --- BER encoding (requests) ------------------------------------------------------------------
+# Definite lengths, shortest form, as pyasn1 writes them; the tests compare byte for byte.
+
+
+def _length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    size = (n.bit_length() + 7) // 8
+    return bytes((0x80 | size,)) + n.to_bytes(size, "big")
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes((tag, n)) + content
+    return bytes((tag,)) + _length(n) + content
+
+
+def _integer(value: int, tag: int = 0x02) -> bytes:
+    return _tlv(tag, value.to_bytes((value.bit_length() + 8) // 8, "big", signed=True))
+
+
+def _octets(value: str | bytes | bytearray) -> bytes:
+    if isinstance(value, str):
+        return _tlv(0x04, value.encode("utf-8"))
+    if isinstance(value, (bytes, bytearray)):
+        return _tlv(0x04, bytes(value))
+    raise TypeError(f"an LDAP value must be str or bytes, not {type(value).__name__}")
+
+
+def _message(message_id: int, op: bytes) -> bytes:
+    if not 0 < message_id <= MAX_MESSAGE_ID:
+        raise ValueError(f"messageID {message_id} is outside 1..{MAX_MESSAGE_ID}")
+    return _tlv(0x30, _integer(message_id) + op)
+
+
+def encode_bind_request(message_id: int, dn: str, password: str | bytes) -> bytes:
+    """LDAPMessage with a simple BindRequest (LDAPv3)."""
+    secret = password.encode("utf-8") if isinstance(password, str) else password
+    body = b"\x02\x01\x03" + _octets(dn) + _tlv(0x80, secret)  # version 3, name, simple [0]
+    return _message(message_id, _tlv(0x60, body))
+
+
+def encode_unbind_request(message_id: int) -> bytes:
+    """LDAPMessage with an UnbindRequest ([APPLICATION 2] NULL)."""
+    return _message(message_id, b"\x42\x00")
+
+
+_TYPE_CACHE: dict[str, bytes] = {}
+
+
+def _attribute_type(name: str) -> bytes:
+    encoded = _TYPE_CACHE.get(name)
+    if encoded is None:
+        if not name:
+            raise ValueError("an attribute type must not be empty")
+        encoded = _octets(name)
+        if len(_TYPE_CACHE) < 1024:
+            _TYPE_CACHE[name] = encoded
+    return encoded
+
+
+def _attribute(name: str, values: object) -> bytes:
+    if isinstance(values, (str, bytes, bytearray)):
+        vals = _octets(values)
+    elif isinstance(values, (Sequence, AbstractSet)):
+        vals = b"".join([_octets(v) for v in values])
+    else:
+        raise TypeError(
+            f"values of {name!r} must be str, bytes or a sequence of them, "
+            f"not {type(values).__name__}"
+        )
+    return _tlv(0x30, _attribute_type(name) + _tlv(0x31, vals))
+
+
+def encode_add_request(
+    message_id: int,
+    dn: str,
+    attributes: Mapping[str, object],
+    object_classes: Sequence[str] = (),
+) -> bytes:
+    """LDAPMessage with an AddRequest for ``dn``.
+
+    Values are stored literally (str as UTF-8; a str or bytes is one value, a list or tuple of
+    them several). ``object_classes`` are merged into an ``objectClass`` attribute the way ldap3
+    does it: where ``attributes`` has one, or else last, without repeats.
+    """
+    parts: list[bytes] = []
+    merged = False
+    for name, values in attributes.items():
+        if object_classes and name.lower() == "objectclass":
+            given = values if isinstance(values, (list, tuple)) else [values]
+            values = _unique([*object_classes, *given])
+            merged = True
+        parts.append(_attribute(name, values))
+    if object_classes and not merged:
+        parts.append(_object_classes(tuple(object_classes)))
+    body = _octets(dn) + _tlv(0x30, b"".join(parts))
+    return _message(message_id, _tlv(0x68, body))
+
+
+def _unique(values: Sequence[object]) -> list[object]:
+    out: list[object] = []
+    for v in values:
+        if v not in out:
+            out.append(v)
+    return out
+
+
+_CLASSES_CACHE: dict[tuple[str, ...], bytes] = {}
+
+
+def _object_classes(classes: tuple[str, ...]) -> bytes:
+    encoded = _CLASSES_CACHE.get(classes)
+    if encoded is None:
+        encoded = _attribute("objectClass", _unique(classes))
+        if len(_CLASSES_CACHE) < 64:
+            _CLASSES_CACHE[classes] = encoded
+    return encoded
+
+
+# --- BER decoding (responses) -----------------------------------------------------------------
+
+
+def _header(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int, int]:
+    """Tag, start and end of the contents of the element at ``pos`` (which must end by ``end``)."""
+    if pos + 2 > end:
+        raise LdapProtocolError(f"{what}: truncated element at byte {pos}")
+    tag = buf[pos]
+    if tag & 0x1F == 0x1F:
+        raise LdapProtocolError(f"{what}: multi-byte tag 0x{tag:02x} at byte {pos}")
+    first = buf[pos + 1]
+    pos += 2
+    if first < 0x80:
+        length = first
+    elif first == 0x80:
+        raise LdapProtocolError(f"{what}: indefinite length at byte {pos - 1} (LDAP forbids it)")
+    else:
+        size = first & 0x7F
+        if size > 8 or first == 0xFF:
+            raise LdapProtocolError(f"{what}: length field of {size} bytes at byte {pos - 1}")
+        if pos + size > end:
+            raise LdapProtocolError(f"{what}: truncated length at byte {pos - 1}")
+        length = int.from_bytes(buf[pos : pos + size], "big")
+        pos += size
+    if pos + length > end:
+        raise LdapProtocolError(
+            f"{what}: element of {length} bytes at byte {pos} runs past its enclosing element"
+        )
+    return tag, pos, pos + length
+
+
+def _int_value(buf: bytes, start: int, end: int, what: str) -> int:
+    if start == end:
+        raise LdapProtocolError(f"{what}: empty INTEGER")
+    if end - start > 8:
+        raise LdapProtocolError(f"{what}: INTEGER of {end - start} bytes")
+    return int.from_bytes(buf[start:end], "big", signed=True)
+
+
+def _text(buf: bytes, start: int, end: int) -> str:
+    return buf[start:end].decode("utf-8", "replace") if start != end else ""
+
+
+def decode_message(buf: bytes, start: int = 0, end: int | None = None) -> LdapResponse:
+    """Decode one whole LDAPMessage (a response made of an LDAPResult) from ``buf[start:end]``."""
+    end = len(buf) if end is None else end
+    tag, pos, stop = _header(buf, start, end, "LDAPMessage")
+    if tag != 0x30:
+        raise LdapProtocolError(f"LDAPMessage: expected SEQUENCE (0x30), got 0x{tag:02x}")
+    if stop != end:
+        raise LdapProtocolError(f"LDAPMessage: {end - stop} bytes after the message")
+    tag, s, e = _header(buf, pos, stop, "messageID")
+    if tag != 0x02:
+        raise LdapProtocolError(f"messageID: expected INTEGER (0x02), got 0x{tag:02x}")
+    message_id = _int_value(buf, s, e, "messageID")
+    if not 0 <= message_id <= MAX_MESSAGE_ID:
+        raise LdapProtocolError(f"messageID {message_id} is outside 0..{MAX_MESSAGE_ID}")
+    tag, pos, op_end = _header(buf, e, stop, "protocolOp")
+    op = tag & 0x1F
+    if tag & 0xE0 != 0x60 or op not in _RESULT_OPS:
+        raise LdapProtocolError(
+            f"protocolOp 0x{tag:02x} (message {message_id}) is not a response this client "
+            "understands (bind, add, extended)"
+        )
+    # LDAPResult: resultCode ENUMERATED, matchedDN, diagnosticMessage, then optional parts.
+    tag, s, e = _header(buf, pos, op_end, "resultCode")
+    if tag != 0x0A:
+        raise LdapProtocolError(f"resultCode: expected ENUMERATED (0x0a), got 0x{tag:02x}")
+    code = _int_value(buf, s, e, "resultCode")
+    if code < 0:
+        raise LdapProtocolError(f"resultCode {code} is negative")
+    tag, s, e = _header(buf, e, op_end, "matchedDN")
+    if tag != 0x04:
+        raise LdapProtocolError(f"matchedDN: expected OCTET STRING (0x04), got 0x{tag:02x}")
+    matched = _text(buf, s, e)
+    tag, s, e = _header(buf, e, op_end, "diagnosticMessage")
+    if tag != 0x04:
+        raise LdapProtocolError(f"diagnosticMessage: expected OCTET STRING (0x04), got 0x{tag:02x}")
+    diagnostic = _text(buf, s, e)
+    response_name = None
+    pos = e
+    while pos < op_end:  # referral [3], serverSaslCreds [7], responseName [10], responseValue [11]
+        tag, s, pos = _header(buf, pos, op_end, "response")
+        if tag == 0x8A and op == EXTENDED_RESPONSE:
+            response_name = _text(buf, s, pos)
+    # Controls [0] and any later extension elements are skipped, but must be well formed.
+    pos = op_end
+    while pos < stop:
+        _, _, pos = _header(buf, pos, stop, "controls")
+    return LdapResponse(message_id, op, LdapResult(code, matched, diagnostic), response_name)
+
+
+class ResponseReader:
+    """Splits a byte stream into LDAPMessages: feed it whatever each read returned."""
+
+    def __init__(self, max_message_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+        self.max_message_bytes = max_message_bytes
+        self._buf = bytearray()
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of a message not yet complete."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[LdapResponse]:
+        """The messages completed by ``data`` (none if it ends inside one)."""
+        buf = self._buf
+        buf += data
+        out: list[LdapResponse] = []
+        pos, size = 0, len(buf)
+        view = bytes(buf) if size else b""
+        while size - pos >= 2:
+            if view[pos] != 0x30:
+                raise LdapProtocolError(
+                    f"expected an LDAPMessage (SEQUENCE, 0x30), got 0x{view[pos]:02x}"
+                )
+            first = view[pos + 1]
+            if first < 0x80:
+                head, length = 2, first
+            elif first == 0x80 or first == 0xFF or first & 0x7F > 8:
+                raise LdapProtocolError(f"LDAPMessage: bad length octet 0x{first:02x}")
+            else:
+                head = 2 + (first & 0x7F)
+                if size - pos < head:
+                    break
+                length = int.from_bytes(view[pos + 2 : pos + head], "big")
+            if length > self.max_message_bytes:
+                raise LdapProtocolError(
+                    f"LDAPMessage of {length:,} bytes is over the limit of "
+                    f"{self.max_message_bytes:,} bytes for a response"
+                )
+            if size - pos < head + length:
+                break
+            out.append(decode_message(view, pos, pos + head + length))
+            pos += head + length
+        if pos:
+            del buf[:pos]
+        return out

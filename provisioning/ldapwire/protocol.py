@@ -1,0 +1,145 @@
+"""The LDAPv3 vocabulary of the bulk-add client: result codes, response tags, its errors, and
+what a decoded answer holds (RFC 4511)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from provisioning.errors import ProvisioningError
+
+# --- result codes -----------------------------------------------------------------------------
+
+SUCCESS: Final = 0
+# Client-side codes (never sent by a server; the numbers of the LDAP C API): the answer is
+# missing, so whether the entry was added is unknown until the directory is read again.
+SERVER_DOWN: Final = 81
+ENCODING_ERROR: Final = 83
+TIMEOUT: Final = 85
+
+RESULT_NAMES: Final[Mapping[int, str]] = {
+    0: "success",
+    1: "operationsError",
+    2: "protocolError",
+    3: "timeLimitExceeded",
+    4: "sizeLimitExceeded",
+    5: "compareFalse",
+    6: "compareTrue",
+    7: "authMethodNotSupported",
+    8: "strongerAuthRequired",
+    10: "referral",
+    11: "adminLimitExceeded",
+    12: "unavailableCriticalExtension",
+    13: "confidentialityRequired",
+    14: "saslBindInProgress",
+    16: "noSuchAttribute",
+    17: "undefinedAttributeType",
+    18: "inappropriateMatching",
+    19: "constraintViolation",
+    20: "attributeOrValueExists",
+    21: "invalidAttributeSyntax",
+    32: "noSuchObject",
+    33: "aliasProblem",
+    34: "invalidDNSyntax",
+    36: "aliasDereferencingProblem",
+    48: "inappropriateAuthentication",
+    49: "invalidCredentials",
+    50: "insufficientAccessRights",
+    51: "busy",
+    52: "unavailable",
+    53: "unwillingToPerform",
+    54: "loopDetect",
+    64: "namingViolation",
+    65: "objectClassViolation",
+    66: "notAllowedOnNonLeaf",
+    67: "notAllowedOnRDN",
+    68: "entryAlreadyExists",
+    69: "objectClassModsProhibited",
+    71: "affectsMultipleDSAs",
+    80: "other",
+    SERVER_DOWN: "serverDown",
+    ENCODING_ERROR: "encodingError",
+    TIMEOUT: "timeout",
+}
+
+NOTICE_OF_DISCONNECTION: Final = "1.3.6.1.4.1.1466.20036"
+
+# protocolOp tags (APPLICATION n) of the responses this client understands: the ones made of
+# an LDAPResult. The client only sends binds and adds, so only 1, 9 and 24 are expected.
+BIND_RESPONSE: Final = 1
+SEARCH_RESULT_DONE: Final = 5
+MODIFY_RESPONSE: Final = 7
+ADD_RESPONSE: Final = 9
+DELETE_RESPONSE: Final = 11
+MODIFY_DN_RESPONSE: Final = 13
+COMPARE_RESPONSE: Final = 15
+EXTENDED_RESPONSE: Final = 24
+
+MAX_MESSAGE_ID: Final = 2**31 - 1
+# A response to a bind or an add is a few dozen bytes; anything near this is not one.
+DEFAULT_MAX_RESPONSE_BYTES: Final = 1 << 20
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class LdapError(ProvisioningError):
+    """Base of the bulk-add client's errors."""
+
+
+class LdapProtocolError(LdapError, ValueError):
+    """Bytes from the server that are not a well-formed LDAPv3 response."""
+
+
+class LdapConnectionError(LdapError, ConnectionError):
+    """The directory cannot be reached, or the connection broke."""
+
+
+class LdapTimeoutError(LdapConnectionError, TimeoutError):
+    """The directory did not answer in time."""
+
+
+class LdapBindError(LdapError):
+    """The directory refused the bind; ``result`` says why (49: wrong DN or password)."""
+
+    def __init__(self, message: str, result: LdapResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+# --- results and responses --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LdapResult:
+    """An LDAPResult: what the directory answered (or a client-side code: 81, 83, 85)."""
+
+    code: int
+    matched_dn: str = ""
+    message: str = ""
+
+    @property
+    def name(self) -> str:
+        return RESULT_NAMES.get(self.code, f"result {self.code}")
+
+    def __str__(self) -> str:
+        text = f"{self.name} ({self.code})"
+        return f"{text}: {self.message}" if self.message else text
+
+
+@dataclass(frozen=True, slots=True)
+class LdapResponse:
+    """One decoded LDAPMessage from the server."""
+
+    message_id: int
+    op: int  # protocolOp tag number, [APPLICATION op]
+    result: LdapResult
+    response_name: str | None = None  # ExtendedResponse only
+
+    @property
+    def is_notice_of_disconnection(self) -> bool:
+        return (
+            self.message_id == 0
+            and self.op == EXTENDED_RESPONSE
+            and self.response_name in (None, NOTICE_OF_DISCONNECTION)
+        )
