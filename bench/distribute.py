@@ -163,7 +163,7 @@ async def setup(bench: Bench, roster: str, pack: list[PackFile], rounds: int) ->
     """Import the councillors, create one session per round and attach the pack to each."""
     from mailsvc.app import open_parts
     from mailsvc.cli.councillors import run_import
-    from mailsvc.distribution.service import COUNCIL_GROUP
+    from mailsvc.distribution.send import COUNCIL_GROUP
 
     settings = bench.settings()
     started = time.perf_counter()

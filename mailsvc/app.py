@@ -235,7 +235,7 @@ async def start_web(settings: Settings, parts: Parts) -> WebServer:
     )
     app = create_app(
         signer=distributions.signer,
-        backend=AckPages(distributions),
+        backend=AckPages(settings, distributions.store, distributions.links),
         language=settings.language,
         office_address=settings.office_address,
         time_zone=settings.distribution.timezone,

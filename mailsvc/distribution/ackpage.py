@@ -9,8 +9,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from mailsvc.distribution.service import Distributions, document_path
-from mailsvc.domain.receipt_states import EventKind
+from mailsvc.config import Settings
+from mailsvc.distribution.documents import document_path
+from mailsvc.distribution.links import RecipientLinks
+from mailsvc.domain.receipt_states import EventKind, EventSource
+from mailsvc.storage.sessions import ReceiptStore
 
 
 @dataclass(frozen=True)
@@ -62,13 +65,26 @@ class AckBackend(Protocol):
         ...
 
 
+async def record_acknowledgement(
+    store: ReceiptStore, recipient_id: int, distribution_id: int, evidence: str
+) -> bool:
+    """Record an acknowledgement (the link's POST); the first one counts."""
+    recipient = await store.recipient(recipient_id)
+    if recipient is None or recipient.distribution_id != distribution_id:
+        return False
+    return await store.add_event(
+        recipient_id, EventKind.ACKNOWLEDGED, EventSource.LINK, evidence, once=True
+    )
+
+
 class AckPages:
     """What the acknowledgement page and the download links read and record (the web
     layer's AckBackend), over the distributions' storage."""
 
-    def __init__(self, service: Distributions) -> None:
-        self.service = service
-        self.store = service.store
+    def __init__(self, settings: Settings, store: ReceiptStore, links: RecipientLinks) -> None:
+        self.settings = settings
+        self.store = store
+        self.links = links
 
     async def ack_view(self, recipient_id: int, distribution_id: int) -> AckView | None:
         recipient = await self.store.recipient(recipient_id)
@@ -81,12 +97,11 @@ class AckPages:
         docs = await self.store.documents_by_id(dist.document_ids)
         events = (await self.store.events([recipient_id]))[recipient_id]
         acked = [e.at for e in events if e.kind is EventKind.ACKNOWLEDGED]
-        linked = sum(d.size for d in docs) > self.service.settings.distribution.attach_max_bytes
-        expires = self.service.link_expiry(session)
-        web = self.service.web_url
+        linked = sum(d.size for d in docs) > self.settings.distribution.attach_max_bytes
+        expires = self.links.link_expiry(session)
         return AckView(
             councillor_name=recipient.name or recipient.address,
-            council=self.service.settings.council.name,
+            council=self.settings.council.name,
             session_number=session.number,
             session_kind=session.kind,
             session_at=session.starts_at,
@@ -98,18 +113,16 @@ class AckPages:
                     d.size,
                     d.pages,
                     d.sha256,
-                    f"{web}/d/{self.service.signer.download_token(recipient_id, d.sha256, expires)}"
-                    if linked
-                    else None,
+                    self.links.download_url(recipient_id, d.sha256, expires) if linked else None,
                 )
                 for d in docs
             ),
             acknowledged_at=min(acked) if acked else None,
-            language=self.service.settings.language,
+            language=self.settings.language,
         )
 
     async def acknowledge(self, recipient_id: int, distribution_id: int, evidence: str) -> AckView:
-        await self.service.acknowledge(recipient_id, distribution_id, evidence)
+        await record_acknowledgement(self.store, recipient_id, distribution_id, evidence)
         view = await self.ack_view(recipient_id, distribution_id)
         assert view is not None
         return view
@@ -122,7 +135,7 @@ class AckPages:
         assert dist is not None
         for d in await self.store.documents_by_id(dist.document_ids):
             if d.sha256 == sha256:
-                path = document_path(self.service.settings.var_dir, d.sha256)
+                path = document_path(self.settings.var_dir, d.sha256)
                 return (
                     DocumentFile(path, d.filename, d.media_type, d.size) if path.is_file() else None
                 )

@@ -32,7 +32,6 @@ from mailsvc.directory.roster_import import (
     prepare_import,
 )
 from mailsvc.distribution.service import DistributionError, Distributions, NoticeRefused
-from mailsvc.domain.notice import check_notice
 from mailsvc.domain.receipt_states import ReceiptMatrix
 from mailsvc.errors import MailsvcError
 from mailsvc.storage.clerks import WebStore
@@ -463,21 +462,13 @@ class ClerkActions:
         due_utc = utcnow() if request.at is None else service.to_utc(request.at)
         deliver_on = service.to_local(due_utc).date()
         try:
-            # The same pack scheduling takes (private there; see the report).
-            pack = await service._pack_documents(session, request.kind, request.documents)
+            pack = await service.pack_documents(session, request.kind, request.documents)
         except DistributionError as exc:
             raise ActionError(str(exc)) from None
         session_day = (request.new_date or session.starts_at).date()
         if request.kind not in ("notice", "supplement"):
             return NoticeCheck(True, "", deliver_on, session_day, pack, applies=False)
-        breach = check_notice(
-            deliver_on=deliver_on,
-            session_day=session.starts_at.date(),
-            session_kind=session.kind,
-            document_kinds=[d.doc_kind for d in pack] or ["agenda"],
-            rules=self.settings.notice_rules,
-            language=self.settings.language,
-        )
+        breach = service.notice_breach(session, due_utc, pack)
         if breach is None:
             return NoticeCheck(True, "", deliver_on, session_day, pack)
         return NoticeCheck(False, breach.message, deliver_on, session_day, pack)
