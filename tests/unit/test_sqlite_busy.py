@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -18,43 +16,17 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mailsvc.domain.receipts import EventKind, EventSource
 from mailsvc.errors import StorageUnavailable
 from mailsvc.storage.db import create_engine, create_schema, deliveries
 from mailsvc.storage.queue import MailQueue, QueuedMessage
 from mailsvc.storage.receipts import ReceiptStore
 from mailsvc.storage.units import EngineUnits, ThreadUnits
+from tests.sqlite_lock import Heartbeat, held_by_another_process, writer_process
 
 T = TypeVar("T")
 
 BODY = b"Subject: a pothole\r\n\r\nPlease fix it.\r\n"
-
-# Another process: takes SQLite's write lock (BEGIN IMMEDIATE), says so, holds it until told.
-HOLDER = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
-conn.execute("BEGIN IMMEDIATE")
-conn.execute("INSERT INTO contention (n) VALUES (0)")
-print("locked", flush=True)
-sys.stdin.readline()
-conn.execute("COMMIT")
-"""
-
-# Another process: a writer in a loop, each transaction holding the lock for a while.
-WRITER = """
-import sqlite3, sys, time
-conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
-hold, until = float(sys.argv[2]), time.monotonic() + float(sys.argv[3])
-print("writing", flush=True)
-n = 0
-while time.monotonic() < until:
-    conn.execute("BEGIN IMMEDIATE")
-    conn.execute("INSERT INTO contention (n) VALUES (?)", (n,))
-    time.sleep(hold)
-    conn.execute("COMMIT")
-    n += 1
-    time.sleep(0.002)
-print(n, flush=True)
-"""
 
 
 async def open_queue(path: Path) -> tuple[AsyncEngine, MailQueue]:
@@ -66,58 +38,12 @@ async def open_queue(path: Path) -> tuple[AsyncEngine, MailQueue]:
 
 
 @contextlib.asynccontextmanager
-async def held_by_another_process(path: Path) -> AsyncIterator[None]:
-    """SQLite's write lock held by another process for the duration of the block."""
-    holder = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        HOLDER,
-        str(path),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert holder.stdin is not None and holder.stdout is not None
-    try:
-        assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"locked\n"
-        yield
-    finally:
-        holder.stdin.write(b"release\n")
-        await holder.stdin.drain()
-        assert await asyncio.wait_for(holder.wait(), 30) == 0
-
-
-@contextlib.asynccontextmanager
 async def held_in_this_process(engine: AsyncEngine) -> AsyncIterator[None]:
     """A write transaction of the async engine left open across awaits, as a distribution's
     chunk of recipients is (its coroutine needs the event loop to finish it)."""
     async with engine.begin() as conn:
         await conn.execute(text("INSERT INTO contention (n) VALUES (0)"))
         yield
-
-
-class Heartbeat:
-    """The event loop's longest stall while it runs: a loop blocked in SQLite's busy handler
-    shows up as a gap between two short sleeps."""
-
-    def __init__(self) -> None:
-        self.longest = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def _beat(self) -> None:
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(0.01)
-            now = time.monotonic()
-            self.longest = max(self.longest, now - last)
-            last = now
-
-    def __enter__(self) -> Heartbeat:
-        self._task = asyncio.get_running_loop().create_task(self._beat())
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
 
 
 async def waits_for_the_lock(
@@ -135,12 +61,6 @@ async def waits_for_the_lock(
     # whole time the lock was held (0.5 s), or for ever if the holder needs the loop.
     assert beat.longest < 0.4, f"the event loop stalled for {beat.longest:.2f} s"
     return result
-
-
-async def claimed(queue: MailQueue, count: int = 1) -> list[QueuedMessage]:
-    claim = await queue.claim("lmtp", count)
-    assert len(claim.messages) == count
-    return claim.messages
 
 
 async def delivery_statuses(engine: AsyncEngine) -> list[str]:
@@ -294,6 +214,10 @@ async def test_the_async_engines_writers_wait_for_another_process(tmp_path: Path
         )
         assert len(rows) == 5
         assert await delivery_statuses(engine) == ["queued"] * 5
+        # A read, then a write in the same transaction (an acknowledgement recorded once).
+        added = store.add_event(rows[0], EventKind.ACKNOWLEDGED, EventSource.LINK, "", once=True)
+        assert await waits_for_the_lock(held_by_another_process(path), added)
+        assert await store.recipients_with_kind(dist, EventKind.ACKNOWLEDGED) == {rows[0]}
     finally:
         await queue.close()
         await engine.dispose()
@@ -360,11 +284,6 @@ async def test_mail_flows_among_writers_in_this_and_another_process(
         actor="pytest",
     )
     dist = await schedule(store, session.id)
-    writer = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", WRITER, str(path), "0.01", "120", stdout=asyncio.subprocess.PIPE
-    )
-    assert writer.stdout is not None
-    assert await asyncio.wait_for(writer.stdout.readline(), 30) == b"writing\n"
     residents, chunks, per_chunk = 60, 6, 10
     expected = residents + chunks * per_chunk
     recorded = 0
@@ -391,17 +310,14 @@ async def test_mail_flows_among_writers_in_this_and_another_process(
                 await asyncio.sleep(0.01)
 
     try:
-        with Heartbeat() as beat:
-            await asyncio.wait_for(
-                asyncio.gather(*(resident(n) for n in range(residents)), distribution(), deliver()),
-                90,
-            )
+        async with writer_process(path):
+            with Heartbeat() as beat:
+                work = (*(resident(n) for n in range(residents)), distribution(), deliver())
+                await asyncio.wait_for(asyncio.gather(*work), 90)
         assert beat.longest < 0.4, f"the event loop stalled for {beat.longest:.2f} s"
         assert await delivery_statuses(engine) == ["delivered"] * expected
         async with engine.connect() as conn:  # the other process did write meanwhile
             assert (await conn.execute(text("SELECT count(*) FROM contention"))).scalar_one() > 0
     finally:
-        writer.terminate()
-        await writer.wait()
         await queue.close()
         await engine.dispose()
