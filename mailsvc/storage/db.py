@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.schema import CreateColumn
 
@@ -22,8 +23,30 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An async engine; SQLite gets WAL and fsync on every commit (250 means stored)."""
+# How long a SQLite connection waits for another connection's write lock before it gives up
+# (SQLite's busy handler). A lock held this long means something is wrong; shorter waits are
+# the ordinary turn-taking of the service's processes, the CLI and the web pages.
+BUSY_TIMEOUT = 30.0
+# SQLITE_BUSY and SQLITE_LOCKED (the primary codes, under their extended ones).
+_BUSY_CODES = (5, 6)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """True when ``exc`` (a driver error, or SQLAlchemy's wrapper of one) says SQLite's lock is
+    held by another connection: a temporary condition, never a reason to give up on mail."""
+    orig = getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else exc
+    code = getattr(orig, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _BUSY_CODES
+
+
+def create_engine(url: str, *, busy_timeout: float = BUSY_TIMEOUT) -> AsyncEngine:
+    """An async engine; SQLite gets WAL and fsync on every commit (250 means stored), and every
+    connection waits up to ``busy_timeout`` seconds for another connection's lock.
+
+    Its writers need no ``BEGIN IMMEDIATE``: the driver (sqlite3's legacy transaction mode)
+    runs reads before a transaction's first write outside it and begins the transaction just
+    before that write, so the write lock is taken by a connection without a read snapshot,
+    which SQLite's busy handler waits for (an upgrade from a read would fail at once)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -34,7 +57,7 @@ def create_engine(url: str) -> AsyncEngine:
         pool: dict[str, Any] = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
         if not database or database == ":memory:":
             pool = {}  # one connection kept for the database's life (SQLAlchemy's StaticPool)
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **pool)
+        engine = create_async_engine(url, connect_args={"timeout": busy_timeout}, **pool)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -42,7 +65,7 @@ def create_engine(url: str) -> AsyncEngine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={round(busy_timeout * 1000)}")
             cur.close()
 
         return engine

@@ -256,7 +256,7 @@ class MailQueue:
                 ids = await self.units.run(
                     functools.partial(self._insert_all, [request for request, _ in batch])
                 )
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, StorageUnavailable) as exc:
                 error = StorageUnavailable(f"queue could not store the message: {exc}")
                 for _, future in batch:
                     if not future.done():

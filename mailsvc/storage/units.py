@@ -14,12 +14,17 @@ work is one plain function of a synchronous SQLAlchemy ``Connection``, run in on
   processes of one service (the acceptor and the delivery process) take turns through an ``flock``
   on ``<database>.lock`` held for each unit: the kernel hands the lock to the next waiter the
   moment it is released, where SQLite's own busy handler would poll with sleeps of up to 100 ms
-  (long tails under load). Other writers (the CLI, the web pages) still meet SQLite's lock and its
-  busy timeout.
+  (long tails under load). Other writers (the async engine of the same process: distributions,
+  the web pages; the CLI) still meet SQLite's lock, and the database thread waits for it in the
+  busy handler (``BUSY_TIMEOUT``). The event loop's thread never does: an inline unit that finds
+  the lock taken goes to the database thread instead (the holder may be a coroutine of this
+  very loop, which could never finish while the loop waits for it).
 - On any other database (PostgreSQL through asyncpg), through the async engine with
   ``run_sync``: the same function, the same single transaction.
 
-Callers get the function's result, or its exception.
+Callers get the function's result, or its exception; SQLite's lock still held by another
+connection after the busy timeout is raised as ``StorageUnavailable`` (a temporary failure: the
+caller retries, or answers 4xx), never as a driver error that could be taken for a broken unit.
 
 A unit is durable (its commit fsync'd before ``run`` returns) unless the caller passes
 ``durable=False``: then the commit is ordered but not flushed (SQLite WAL ``synchronous=NORMAL``,
@@ -37,6 +42,7 @@ import concurrent.futures
 import contextlib
 import fcntl
 import os
+import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -47,7 +53,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
+from mailsvc.errors import StorageUnavailable
+from mailsvc.storage.db import BUSY_TIMEOUT, is_busy
+
 T = TypeVar("T")
+
+
+def busy_error(exc: BaseException) -> StorageUnavailable:
+    return StorageUnavailable(f"the database is busy (locked by another connection): {exc}")
 
 
 class Units(Protocol):
@@ -72,23 +85,48 @@ class EngineUnits:
     async def run(
         self, work: Callable[[Connection], T], *, durable: bool = True, inline: bool = False
     ) -> T:
-        async with self.engine.begin() as conn:
-            if not durable and conn.dialect.name == "postgresql":
-                await conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-            return await conn.run_sync(work)
+        try:
+            async with self.engine.begin() as conn:
+                if not durable and conn.dialect.name == "postgresql":
+                    await conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                return await conn.run_sync(work)
+        except DBAPIError as exc:
+            if is_busy(exc):
+                raise busy_error(exc) from exc
+            raise
 
     async def close(self) -> None:
         return None
 
 
-def sqlite_engine(path: str) -> Engine:
-    """A synchronous engine on a SQLite file: WAL, fsync at every commit, ``BEGIN IMMEDIATE``."""
+class _LockBusy(Exception):
+    """Another process is in the middle of a unit, or another connection holds SQLite's lock."""
+
+
+def begin_immediate(raw: sqlite3.Connection, *, wait: bool) -> None:
+    """``BEGIN IMMEDIATE``: the write lock at the start, waited for in SQLite's busy handler
+    (an upgrade from a read later in the transaction would fail at once instead). Without
+    ``wait`` (the connection's busy timeout set to 0) a lock held elsewhere raises _LockBusy;
+    with it, a lock still held after the busy timeout raises StorageUnavailable."""
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if is_busy(exc):
+            if not wait:
+                raise _LockBusy from None
+            raise busy_error(exc) from exc
+        raise DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error) from exc
+
+
+def sqlite_engine(path: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
+    """A synchronous engine on a SQLite file: WAL, fsync at every commit, ``BEGIN IMMEDIATE``,
+    ``busy_timeout`` seconds of waiting for another connection's lock."""
     # check_same_thread off: ThreadUnits may run a unit inline on the event loop's thread; its
     # own lock keeps the connection to one thread at a time.
     engine = create_engine(
         f"sqlite:///{path}",
         poolclass=NullPool,
-        connect_args={"timeout": 30, "check_same_thread": False},
+        connect_args={"timeout": busy_timeout, "check_same_thread": False},
     )
 
     @event.listens_for(engine, "connect")
@@ -98,41 +136,43 @@ def sqlite_engine(path: str) -> Engine:
             "PRAGMA journal_mode=WAL",
             "PRAGMA synchronous=FULL",
             "PRAGMA foreign_keys=ON",
-            "PRAGMA busy_timeout=30000",
+            f"PRAGMA busy_timeout={round(busy_timeout * 1000)}",
             "PRAGMA secure_delete=FAST",
         ):
             dbapi_conn.execute(pragma)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        # Straight to the driver: the statement needs none of SQLAlchemy's execution path.
+        # ThreadUnits begins its transactions itself (it must tell a busy lock from other
+        # errors); this serves any other user of the engine. Straight to the driver: the
+        # statement needs none of SQLAlchemy's execution path.
         raw: Any = conn.connection.driver_connection
-        raw.execute("BEGIN IMMEDIATE")
+        if not raw.in_transaction:
+            begin_immediate(raw, wait=True)
 
     return engine
-
-
-class _LockBusy(Exception):
-    """Another process is in the middle of a unit."""
 
 
 class ThreadUnits:
     """Units of work on one thread that owns one SQLite connection.
 
     A unit asked for ``inline`` runs on the caller's thread instead when the database thread is
-    idle and no other process holds the lock file: a lone SMTP session waits for its commit
-    either way, and the two hand-offs (a futex wake of the thread, then the event loop's
-    wake-up) cost 0.1-0.5 ms on a loaded machine, a tenth of the whole session. ``_using``
-    keeps the connection to one thread at a time.
+    idle, no other process holds the lock file and no other connection holds SQLite's lock: a
+    lone SMTP session waits for its commit either way, and the two hand-offs (a futex wake of
+    the thread, then the event loop's wake-up) cost 0.1-0.5 ms on a loaded machine, a tenth of
+    the whole session. ``_using`` keeps the connection to one thread at a time.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.path = path
-        self.engine = sqlite_engine(path)
+        self.busy_timeout = busy_timeout
+        self.engine = sqlite_engine(path, busy_timeout)
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="queue-db")
         self._conn: Connection | None = None
         self._lock_fd: int | None = None
         self._durable = True
+        # Whether the connection's busy handler waits (the database thread) or not (inline).
+        self._waits = True
         self._closed = False
         self._using = threading.Lock()
 
@@ -144,10 +184,11 @@ class ThreadUnits:
         self, work: Callable[[Connection], T], durable: bool, *, wait: bool = True
     ) -> T:
         """Run the unit; with ``wait`` False raise _LockBusy at once, instead of waiting, when
-        another process holds the lock file."""
+        another process holds the lock file or another connection SQLite's lock."""
         if self._conn is None:
             self._conn = self.engine.connect()
-            self._durable = True  # the connection's pragma: synchronous=FULL
+            self._durable = True  # the connection's pragmas: synchronous=FULL,
+            self._waits = True  # the whole busy timeout
         if self._lock_fd is None:
             self._lock_fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         conn = self._conn
@@ -156,14 +197,25 @@ class ThreadUnits:
         except BlockingIOError:
             raise _LockBusy from None
         try:
+            # On the driver's connection, between transactions (SQLAlchemy would begin one).
+            raw: Any = conn.connection.driver_connection
             if durable != self._durable:
-                # On the driver's connection, between transactions (SQLAlchemy would begin one).
-                raw: Any = conn.connection.driver_connection
                 raw.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
                 self._durable = durable
-            with conn.begin():
-                return work(conn)
-        except DBAPIError:
+            if wait != self._waits:
+                timeout = round(self.busy_timeout * 1000) if wait else 0
+                raw.execute(f"PRAGMA busy_timeout={timeout}")
+                self._waits = wait
+            begin_immediate(raw, wait=wait)
+            try:
+                with conn.begin():  # takes over the transaction begun above
+                    return work(conn)
+            finally:
+                if raw.in_transaction:  # conn.begin() failed before taking it over
+                    raw.rollback()
+        except DBAPIError as exc:
+            if is_busy(exc):
+                raise busy_error(exc) from exc
             # The connection may be unusable (disk full, file replaced): start afresh next time.
             self._drop()
             raise
@@ -190,8 +242,9 @@ class ThreadUnits:
         if self._closed:
             raise RuntimeError("the queue database is closed")
         if inline and self._using.acquire(blocking=False):
-            # Only if nobody holds the lock either: the event loop must not wait for another
-            # process's transaction (the database thread does that).
+            # Only if nobody holds a lock either (another process the lock file, any other
+            # connection SQLite's lock): the event loop must not wait for another transaction,
+            # which may be a coroutine of this loop. The database thread waits instead.
             try:
                 return self._execute_held(work, durable, wait=False)
             except _LockBusy:

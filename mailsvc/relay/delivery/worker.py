@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 _MAX_IDLE = 5.0
 # Passes of drain(): the mail itself, then its bounce or acknowledgement, then theirs.
 _DRAIN_PASSES = 3
+# Waits between attempts to record outcomes while the database is busy or unavailable.
+_RECORD_RETRY_FIRST = 0.05
+_RECORD_RETRY_MAX = 5.0
 # Concurrent smarthost connections (delivery.workers counts the LMTP ones).
 # The reply recorded for a recipient the server gave no answer about.
 _NO_REPLY = Reply(451, "4.3.0 no reply for this recipient")
@@ -294,8 +297,8 @@ class DeliveryWorkers:
                 )
                 outcomes = [(d, "dead" if s == "failed" else s, r, n) for d, s, r, n in outcomes]
             ack = self._ack_request(message, delivered, now)
-            return await self.queue.record(
-                message.id,
+            return await self._record(
+                message,
                 outcomes,
                 follow_ups=follow_ups,
                 ack=ack,
@@ -304,6 +307,11 @@ class DeliveryWorkers:
             )
         except asyncio.CancelledError:
             raise  # the claim is released at the next start (at-least-once)
+        except StorageUnavailable as exc:
+            # The database is busy or down (and the workers are stopping): not the message's
+            # fault. Its deliveries stay in flight and are attempted again at the next start.
+            log.warning("queue %s: outcome not recorded, retried later: %s", message.queue_id, exc)
+            return []
         except Exception:
             error = traceback.format_exc()
             log.error(
@@ -312,6 +320,41 @@ class DeliveryWorkers:
             with contextlib.suppress(Exception):
                 await self.queue.mark_dead(message.id, error)
             return []
+
+    async def _record(
+        self,
+        message: QueuedMessage,
+        outcomes: list[tuple[int, str, str, datetime | None]],
+        *,
+        follow_ups: list[Outgoing],
+        ack: AckRequest | None,
+        error: str | None,
+        receipts: ReceiptUpdate | None,
+    ) -> list[str]:
+        """Record an attempt's outcomes, waiting out a busy or unavailable database: the attempt
+        has been made, and giving up on its record would only make it again."""
+        pause = _RECORD_RETRY_FIRST
+        while True:
+            try:
+                return await self.queue.record(
+                    message.id,
+                    outcomes,
+                    follow_ups=follow_ups,
+                    ack=ack,
+                    error=error,
+                    receipts=receipts,
+                )
+            except StorageUnavailable as exc:
+                if self._stopping:
+                    raise
+                log.warning(
+                    "queue %s: outcome not recorded yet, again in %.1f s: %s",
+                    message.queue_id,
+                    pause,
+                    exc,
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _RECORD_RETRY_MAX)
 
     def _receipts(
         self,
