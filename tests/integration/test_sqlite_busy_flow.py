@@ -18,9 +18,9 @@ from fpdf import FPDF
 
 from mailsvc.app import Parts, start_service
 from mailsvc.config import Settings
-from mailsvc.delivery.worker import DeliveryWorkers
-from mailsvc.domain.receipts import EventKind
+from mailsvc.domain.receipt_states import EventKind
 from mailsvc.mailbox import read_inbox
+from mailsvc.relay.delivery.worker import DeliveryWorkers
 from mailsvc.storage.units import ThreadUnits
 from tests.sqlite_lock import held_by_another_process, writer_process
 

@@ -16,11 +16,12 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mailsvc.domain.receipts import EventKind, EventSource
+from mailsvc.domain.receipt_states import EventKind, EventSource
 from mailsvc.errors import StorageUnavailable
-from mailsvc.storage.db import create_engine, create_schema, deliveries
+from mailsvc.storage.db import create_engine, create_schema
 from mailsvc.storage.queue import MailQueue, QueuedMessage
-from mailsvc.storage.receipts import ReceiptStore
+from mailsvc.storage.sessions import ReceiptStore
+from mailsvc.storage.tables import deliveries
 from mailsvc.storage.units import EngineUnits, ThreadUnits
 from tests.sqlite_lock import Heartbeat, held_by_another_process, writer_process
 
