@@ -52,6 +52,13 @@ def encode_part(source: Path, part_headers: bytes, var_dir: Path) -> str:
     same headers is encoded once for every distribution that carries it. Written to a temporary
     file, fsync'd and renamed: a part file is either complete or absent.
     """
+    # The LMTP client sends part files as they are, without CRLF conversion or dot-stuffing;
+    # base64 lines qualify by construction, the headers are checked.
+    crlf = part_headers.count(b"\r\n")
+    if crlf != part_headers.count(b"\n") or not part_headers.endswith(b"\r\n"):
+        raise ValueError("part headers must be CRLF-terminated lines")
+    if part_headers.startswith(b".") or b"\n." in part_headers:
+        raise ValueError("a part header line starts with a dot")
     digest = hashlib.sha256()
     with source.open("rb") as fh:
         while block := fh.read(CHUNK):
