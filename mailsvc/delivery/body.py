@@ -105,7 +105,8 @@ class PartedBody:
     def to_stored(boundary: str, names: list[str]) -> str:
         return json.dumps({"boundary": boundary, "files": names})
 
-    def _separators(self) -> Iterator[tuple[Path, bytes]]:
+    def tail(self) -> Iterator[tuple[Path, bytes]]:
+        """Everything after the head: each part file, with the boundary line that follows it."""
         closing = f"--{self.boundary}--\r\n".encode("ascii")
         between = f"--{self.boundary}\r\n".encode("ascii")
         for i, path in enumerate(self.files):
@@ -119,11 +120,11 @@ class PartedBody:
 
     @property
     def size(self) -> int:
-        return len(self.head) + sum(p.stat().st_size + len(s) for p, s in self._separators())
+        return len(self.head) + sum(p.stat().st_size + len(s) for p, s in self.tail())
 
     async def tail_chunks(self) -> AsyncIterator[bytes]:
         """Everything after the head: each part file, then the boundary line after it."""
-        for path, separator in self._separators():
+        for path, separator in self.tail():
             with path.open("rb") as fh:
                 while block := await asyncio.to_thread(fh.read, CHUNK):
                     yield block
