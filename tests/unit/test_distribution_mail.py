@@ -14,8 +14,15 @@ from pathlib import Path
 import pytest
 
 from mailsvc.config import Settings, load_settings
-from mailsvc.distribution.mail import Pack, PackDocument, SessionFacts, prepare_pack, render_head
-from mailsvc.relay.delivery.body import PartedBody, parts_dir
+from mailsvc.distribution.mail import (
+    Pack,
+    PackDocument,
+    SessionFacts,
+    attachment_headers,
+    prepare_pack,
+    render_head,
+)
+from mailsvc.relay.delivery.body import PartedBody, encode_part, parts_dir
 from mailsvc.relay.delivery.lmtp import encode_data, stuff
 
 
@@ -164,6 +171,44 @@ async def test_streamed_lmtp_data_equals_stuffing_the_whole_message(
     )
     streamed = stuff(head) + b"".join([c async for c in body.tail_chunks()]) + b".\r\n"
     assert streamed == encode_data(await body.to_bytes())
+
+
+@pytest.mark.parametrize(
+    "filename",
+    [
+        ".ukryty.pdf",
+        "." + "ż" * 120 + ".pdf",  # folded, RFC 2231-encoded over several lines
+        "uchwała " + "x" * 90 + " .pdf",  # folded at the space before the dot
+        "a\r\n.\r\nRCPT TO:<x@example.org>.pdf",
+    ],
+)
+def test_part_files_keep_what_the_lmtp_client_relies_on(
+    settings: Settings, tmp_path: Path, filename: str
+) -> None:
+    # The LMTP client sends part files without CRLF conversion and without dot-stuffing:
+    # every line must end with CRLF and none may start with a dot, whatever the file's name.
+    source = tmp_path / "doc"
+    source.write_bytes(os.urandom(10_000) + b"\r\n.\r\n")
+    headers = attachment_headers(filename, "application/pdf")
+    part = (
+        parts_dir(settings.var_dir) / encode_part(source, headers, settings.var_dir)
+    ).read_bytes()
+    assert part.endswith(b"\r\n") and part.count(b"\n") == part.count(b"\r\n")
+    assert not part.startswith(b".") and b"\n." not in part
+    assert len(headers.split(b"\r\n")) > 3 or len(filename) < 20  # long names did fold
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [b"Content-Type: text/plain\r\n.hidden: x\r\n", b".x: y\r\n", b"A: b\nC: d\r\n", b"A: b"],
+)
+def test_part_headers_that_would_need_stuffing_are_refused(
+    settings: Settings, tmp_path: Path, headers: bytes
+) -> None:
+    source = tmp_path / "doc"
+    source.write_bytes(b"x")
+    with pytest.raises(ValueError):
+        encode_part(source, headers, settings.var_dir)
 
 
 def test_missing_part_file_is_reported(settings: Settings, tmp_path: Path) -> None:

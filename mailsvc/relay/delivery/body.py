@@ -52,6 +52,13 @@ def encode_part(source: Path, part_headers: bytes, var_dir: Path) -> str:
     same headers is encoded once for every distribution that carries it. Written to a temporary
     file, fsync'd and renamed: a part file is either complete or absent.
     """
+    # The LMTP client sends part files as they are, without CRLF conversion or dot-stuffing;
+    # base64 lines qualify by construction, the headers are checked.
+    crlf = part_headers.count(b"\r\n")
+    if crlf != part_headers.count(b"\n") or not part_headers.endswith(b"\r\n"):
+        raise ValueError("part headers must be CRLF-terminated lines")
+    if part_headers.startswith(b".") or b"\n." in part_headers:
+        raise ValueError("a part header line starts with a dot")
     digest = hashlib.sha256()
     with source.open("rb") as fh:
         while block := fh.read(CHUNK):
@@ -98,7 +105,8 @@ class PartedBody:
     def to_stored(boundary: str, names: list[str]) -> str:
         return json.dumps({"boundary": boundary, "files": names})
 
-    def _separators(self) -> Iterator[tuple[Path, bytes]]:
+    def tail(self) -> Iterator[tuple[Path, bytes]]:
+        """Everything after the head: each part file, with the boundary line that follows it."""
         closing = f"--{self.boundary}--\r\n".encode("ascii")
         between = f"--{self.boundary}\r\n".encode("ascii")
         for i, path in enumerate(self.files):
@@ -112,11 +120,11 @@ class PartedBody:
 
     @property
     def size(self) -> int:
-        return len(self.head) + sum(p.stat().st_size + len(s) for p, s in self._separators())
+        return len(self.head) + sum(p.stat().st_size + len(s) for p, s in self.tail())
 
     async def tail_chunks(self) -> AsyncIterator[bytes]:
         """Everything after the head: each part file, then the boundary line after it."""
-        for path, separator in self._separators():
+        for path, separator in self.tail():
             with path.open("rb") as fh:
                 while block := await asyncio.to_thread(fh.read, CHUNK):
                     yield block
