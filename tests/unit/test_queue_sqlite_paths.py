@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from mailsvc.storage import queue as queue_module
 from mailsvc.storage import sqlite_fast
 from mailsvc.storage.db import create_engine, create_schema, utcnow
 from mailsvc.storage.queue import FINAL, PENDING, AckRequest, Claim, MailQueue, Outgoing
+from mailsvc.storage.queue.statements import SQLITE_OLDEST_DUE, SQLITE_SETTLE, SQLITE_TAKE
 from mailsvc.storage.tables import deliveries
 
 
@@ -119,10 +119,10 @@ async def test_the_driver_claim_answers_as_the_sqlalchemy_claim(
 
 
 def test_the_written_out_statuses_are_the_pending_and_final_ones() -> None:
-    for statement in (queue_module._SQLITE_OLDEST_DUE, queue_module._SQLITE_TAKE):
+    for statement in (SQLITE_OLDEST_DUE, SQLITE_TAKE):
         where = statement.split("WHERE", 1)[1]
         assert tuple(re.findall(r"status = '(\w+)'", where)) == PENDING
-    settle = queue_module._SQLITE_SETTLE.split("NOT EXISTS", 1)[1]
+    settle = SQLITE_SETTLE.split("NOT EXISTS", 1)[1]
     assert tuple(re.findall(r"status != '(\w+)'", settle)) == FINAL
 
 

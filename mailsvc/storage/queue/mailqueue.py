@@ -1,0 +1,307 @@
+"""``MailQueue``: the repository over the queue tables, as the rest of the service sees it.
+
+Each delivery has a route, decided once at enqueue from the recipient's domain: ``lmtp`` for the
+council's own domain (the mailbox store), ``smtp`` for every other domain (the smarthost).
+Workers claim the due deliveries of one message on one route at a time, so a message becomes one
+LMTP transaction for its local recipients and one SMTP transaction for the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from mailsvc.errors import StorageUnavailable
+from mailsvc.storage.db import utcnow
+from mailsvc.storage.queue import admin
+from mailsvc.storage.queue.claim import Claim, claim_rows
+from mailsvc.storage.queue.model import (
+    AckRequest,
+    DeliveryRow,
+    MessageDetail,
+    Outgoing,
+    QueuedMessage,
+    ReceiptUpdate,
+    Retried,
+    origin_from_client,
+    route_for,
+)
+from mailsvc.storage.queue.writes import insert_rows, record_rows
+from mailsvc.storage.tables import deliveries, messages
+from mailsvc.storage.units import Units, units_for
+
+
+class MailQueue:
+    """Repository over the queue tables. Every write is one committed transaction.
+
+    The hot path — enqueue, claim, record — runs as whole units of work (``units``): one
+    synchronous function and one transaction each, on the database's own thread for SQLite, so
+    a message costs three thread hops rather than one per statement.
+    """
+
+    def __init__(self, engine: AsyncEngine, local_domains: Sequence[str] | None = None) -> None:
+        self.engine = engine
+        self.local_domains = (
+            None if local_domains is None else tuple(d.lower() for d in local_domains)
+        )
+        self.units: Units = units_for(engine)
+        self._pending_enqueues: list[tuple[tuple[Any, ...], asyncio.Future[str]]] = []
+        self._committer: asyncio.Task[None] | None = None
+
+    def route_for(self, recipient: str) -> str:
+        return route_for(recipient, self.local_domains)
+
+    async def close(self) -> None:
+        """Commit what is waiting, then close the queue's own database connection."""
+        await self.flush()
+        await self.units.close()
+
+    async def enqueue(
+        self,
+        mail_from: str,
+        recipients: Sequence[str],
+        body: bytes,
+        client: str = "",
+        *,
+        origin: str | None = None,
+        alone: bool = False,
+    ) -> str:
+        """Store a message durably (committed, fsync'd) and return its queue id.
+
+        Group commit: messages arriving while a commit is in progress are written together in
+        the next transaction, so concurrent sessions share one fsync. Each caller still returns
+        only after its own message is committed. The null reverse path is stored as "".
+
+        ``alone``: the caller is the only session at work, so nothing could join its commit;
+        with no commit in progress the message is then committed at once, on this thread when
+        the database's thread is idle (see ``ThreadUnits``).
+        """
+        if mail_from == "<>":
+            mail_from = ""
+        request = (
+            mail_from,
+            tuple(recipients),
+            body,
+            client,
+            origin or origin_from_client(client),
+        )
+        if (
+            alone
+            and not self._pending_enqueues
+            and (self._committer is None or self._committer.done())
+        ):
+            try:
+                ids = await self.units.run(
+                    functools.partial(self._insert_all, [request]), inline=True
+                )
+            except SQLAlchemyError as exc:
+                raise StorageUnavailable(f"queue could not store the message: {exc}") from exc
+            return ids[0]
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending_enqueues.append((request, future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_pending())
+        return await future
+
+    async def flush(self) -> None:
+        """Wait until enqueues in progress are committed (before the engine is closed, or a
+        commit could be cut off mid-way and its callers left waiting)."""
+        while self._committer is not None and not self._committer.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._committer)
+
+    async def _commit_pending(self) -> None:
+        while self._pending_enqueues:
+            batch, self._pending_enqueues = self._pending_enqueues, []
+            try:
+                ids = await self.units.run(
+                    functools.partial(self._insert_all, [request for request, _ in batch])
+                )
+            except (SQLAlchemyError, StorageUnavailable) as exc:
+                error = StorageUnavailable(f"queue could not store the message: {exc}")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            except BaseException as exc:  # cancelled or unexpected: no caller may hang
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(
+                            StorageUnavailable(f"queue could not store the message: {exc!r}")
+                        )
+                raise
+            for (_, future), queue_id in zip(batch, ids, strict=True):
+                if not future.done():
+                    future.set_result(queue_id)
+
+    def _insert_all(self, requests: Sequence[tuple[Any, ...]], conn: Connection) -> list[str]:
+        return [insert_rows(conn, self.local_domains, *request)[1] for request in requests]
+
+    async def insert(
+        self,
+        conn: AsyncConnection,
+        mail_from: str,
+        recipients: Sequence[str],
+        body: bytes,
+        client: str,
+        origin: str,
+        *,
+        parts: str | None = None,
+    ) -> tuple[int, str]:
+        """Queue a message inside the caller's transaction; returns (row id, queue id)."""
+
+        def insert(sync_conn: Connection) -> tuple[int, str]:
+            return insert_rows(
+                sync_conn,
+                self.local_domains,
+                mail_from,
+                recipients,
+                body,
+                client,
+                origin,
+                parts=parts,
+            )
+
+        return await conn.run_sync(insert)
+
+    async def release_claims(self) -> int:
+        """At start-up: deliveries left in flight by a crash become due again (at-least-once)."""
+
+        def release(conn: Connection) -> int:
+            now = utcnow()
+            result = conn.execute(
+                update(deliveries)
+                .where(deliveries.c.status == "inflight")
+                .values(status="queued", next_attempt_at=now, updated_at=now)
+            )
+            return int(result.rowcount or 0)
+
+        return await self.units.run(release)
+
+    async def claim_next(self, route: str | None = None) -> QueuedMessage | None:
+        """Claim every due delivery of the oldest due message on one route (one transaction).
+
+        With ``route`` None any route is taken: the route of the oldest due delivery.
+        """
+        claimed = await self.claim_batch(route, 1)
+        return claimed[0] if claimed else None
+
+    async def claim_batch(self, route: str | None, limit: int) -> list[QueuedMessage]:
+        """Claim the due deliveries of up to ``limit`` of the oldest due messages, each on one
+        route, in one transaction (fewer round trips per message under load)."""
+        return (await self.claim(route, limit)).messages
+
+    async def claim(self, route: str | None, limit: int) -> Claim:
+        """As :meth:`claim_batch`, and say whether more is due now or when it will be: the
+        delivery workers' dispatcher needs no second look at an empty queue."""
+        # Not flushed: a claim lost to a power failure is a delivery in flight, retried anyway.
+        # Inline when it can be: a claim without fsync is shorter than the hand-off to the
+        # database thread and back.
+        return await self.units.run(
+            functools.partial(claim_rows, route=route, limit=limit), durable=False, inline=True
+        )
+
+    async def release(self, claimed: Sequence[QueuedMessage]) -> None:
+        """Give claimed but unattempted deliveries back (a graceful stop)."""
+        ids = [d[0] for m in claimed for d in m.deliveries]
+        if not ids:
+            return
+
+        def release(conn: Connection) -> None:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(ids), deliveries.c.status == "inflight")
+                .values(status="queued", updated_at=utcnow())
+            )
+
+        await self.units.run(release)
+
+    async def record(
+        self,
+        message_id: int,
+        outcomes: Sequence[tuple[int, str, str, datetime | None]],
+        *,
+        follow_ups: Sequence[Outgoing] = (),
+        ack: AckRequest | None = None,
+        error: str | None = None,
+        receipts: ReceiptUpdate | None = None,
+    ) -> list[str]:
+        """Store outcomes: (delivery id, new status, reply text, next attempt or None).
+
+        In the same transaction, queue ``follow_ups`` (bounces) and, for the councillors of
+        ``ack`` not acknowledged yet that day, an acknowledgement: a crash either keeps all of
+        it or none. ``error`` is kept on the message when an outcome is ``dead``. Returns the
+        queue ids of the messages queued here.
+        """
+
+        def record(conn: Connection) -> list[str]:
+            return record_rows(
+                conn, self.local_domains, message_id, outcomes, follow_ups, ack, error, receipts
+            )
+
+        # Not flushed (see mailsvc.storage.units): outcomes lost to a power failure are
+        # deliveries in flight at the crash, attempted again (at-least-once), and what the
+        # same transaction queued (a bounce, an acknowledgement) is lost with them and made
+        # again then. Unflushed commits become durable with the next enqueue's fsync.
+        return await self.units.run(record, durable=False, inline=True)
+
+    async def mark_dead(self, message_id: int, error: str) -> None:
+        """An unexpected error: keep the message and say why (never drop it)."""
+
+        def mark(conn: Connection) -> None:
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.message_id == message_id, deliveries.c.status == "inflight")
+                .values(status="dead", last_reply=error[:2000], updated_at=utcnow())
+            )
+            conn.execute(
+                update(messages)
+                .where(messages.c.id == message_id)
+                .values(status="dead", error=error[:10000])
+            )
+
+        await self.units.run(mark)
+
+    # -- operators (mailsvc queue …) ----------------------------------------------------------
+
+    async def list_deliveries(self, statuses: Sequence[str] | None = None) -> list[DeliveryRow]:
+        return await admin.list_deliveries(self.engine, statuses)
+
+    async def show(self, queue_id: str, *, with_body: bool = False) -> MessageDetail | None:
+        """One message with every delivery, or None if there is no such queue id (read in one
+        transaction: the message and its deliveries as of the same moment)."""
+        return await self.units.run(
+            functools.partial(admin.show, queue_id=queue_id, with_body=with_body)
+        )
+
+    async def retry(
+        self,
+        queue_id: str | None = None,
+        *,
+        deferred: bool = False,
+        dead: bool = False,
+    ) -> list[Retried]:
+        """Make deliveries due now: one message's pending and dead ones, every deferred one,
+        or every dead one. Dead letters become queued again. Returns what was changed."""
+        if queue_id is not None:
+            wanted: tuple[str, ...] = ("queued", "deferred", "dead")
+        else:
+            wanted = (("deferred",) if deferred else ()) + (("dead",) if dead else ())
+        if not wanted:
+            return []
+        return await self.units.run(
+            functools.partial(admin.retry, wanted=wanted, queue_id=queue_id)
+        )
+
+    async def delete(self, queue_id: str) -> MessageDetail | None:
+        """Remove a message and its deliveries; returns what was removed (None if absent)."""
+        return await self.units.run(functools.partial(admin.delete_message, queue_id=queue_id))

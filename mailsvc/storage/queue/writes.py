@@ -1,0 +1,237 @@
+"""The units of work that write the queue: a message's rows, delivery outcomes (with what they
+cause: bounces, acknowledgements, receipt events) and settling a message.
+
+Plain functions of a synchronous ``Connection``; ``MailQueue`` runs them through its ``Units``.
+On the queue's own SQLite connection the per-message statements go through the sqlite3 driver
+(``mailsvc.storage.sqlite_fast``), elsewhere through SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from mailsvc.storage import acks, sqlite_fast
+from mailsvc.storage.db import utcnow
+from mailsvc.storage.queue.model import AckRequest, Outgoing, ReceiptUpdate, route_for
+from mailsvc.storage.queue.statements import (
+    INSERT_DELIVERY,
+    INSERT_MESSAGE,
+    RECORD_OUTCOME,
+    SETTLE,
+    SQLITE_INSERT_DELIVERY,
+    SQLITE_INSERT_MESSAGE,
+    SQLITE_QUEUE_ID,
+    SQLITE_RECORD_OUTCOME,
+    SQLITE_SETTLE,
+)
+from mailsvc.storage.sessions import add_delivery_events
+from mailsvc.storage.tables import messages
+
+
+def insert_rows(
+    conn: Connection,
+    local_domains: Sequence[str] | None,
+    mail_from: str,
+    recipients: Sequence[str],
+    body: bytes,
+    client: str,
+    origin: str,
+    *,
+    parts: str | None = None,
+) -> tuple[int, str]:
+    queue_id = secrets.token_hex(8)
+    now = utcnow()
+    if sqlite_fast.driver(conn) is not None:  # the queue's own SQLite thread: the hot path
+        return _insert_rows_sqlite(
+            conn, local_domains, queue_id, now, mail_from, recipients, body, client, origin, parts
+        ), queue_id
+    result = conn.execute(
+        INSERT_MESSAGE,
+        {
+            "queue_id": queue_id,
+            "mail_from": mail_from,
+            "received_at": now,
+            "size": len(body),
+            "client": client,
+            "body": body,
+            "status": "queued",
+            "origin": origin,
+            "parts": parts,
+        },
+    )
+    message_id = result.inserted_primary_key[0]  # type: ignore[index]
+    conn.execute(
+        INSERT_DELIVERY,
+        [
+            {
+                "message_id": message_id,
+                "recipient": rcpt,
+                "route": route_for(rcpt, local_domains),
+                "status": "queued",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "updated_at": now,
+            }
+            for rcpt in recipients
+        ],
+    )
+    return int(message_id), queue_id
+
+
+def _insert_rows_sqlite(
+    conn: Connection,
+    local_domains: Sequence[str] | None,
+    queue_id: str,
+    now: datetime,
+    mail_from: str,
+    recipients: Sequence[str],
+    body: bytes,
+    client: str,
+    origin: str,
+    parts: str | None,
+) -> int:
+    """The same rows as ``insert_rows``, written through the sqlite3 driver directly: two
+    prepared statements, without SQLAlchemy's compile-and-bind round per statement (a third
+    of the enqueue's CPU). Values are stored exactly as SQLAlchemy stores them."""
+    cursor = sqlite_fast.driver(conn).cursor()
+    try:
+        with sqlite_fast.as_dbapi_error("enqueue"):
+            stamp = sqlite_fast.datetime_to_db(now)
+            cursor.execute(
+                SQLITE_INSERT_MESSAGE,
+                (queue_id, mail_from, stamp, len(body), client, body, "queued", origin, parts),
+            )
+            message_id: int = cursor.lastrowid
+            cursor.executemany(
+                SQLITE_INSERT_DELIVERY,
+                [
+                    (message_id, rcpt, route_for(rcpt, local_domains), "queued", 0, stamp, stamp)
+                    for rcpt in recipients
+                ],
+            )
+    finally:
+        cursor.close()
+    return message_id
+
+
+def record_rows(
+    conn: Connection,
+    local_domains: Sequence[str] | None,
+    message_id: int,
+    outcomes: Sequence[tuple[int, str, str, datetime | None]],
+    follow_ups: Sequence[Outgoing],
+    ack: AckRequest | None,
+    error: str | None,
+    receipts: ReceiptUpdate | None,
+) -> list[str]:
+    now = utcnow()
+    queued: list[str] = []
+    raw = sqlite_fast.driver(conn)
+    if raw is not None:
+        stamp = sqlite_fast.datetime_to_db(now)
+        with sqlite_fast.as_dbapi_error("record"):
+            raw.executemany(
+                SQLITE_RECORD_OUTCOME,
+                [
+                    (
+                        status,
+                        reply,
+                        sqlite_fast.datetime_to_db(next_at) if next_at else stamp,
+                        stamp,
+                        i,
+                    )
+                    for i, status, reply, next_at in outcomes
+                ],
+            )
+    else:
+        conn.execute(
+            RECORD_OUTCOME,
+            [
+                {
+                    "delivery_id": delivery_id,
+                    "new_status": status,
+                    "reply": reply,
+                    "next_at": next_at or now,
+                    "now": now,
+                }
+                for delivery_id, status, reply, next_at in outcomes
+            ],
+        )
+    for out in follow_ups:
+        queued.append(
+            insert_rows(
+                conn, local_domains, out.mail_from, out.recipients, out.body, "", out.origin
+            )[1]
+        )
+    if ack is not None:
+        queue_id = _acknowledge(conn, local_domains, message_id, ack, now)
+        if queue_id:
+            queued.append(queue_id)
+    if receipts is not None and receipts.events:
+        add_delivery_events(conn, message_id, receipts.events)
+    if error is not None and any(o[1] == "dead" for o in outcomes):
+        conn.execute(
+            update(messages)
+            .where(messages.c.id == message_id)
+            .values(status="dead", error=error[:10000])
+        )
+    settle(conn, message_id)
+    return queued
+
+
+def _acknowledge(
+    conn: Connection,
+    local_domains: Sequence[str] | None,
+    message_id: int,
+    ack: AckRequest,
+    now: datetime,
+) -> str | None:
+    if ack.forget_before is not None:
+        acks.purge(conn, ack.forget_before)
+    raw = sqlite_fast.driver(conn)
+    if raw is not None:
+        with sqlite_fast.as_dbapi_error("acknowledge"):
+            (original,) = raw.execute(SQLITE_QUEUE_ID, (message_id,)).fetchone()
+    else:
+        original = conn.execute(
+            select(messages.c.queue_id).where(messages.c.id == message_id)
+        ).scalar_one()
+    fresh = [
+        c
+        for c in ack.councillors
+        if acks.claim(
+            conn,
+            sender=ack.sender,
+            councillor=c,
+            day=ack.day,
+            original_queue_id=original,
+            now=now,
+        )
+    ]
+    if not fresh:
+        return None
+    names = acks.display_names(conn, fresh)
+    out = ack.compose([(names.get(a.lower(), ""), a) for a in fresh])
+    if out is None:
+        return None
+    queue_id = insert_rows(
+        conn, local_domains, out.mail_from, out.recipients, out.body, "", out.origin
+    )[1]
+    acks.attach_ack(conn, sender=ack.sender, councillors_=fresh, day=ack.day, ack_queue_id=queue_id)
+    return queue_id
+
+
+def settle(conn: Connection, message_id: int) -> None:
+    # Privacy: a body is kept only until every recipient is settled for good (a dead letter
+    # keeps it, so that it can be retried).
+    raw = sqlite_fast.driver(conn)
+    if raw is not None:
+        with sqlite_fast.as_dbapi_error("settle"):
+            raw.execute(SQLITE_SETTLE, (message_id, message_id))
+    else:
+        conn.execute(SETTLE, {"message_id": message_id})
