@@ -478,12 +478,12 @@ class PhaseTimes:
 
 
 def _instrument(phases: PhaseTimes, max_bytes: int | None) -> None:
-    import mailsvc.cli.councillors as cli
+    import mailsvc.directory.roster_import as roster_import
     from mailsvc.directory.councillors import Councillors
     from mailsvc.storage.register import Register
     from provisioning.directory import Directory
 
-    phases.wrap_sync(cli, "read_roster", "read and check the roster file")
+    phases.wrap_sync(roster_import, "read_roster", "read and check the roster file")
     phases.wrap_async(Councillors, "plan", "plan (list directory + register, diff)")
     phases.wrap_async(Councillors, "choose_addresses", "choose addresses")
     phases.wrap_async(Councillors, "apply", "apply")
