@@ -110,7 +110,12 @@ class Sessions:
         if replaces is not None and replaces not in {
             d.id for d in await self.store.documents(session.id)
         }:
-            raise DistributionError(f"document {replaces} is not a document of this session")
+            raise DistributionError(
+                self._t(
+                    f"dokument {replaces} nie należy do tej sesji",
+                    f"document {replaces} is not a document of this session",
+                )
+            )
         try:
             info = await asyncio.to_thread(
                 check_document, path, filename or path.name, self.settings.language
@@ -118,10 +123,20 @@ class Sessions:
         except DocumentRejected as exc:
             raise DistributionError(str(exc)) from None
         except OSError as exc:
-            raise DistributionError(f"{path}: cannot be read ({exc.strerror})") from None
+            raise DistributionError(
+                self._t(
+                    f"{path}: nie można odczytać pliku ({exc.strerror})",
+                    f"{path}: cannot be read ({exc.strerror})",
+                )
+            ) from None
         sha, _ = await asyncio.to_thread(store_document, self.settings.var_dir, path)
         if sha != info.sha256:
-            raise DistributionError(f"{path} changed while it was being read; try again")
+            raise DistributionError(
+                self._t(
+                    f"{path} zmienił się w trakcie odczytu; spróbuj ponownie",
+                    f"{path} changed while it was being read; try again",
+                )
+            )
         return await self.store.add_document(
             session_id=session.id,
             agenda_item_id=item_id,

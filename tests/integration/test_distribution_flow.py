@@ -568,3 +568,12 @@ async def test_the_configured_time_zone_reaches_the_acknowledgement_page(
     warsaw = acked.replace(tzinfo=UTC).astimezone(ZoneInfo("Europe/Warsaw"))
     assert f"o godz. {shown.hour}:{shown:%M}." in posted.text  # hours without a leading zero
     assert f"o godz. {warsaw.hour}:{warsaw:%M}." not in posted.text
+
+
+async def test_attach_errors_speak_the_configured_language(parts: Parts, tmp_path: Path) -> None:
+    session, _ = await session_with_pdf(parts, tmp_path)
+    pdf = make_pdf(tmp_path / "autopoprawka.pdf", 1, "Autopoprawka")
+    with pytest.raises(DistributionError, match="dokument 9999 nie należy do tej sesji"):
+        await parts.distributions().attach(session.number, pdf, replaces=9999, actor="pytest")
+    with pytest.raises(DistributionError, match="nie można odczytać pliku"):
+        await parts.distributions().attach(session.number, tmp_path / "brak.pdf", actor="pytest")
