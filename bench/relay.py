@@ -153,13 +153,14 @@ def ensure_postfix() -> None:
 
 
 async def create_councillors(settings: Settings, count: int) -> list[str]:
-    from mailsvc.app import audit_context, open_parts
+    from mailsvc.app import open_parts
+    from mailsvc.storage.register import os_audit_context
 
     addresses = []
     async with open_parts(settings) as parts:
         councillors = parts.councillors()
         for given, surname in COUNCILLORS[:count]:
-            created = await councillors.add(given, surname, audit_context("bench/relay.py"))
+            created = await councillors.add(given, surname, os_audit_context("bench/relay.py"))
             addresses.append(created.address)
     return addresses
 

@@ -30,7 +30,7 @@ from mailsvc.relay.smtp.submission import SubmissionHandler, start_submission
 from mailsvc.relay.smtp.tls import server_context
 from mailsvc.storage.db import create_engine, create_schema
 from mailsvc.storage.queue import MailQueue
-from mailsvc.storage.register import Register, os_audit_context
+from mailsvc.storage.register import Register
 from mailsvc.storage.relaylog import RelayLog
 from mailsvc.storage.sessions import ReceiptStore
 from provisioning.directory import Directory, DirectoryConfig
@@ -65,9 +65,6 @@ async def open_database(settings: Settings) -> AsyncEngine:
     engine = create_engine(settings.database_url)
     await create_schema(engine)
     return engine
-
-
-audit_context = os_audit_context
 
 
 def cli_command_line() -> str:

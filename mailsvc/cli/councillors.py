@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from mailsvc import i18n
-from mailsvc.app import Parts, audit_context, cli_command_line, open_parts
+from mailsvc.app import Parts, cli_command_line, open_parts
 from mailsvc.config import Settings
 from mailsvc.directory.councillors import ApplyResult, CreatedAccount
 from mailsvc.directory.roster_import import apply_import, prepare_import, refuse_invalid
 from mailsvc.errors import MailsvcError
-from mailsvc.storage.register import AuditContext
+from mailsvc.storage.register import AuditContext, os_audit_context
 from provisioning.roster import Roster
 from provisioning.sync import Plan
 
@@ -107,7 +107,7 @@ async def run_import(
     result = await apply_import(
         service,
         prepared,
-        context or audit_context(cli_command_line()),
+        context or os_audit_context(cli_command_line()),
         language=settings.language,
         skip_invalid=skip_invalid,
         progress=None if quiet else _progress(_t(settings, "import.progress")),
@@ -188,7 +188,7 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
 async def _add(settings: Settings, args: argparse.Namespace) -> int:
     async with open_parts(settings) as parts:
         account = await parts.councillors().add(
-            args.given_name, args.surname, audit_context(cli_command_line()), args.district
+            args.given_name, args.surname, os_audit_context(cli_command_line()), args.district
         )
         await parts.deliver_queued()
     if args.json:
@@ -205,7 +205,7 @@ async def _add(settings: Settings, args: argparse.Namespace) -> int:
 async def _reset_password(settings: Settings, args: argparse.Namespace) -> int:
     async with open_parts(settings) as parts:
         account = await parts.councillors().reset_password(
-            args.address, audit_context(cli_command_line())
+            args.address, os_audit_context(cli_command_line())
         )
     if args.json:
         print(json.dumps({"address": account.address, "password": account.password}))
@@ -223,7 +223,7 @@ async def _end_mandate(settings: Settings, args: argparse.Namespace) -> int:
         raise MailsvcError(f"--on {args.on!r}: expected a date as YYYY-MM-DD") from None
     async with open_parts(settings) as parts:
         now = await parts.councillors().end_mandate(
-            args.address, on, args.reason or "", audit_context(cli_command_line())
+            args.address, on, args.reason or "", os_audit_context(cli_command_line())
         )
     key = "mandate.ended_now" if now else "mandate.scheduled"
     print(_t(settings, key, address=args.address, on=on.isoformat()))

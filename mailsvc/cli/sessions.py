@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from mailsvc.app import Parts, audit_context, open_parts
+from mailsvc.app import Parts, open_parts
 from mailsvc.config import Settings
 from mailsvc.distribution.service import DistributionError, Distributions, NoticeRefused
 from mailsvc.domain.vocabulary import DISTRIBUTION_KINDS, DOCUMENT_KINDS, SESSION_KINDS
 from mailsvc.storage.db import utcnow
+from mailsvc.storage.register import os_audit_context
 from mailsvc.storage.sessions import (
     DistributionRow,
 )
@@ -33,7 +34,7 @@ _DATETIME_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(?::\d{2})?")
 
 
 def _actor() -> str:
-    return audit_context("cli").actor
+    return os_audit_context("cli").actor
 
 
 def _local_datetime(settings: Settings, value: str, option: str) -> datetime:

@@ -12,17 +12,18 @@ import json
 import sys
 from typing import Any
 
-from mailsvc.app import audit_context, cli_command_line, open_database
+from mailsvc.app import cli_command_line, open_database
 from mailsvc.config import Settings
 from mailsvc.errors import MailsvcError
 from mailsvc.storage.clerks import WebStore
+from mailsvc.storage.register import os_audit_context
 
 
 async def _token(settings: Settings, args: argparse.Namespace) -> int:
     engine = await open_database(settings)
     try:
         store = WebStore(engine)
-        context = audit_context(cli_command_line())
+        context = os_audit_context(cli_command_line())
         if args.what == "create":
             try:
                 token = await store.create_token(args.name, context.actor)

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from mailsvc.app import Parts, Service, audit_context, open_directory, open_parts, start_service
+from mailsvc.app import Parts, Service, open_directory, open_parts, start_service
 from mailsvc.config import Settings
 from mailsvc.directory.councillors import Councillors, CreatedAccount
 from mailsvc.mailbox import read_inbox
+from mailsvc.storage.register import os_audit_context
 from provisioning.directory import Directory
 
 
@@ -64,7 +65,7 @@ def add_councillor(parts: Parts) -> Callable[[str, str], Any]:
     service = Councillors(parts.settings, parts.directory, parts.register)
 
     async def add(given: str, surname: str) -> CreatedAccount:
-        return await service.add(given, surname, audit_context("pytest"))
+        return await service.add(given, surname, os_audit_context("pytest"))
 
     return add
 

@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from mailsvc.app import Parts, Service, audit_context
+from mailsvc.app import Parts, Service
 from mailsvc.cli.councillors import run_import
 from mailsvc.config import DEFAULT_CONFIG, Settings
 from mailsvc.directory.roster_import import InvalidRoster
 from mailsvc.mailbox import MailboxLoginFailed, read_inbox
+from mailsvc.storage.register import os_audit_context
 from mailsvc.storage.tables import audit_log, councillors
 from provisioning.directory import Directory
 from provisioning.errors import DirectoryUnavailable
@@ -31,7 +32,7 @@ HEADER = (
     "imię;nazwisko;okręg;klub;funkcja;komisje;początek kadencji;koniec mandatu;"
     "e-mail prywatny;telefon;id"
 )
-CTX = audit_context("pytest")
+CTX = os_audit_context("pytest")
 
 
 def roster(tmp_path: Path, *rows: str, name: str = "roster.csv", encoding: str = "utf-8") -> Path:
