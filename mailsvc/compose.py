@@ -7,6 +7,7 @@ Bodies come from ``templates/`` through :mod:`mailsvc.templating`.
 
 from __future__ import annotations
 
+import binascii
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -29,6 +30,10 @@ _ADDRESS_SPECIALS = frozenset('<>()[]\\,;:"')
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*")
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII except ':' (RFC 5322 ftext)
+# <left@right> without spaces, brackets inside, or anything outside printable ASCII.
+_MESSAGE_ID = re.compile(r"<[!-;=?-~]+@[!-;=?-~]+>")
+_BOUNDARY = re.compile(r"=_[0-9A-Za-z_.-]{1,60}")
+_SMTP = policy.SMTP
 # Headers build_message sets itself, or that must never travel in a message (Bcc).
 _RESERVED_HEADERS = frozenset(
     {
@@ -95,6 +100,69 @@ def _mailbox(field_name: str, mailbox: tuple[str, str]) -> Address:
     display_name, address = mailbox
     local, domain = _check_address(field_name, address)
     return Address(display_name=clean_header_text(display_name), username=local, domain=domain)
+
+
+def check_address(field_name: str, address: str) -> str:
+    """``address`` if it is a plain ASCII address usable in a header, else ValueError."""
+    _check_address(field_name, address)
+    return address
+
+
+def header_field(name: str, value: str | tuple[str, str]) -> bytes:
+    """One header field as the email package writes it (RFC 2047 words for non-ASCII, folded at
+    78 characters), CRLF-terminated. A ``(display name, address)`` pair makes a mailbox field;
+    text has control characters replaced by spaces, as in :func:`build_message`.
+    """
+    if not _HEADER_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a valid header name")
+    parsed: Any = _mailbox(name, value) if isinstance(value, tuple) else clean_header_text(value)
+    folded: str = _SMTP.header_factory(name, parsed).fold(policy=_SMTP)
+    return folded.encode("ascii")
+
+
+def message_id_field(name: str, message_ids: Iterable[str]) -> bytes:
+    """``Message-ID``/``In-Reply-To``/``References`` with ids this service made: each must be a
+    plain ``<left@right>``; several go on continuation lines of their own."""
+    ids = list(message_ids)
+    if not ids:
+        raise ValueError(f"{name}: no message id")
+    for mid in ids:
+        if not _MESSAGE_ID.fullmatch(mid):
+            raise ValueError(f"{name}: {mid!r} is not a message id")
+    return (f"{name}: " + "\r\n ".join(ids) + "\r\n").encode("ascii")
+
+
+def quoted_printable(text: str) -> bytes:
+    """``text`` as a quoted-printable UTF-8 body with CRLF lines; CR, LF and CRLF all end a line
+    (as in the email package's ``set_content``, which splits the encoded bytes)."""
+    normal = b"\r\n".join(text.encode("utf-8").splitlines()) + b"\r\n"
+    return binascii.b2a_qp(normal, quotetabs=False, istext=True, header=False)
+
+
+def alternative_body(text: str, html: str, boundary: str) -> tuple[bytes, bytes]:
+    """A ``multipart/alternative`` of ``text`` and ``html``, both quoted-printable UTF-8:
+    ``(its Content-Type field, its body)``. ``boundary`` must start with ``=_`` (no
+    quoted-printable line can contain that) and be plain ASCII. Each part's text ends with a
+    line break that the delimiter after it does not take (RFC 2046 5.1.1), as the email
+    package writes it."""
+    if not _BOUNDARY.fullmatch(boundary):
+        raise ValueError(f"{boundary!r} is not a boundary this module writes")
+    b = boundary.encode("ascii")
+    content = f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'.encode("ascii")
+    body = b"".join(
+        [
+            b"--" + b + b"\r\n",
+            b'Content-Type: text/plain; charset="utf-8"\r\n',
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+            quoted_printable(text),
+            b"\r\n--" + b + b"\r\n",
+            b'Content-Type: text/html; charset="utf-8"\r\n',
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+            quoted_printable(html),
+            b"\r\n--" + b + b"--\r\n",
+        ]
+    )
+    return content, body
 
 
 def build_message(

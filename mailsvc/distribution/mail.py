@@ -16,12 +16,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from email import policy
 from email.message import MIMEPart
-from email.utils import format_datetime
+from email.utils import format_datetime, formatdate
 from pathlib import Path
 from typing import Any
 
 from mailsvc import templating
-from mailsvc.compose import build_message, clean_header_text, council_context
+from mailsvc.compose import (
+    alternative_body,
+    build_message,
+    check_address,
+    clean_header_text,
+    council_context,
+    header_field,
+    message_id_field,
+)
 from mailsvc.config import Settings
 from mailsvc.domain.wording import format_pages, format_size
 from mailsvc.relay.delivery.body import encode_part
@@ -168,6 +176,127 @@ def subject(settings: Settings, kind: str, facts: SessionFacts, *, count: int = 
     )
 
 
+class HeadTemplate:
+    """Renders the personal head of each recipient of one distribution.
+
+    What every recipient shares is prepared once: the From, Subject and fixed fields folded by
+    the email package, the template context, the documents' descriptions and the boundaries.
+    Per recipient only the To field (RFC 2047 for diacritics), the ids, the links and the two
+    bodies are written. The result parses exactly like :func:`mailsvc.compose.build_message`'s
+    message (a unit test holds the two against each other).
+    """
+
+    def __init__(self, settings: Settings, pack: Pack) -> None:
+        self.settings = settings
+        self.pack = pack
+        language = settings.language
+        facts = pack.session
+        self._docs = [_doc_context(d, language, None) for d in pack.documents]
+        title = subject(settings, pack.kind, facts)
+        self._context: dict[str, Any] = {
+            **council_context(settings),
+            "subject": title,
+            "kind": pack.kind,
+            "note": pack.note,
+            "session": {
+                "number": facts.number,
+                "when": when(facts.starts_at, language),
+                "place": facts.place,
+            },
+            "links": pack.linked,
+        }
+        self._shared = b"".join(
+            [
+                header_field("From", (settings.council.name, settings.office_address)),
+                header_field("Subject", title),
+                b"MIME-Version: 1.0\r\n",
+                b"Auto-Submitted: auto-generated\r\n",
+                header_field("Content-Language", language),
+            ]
+        )
+        self._alternative = f"=_alt_{secrets.token_hex(12)}"
+
+    def _documents(self, download_urls: Mapping[int, str]) -> dict[str, Any]:
+        docs = self._docs
+        if self.pack.linked:
+            docs = [
+                {**ctx, "url": download_urls.get(doc.id)}
+                for doc, ctx in zip(self.pack.documents, self._docs, strict=True)
+            ]
+        by_position: dict[int, list[dict[str, Any]]] = {}
+        loose: list[dict[str, Any]] = []
+        for doc, ctx in zip(self.pack.documents, docs, strict=True):
+            if doc.agenda_position is None:
+                loose.append(ctx)
+            else:
+                by_position.setdefault(doc.agenda_position, []).append(ctx)
+        return {
+            "agenda": [
+                {"position": pos, "title": text, "documents": by_position.get(pos, [])}
+                for pos, text in self.pack.session.agenda
+            ],
+            "loose_documents": loose,
+            "documents": docs,
+        }
+
+    def render(
+        self,
+        *,
+        to: tuple[str, str],
+        message_id: str,
+        return_path: str,
+        ack_url: str,
+        download_urls: Mapping[int, str],
+        links_valid_until: str,
+        references: Sequence[str] = (),
+        date: datetime | None = None,
+    ) -> bytes:
+        """The personal part of one recipient's message. With attachments it ends with the
+        first ``--boundary`` line; :class:`mailsvc.relay.delivery.body.PartedBody` appends the
+        parts."""
+        settings = self.settings
+        language = settings.language
+        context = {
+            **self._context,
+            **self._documents(download_urls),
+            "links_valid_until": links_valid_until,
+            "ack_url": ack_url,
+        }
+        content, body = alternative_body(
+            templating.render("mail/distribution.txt", language, **context),
+            templating.render("mail/distribution.html", language, **context),
+            self._alternative,
+        )
+        fields = [
+            self._shared,
+            header_field("To", to),
+            f"Date: {format_datetime(date) if date else formatdate(localtime=True)}\r\n".encode(
+                "ascii"
+            ),
+            message_id_field("Message-ID", [message_id]),
+        ]
+        if settings.distribution.request_mdn:
+            notify = check_address("return_path", return_path)
+            fields.append(f"Disposition-Notification-To: {notify}\r\n".encode("ascii"))
+        if references:
+            fields.append(message_id_field("In-Reply-To", [references[-1]]))
+            fields.append(message_id_field("References", references))
+        if not self.pack.part_names:
+            return b"".join([*fields, content, b"\r\n", body])
+        mixed = self.pack.boundary.encode("ascii")
+        return b"".join(
+            [
+                *fields,
+                b'Content-Type: multipart/mixed; boundary="' + mixed + b'"\r\n\r\n',
+                b"--" + mixed + b"\r\n",
+                content,
+                b"\r\n",
+                body,
+                b"--" + mixed + b"\r\n",
+            ]
+        )
+
+
 def render_head(
     settings: Settings,
     pack: Pack,
@@ -181,96 +310,16 @@ def render_head(
     references: Sequence[str] = (),
     date: datetime | None = None,
 ) -> bytes:
-    """The personal part of one recipient's message. With attachments it ends with the first
-    ``--boundary`` line; :class:`mailsvc.relay.delivery.body.PartedBody` appends the parts."""
-    language = settings.language
-    facts = pack.session
-    docs = [
-        _doc_context(d, language, download_urls.get(d.id) if pack.linked else None)
-        for d in pack.documents
-    ]
-    by_position: dict[int, list[dict[str, Any]]] = {}
-    loose: list[dict[str, Any]] = []
-    for doc, ctx in zip(pack.documents, docs, strict=True):
-        if doc.agenda_position is None:
-            loose.append(ctx)
-        else:
-            by_position.setdefault(doc.agenda_position, []).append(ctx)
-    title = subject(settings, pack.kind, facts)
-    context = {
-        **council_context(settings),
-        "subject": title,
-        "kind": pack.kind,
-        "note": pack.note,
-        "session": {
-            "number": facts.number,
-            "when": when(facts.starts_at, language),
-            "place": facts.place,
-        },
-        "agenda": [
-            {"position": pos, "title": text, "documents": by_position.get(pos, [])}
-            for pos, text in facts.agenda
-        ],
-        "loose_documents": loose,
-        "documents": docs,
-        "links": pack.linked,
-        "links_valid_until": links_valid_until,
-        "ack_url": ack_url,
-    }
-    headers = {"Auto-Submitted": "auto-generated", "Content-Language": language}
-    if settings.distribution.request_mdn:
-        headers["Disposition-Notification-To"] = return_path
-    msg = build_message(
-        from_addr=(settings.council.name, settings.office_address),
+    """One recipient's head (see :class:`HeadTemplate`, which a distribution makes once)."""
+    return HeadTemplate(settings, pack).render(
         to=to,
-        subject=title,
-        text=templating.render("mail/distribution.txt", language, **context),
-        html=templating.render("mail/distribution.html", language, **context),
-        headers=headers,
-        message_id_domain=settings.domain,
-    )
-    msg.replace_header("Message-ID", message_id)
-    if date is not None:
-        msg.replace_header("Date", format_datetime(date))
-    if references:
-        msg["In-Reply-To"] = references[-1]
-        msg["References"] = " ".join(references)
-    raw = msg.as_bytes()
-    if not pack.part_names:
-        return raw
-    return _open_mixed(raw, pack.boundary)
-
-
-def _open_mixed(raw: bytes, boundary: str) -> bytes:
-    """Wrap a serialised message as the first part of a multipart/mixed whose remaining parts
-    follow on disk: the message's own content headers move into that first part."""
-    header_block, _, body = raw.partition(b"\r\n\r\n")
-    fields: list[bytes] = []
-    for line in header_block.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += b"\r\n" + line
-        else:
-            fields.append(line)
-    content = [f for f in fields if f.lower().startswith((b"content-type:", b"content-transfer"))]
-    outer = [
-        f
-        for f in fields
-        if not f.lower().startswith((b"content-type:", b"content-transfer", b"mime-version:"))
-    ]
-    b = boundary.encode("ascii")
-    if not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    return b"".join(
-        [
-            b"\r\n".join(outer),
-            b"\r\nMIME-Version: 1.0\r\n",
-            b'Content-Type: multipart/mixed; boundary="' + b + b'"\r\n\r\n',
-            b"--" + b + b"\r\n",
-            b"\r\n".join(content),
-            b"\r\n\r\n",
-            body,
-            b"--" + b + b"\r\n",
-        ]
+        message_id=message_id,
+        return_path=return_path,
+        ack_url=ack_url,
+        download_urls=download_urls,
+        links_valid_until=links_valid_until,
+        references=references,
+        date=date,
     )
 
 

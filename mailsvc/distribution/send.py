@@ -21,7 +21,7 @@ from mailsvc.distribution.clock import Clock
 from mailsvc.distribution.documents import document_path
 from mailsvc.distribution.errors import DistributionError, unknown_distribution
 from mailsvc.distribution.links import RecipientLinks
-from mailsvc.distribution.mail import Pack, PackDocument, SessionFacts, prepare_pack, render_head
+from mailsvc.distribution.mail import HeadTemplate, Pack, PackDocument, SessionFacts, prepare_pack
 from mailsvc.domain.receipt_states import EventKind, EventSource
 from mailsvc.relay.delivery.body import PartedBody
 from mailsvc.storage.queue import ORIGIN_DISTRIBUTION, MailQueue
@@ -133,10 +133,11 @@ class Sender:
                 for r in await self.store.recipients(dist.replies_to)
             }
         expires = self.links.link_expiry(session)
+        heads = HeadTemplate(self.settings, pack) if pack is not None else None
         for start in range(0, len(todo), SEND_CHUNK):
-            assert pack is not None
+            assert heads is not None
             await self._queue_chunk(
-                dist, pack, todo[start : start + SEND_CHUNK], originals, expires
+                dist, heads, todo[start : start + SEND_CHUNK], originals, expires
             )
             if self.on_queued is not None:
                 self.on_queued()
@@ -207,7 +208,7 @@ class Sender:
     async def _queue_chunk(
         self,
         dist: DistributionRow,
-        pack: Pack,
+        heads: HeadTemplate,
         chunk: Sequence[tuple[str, str, str]],
         originals: dict[str, str],
         expires: datetime,
@@ -215,6 +216,7 @@ class Sender:
         now = self.clock.now()
         valid_until = self.clock.to_local(expires).date().isoformat()
         links = self.links
+        pack = heads.pack
         async with self.queue.engine.begin() as conn:
             for address, name, role in chunk:
                 message_id = f"<{secrets.token_hex(10)}.d{dist.id}@{self.settings.domain}>"
@@ -233,9 +235,7 @@ class Sender:
                     for d in pack.documents
                 }
                 references = [originals[address.lower()]] if address.lower() in originals else []
-                head = render_head(
-                    self.settings,
-                    pack,
+                head = heads.render(
                     to=(name, address),
                     message_id=message_id,
                     return_path=links.return_path(recipient_id),
