@@ -16,7 +16,7 @@ from datetime import date
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formataddr, formatdate, make_msgid
 from typing import Any
 
 from mailsvc import templating
@@ -115,9 +115,33 @@ def header_field(name: str, value: str | tuple[str, str]) -> bytes:
     """
     if not _HEADER_NAME.fullmatch(name):
         raise ValueError(f"{name!r} is not a valid header name")
+    if isinstance(value, tuple):
+        short = _short_mailbox_field(name, value)
+        if short is not None:
+            return short
     parsed: Any = _mailbox(name, value) if isinstance(value, tuple) else clean_header_text(value)
     folded: str = _SMTP.header_factory(name, parsed).fold(policy=_SMTP)
     return folded.encode("ascii")
+
+
+def _short_mailbox_field(name: str, mailbox: tuple[str, str]) -> bytes | None:
+    """A mailbox field written the short way: one RFC 2047 word for a name with diacritics, a
+    quoted string for one with specials, the address on a line of its own when both do not
+    fit in 78 characters. None when the email package must fold the name itself, or when the
+    name looks like an encoded word (a reader would decode it)."""
+    display_name, address = mailbox
+    _check_address(name, address)
+    display = clean_header_text(display_name)
+    if "=?" in display or "\\" in display or any(c.isspace() and c != " " for c in display):
+        return None  # (a reader collapses other spaces inside an encoded word differently)
+    line = f"{name}: {formataddr((display, address), charset='utf-8')}"
+    if len(line) <= 78:
+        return (line + "\r\n").encode("ascii")
+    # The address on a continuation line of its own, when the name alone fits on the first.
+    first = line[: -(len(address) + 3)]  # without " <address>"
+    if len(first) > 78 or not display:
+        return None
+    return f"{first}\r\n <{address}>\r\n".encode("ascii")
 
 
 def message_id_field(name: str, message_ids: Iterable[str]) -> bytes:

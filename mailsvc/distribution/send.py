@@ -217,53 +217,63 @@ class Sender:
         valid_until = self.clock.to_local(expires).date().isoformat()
         links = self.links
         pack = heads.pack
+        parts = (
+            PartedBody.to_stored(pack.boundary, list(pack.part_names)) if pack.part_names else None
+        )
+        message_ids = [
+            f"<{secrets.token_hex(10)}.d{dist.id}@{self.settings.domain}>" for _ in chunk
+        ]
+        # One transaction per chunk, a handful of statements each (not a few per recipient).
         async with self.queue.engine.begin() as conn:
-            for address, name, role in chunk:
-                message_id = f"<{secrets.token_hex(10)}.d{dist.id}@{self.settings.domain}>"
-                recipient_id = await self.store.insert_recipient(
-                    conn,
-                    distribution_id=dist.id,
-                    address=address,
-                    name=name,
-                    role=role,
-                    message_id=message_id,
-                    queue_message_id=None,
-                    at=now,
+            recipient_ids = await self.store.insert_recipients(
+                conn,
+                distribution_id=dist.id,
+                recipients=[
+                    (address, name, role, message_id)
+                    for (address, name, role), message_id in zip(chunk, message_ids, strict=True)
+                ],
+                at=now,
+            )
+            items: list[tuple[str, Sequence[str], bytes, str | None]] = []
+            for (address, name, _), message_id, recipient_id in zip(
+                chunk, message_ids, recipient_ids, strict=True
+            ):
+                downloads = (
+                    {
+                        d.id: links.download_url(recipient_id, d.sha256, expires)
+                        for d in pack.documents
+                    }
+                    if pack.linked
+                    else {}
                 )
-                downloads = {
-                    d.id: links.download_url(recipient_id, d.sha256, expires)
-                    for d in pack.documents
-                }
-                references = [originals[address.lower()]] if address.lower() in originals else []
+                original = originals.get(address.lower())
+                return_path = links.return_path(recipient_id)
                 head = heads.render(
                     to=(name, address),
                     message_id=message_id,
-                    return_path=links.return_path(recipient_id),
+                    return_path=return_path,
                     ack_url=links.ack_url(recipient_id, dist.id, expires),
                     download_urls=downloads,
                     links_valid_until=valid_until,
-                    references=references,
+                    references=[original] if original else [],
                 )
-                parts = (
-                    PartedBody.to_stored(pack.boundary, list(pack.part_names))
-                    if pack.part_names
-                    else None
-                )
-                queue_row, _ = await self.queue.insert(
-                    conn,
-                    links.return_path(recipient_id),
-                    [address],
-                    head,
-                    "",
-                    ORIGIN_DISTRIBUTION,
-                    parts=parts,
-                )
-                await self.store.set_queue_message(conn, recipient_id, queue_row)
-                await self.store.insert_event(
-                    conn,
-                    recipient_id,
-                    EventKind.QUEUED,
-                    EventSource.SCHEDULER,
-                    f"queued as {message_id} for <{address}>",
-                    now,
-                )
+                items.append((return_path, [address], head, parts))
+            queued = await self.queue.insert_many(conn, items, "", ORIGIN_DISTRIBUTION)
+            await self.store.set_queue_messages(
+                conn, [(r, row) for r, (row, _) in zip(recipient_ids, queued, strict=True)]
+            )
+            await self.store.insert_events(
+                conn,
+                [
+                    (
+                        recipient_id,
+                        EventKind.QUEUED,
+                        EventSource.SCHEDULER,
+                        f"queued as {message_id} for <{address}>",
+                        now,
+                    )
+                    for (address, _, _), message_id, recipient_id in zip(
+                        chunk, message_ids, recipient_ids, strict=True
+                    )
+                ],
+            )

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, func, insert, select, update
+from sqlalchemy import Row, Select, and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailsvc.domain.receipt_states import EventKind, EventSource, ReceiptEvent
+from mailsvc.storage import sqlite_fast
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.tables import (
     agenda_items,
@@ -120,6 +121,14 @@ def _recipient(r: object) -> RecipientRow:
     return RecipientRow(**_fields(r, RecipientRow))
 
 
+_SQLITE_RECIPIENTS_OF_MESSAGE = (
+    "SELECT id, address FROM distribution_recipients WHERE queue_message_id = ?"
+)
+_SQLITE_INSERT_EVENT = (
+    "INSERT INTO receipt_events (recipient_id, kind, at, source, evidence) VALUES (?, ?, ?, ?, ?)"
+)
+
+
 def add_delivery_events(
     conn: Connection,
     queue_message_id: int,
@@ -128,12 +137,31 @@ def add_delivery_events(
     """Append delivery events for the recipients of one queued distribution message, inside
     the caller's (synchronous) transaction: the queue's unit of work that records the outcomes.
     (address, kind, at, source, evidence); unknown addresses are skipped."""
-    rows = conn.execute(
+    raw = sqlite_fast.driver(conn)
+    if raw is not None:  # the queue's own SQLite connection: straight through the driver
+        with sqlite_fast.as_dbapi_error("delivery events"):
+            found = raw.execute(_SQLITE_RECIPIENTS_OF_MESSAGE, (queue_message_id,)).fetchall()
+            by_address = {address.lower(): rid for rid, address in found}
+            rows = [
+                (
+                    by_address[address.lower()],
+                    kind,
+                    sqlite_fast.datetime_to_db(at),
+                    source,
+                    evidence[:20000],
+                )
+                for address, kind, at, source, evidence in events
+                if address.lower() in by_address
+            ]
+            if rows:
+                raw.executemany(_SQLITE_INSERT_EVENT, rows)
+        return len(rows)
+    result = conn.execute(
         select(distribution_recipients.c.id, distribution_recipients.c.address).where(
             distribution_recipients.c.queue_message_id == queue_message_id
         )
     ).all()
-    by_address = {r.address.lower(): r.id for r in rows}
+    by_address = {r.address.lower(): r.id for r in result}
     values = [
         {
             "recipient_id": by_address[address.lower()],
@@ -422,39 +450,68 @@ class ReceiptStore:
         return _recipient(row) if row else None
 
     @staticmethod
-    async def insert_recipient(
+    async def insert_recipients(
         conn: AsyncConnection,
         *,
         distribution_id: int,
-        address: str,
-        name: str,
-        role: str,
-        message_id: str,
-        queue_message_id: int | None,
+        recipients: Sequence[tuple[str, str, str, str]],
         at: datetime,
-    ) -> int:
+    ) -> list[int]:
+        """Several recipients ``(address, name, role, message id)`` of one distribution, not
+        queued yet, in one statement; their ids in order."""
+        if not recipients:
+            return []
         result = await conn.execute(
-            insert(distribution_recipients).values(
-                distribution_id=distribution_id,
-                address=address,
-                name=name,
-                role=role,
-                message_id=message_id,
-                queue_message_id=queue_message_id,
-                created_at=at,
-            )
+            insert(distribution_recipients).returning(
+                distribution_recipients.c.id, sort_by_parameter_order=True
+            ),
+            [
+                {
+                    "distribution_id": distribution_id,
+                    "address": address,
+                    "name": name,
+                    "role": role,
+                    "message_id": message_id,
+                    "queue_message_id": None,
+                    "created_at": at,
+                }
+                for address, name, role, message_id in recipients
+            ],
         )
-        return int(result.inserted_primary_key[0])  # type: ignore[index]
+        return [int(r[0]) for r in result]
 
     @staticmethod
-    async def set_queue_message(
-        conn: AsyncConnection, recipient_id: int, queue_message_id: int
+    async def set_queue_messages(conn: AsyncConnection, pairs: Sequence[tuple[int, int]]) -> None:
+        """``(recipient id, queue message id)`` for several recipients, in one statement."""
+        if pairs:
+            await conn.execute(
+                update(distribution_recipients)
+                .where(distribution_recipients.c.id == bindparam("recipient_id"))
+                .values(queue_message_id=bindparam("queue_message_id")),
+                [{"recipient_id": r, "queue_message_id": q} for r, q in pairs],
+            )
+
+    @staticmethod
+    async def insert_events(
+        conn: AsyncConnection,
+        events: Sequence[tuple[int, EventKind, EventSource, str, datetime]],
     ) -> None:
-        await conn.execute(
-            update(distribution_recipients)
-            .where(distribution_recipients.c.id == recipient_id)
-            .values(queue_message_id=queue_message_id)
-        )
+        """Several receipt events ``(recipient id, kind, source, evidence, at)``, in one
+        statement."""
+        if events:
+            await conn.execute(
+                insert(receipt_events),
+                [
+                    {
+                        "recipient_id": recipient_id,
+                        "kind": kind.value,
+                        "at": at,
+                        "source": source.value,
+                        "evidence": evidence[:20000],
+                    }
+                    for recipient_id, kind, source, evidence, at in events
+                ],
+            )
 
     @staticmethod
     async def insert_event(

@@ -15,13 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from mailsvc.storage import sqlite_fast
 from mailsvc.storage.db import create_engine, create_schema, utcnow
-from mailsvc.storage.queue import FINAL, PENDING, AckRequest, Claim, MailQueue, Outgoing
+from mailsvc.storage.queue import (
+    FINAL,
+    PENDING,
+    AckRequest,
+    Claim,
+    MailQueue,
+    Outgoing,
+    ReceiptUpdate,
+)
 from mailsvc.storage.queue.statements import SQLITE_OLDEST_DUE, SQLITE_SETTLE, SQLITE_TAKE
-from mailsvc.storage.tables import deliveries
+from mailsvc.storage.tables import (
+    council_sessions,
+    deliveries,
+    distribution_recipients,
+    distributions,
+)
 
 
 async def fill(path: Path) -> None:
@@ -52,6 +65,32 @@ async def fill(path: Path) -> None:
             )
             await conn.execute(
                 update(deliveries).where(deliveries.c.message_id == 13).values(status="delivered")
+            )
+            # A distribution whose copies are some of these messages (delivery events).
+            now = utcnow()
+            await conn.execute(
+                insert(council_sessions).values(
+                    number="I/2026", kind="ordinary", starts_at=now, created_at=now, created_by="t"
+                )
+            )
+            await conn.execute(
+                insert(distributions).values(
+                    session_id=1, kind="notice", due_at=now, created_at=now, created_by="t"
+                )
+            )
+            await conn.execute(
+                insert(distribution_recipients),
+                [
+                    {
+                        "distribution_id": 1,
+                        "address": f"R{n}@rada.example",  # events match it case-insensitively
+                        "name": f"Radny {n}",
+                        "message_id": f"<{n}.d1@rada.example>",
+                        "queue_message_id": n + 1,
+                        "created_at": now,
+                    }
+                    for n in range(0, 23, 2)
+                ],
             )
     finally:
         await queue.close()
@@ -154,7 +193,11 @@ async def deliver_all(path: Path) -> list[Any]:
                     compose,
                     forget_before=today,
                 )
-                await queue.record(message.id, outcomes, ack=ack)
+                events = tuple(
+                    (rcpt, "delivered", utcnow(), "lmtp", f"250 2.0.0 <{rcpt}> {'x' * 30000}")
+                    for _, rcpt, _ in message.deliveries
+                )
+                await queue.record(message.id, outcomes, ack=ack, receipts=ReceiptUpdate(events))
         async with engine.connect() as conn:
             tables = []
             for statement in (
@@ -165,6 +208,8 @@ async def deliver_all(path: Path) -> list[Any]:
                 "length(received_at) FROM messages ORDER BY id",
                 "SELECT sender, councillor, day, original_queue_id, ack_queue_id IS NULL, "
                 "length(created_at) FROM acknowledgements ORDER BY id",
+                "SELECT id, recipient_id, kind, typeof(at), length(at), source, evidence "
+                "FROM receipt_events ORDER BY id",
             ):
                 tables.append([tuple(r) for r in (await conn.exec_driver_sql(statement)).all()])
         return tables
@@ -181,8 +226,9 @@ async def test_recording_through_the_driver_stores_what_sqlalchemy_stores(
     monkeypatch.setattr(sqlite_fast, "driver", lambda conn: None)  # SQLAlchemy everywhere
     slow_tables = await deliver_all(slow)
     assert fast_tables == slow_tables
-    deliveries_, messages_, keys = fast_tables
+    deliveries_, messages_, keys, events = fast_tables
     assert {r[4] for r in deliveries_} >= {"delivered", "deferred", "failed"}
     assert any(r[2] == "done" and r[3] for r in messages_)  # settled: body dropped
     assert any(r[6] == "ack" for r in messages_)  # acknowledgements queued
     assert keys and all(not r[4] for r in keys)  # each key names its acknowledgement
+    assert len(events) >= 5 and all(len(r[6]) == 20000 for r in events)  # evidence capped

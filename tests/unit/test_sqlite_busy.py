@@ -243,26 +243,33 @@ async def queue_recipients(
     store: ReceiptStore, queue: MailQueue, distribution_id: int, count: int, first: int = 0
 ) -> list[int]:
     """What a distribution's chunk of recipients does (mailsvc.distributions): in one
-    transaction of the async engine, each recipient's row, its queued message, its link."""
-    recipients = []
+    transaction of the async engine, the recipients' rows, their queued messages, the links."""
+    numbers = range(first, first + count)
     async with queue.engine.begin() as conn:
-        for n in range(first, first + count):
-            recipient_id = await store.insert_recipient(
-                conn,
-                distribution_id=distribution_id,
-                address=f"radny{n}@rada.example",
-                name=f"Radny {n}",
-                role="councillor",
-                message_id=f"<{n}.d{distribution_id}@rada.example>",
-                queue_message_id=None,
-                at=datetime(2026, 5, 20, 8, 0),
-            )
-            await asyncio.sleep(0)  # as rendering a head between the statements lets others run
-            row, _ = await queue.insert(
-                conn, "bounces@rada.example", [f"radny{n}@rada.example"], BODY, "", "distribution"
-            )
-            await store.set_queue_message(conn, recipient_id, row)
-            recipients.append(recipient_id)
+        recipients = await store.insert_recipients(
+            conn,
+            distribution_id=distribution_id,
+            recipients=[
+                (
+                    f"radny{n}@rada.example",
+                    f"Radny {n}",
+                    "councillor",
+                    f"<{n}.d{distribution_id}@rada.example>",
+                )
+                for n in numbers
+            ],
+            at=datetime(2026, 5, 20, 8, 0),
+        )
+        await asyncio.sleep(0)  # as rendering the heads between the statements lets others run
+        queued = await queue.insert_many(
+            conn,
+            [("bounces@rada.example", [f"radny{n}@rada.example"], BODY, None) for n in numbers],
+            "",
+            "distribution",
+        )
+        await store.set_queue_messages(
+            conn, [(r, row) for r, (row, _) in zip(recipients, queued, strict=True)]
+        )
     return recipients
 
 

@@ -74,7 +74,9 @@ def encode_part(source: Path, part_headers: bytes, var_dir: Path) -> str:
         out.write(part_headers + b"\r\n")
         while block := src.read(_LINE_INPUT * _READ_LINES):
             encoded = base64.b64encode(block)
-            out.write(b"".join(encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76)))
+            lines = [encoded[i : i + 76] for i in range(0, len(encoded), 76)]
+            lines.append(b"")  # so that the last line ends with CRLF too
+            out.write(b"\r\n".join(lines))
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, target)

@@ -94,17 +94,23 @@ async def _os_sendfile(writer: asyncio.StreamWriter, fh: BinaryIO, stall_limit: 
     loop = asyncio.get_running_loop()
     fd = os.dup(sock.fileno())
     offset, end = fh.tell(), status.st_size
+    # The descriptor is watched for the whole file, not added and removed at each wait: a
+    # 27 MB part takes dozens of waits, and each registration is a system call and a trip
+    # through the loop's selector bookkeeping.
+    waiter = _Waiter(loop)
+    loop.add_writer(fd, waiter.wake)
     try:
         while offset < end:
             try:
                 sent = os.sendfile(fd, source, offset, min(end - offset, _MAX_COUNT))
             except BlockingIOError:
-                await _writable(loop, fd, stall_limit)
+                await waiter.wait(stall_limit)
                 continue
             if sent == 0:
                 break  # the file is shorter than it was: nothing more to send
             offset += sent
     finally:
+        loop.remove_writer(fd)
         os.close(fd)
         fh.seek(offset)
     return True
@@ -124,19 +130,27 @@ async def _flush(writer: asyncio.StreamWriter) -> None:
         transport.set_write_buffer_limits(high=high, low=low)
 
 
-async def _writable(loop: asyncio.AbstractEventLoop, fd: int, stall_limit: float) -> None:
-    """Wait until the socket takes data again (or has failed: the next send says how)."""
-    ready = loop.create_future()
-    loop.add_writer(fd, _set_ready, ready)
-    try:
-        async with asyncio.timeout(stall_limit):
-            await ready
-    except TimeoutError:
-        raise TimeoutError(f"the peer took no data for {stall_limit:g} s") from None
-    finally:
-        loop.remove_writer(fd)
+class _Waiter:
+    """Waits for the socket to take data again (or to have failed: the next send says how),
+    for at most a stall limit."""
 
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.ready: asyncio.Future[None] | None = None
 
-def _set_ready(ready: asyncio.Future[None]) -> None:
-    if not ready.done():
-        ready.set_result(None)
+    def wake(self) -> None:
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_result(None)
+
+    def _stalled(self, limit: float) -> None:
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_exception(TimeoutError(f"the peer took no data for {limit:g} s"))
+
+    async def wait(self, limit: float) -> None:
+        self.ready = self.loop.create_future()
+        timer = self.loop.call_later(limit, self._stalled, limit)
+        try:
+            await self.ready
+        finally:
+            timer.cancel()
+            self.ready = None

@@ -35,7 +35,7 @@ from mailsvc.storage.queue.model import (
     origin_from_client,
     route_for,
 )
-from mailsvc.storage.queue.writes import insert_rows, record_rows
+from mailsvc.storage.queue.writes import insert_many_rows, insert_rows, record_rows
 from mailsvc.storage.tables import deliveries, messages
 from mailsvc.storage.units import Units, units_for
 
@@ -170,6 +170,21 @@ class MailQueue:
                 origin,
                 parts=parts,
             )
+
+        return await conn.run_sync(insert)
+
+    async def insert_many(
+        self,
+        conn: AsyncConnection,
+        items: Sequence[tuple[str, Sequence[str], bytes, str | None]],
+        client: str,
+        origin: str,
+    ) -> list[tuple[int, str]]:
+        """Queue several messages ``(mail_from, recipients, body, parts)`` inside the caller's
+        transaction, in two statements; their (row id, queue id) in order."""
+
+        def insert(sync_conn: Connection) -> list[tuple[int, str]]:
+            return insert_many_rows(sync_conn, self.local_domains, items, client, origin)
 
         return await conn.run_sync(insert)
 

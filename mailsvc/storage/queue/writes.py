@@ -83,6 +83,56 @@ def insert_rows(
     return int(message_id), queue_id
 
 
+def insert_many_rows(
+    conn: Connection,
+    local_domains: Sequence[str] | None,
+    items: Sequence[tuple[str, Sequence[str], bytes, str | None]],
+    client: str,
+    origin: str,
+) -> list[tuple[int, str]]:
+    """Queue several messages ``(mail_from, recipients, body, parts)`` in two statements (one
+    for the messages, one for all their deliveries); their (row id, queue id) in order."""
+    if not items:
+        return []
+    now = utcnow()
+    queue_ids = [secrets.token_hex(8) for _ in items]
+    result = conn.execute(
+        INSERT_MESSAGE.returning(messages.c.id, sort_by_parameter_order=True),
+        [
+            {
+                "queue_id": queue_id,
+                "mail_from": mail_from,
+                "received_at": now,
+                "size": len(body),
+                "client": client,
+                "body": body,
+                "status": "queued",
+                "origin": origin,
+                "parts": parts,
+            }
+            for queue_id, (mail_from, _, body, parts) in zip(queue_ids, items, strict=True)
+        ],
+    )
+    row_ids = [int(r[0]) for r in result]
+    conn.execute(
+        INSERT_DELIVERY,
+        [
+            {
+                "message_id": message_id,
+                "recipient": rcpt,
+                "route": route_for(rcpt, local_domains),
+                "status": "queued",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "updated_at": now,
+            }
+            for message_id, (_, recipients, _, _) in zip(row_ids, items, strict=True)
+            for rcpt in recipients
+        ],
+    )
+    return list(zip(row_ids, queue_ids, strict=True))
+
+
 def _insert_rows_sqlite(
     conn: Connection,
     local_domains: Sequence[str] | None,
