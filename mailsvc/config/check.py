@@ -7,7 +7,7 @@ import re
 import zoneinfo
 from pathlib import Path
 
-from mailsvc.config.settings import DistributionSettings, Settings
+from mailsvc.config.settings import DistributionSettings, EvidenceSettings, Settings
 from mailsvc.errors import ConfigError
 
 _HOSTNAME = re.compile(
@@ -42,6 +42,7 @@ def validate(s: Settings) -> None:
     if s.directory.ca_file and not Path(s.directory.ca_file).is_file():
         raise ConfigError(f"directory.ca_file = {s.directory.ca_file!r}: no such file")
     _check_distribution(s.distribution)
+    _check_evidence(s.evidence)
     _check_port("submission.port", s.submission.port)
     _check_port("smarthost.port", s.smarthost.port, allow_zero=True)
     if s.smarthost.security not in ("none", "starttls", "tls"):
@@ -146,6 +147,17 @@ def reminder_offsets(spec: str) -> tuple[tuple[str, int], ...]:
             raise ValueError(f"{item!r}: expected <hours>h-after or <hours>h-before")
         out.append((m.group(2), int(m.group(1))))
     return tuple(out)
+
+
+def _check_evidence(e: EvidenceSettings) -> None:
+    if e.tsa_url and not e.tsa_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"evidence.tsa_url = {e.tsa_url!r}: expected an http:// or https:// URL or empty"
+        )
+    if e.signing_password_file and not e.signing_certificate:
+        raise ConfigError(
+            "evidence.signing_password_file is set but evidence.signing_certificate is empty"
+        )
 
 
 def _check_distribution(d: DistributionSettings) -> None:

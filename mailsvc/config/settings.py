@@ -229,6 +229,19 @@ class DistributionSettings:
 
 
 @dataclass(frozen=True)
+class EvidenceSettings:
+    """The signed evidence pack of a session (``mailsvc evidence export``)."""
+
+    # The office's signing certificate and key: a PKCS#12 file (.p12/.pfx). Empty: a
+    # self-signed certificate made once under <var_dir>/secrets/, and the pack says so.
+    signing_certificate: str = ""
+    # A file holding the PKCS#12 file's password (first line); empty: no password.
+    signing_password_file: str = ""
+    # An RFC 3161 time-stamping authority (http or https URL); empty: no timestamp.
+    tsa_url: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     domain: str = "rada.miasto.example"
     var_dir: Path = Path("var")
@@ -247,6 +260,7 @@ class Settings:
     provisioning: ProvisioningSettings = ProvisioningSettings()
     web: WebSettings = WebSettings()
     distribution: DistributionSettings = DistributionSettings()
+    evidence: EvidenceSettings = EvidenceSettings()
     # Committee slug -> display name; the slug names the group address komisja-<slug>@domain.
     committees: tuple[tuple[str, str], ...] = ()
     # Minimum notice before a session ([notice]; see mailsvc.domain.notice.parse_rules).

@@ -23,6 +23,7 @@ from mailsvc.config import Settings
 from mailsvc.distribution.ackpage import record_acknowledgement
 from mailsvc.distribution.clock import Clock
 from mailsvc.distribution.errors import DistributionError, NoticeRefused
+from mailsvc.distribution.evidence import EvidencePacks
 from mailsvc.distribution.links import RecipientLinks, signer_for
 from mailsvc.distribution.matrix import ReceiptReports
 from mailsvc.distribution.opened import check_opened
@@ -61,6 +62,7 @@ class Distributions:
         self.sender = Sender(settings, store, queue, directory, self.links, self.clock, on_queued)
         self.reminders = Reminders(settings, store, queue, self.links, self.clock, on_queued)
         self.reports = ReceiptReports(settings, store, self.sessions, self.clock)
+        self.evidence = EvidencePacks(settings, store, self.sessions, self.reports, self.clock)
 
         self.to_utc = self.clock.to_utc
         self.to_local = self.clock.to_local
@@ -80,6 +82,7 @@ class Distributions:
         self.savings = self.reports.savings
         self.cutover = self.reports.cutover
         self.remind = self.reminders.remind
+        self.evidence_pack = self.evidence.export
 
     @property
     def tz(self) -> tzinfo:

@@ -297,6 +297,25 @@ _BREACH = {
 }
 
 
+def deciding_rule(
+    *,
+    session_day: date,
+    session_kind: str,
+    document_kinds: Iterable[str],
+    rules: Sequence[NoticeRule],
+) -> tuple[NoticeRule, date] | None:
+    """The strictest rule for this pack and its deadline (the last day delivery is in time):
+    the earliest deadline, on equal deadlines the more specific rule; None when no rule
+    applies."""
+    deciding = applicable_rules(rules, session_kind, document_kinds)
+    if not deciding:
+        return None
+    return min(
+        ((r, latest_delivery(session_day, r)) for r in deciding),
+        key=lambda pair: (pair[1], -pair[0].specificity),
+    )
+
+
 def check_notice(
     *,
     deliver_on: date,
@@ -309,13 +328,15 @@ def check_notice(
     """None when a notice delivered on ``deliver_on`` is in time for every document of the pack;
     otherwise the breach of the strictest applicable rule (the earliest deadline; on equal
     deadlines the more specific rule). Dates in messages are ISO (2026-12-03)."""
-    deciding = applicable_rules(rules, session_kind, document_kinds)
-    if not deciding:
-        return None
-    rule, deadline = min(
-        ((r, latest_delivery(session_day, r)) for r in deciding),
-        key=lambda pair: (pair[1], -pair[0].specificity),
+    decided = deciding_rule(
+        session_day=session_day,
+        session_kind=session_kind,
+        document_kinds=document_kinds,
+        rules=rules,
     )
+    if decided is None:
+        return None
+    rule, deadline = decided
     if deliver_on <= deadline:
         return None
     lang = _language(language)

@@ -62,15 +62,15 @@ def render_pdf(matrix: ReceiptMatrix, *, font_dir: Path = FONT_DIR) -> bytes:
         pdf.paragraph(line, size=9)
 
     pdf.heading(label(language, "documents"))
-    _pdf_documents(pdf, matrix)
+    documents_section(pdf, matrix)
     pdf.heading(label(language, "distributions"))
-    _pdf_distributions(pdf, matrix, zone)
+    distributions_section(pdf, matrix, zone)
     pdf.heading(label(language, "summary"))
-    _pdf_summary(pdf, matrix)
+    summary_section(pdf, matrix)
     pdf.heading(label(language, "legend"))
-    _pdf_legend(pdf, language)
+    legend_section(pdf, language)
     pdf.heading(label(language, "matrix"), room=40)
-    _pdf_matrix(pdf, matrix, zone)
+    matrix_section(pdf, matrix, zone)
 
     if pdf.get_y() + 25 > pdf.page_break_trigger:
         pdf.add_page()
@@ -84,7 +84,7 @@ def _state_fill(column: int, state: EventKind) -> dict[int, RGB]:
     return {column: fill} if fill is not None else {}
 
 
-def _pdf_documents(pdf: ReportPdf, matrix: ReceiptMatrix) -> None:
+def documents_section(pdf: ReportPdf, matrix: ReceiptMatrix) -> None:
     language = matrix.language
     pdf.set_font("DejaVuMono", "", 7)
     sha_width = pdf.get_string_width("0" * 64) + 2 * 0.8 + 1
@@ -114,7 +114,7 @@ def _pdf_documents(pdf: ReportPdf, matrix: ReceiptMatrix) -> None:
         )
 
 
-def _pdf_distributions(pdf: ReportPdf, matrix: ReceiptMatrix, zone: tzinfo) -> None:
+def distributions_section(pdf: ReportPdf, matrix: ReceiptMatrix, zone: tzinfo) -> None:
     language = matrix.language
     fixed = 18 + 30 + 30 + 30 + 18 + 30
     table = PdfTable(
@@ -145,7 +145,7 @@ def _pdf_distributions(pdf: ReportPdf, matrix: ReceiptMatrix, zone: tzinfo) -> N
         )
 
 
-def _pdf_summary(pdf: ReportPdf, matrix: ReceiptMatrix) -> None:
+def summary_section(pdf: ReportPdf, matrix: ReceiptMatrix) -> None:
     language = matrix.language
     by_id = distributions_by_id(matrix)
     per_distribution: Counter[tuple[int, EventKind]] = Counter()
@@ -177,7 +177,7 @@ def _pdf_summary(pdf: ReportPdf, matrix: ReceiptMatrix) -> None:
     pdf.paragraph(label(language, "councillors", count=len(matrix.rows)), size=8)
 
 
-def _pdf_legend(pdf: ReportPdf, language: str) -> None:
+def legend_section(pdf: ReportPdf, language: str) -> None:
     table = PdfTable(
         pdf,
         [
@@ -192,7 +192,7 @@ def _pdf_legend(pdf: ReportPdf, language: str) -> None:
         )
 
 
-def _pdf_matrix(pdf: ReportPdf, matrix: ReceiptMatrix, zone: tzinfo) -> None:
+def matrix_section(pdf: ReportPdf, matrix: ReceiptMatrix, zone: tzinfo) -> None:
     language = matrix.language
     by_id = distributions_by_id(matrix)
     # 6.5 pt keeps a full "05.03.2026 14:03" in 23 mm and leaves room for names and addresses.

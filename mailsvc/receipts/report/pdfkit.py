@@ -33,14 +33,17 @@ def new_pdf(
     created_at: datetime | None,
     title: str,
     font_dir: Path = FONT_DIR,
+    compliance: str | None = None,
 ) -> ReportPdf:
-    """An A4 report with DejaVu fonts (Polish diacritics), running head and page numbers."""
+    """An A4 report with DejaVu fonts (Polish diacritics), running head and page numbers.
+    ``compliance``: an fpdf2 document compliance such as "PDFA_3B" (archival PDF)."""
     pdf = ReportPdf(
         orientation=orientation,
         running_head=running_head,
         footer_note=footer_note,
         language=language,
         font_dir=font_dir,
+        compliance=compliance,
     )
     if created_at is not None:  # a fixed date makes repeated runs give the same bytes
         stamp = created_at if created_at.tzinfo is not None else created_at.replace(tzinfo=UTC)
@@ -63,8 +66,11 @@ class ReportPdf(FPDF):
         footer_note: str,
         language: str,
         font_dir: Path,
+        compliance: str | None = None,
     ) -> None:
-        super().__init__(orientation=orientation, unit="mm", format="A4")
+        super().__init__(
+            orientation=orientation, unit="mm", format="A4", enforce_compliance=compliance
+        )
         for (family, style), file_name in FONT_FILES.items():
             path = font_dir / file_name
             if not path.is_file():

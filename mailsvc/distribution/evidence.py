@@ -1,0 +1,108 @@
+"""The signed evidence pack of a session: the receipt matrix, the documents' SHA-256, the
+notice deadlines met or missed, each councillor's timeline and the event chain, as PDF/A-3
+with the machine-readable data embedded, signed with the office's certificate."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from mailsvc.config import Settings
+from mailsvc.distribution.clock import Clock
+from mailsvc.distribution.matrix import ReceiptReports
+from mailsvc.distribution.sessions import Sessions
+from mailsvc.domain.notice import deciding_rule
+from mailsvc.domain.receipt_states import EventKind, ReceiptMatrix
+from mailsvc.receipts.evidence.pack import (
+    ChainHead,
+    EvidenceFacts,
+    NoticeFinding,
+    Signer,
+    deliveries_by_deadline,
+    evidence_json,
+    render_evidence_pdf,
+)
+from mailsvc.receipts.evidence.signing import identity, sign_pdf
+from mailsvc.storage.sessions import ReceiptStore
+
+# The distributions whose arrival the notice rules judge (as scheduling does).
+JUDGED_KINDS = ("notice", "supplement")
+
+ChainSource = Callable[[int], Awaitable[Sequence[ChainHead]]]
+
+
+class EvidencePacks:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ReceiptStore,
+        sessions: Sessions,
+        reports: ReceiptReports,
+        clock: Clock,
+        chain: ChainSource | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.sessions = sessions
+        self.reports = reports
+        self.clock = clock
+        self.chain = chain
+
+    async def export(self, number: str) -> bytes:
+        """The signed pack of session ``number`` (SessionNotFound when there is none)."""
+        matrix = await self.reports.matrix(number)
+        session = await self.sessions.session(number)
+        kinds = {d.sha256: d.doc_kind for d in await self.store.documents(session.id)}
+        notice = tuple(
+            self._notice(matrix, d.id, [kinds[h] for h in d.documents if h in kinds])
+            for d in matrix.distributions
+            if d.kind in JUDGED_KINDS
+        )
+        who = await asyncio.to_thread(identity, self.settings)
+        signer = Signer(
+            who.subject,
+            who.fingerprint,
+            who.not_after,
+            who.self_signed,
+            self.settings.evidence.tsa_url,
+        )
+        chain = tuple(await self.chain(session.id)) if self.chain is not None else ()
+        facts = EvidenceFacts(matrix, notice, signer, chain)
+        data = evidence_json(facts)
+        pdf = await asyncio.to_thread(render_evidence_pdf, facts, data)
+        reason = (
+            f"Evidence pack of session {matrix.session_number}"
+            if matrix.language == "en"
+            else f"Pakiet dowodowy sesji {matrix.session_number}"
+        )
+        return await asyncio.to_thread(
+            sign_pdf,
+            pdf,
+            who,
+            reason=reason,
+            location=self.settings.council.name,
+            tsa_url=self.settings.evidence.tsa_url,
+        )
+
+    def _notice(
+        self, matrix: ReceiptMatrix, distribution_id: int, document_kinds: Sequence[str]
+    ) -> NoticeFinding:
+        decided = deciding_rule(
+            session_day=matrix.session_at.date(),
+            session_kind=matrix.session_kind,
+            document_kinds=list(document_kinds) or ["agenda"],
+            rules=self.settings.notice_rules,
+        )
+        cells = []
+        for row in matrix.rows:
+            for cell in row.cells:
+                if cell.distribution_id == distribution_id:
+                    at = cell.state.time_of(EventKind.DELIVERED)
+                    cells.append((row.address, self.clock.to_local(at).date() if at else None))
+        if decided is None:
+            return NoticeFinding(distribution_id, "", None, (), (), ())
+        rule, deadline = decided
+        in_time, late, missing = deliveries_by_deadline(cells, deadline)
+        return NoticeFinding(
+            distribution_id, rule.describe(matrix.language), deadline, in_time, late, missing
+        )
