@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := slapd ldap-utils dovecot-imapd dovecot-lmtpd dovecot-ldap fonts-dejavu-core chromium
+APT_PACKAGES := slapd ldap-utils dovecot-imapd dovecot-lmtpd dovecot-ldap fonts-dejavu-core chromium poppler-utils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint unit system-deps venv stack-up stack-down check bench clean

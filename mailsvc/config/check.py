@@ -154,6 +154,8 @@ def _check_evidence(e: EvidenceSettings) -> None:
         raise ConfigError(
             f"evidence.tsa_url = {e.tsa_url!r}: expected an http:// or https:// URL or empty"
         )
+    if e.tsa_ca_file and not Path(e.tsa_ca_file).is_file():
+        raise ConfigError(f"evidence.tsa_ca_file = {e.tsa_ca_file!r}: no such file")
     if e.signing_password_file and not e.signing_certificate:
         raise ConfigError(
             "evidence.signing_password_file is set but evidence.signing_certificate is empty"

@@ -239,6 +239,8 @@ class EvidenceSettings:
     signing_password_file: str = ""
     # An RFC 3161 time-stamping authority (http or https URL); empty: no timestamp.
     tsa_url: str = ""
+    # PEM file with the TSA's root certificate(s), to validate and embed its token's chain.
+    tsa_ca_file: str = ""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from mailsvc.config import Settings
 from mailsvc.distribution.clock import Clock
@@ -82,6 +83,7 @@ class EvidencePacks:
             reason=reason,
             location=self.settings.council.name,
             tsa_url=self.settings.evidence.tsa_url,
+            tsa_roots=Path(ca) if (ca := self.settings.evidence.tsa_ca_file) else None,
         )
 
     def _notice(

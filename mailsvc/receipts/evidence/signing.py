@@ -153,17 +153,32 @@ def _make_self_signed(path: Path, password: bytes, council: str) -> None:
         tmp.unlink()
 
 
-def _validation_context(signer: signers.SimpleSigner) -> ValidationContext:
-    # The signer's own chain is the trust anchor of the embedded validation data; nothing is
-    # fetched (the service may have no route to the internet). A real certificate's revocation
-    # data is added by a validator later (LTV), or by the TSA's response.
+def _validation_context(signer: signers.SimpleSigner, tsa_roots: Path | None) -> ValidationContext:
+    # The signer's own chain (and the TSA's roots, when given) anchor the embedded validation
+    # data; nothing is fetched (the service may have no route to the internet).
     roots = [signer.signing_cert, *signer.cert_registry]
+    if tsa_roots is not None:
+        try:
+            pem = tsa_roots.read_bytes()
+        except OSError as exc:
+            raise SigningError(f"evidence.tsa_ca_file: cannot read it ({exc.strerror})") from exc
+        for cert in x509.load_pem_x509_certificates(pem):
+            roots.append(asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER)))
     return ValidationContext(trust_roots=roots, allow_fetching=False, revocation_mode="soft-fail")
 
 
-def sign_pdf(pdf: bytes, who: Identity, *, reason: str, location: str, tsa_url: str = "") -> bytes:
+def sign_pdf(
+    pdf: bytes,
+    who: Identity,
+    *,
+    reason: str,
+    location: str,
+    tsa_url: str = "",
+    tsa_roots: Path | None = None,
+) -> bytes:
     """``pdf`` signed (PAdES baseline, SHA-256) with validation data embedded, and with a
-    timestamp from ``tsa_url`` when given. Blocking."""
+    timestamp from ``tsa_url`` when given (``tsa_roots``: a PEM file with the TSA's root
+    certificates, to validate its token). Blocking."""
     try:
         signer = signers.SimpleSigner.load_pkcs12(  # type: ignore[no-untyped-call]
             str(who.path), passphrase=who.password
@@ -177,7 +192,7 @@ def sign_pdf(pdf: bytes, who: Identity, *, reason: str, location: str, tsa_url: 
         md_algorithm="sha256",
         subfilter=SigSeedSubFilter.PADES,
         embed_validation_info=True,
-        validation_context=_validation_context(signer),
+        validation_context=_validation_context(signer, tsa_roots),
         reason=reason,
         location=location,
         use_pades_lta=False,
