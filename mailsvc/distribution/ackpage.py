@@ -4,6 +4,7 @@ what they contain."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Protocol
 from mailsvc.config import Settings
 from mailsvc.distribution.documents import document_path
 from mailsvc.distribution.links import RecipientLinks
-from mailsvc.domain.receipt_states import EventKind, EventSource
+from mailsvc.domain.receipt_states import EventKind, EventSource, ReceiptEvent
 from mailsvc.storage.sessions import ReceiptStore
 
 
@@ -39,6 +40,9 @@ class AckView:
     documents: tuple[AckDocument, ...]
     acknowledged_at: datetime | None  # the first acknowledgement; naive = UTC
     language: str  # the councillor's preferred language
+    # What the council has recorded so far: the first time of each receipt kind, in order
+    # (naive UTC). The page shows it so that the councillor sees what the evidence says.
+    recorded: tuple[tuple[EventKind, datetime], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,17 @@ async def record_acknowledgement(
     return await store.add_event(
         recipient_id, EventKind.ACKNOWLEDGED, EventSource.LINK, evidence, once=True
     )
+
+
+_SHOWN = (EventKind.DELIVERED, EventKind.OPENED, EventKind.ACKNOWLEDGED)
+
+
+def _recorded(events: Sequence[ReceiptEvent]) -> tuple[tuple[EventKind, datetime], ...]:
+    first: dict[EventKind, datetime] = {}
+    for e in events:
+        if e.kind in _SHOWN and (e.kind not in first or e.at < first[e.kind]):
+            first[e.kind] = e.at
+    return tuple(sorted(first.items(), key=lambda item: item[1]))
 
 
 class AckPages:
@@ -119,6 +134,7 @@ class AckPages:
             ),
             acknowledged_at=min(acked) if acked else None,
             language=self.settings.language,
+            recorded=_recorded(events),
         )
 
     async def acknowledge(self, recipient_id: int, distribution_id: int, evidence: str) -> AckView:

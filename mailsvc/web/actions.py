@@ -537,6 +537,11 @@ class ClerkActions:
         session = await self.session_row(session_id)
         return await self.distributions.matrix(session.number)
 
+    async def evidence_pack(self, session_id: int) -> tuple[bytes, str]:
+        """The signed evidence pack of a session and the session's number."""
+        session = await self.session_row(session_id)
+        return await self.distributions.evidence_pack(session.number), session.number
+
     # --- relay, audit, queue --------------------------------------------------------------
 
     async def relay_stats(self, since: date | None = None) -> list[CouncillorStats]:

@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mailsvc import templating
 from mailsvc.config import DistributionSettings
 from mailsvc.distribution.ackpage import AckBackend, AckView
-from mailsvc.domain.vocabulary import LANGUAGES
+from mailsvc.domain.vocabulary import LANGUAGES, state_label
 from mailsvc.domain.wording import format_pages, format_size
 from mailsvc.receipts.tokens import TokenSigner
 from mailsvc.web.http import (
@@ -259,6 +259,16 @@ class AckRoutes:
             }
             for d in view.documents
         ]
+        recorded = []
+        for kind, at in view.recorded:
+            local = _as_utc(at).astimezone(self.zone)
+            recorded.append(
+                {
+                    "label": state_label(kind, language),
+                    "date": templating.format_date(local, language),
+                    "time": _hm(local),
+                }
+            )
         return self.pages.render(
             request,
             "ack.html",
@@ -266,6 +276,7 @@ class AckRoutes:
             status,
             state=state,
             view=view,
+            recorded=recorded,
             session_date=templating.format_date(view.session_at, language),
             session_time=_hm(view.session_at),
             documents=documents,

@@ -78,6 +78,20 @@ class ReceiptPages(ClerkArea):
         )
 
 
+    async def evidence_pdf(self, request: Request, clerk: ClerkSession) -> Response:
+        """The signed evidence pack (``mailsvc evidence export``), made afresh each time."""
+        pack, number = await self.actions.evidence_pack(request.path_params["id"])
+        return Response(
+            pack,
+            media_type="application/pdf",
+            headers={
+                "content-disposition": content_disposition(
+                    f"pakiet-dowodowy-{number.replace('/', '-')}.pdf"
+                )
+            },
+        )
+
+
 def _report_name(matrix: ReceiptMatrix, ext: str) -> str:
     number = matrix.session_number.replace("/", "-")
     return content_disposition(f"potwierdzenia-{number}.{ext}")

@@ -99,6 +99,7 @@ def _clerk_pages(
         Route("/sessions/{id:int}/receipts.json", p(r.receipts_json), methods=["GET"]),
         Route("/sessions/{id:int}/receipts.csv", p(r.receipts_csv), methods=["GET"]),
         Route("/sessions/{id:int}/receipts.pdf", p(r.receipts_pdf), methods=["GET"]),
+        Route("/sessions/{id:int}/evidence.pdf", p(r.evidence_pdf), methods=["GET"]),
         Route("/relay", p(admin.relay), methods=["GET"]),
         Route("/audit", p(admin.audit), methods=["GET"]),
         Route("/queue", p(admin.queue), methods=["GET"]),

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pypdf
 import pytest
 
@@ -20,11 +21,15 @@ from mailsvc.app import Parts, start_service
 from mailsvc.config import Settings
 from mailsvc.distribution.service import DistributionError
 from mailsvc.domain.receipt_states import EventKind
+from mailsvc.domain.vocabulary import state_label
+from mailsvc.mailbox import read_inbox
 from mailsvc.receipts.evidence.pack import JSON_NAME
 from mailsvc.receipts.evidence.signing import identity, verify_pdf
 from tests.integration.test_distribution_flow import (
     _all_have,
+    ack_url,
     councillors,
+    distribution_message,
     local_now,
     read_as_councillor,
     session_with_pdf,
@@ -70,6 +75,17 @@ async def test_pack_of_a_delivered_opened_acknowledged_notice(
             r for r in await store.recipients(dist.id) if r.address == people[1].address
         )
         assert await distributions.acknowledge(recipient.id, dist.id, "POST from pytest")
+        # The acknowledgement page tells the councillor what was recorded.
+        inbox = await read_inbox(
+            settings.stack.host, settings.stack.imap_port, people[1].address, people[1].password
+        )
+        async with httpx.AsyncClient() as client:
+            page = await client.get(ack_url(distribution_message(inbox)))
+        assert page.status_code == 200 and 'id="recorded"' in page.text
+        listed = page.text.split('id="recorded"', 1)[1].split("</ul>", 1)[0]
+        for kind in (EventKind.DELIVERED, EventKind.ACKNOWLEDGED):
+            assert state_label(kind, "pl") in listed, kind
+        assert state_label(EventKind.OPENED, "pl") not in listed  # this one did not open it
 
         pack = await distributions.evidence_pack(session.number)
     finally:

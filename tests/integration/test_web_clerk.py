@@ -302,6 +302,12 @@ async def test_session_documents_notice_and_receipts_matrix(
     exported = await web.get(f"{session_url}/receipts.csv")
     assert exported.status_code == 200 and "Żółć" in exported.content.decode("utf-8-sig")
     assert (await web.get(f"{session_url}/receipts.pdf")).content.startswith(b"%PDF-")
+    page = await web.get(session_url)
+    assert 'id="evidence-link"' in page.text and "/evidence.pdf" in page.text
+    pack = await web.get(f"{session_url}/evidence.pdf")
+    assert pack.status_code == 200 and pack.content.startswith(b"%PDF-")
+    assert "pakiet-dowodowy-" in pack.headers["content-disposition"]
+    assert b"/ByteRange" in pack.content and b"evidence.json" in pack.content  # signed, data
 
     actions = await audit_actions(parts, clerk.address)
     for action in (
