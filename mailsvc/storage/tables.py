@@ -279,3 +279,26 @@ relay_log = Table(
     Index("ix_relay_log_received", "received_at"),
     Index("ix_relay_log_message_id", "message_id"),
 )
+
+
+# Password checks (SMTP AUTH, the clerks' sign-in) per key: "net:<client /64 or address>" or
+# "user:<address>". Shared by every process on the database (mailsvc.storage.guard).
+auth_throttle = Table(
+    "auth_throttle",
+    metadata,
+    Column("key", String(300), primary_key=True),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("blocked_until", DateTime, nullable=True),  # naive UTC
+    Column("updated_at", DateTime, nullable=False),
+)
+
+# Messages and recipients a councillor sent through submission, per hour (naive UTC, the start
+# of the hour): the per-account sending limits of mailsvc.storage.guard.
+send_counts = Table(
+    "send_counts",
+    metadata,
+    Column("account", String(254), primary_key=True),
+    Column("hour", DateTime, primary_key=True),
+    Column("messages", Integer, nullable=False, default=0),
+    Column("recipients", Integer, nullable=False, default=0),
+)

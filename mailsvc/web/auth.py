@@ -13,9 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -42,52 +39,6 @@ class LoginOutcome:
     result: LoginResult
     address: str = ""
     name: str = ""
-
-
-class LoginLimiter:
-    """Failed logins per key in a sliding window; in memory (one service process).
-
-    ``blocked`` answers how many seconds remain before a key may try again, or 0.
-    """
-
-    def __init__(
-        self, attempts: int, window_seconds: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.attempts = max(1, attempts)
-        self.window = window_seconds
-        self.clock = clock
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, key: str) -> deque[float]:
-        now = self.clock()
-        failures = self._failures.get(key)
-        if failures is None:
-            return deque()
-        while failures and now - failures[0] > self.window:
-            failures.popleft()
-        if not failures:
-            del self._failures[key]
-        return failures
-
-    def blocked(self, *keys: str) -> float:
-        wait = 0.0
-        for key in keys:
-            failures = self._recent(key)
-            if len(failures) >= self.attempts:
-                wait = max(wait, self.window - (self.clock() - failures[0]))
-        return max(wait, 0.0)
-
-    def failed(self, *keys: str) -> None:
-        now = self.clock()
-        for key in keys:
-            self._recent(key)
-            self._failures.setdefault(key, deque()).append(now)
-        if len(self._failures) > 100_000:  # a flood of distinct names: forget the oldest
-            for key in list(self._failures)[:50_000]:
-                del self._failures[key]
-
-    def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
 
 
 class ClerkAuth:

@@ -77,7 +77,6 @@ class ReceiptPages(ClerkArea):
             headers={"content-disposition": _report_name(matrix, "pdf")},
         )
 
-
     async def evidence_pdf(self, request: Request, clerk: ClerkSession) -> Response:
         """The signed evidence pack (``mailsvc evidence export``), made afresh each time."""
         pack, number = await self.actions.evidence_pack(request.path_params["id"])

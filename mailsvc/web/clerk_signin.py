@@ -8,6 +8,7 @@ problem page with its status. Sign-in itself is described in ``auth.py``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from mailsvc.storage.clerks import ClerkSession, WebStore
+from mailsvc.storage.guard import PasswordGuard, at_least, guard_keys
 from mailsvc.web.actions import ActionError, Actor
 from mailsvc.web.auth import (
     CSRF_FIELD,
@@ -25,12 +27,14 @@ from mailsvc.web.auth import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
     ClerkAuth,
-    LoginLimiter,
     LoginResult,
     csrf_ok,
 )
 from mailsvc.web.forms import MAX_FIELDS, MAX_FILES, form_text, safe_next
 from mailsvc.web.pages import ClerkArea, Handler
+
+# A refused sign-in answers after at least this long, whatever made it fail.
+FAILED_LOGIN_SECONDS = 0.5
 
 
 @dataclass
@@ -39,7 +43,7 @@ class ClerkGate(ClerkArea):
 
     auth: ClerkAuth
     store: WebStore
-    limiter: LoginLimiter
+    guard: PasswordGuard
     secure_cookies: bool
     idle: timedelta = field(init=False)
 
@@ -150,8 +154,10 @@ class ClerkGate(ClerkArea):
         password = form_text(form, "password", 1025)
         address = self.auth.address(login)
         client = request.client.host if request.client else "unknown"
-        keys = (f"ip:{client}", f"user:{address}")
-        wait = self.limiter.blocked(*keys)
+        keys = guard_keys(client, address)
+        # The attempt is reserved (counted as failed) before the password is checked: however
+        # many sign-ins run at once, no more than web.login_attempts checks get through.
+        wait = await self.guard.reserve(keys)
         if wait > 0:
             minutes = max(1, int(wait // 60) + 1)
             response = self._login_page(
@@ -164,9 +170,11 @@ class ClerkGate(ClerkArea):
             )
             response.headers["retry-after"] = str(int(wait) + 1)
             return response
+        started = time.monotonic()
         outcome = await self.auth.login(login, password)
         actor = Actor(f"{outcome.name} <{outcome.address}>" if outcome.name else address, "web")
         if outcome.result is LoginResult.UNAVAILABLE:
+            await self.guard.release(keys)
             return self._login_page(
                 request,
                 503,
@@ -176,26 +184,18 @@ class ClerkGate(ClerkArea):
                 ),
             )
         if outcome.result is not LoginResult.OK:
-            self.limiter.failed(*keys)
             await self.actions.record(
                 actor, "sign in", "web-login-refused", reason=outcome.result.value, ip=client
             )
-            if outcome.result is LoginResult.NOT_A_CLERK:
-                return self._login_page(
-                    request,
-                    403,
-                    self.t(
-                        "To konto nie ma dostępu do panelu biura rady (brak w grupie urzędników).",
-                        "This account has no access to the council office panel (not in the "
-                        "clerks group).",
-                    ),
-                )
+            # One answer, in the same time, for an unknown login, a wrong password and a right
+            # password of someone who is not a clerk: none of them tells a guesser anything.
+            await at_least(started, FAILED_LOGIN_SECONDS)
             return self._login_page(
                 request,
                 401,
                 self.t("Nieprawidłowy login lub hasło.", "Wrong login or password."),
             )
-        self.limiter.succeeded(keys[1])
+        await self.guard.succeeded(keys)
         token, clerk = await self.store.open_session(outcome.address, outcome.name)
         await self.actions.record(self.actor(clerk), "sign in", "web-login", ip=client)
         response = RedirectResponse(safe_next(form_text(form, "next", 2000)), 303)

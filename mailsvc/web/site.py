@@ -13,9 +13,10 @@ from starlette.routing import BaseRoute, Route
 
 from mailsvc import secret_store
 from mailsvc.storage.clerks import WebStore
+from mailsvc.storage.guard import password_guard
 from mailsvc.web.actions import ClerkActions, ClerkServices
 from mailsvc.web.api import JsonApi
-from mailsvc.web.auth import SECRET_NAME, ClerkAuth, LoginLimiter
+from mailsvc.web.auth import SECRET_NAME, ClerkAuth
 from mailsvc.web.clerk_admin import AdminPages
 from mailsvc.web.clerk_councillors import CouncillorPages
 from mailsvc.web.clerk_receipts import ReceiptPages
@@ -53,7 +54,7 @@ def clerk_routes(
         pages,
         auth=auth,
         store=store,
-        limiter=LoginLimiter(settings.web.login_attempts, settings.web.login_window_minutes * 60.0),
+        guard=password_guard(settings, services.queue.units),
         secure_cookies=secure_cookies(settings.web.public_url),
     )
     clerk_pages = _clerk_pages(

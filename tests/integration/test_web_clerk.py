@@ -122,8 +122,9 @@ async def test_directory_user_outside_the_clerks_group_is_refused(
 ) -> None:
     councillor: CreatedAccount = await add_councillor("Łukasz", "Żółć")
     answer = await sign_in(web, councillor.address, councillor.password)
-    assert answer.status_code == 403
-    assert "grupie urzędników" in answer.text
+    # The same answer as a wrong password: it must not tell that this password was right.
+    assert answer.status_code == 401 and "Nieprawidłowy login lub hasło" in answer.text
+    assert "grupie urzędników" not in answer.text
     assert "mailsvc_session" not in answer.headers.get("set-cookie", "")
     assert (await web.get("/")).status_code == 303
     wrong = await sign_in(web, clerk.address, "not-the-password")
@@ -158,6 +159,22 @@ async def test_failed_logins_are_rate_limited(
     assert blocked.status_code == 429
     assert "Zbyt wiele nieudanych prób" in blocked.text
     assert int(blocked.headers["retry-after"]) > 0
+
+
+async def test_parallel_wrong_logins_get_at_most_the_allowed_checks(
+    web: httpx.AsyncClient, clerk: CreatedAccount, parts: Parts
+) -> None:
+    """50 wrong passwords at once: the attempt is reserved in the database before the
+    directory bind, so at most web.login_attempts passwords are checked (each check that fails
+    is audited; the others are refused before any check)."""
+    page = await web.get("/login")
+    form = {"username": clerk.address, "password": "wrong", "csrf_token": csrf_of(page.text)}
+    answers = await asyncio.gather(*(web.post("/login", data=form) for _ in range(50)))
+    codes = [a.status_code for a in answers]
+    attempts = parts.settings.web.login_attempts
+    assert codes.count(401) <= attempts and codes.count(401) + codes.count(429) == 50
+    checked = [a for a in await audit_actions(parts, clerk.address) if a == "web-login-refused"]
+    assert len(checked) == codes.count(401)
 
 
 async def test_roster_import_shows_the_plan_then_applies_it(
