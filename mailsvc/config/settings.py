@@ -46,6 +46,13 @@ class SubmissionSettings:
     port: int = 2587
     # Allow AUTH without TLS (only for loopback test setups).
     allow_plaintext_auth: bool = False
+    # Failed AUTH commands one connection may make; the next one gets 421 and the connection
+    # closes. (Failures per client network and per account are counted across connections and
+    # processes with the web sign-in's limits, web.login_attempts.)
+    max_auth_failures: int = 3
+    # What one councillor may send per hour (0: no limit): a stolen password cannot spam.
+    messages_per_hour: int = 100
+    recipients_per_hour: int = 500
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,13 @@ S235_OK = "235 2.7.0 Authentication successful"
 S535_INVALID = "535 5.7.8 Authentication credentials invalid"
 S454_AUTH_TEMP = "454 4.7.0 Temporary authentication failure, please try again later"
 S501_BASE64 = "501 5.5.2 Cannot decode the authentication data"
+S421_AUTH_FAILURES = "421 4.7.0 Too many failed authentications, closing the connection"
+S454_AUTH_WAIT = "454 4.7.0 Too many failed authentications, please try again in {seconds} s"
+S553_FROM_NOT_OWNED = (
+    "553 5.7.1 {field}: <{address}>: you may send only as your own address or a group you belong to"
+)
+S550_NO_FROM = "550 5.6.0 The message has no From field"
+S451_SEND_LIMIT = "451 4.7.1 Sending limit for this hour reached, please try again later"
 # The local capture (the embedded default's smarthost).
 S250_CAPTURED = "250 2.0.0 OK: captured as {name}"
 S451_NOT_STORED = "451 4.3.0 Capture could not store the message"

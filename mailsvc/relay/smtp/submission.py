@@ -7,8 +7,13 @@ import asyncio
 import binascii
 import logging
 import ssl
+import time
+import weakref
 from base64 import b64decode
-from email.utils import formatdate
+from email.message import Message
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import formatdate, getaddresses, make_msgid
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
@@ -22,12 +27,23 @@ from mailsvc.relay.smtp import replies
 from mailsvc.relay.smtp.inbound import _clean, _peer_ip, _tls_details, message_ids, smtp_factory
 from mailsvc.relay.smtp.reports import accept_reports
 from mailsvc.relay.smtp.server import AdvertisesExtensions
+from mailsvc.storage.guard import (
+    PasswordGuard,
+    SendLimits,
+    at_least,
+    guard_keys,
+    password_guard,
+)
 from mailsvc.storage.queue import ORIGIN_SUBMISSION, MailQueue
 from mailsvc.storage.relaylog import RelayLog
 from provisioning.directory import Directory
 from provisioning.errors import DirectoryError, DirectoryUnavailable
 
 log = logging.getLogger(__name__)
+
+# A refused AUTH answers after at least this long, whatever made it fail.
+FAILED_AUTH_SECONDS = 0.5
+_HEADER_MAX = 256 * 1024
 
 
 class SubmissionHandler(AdvertisesExtensions):
@@ -41,6 +57,8 @@ class SubmissionHandler(AdvertisesExtensions):
         relay_log: RelayLog | None = None,
         on_queued: Any = lambda: None,
         reports: ReportSink | None = None,
+        guard: PasswordGuard | None = None,
+        limits: SendLimits | None = None,
     ) -> None:
         self.settings = settings
         self.directory = directory
@@ -49,21 +67,65 @@ class SubmissionHandler(AdvertisesExtensions):
         self.on_queued = on_queued
         # Read receipts (MDNs) councillors' mail programs send for distribution messages.
         self.reports = reports
+        # Password checks and sending volumes, counted in the database (every process).
+        self.guard = guard or password_guard(settings, queue.units)
+        sub = settings.submission
+        self.limits = limits or SendLimits(
+            queue.units, sub.messages_per_hour, sub.recipients_per_hour
+        )
+        # Failed AUTH commands per connection (the session object lives as long as it).
+        self._failures: weakref.WeakKeyDictionary[SmtpSession, int] = weakref.WeakKeyDictionary()
 
     # -- AUTH (async, so the directory bind never blocks the loop) ---------------------------
 
+    async def _too_many_failures(self, server: SMTP) -> bool:
+        """After ``submission.max_auth_failures`` failed AUTHs the next one ends the
+        connection with 421 (a password guesser gets a few tries per connection, not 60)."""
+        session = server.session
+        if (
+            session is None
+            or self._failures.get(session, 0) < self.settings.submission.max_auth_failures
+        ):
+            return False
+        log.warning("AUTH: too many failures on one connection from %s", _peer_ip(session))
+        await server.push(replies.S421_AUTH_FAILURES)
+        if server.transport is not None:
+            server.transport.close()
+        return True
+
+    def _failed(self, server: SMTP) -> None:
+        if server.session is not None:
+            self._failures[server.session] = self._failures.get(server.session, 0) + 1
+
     async def _verify(self, server: SMTP, login: bytes, password: bytes) -> AuthResult:
         address = login.decode("utf-8", "replace").strip().lower()
+        peer = _peer_ip(server.session) if server.session else "?"
+        keys = guard_keys(peer, address)
+        try:
+            wait = await self.guard.reserve(keys)
+        except StorageUnavailable:
+            await server.push(replies.S454_AUTH_TEMP)
+            return AuthResult(success=False, handled=True)
+        if wait > 0:
+            self._failed(server)
+            log.info("AUTH for %s from %s: waiting %.0f s after failures", address, peer, wait)
+            await server.push(replies.S454_AUTH_WAIT.format(seconds=int(wait) + 1))
+            return AuthResult(success=False, handled=True)
+        started = time.monotonic()
         try:
             entry = await self.directory.authenticate(address, password.decode("utf-8", "replace"))
         except (DirectoryUnavailable, DirectoryError) as exc:
             log.warning("AUTH for %s: directory unavailable: %s", address, exc)
+            await self.guard.release(keys)
             await server.push(replies.S454_AUTH_TEMP)
             return AuthResult(success=False, handled=True)
         if entry is None:
-            peer = _peer_ip(server.session) if server.session else "?"
+            self._failed(server)
             log.info("AUTH failed for %s from %s", address, peer)
+            # An unknown account and a wrong password: the same reply after the same time.
+            await at_least(started, FAILED_AUTH_SECONDS)
             return AuthResult(success=False, handled=False, message=replies.S535_INVALID)
+        await self.guard.succeeded(keys)
         return AuthResult(
             success=True,
             message=replies.S235_OK,
@@ -71,6 +133,8 @@ class SubmissionHandler(AdvertisesExtensions):
         )
 
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        if await self._too_many_failures(server):
+            return AuthResult(success=False, handled=True)
         if len(args) == 1:
             raw = await server.challenge_auth("")
             if not isinstance(raw, bytes):
@@ -88,6 +152,8 @@ class SubmissionHandler(AdvertisesExtensions):
         return await self._verify(server, parts[1], parts[2])
 
     async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        if await self._too_many_failures(server):
+            return AuthResult(success=False, handled=True)
         if len(args) == 1:
             login = await server.challenge_auth("Username:")
             if not isinstance(login, bytes):
@@ -195,6 +261,32 @@ class SubmissionHandler(AdvertisesExtensions):
             reply = await accept_reports(self.reports, envelope, content)
             if reply is not None:
                 return reply
+        header = _header(content)
+        authors = [("From", a) for a in _addresses(header, "From")]
+        authors += [("Sender", a) for a in _addresses(header, "Sender")]
+        if not any(field == "From" for field, _ in authors):
+            return replies.S550_NO_FROM
+        try:
+            for field, author in authors:
+                if author != login and not await self._member_of(login, author):
+                    log.warning("DATA by %s: %s <%s> refused", login, field, _clean(author))
+                    return replies.S553_FROM_NOT_OWNED.format(
+                        field=field, address=_clean(author, 254)
+                    )
+        except (DirectoryUnavailable, DirectoryError):
+            return replies.S451_DIRECTORY
+        try:
+            if not await self.limits.take(login, len(envelope.rcpt_tos)):
+                log.warning("DATA by %s: hourly sending limit reached", login)
+                return replies.S451_SEND_LIMIT
+        except StorageUnavailable:
+            return replies.S451_STORAGE
+        # RFC 6409 section 8.2/8.3: a submission server may add what the client left out.
+        added = b""
+        if header.get("Date") is None:
+            added += f"Date: {formatdate(localtime=True)}\r\n".encode()
+        if header.get("Message-ID") is None:
+            added += f"Message-ID: {make_msgid(domain=self.settings.domain)}\r\n".encode()
         tls = _tls_details(session)
         received = (
             f"Received: from {_clean(session.host_name or 'unknown')} ([{_peer_ip(session)}])\r\n"
@@ -203,7 +295,7 @@ class SubmissionHandler(AdvertisesExtensions):
             + f"\tby {self.settings.smtp_hostname} (mailsvc) with ESMTPSA"
             + f"; {formatdate(localtime=False, usegmt=True)}\r\n"
         ).encode()
-        body = received + content
+        body = received + added + content
         try:
             queue_id = await self.queue.enqueue(
                 envelope.mail_from or login,
@@ -223,12 +315,20 @@ class SubmissionHandler(AdvertisesExtensions):
         return replies.S250_QUEUED.format(queue_id=queue_id)
 
 
-def _answered_ids(content: bytes) -> list[str]:
-    from email.parser import BytesHeaderParser
-    from email.policy import compat32
+def _header(content: bytes) -> Message:
+    head = content.split(b"\r\n\r\n", 1)[0][:_HEADER_MAX]
+    return BytesHeaderParser(policy=compat32).parsebytes(head)
 
-    head = content.split(b"\r\n\r\n", 1)[0][: 256 * 1024]
-    msg = BytesHeaderParser(policy=compat32).parsebytes(head)
+
+def _addresses(header: Message, name: str) -> list[str]:
+    """The addresses of every ``name`` field (lower case); a field that names none gives ""."""
+    values = [str(v) for v in header.get_all(name, [])]
+    found = [a.strip().lower() for _, a in getaddresses(values)]
+    return found or ([""] if values else [])
+
+
+def _answered_ids(content: bytes) -> list[str]:
+    msg = _header(content)
     ids: list[str] = []
     for name in ("In-Reply-To", "References"):
         for value in msg.get_all(name, []):
