@@ -219,7 +219,7 @@ async def start_web(settings: Settings, parts: Parts) -> WebServer:
     from mailsvc.web.actions import ClerkServices
     from mailsvc.web.app import create_app
     from mailsvc.web.server import web_server
-    from mailsvc.web.site import clerk_routes
+    from mailsvc.web.site import clerk_routes, secure_cookies
 
     distributions = parts.distributions()
     services = ClerkServices(
@@ -237,6 +237,7 @@ async def start_web(settings: Settings, parts: Parts) -> WebServer:
         office_address=settings.office_address,
         time_zone=settings.distribution.timezone,
         extra_routes=clerk_routes(services, WebStore(parts.engine), parts.directory),
+        https=secure_cookies(settings.web.public_url),
     )
     server = web_server(app, settings.web.host, settings.web.port)
     await server.start()

@@ -192,8 +192,13 @@ class WebSettings:
     public_url: str = ""
     # Clerks' interface: only members of this directory group may log in.
     clerks_group: str = "urzednicy"
-    # A clerk's login lasts this long without activity (minutes).
+    # A clerk's login lasts this long without activity (minutes)…
     session_minutes: int = 60
+    # …and never longer than this from sign-in, active or not (hours).
+    session_max_hours: int = 12
+    # Minutes between checks that a signed-in clerk's account is still active and still in
+    # web.clerks_group (a clerk removed from the group loses the session at the next check).
+    recheck_minutes: int = 5
     # Failed logins allowed per client address and per login name within the window.
     login_attempts: int = 5
     login_window_minutes: int = 15

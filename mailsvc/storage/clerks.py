@@ -40,6 +40,7 @@ class ClerkSession:
     csrf: str
     created_at: datetime
     last_seen: datetime
+    checked_at: datetime | None = None  # account and group last confirmed in the directory
 
     @property
     def actor(self) -> str:
@@ -92,10 +93,13 @@ class WebStore:
                 )
             )
             session_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-        return token, ClerkSession(session_id, clerk, name, csrf, now, now)
+        return token, ClerkSession(session_id, clerk, name, csrf, now, now, now)
 
-    async def session(self, token: str, idle: timedelta) -> ClerkSession | None:
-        """The session of this cookie if it was used within ``idle``; marks it used now."""
+    async def session(
+        self, token: str, idle: timedelta, lifetime: timedelta | None = None
+    ) -> ClerkSession | None:
+        """The session of this cookie if it was used within ``idle`` and began less than
+        ``lifetime`` ago; marks it used now."""
         now = utcnow()
         async with self.engine.begin() as conn:
             row = (
@@ -105,7 +109,8 @@ class WebStore:
             ).first()
             if row is None:
                 return None
-            if now - row.last_seen > idle:
+            expired = lifetime is not None and now - row.created_at > lifetime
+            if expired or now - row.last_seen > idle:
                 await conn.execute(delete(web_sessions).where(web_sessions.c.id == row.id))
                 return None
             # Written at most once a minute: every page view need not be a write.
@@ -113,7 +118,21 @@ class WebStore:
                 await conn.execute(
                     update(web_sessions).where(web_sessions.c.id == row.id).values(last_seen=now)
                 )
-        return ClerkSession(row.id, row.clerk, row.name, row.csrf, row.created_at, now)
+        checked = row.checked_at or row.created_at
+        return ClerkSession(row.id, row.clerk, row.name, row.csrf, row.created_at, now, checked)
+
+    async def mark_checked(self, session_id: int) -> None:
+        """The clerk's account was found still valid in the directory now."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(web_sessions)
+                .where(web_sessions.c.id == session_id)
+                .values(checked_at=utcnow())
+            )
+
+    async def end_session(self, session_id: int) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(web_sessions).where(web_sessions.c.id == session_id))
 
     async def close_session(self, token: str) -> None:
         async with self.engine.begin() as conn:

@@ -248,6 +248,8 @@ web_sessions = Table(
     Column("csrf", String(64), nullable=False),
     Column("created_at", DateTime, nullable=False),
     Column("last_seen", DateTime, nullable=False),
+    # When the clerk's account and group membership were last checked in the directory.
+    Column("checked_at", DateTime, nullable=True),
 )
 
 

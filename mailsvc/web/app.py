@@ -75,6 +75,7 @@ def create_app(
     time_zone: str = DEFAULT_TIME_ZONE,
     clock: Callable[[], datetime] | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    https: bool = False,
 ) -> Starlette:
     """The Starlette app serving acknowledgement links, downloads and ``/healthz``.
 
@@ -83,6 +84,7 @@ def create_app(
     is the council's, for showing when an acknowledgement (stored in UTC) was made; ``clock``
     returns the current time (aware, or naive UTC) and exists for tests. ``extra_routes``: the
     clerks' interface and the API (``web.site.clerk_routes``), when the service serves them.
+    ``https``: the public address is https (``web.public_url``): responses carry HSTS.
     """
     if language not in LANGUAGES:
         raise ValueError(f"language {language!r}: expected one of {', '.join(LANGUAGES)}")
@@ -99,7 +101,7 @@ def create_app(
     routes += extra_routes
     return Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(SecurityHeaders, https=https)],
         exception_handlers={404: pages.not_found_handler},
     )
 
@@ -109,11 +111,16 @@ async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok\n")
 
 
-class SecurityHeaders:
-    """ASGI middleware adding ``_BASE_HEADERS`` to every response that has not set them."""
+HSTS = "max-age=31536000; includeSubDomains"
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class SecurityHeaders:
+    """ASGI middleware adding ``_BASE_HEADERS`` (and HSTS when served over https) to every
+    response that has not set them."""
+
+    def __init__(self, app: ASGIApp, *, https: bool = False) -> None:
         self.app = app
+        self.headers = {**_BASE_HEADERS, **({"strict-transport-security": HSTS} if https else {})}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -123,7 +130,7 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for name, value in _BASE_HEADERS.items():
+                for name, value in self.headers.items():
                     headers.setdefault(name, value)
             await send(message)
 

@@ -20,6 +20,9 @@ from provisioning.directory import Directory
 from provisioning.errors import DirectoryUnavailable
 
 SESSION_COOKIE = "mailsvc_session"
+# Over https the session cookie carries the __Host- prefix: browsers then accept it only with
+# Secure, Path=/ and no Domain, so no other host or path can set or shadow it.
+SECURE_SESSION_COOKIE = "__Host-mailsvc_session"
 LOGIN_COOKIE = "mailsvc_login"
 LANGUAGE_COOKIE = "mailsvc_lang"
 CSRF_FIELD = "csrf_token"
@@ -54,6 +57,18 @@ class ClerkAuth:
         """The address to look up: a bare login name gets the council's domain."""
         login = login.strip().lower()
         return login if "@" in login else f"{login}@{self.domain}"
+
+    async def still_clerk(self, address: str) -> bool | None:
+        """Is ``address`` still an active member of the clerks group? None: the directory
+        cannot say now (a session is not ended for a directory outage)."""
+        try:
+            entry = await self.directory.find_by_address(address)
+            if entry is None or not entry.active:
+                return False
+            group = await self.directory.get_group(self.group)
+        except DirectoryUnavailable:
+            return None
+        return group is not None and entry.dn.lower() in group.members
 
     async def login(self, login: str, password: str) -> LoginOutcome:
         address = self.address(login)

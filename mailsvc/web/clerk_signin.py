@@ -25,6 +25,7 @@ from mailsvc.web.auth import (
     CSRF_FIELD,
     CSRF_HEADER,
     LOGIN_COOKIE,
+    SECURE_SESSION_COOKIE,
     SESSION_COOKIE,
     ClerkAuth,
     LoginResult,
@@ -46,17 +47,39 @@ class ClerkGate(ClerkArea):
     guard: PasswordGuard
     secure_cookies: bool
     idle: timedelta = field(init=False)
+    lifetime: timedelta = field(init=False)
+    recheck: timedelta = field(init=False)
+    session_cookie: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.idle = timedelta(minutes=self.settings.web.session_minutes)
+        self.lifetime = timedelta(hours=self.settings.web.session_max_hours)
+        self.recheck = timedelta(minutes=self.settings.web.recheck_minutes)
+        self.session_cookie = SECURE_SESSION_COOKIE if self.secure_cookies else SESSION_COOKIE
 
     # --- the gate -------------------------------------------------------------------------------
 
     async def current(self, request: Request) -> ClerkSession | None:
-        token = request.cookies.get(SESSION_COOKIE)
+        token = request.cookies.get(self.session_cookie)
         if not token or len(token) > 200:
             return None
-        return await self.store.session(token, self.idle)
+        session = await self.store.session(token, self.idle, self.lifetime)
+        if session is None:
+            return None
+        if session.checked_at is None or session.last_seen - session.checked_at > self.recheck:
+            still = await self.auth.still_clerk(session.clerk)
+            if still is False:
+                await self.store.end_session(session.id)
+                await self.actions.record(
+                    Actor(session.actor, "web"),
+                    "session",
+                    "web-session-ended",
+                    reason="not-a-clerk",
+                )
+                return None
+            if still:
+                await self.store.mark_checked(session.id)
+        return session
 
     def page(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -200,7 +223,7 @@ class ClerkGate(ClerkArea):
         await self.actions.record(self.actor(clerk), "sign in", "web-login", ip=client)
         response = RedirectResponse(safe_next(form_text(form, "next", 2000)), 303)
         response.set_cookie(
-            SESSION_COOKIE,
+            self.session_cookie,
             token,
             httponly=True,
             samesite="lax",
@@ -211,9 +234,11 @@ class ClerkGate(ClerkArea):
         return response
 
     async def logout(self, request: Request, clerk: ClerkSession) -> Response:
-        token = request.cookies.get(SESSION_COOKIE, "")
+        token = request.cookies.get(self.session_cookie, "")
         await self.store.close_session(token)
         await self.actions.record(self.actor(clerk), "sign out", "web-logout")
         response = RedirectResponse("/login", 303)
-        response.delete_cookie(SESSION_COOKIE, path="/", secure=self.secure_cookies, httponly=True)
+        response.delete_cookie(
+            self.session_cookie, path="/", secure=self.secure_cookies, httponly=True
+        )
         return response

@@ -19,6 +19,7 @@ import httpx
 import pypdf
 import pytest
 from fpdf import FPDF
+from sqlalchemy import update
 
 from mailsvc.app import Parts, Service, start_service
 from mailsvc.cli.councillors import run_import
@@ -27,6 +28,8 @@ from mailsvc.directory.councillors import CreatedAccount
 from mailsvc.domain.receipt_states import EventKind
 from mailsvc.domain.vocabulary import STATE_ORDER, state_meaning
 from mailsvc.storage.clerks import WebStore
+from mailsvc.storage.db import utcnow
+from mailsvc.storage.tables import web_sessions
 from provisioning.directory import Directory
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -594,3 +597,67 @@ async def _all_delivered(store: Any, dist_id: int) -> bool:
     recipients = await store.recipients(dist_id)
     delivered = await store.recipients_with_kind(dist_id, EventKind.DELIVERED)
     return bool(recipients) and {r.id for r in recipients} <= set(delivered)
+
+
+async def test_a_clerk_removed_from_the_group_loses_the_session(
+    settings: Settings, clerk: CreatedAccount, directory: Directory, parts: Parts
+) -> None:
+    service = await start_service(settings.with_changes(web={"recheck_minutes": 0}))
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{service.web_port}", timeout=60.0
+        ) as web:
+            await signed_in(web, clerk)
+            assert (await web.get("/")).status_code == 200  # checked: still a clerk
+            await directory.sync_group(parts.settings.web.clerks_group, [], "Urzędnicy")
+            gone = await web.get("/")
+            assert gone.status_code == 303 and gone.headers["location"].startswith("/login")
+            assert "web-session-ended" in await audit_actions(parts, clerk.address)
+    finally:
+        await service.stop()
+
+
+async def test_sessions_end_after_their_absolute_lifetime(parts: Parts) -> None:
+    store = WebStore(parts.engine)
+    token, session = await store.open_session("anna@rada.example", "Anna")
+    idle, lifetime = timedelta(hours=1), timedelta(hours=12)
+    assert await store.session(token, idle, lifetime) is not None
+    async with parts.engine.begin() as conn:  # signed in 13 hours ago, active all along
+        await conn.execute(
+            update(web_sessions)
+            .where(web_sessions.c.id == session.id)
+            .values(created_at=utcnow() - timedelta(hours=13), last_seen=utcnow())
+        )
+    assert await store.session(token, idle, lifetime) is None
+    assert await store.session(token, idle) is None  # and it is gone, not just refused
+
+
+async def test_over_https_the_cookie_is_host_only_and_hsts_is_sent(
+    settings: Settings, clerk: CreatedAccount
+) -> None:
+    service = await start_service(settings.with_changes(web={"public_url": "https://rada.example"}))
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{service.web_port}", timeout=60.0
+        ) as web:
+            # The browser would send the Secure login cookie back over https; httpx over
+            # plain http does not, so the test hands it over itself.
+            page = await web.get("/login")
+            login_cookie = page.headers["set-cookie"].split(";", 1)[0]
+            answer = await web.post(
+                "/login",
+                data={
+                    "username": clerk.address,
+                    "password": clerk.password,
+                    "csrf_token": csrf_of(page.text),
+                },
+                headers={"cookie": login_cookie},
+            )
+            assert answer.status_code == 303, answer.text
+            cookie = answer.headers["set-cookie"]
+            assert cookie.startswith("__Host-mailsvc_session=")
+            assert "secure" in cookie.lower() and "path=/" in cookie.lower()
+            assert "domain=" not in cookie.lower()
+            assert answer.headers["strict-transport-security"].startswith("max-age=")
+    finally:
+        await service.stop()
