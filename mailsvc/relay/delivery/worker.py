@@ -263,8 +263,9 @@ class DeliveryWorkers:
                 body = PartedBody.from_stored(message.body, message.parts, self.settings.var_dir)
                 body.check()
             # Delivery reports only for what we track, and only where the smarthost's 250 is
-            # all we would know: a resident's mail or a bounce asks for none (nobody would read
-            # them, and their return path is not ours to fill).
+            # all we would know. Other mail asks for none: a resident's or councillor's reports
+            # would go to a sender who did not ask, and a reminder's to the VERP address of the
+            # distribution copy, where a success would be credited to the wrong message.
             envid = message.queue_id if tracked and message.route == ROUTE_SMTP else None
             try:
                 replies = await client.deliver(message.mail_from, recipients, body, dsn_envid=envid)
