@@ -15,8 +15,12 @@ from enum import StrEnum
 
 class EventKind(StrEnum):
     QUEUED = "queued"
-    SENT = "sent"  # handed to the mailbox store / smarthost (an attempt started)
-    DELIVERED = "delivered"  # LMTP 250 for this recipient, or a DSN with action delivered
+    # An attempt started, or the smarthost accepted the copy (its 250 says nothing about the
+    # remote end).
+    SENT = "sent"
+    DELIVERED = "delivered"  # LMTP 250 for this recipient, or a DSN for one of our mailboxes
+    # A success DSN (delivered, relayed, expanded) for a copy that left through the smarthost.
+    DELIVERED_REMOTE = "delivered-remote"
     DELAYED = "delayed"  # a temporary failure (LMTP 4xx, DSN action delayed)
     FAILED = "failed"  # LMTP 5xx or a DSN failure (hard or soft, see ``permanent``)
     OPENED = "opened"  # \Seen found by the IMAP check, or an MDN "displayed"
@@ -35,15 +39,21 @@ class EventSource(StrEnum):
 
 
 # How far along a recipient is: a later state never goes back to an earlier one, except that a
-# failure after delivery (a late DSN) is shown as failed.
+# failure after delivery (a late DSN) is shown as failed, and a delay ends when the smarthost
+# takes the copy after all. A remote success DSN ranks above a local delivery (it is evidence
+# from further along, and a copy never has both unless old records counted the smarthost's 250
+# as delivered) and below what the councillor did.
 _RANK = {
     EventKind.QUEUED: 0,
     EventKind.SENT: 1,
     EventKind.DELAYED: 2,
     EventKind.DELIVERED: 3,
-    EventKind.OPENED: 4,
-    EventKind.ACKNOWLEDGED: 5,
+    EventKind.DELIVERED_REMOTE: 4,
+    EventKind.OPENED: 5,
+    EventKind.ACKNOWLEDGED: 6,
 }
+# Evidence that the copy reached a mailbox: ours (LMTP) or the remote end's (DSN).
+_DELIVERY = (EventKind.DELIVERED, EventKind.DELIVERED_REMOTE)
 
 
 @dataclass(frozen=True)
@@ -68,16 +78,22 @@ class ReceiptState:
 def derive_state(events: Iterable[ReceiptEvent]) -> ReceiptState:
     """The state after ``events`` (in any order) and the first time each kind happened."""
     first: dict[EventKind, datetime] = {}
+    last: dict[EventKind, datetime] = {}
     for event in sorted(events, key=lambda e: e.at):
         first.setdefault(event.kind, event.at)
+        last[event.kind] = event.at
     failed_at = first.get(EventKind.FAILED)
-    delivered_at = first.get(EventKind.DELIVERED)
-    if failed_at is not None and (delivered_at is None or failed_at >= delivered_at):
+    delivered = [first[k] for k in _DELIVERY if k in first]
+    if failed_at is not None and (not delivered or failed_at >= max(delivered)):
         # Opened or acknowledged after a failure means the failure was wrong (or a copy got
         # through): what the councillor did is the stronger evidence.
         if not ({EventKind.OPENED, EventKind.ACKNOWLEDGED} & first.keys()):
             return ReceiptState(EventKind.FAILED, first)
     ranked = [k for k in first if k in _RANK]
+    delayed_at, sent_at = last.get(EventKind.DELAYED), last.get(EventKind.SENT)
+    if delayed_at is not None and sent_at is not None and sent_at > delayed_at:
+        # The smarthost took the copy after a delay: handed over, no longer being retried.
+        ranked.remove(EventKind.DELAYED)
     if not ranked:
         return ReceiptState(EventKind.QUEUED, first)
     return ReceiptState(max(ranked, key=_RANK.__getitem__), first)

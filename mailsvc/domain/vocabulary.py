@@ -67,6 +67,7 @@ STATE_ORDER: tuple[EventKind, ...] = (
     EventKind.SENT,
     EventKind.DELAYED,
     EventKind.DELIVERED,
+    EventKind.DELIVERED_REMOTE,
     EventKind.OPENED,
     EventKind.ACKNOWLEDGED,
 )
@@ -76,6 +77,7 @@ STATE_LABELS: Mapping[EventKind, Label] = {
     EventKind.SENT: {"pl": "wysłano", "en": "sent"},
     EventKind.DELAYED: {"pl": "opóźnione", "en": "delayed"},
     EventKind.DELIVERED: {"pl": "doręczono", "en": "delivered"},
+    EventKind.DELIVERED_REMOTE: {"pl": "doręczono (zdalnie)", "en": "delivered (remote)"},
     EventKind.FAILED: {"pl": "niedoręczone", "en": "failed"},
     EventKind.OPENED: {"pl": "otwarto", "en": "opened"},
     EventKind.ACKNOWLEDGED: {"pl": "potwierdzono", "en": "acknowledged"},
@@ -94,6 +96,11 @@ STATE_MEANINGS: Mapping[EventKind, Label] = {
     EventKind.DELIVERED: {
         "pl": "wiadomość jest w skrzynce radnego (odpowiedź serwera albo raport DSN)",
         "en": "the message is in the councillor's mailbox (server reply or DSN report)",
+    },
+    EventKind.DELIVERED_REMOTE: {
+        "pl": "serwer pocztowy adresata poza systemem rady potwierdził doręczenie (raport DSN)",
+        "en": "the recipient's mail server outside the council's system confirmed delivery "
+        "(DSN report)",
     },
     EventKind.SENT: {
         "pl": "przekazano do serwera pocztowego, czeka na potwierdzenie doręczenia",

@@ -17,12 +17,14 @@ from mailsvc.domain.receipt_states import EventKind, EventSource
 from mailsvc.receipts.parse import DeliveryReport, ReportRecipient, scan
 from mailsvc.receipts.tokens import TokenSigner
 from mailsvc.storage.db import utcnow
+from mailsvc.storage.queue import ROUTE_SMTP, route_for
 from mailsvc.storage.sessions import ReceiptStore
 
 log = logging.getLogger(__name__)
 
 VERP_PREFIX = "bounces+"
-# DSN actions and MDN dispositions -> the receipt event they are evidence of.
+# DSN actions and MDN dispositions -> the receipt event they are evidence of (a success for a
+# copy that left through the smarthost is credited as delivered at the remote end).
 _DSN_EVENTS = {
     "failed": EventKind.FAILED,
     "delayed": EventKind.DELAYED,
@@ -50,6 +52,10 @@ class ReportSink:
     def is_report_address(self, address: str) -> bool:
         local, at, domain = address.rpartition("@")
         return bool(at) and domain.lower() == self.domain and local.lower().startswith(VERP_PREFIX)
+
+    def remote(self, address: str) -> bool:
+        """Whether a copy to ``address`` leaves through the smarthost (the delivery route)."""
+        return route_for(address, (self.domain,)) == ROUTE_SMTP
 
     def recipient_id(self, address: str) -> int | None:
         """The delivery a report address names, or None for a forged or malformed token."""
@@ -83,6 +89,9 @@ class ReportSink:
                 )
                 continue
             kind = (_DSN_EVENTS if report.kind == "dsn" else _MDN_EVENTS).get(entry.action)
+            if kind is EventKind.DELIVERED and self.remote(row.address):
+                # The copy left through the smarthost: this report is the remote end's word.
+                kind = EventKind.DELIVERED_REMOTE
             if report.kind == "mdn" and _rejected(entry):
                 kind = EventKind.FAILED
             if kind is None:

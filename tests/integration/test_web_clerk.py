@@ -571,7 +571,7 @@ async def test_clerk_page_and_pdf_report_name_every_state_alike_in_the_configure
     cell = re.search(r'class="state state-failed">([^<]+)<', row.group(1))
     assert cell is not None and cell.group(1) == "niedoręczone"
     legend = page.text[page.text.index("<h2>Legend") :]
-    on_page = dict(re.findall(r'class="state state-(\w+)">([^<]+)<', legend))
+    on_page = dict(re.findall(r'class="state state-([\w-]+)">([^<]+)<', legend))
     assert set(on_page) == {state.value for state in STATE_ORDER}
 
     # The PDF: the same word beside each state's meaning in its legend, and in Anna's row

@@ -16,6 +16,7 @@ EVENT_ORDER = (
     EventKind.SENT,
     EventKind.DELAYED,
     EventKind.DELIVERED,
+    EventKind.DELIVERED_REMOTE,
     EventKind.FAILED,
     EventKind.OPENED,
     EventKind.ACKNOWLEDGED,
@@ -25,6 +26,7 @@ EVENT_ORDER = (
 STATE_ORDER = (
     EventKind.ACKNOWLEDGED,
     EventKind.OPENED,
+    EventKind.DELIVERED_REMOTE,
     EventKind.DELIVERED,
     EventKind.SENT,
     EventKind.QUEUED,

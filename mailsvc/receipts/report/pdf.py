@@ -29,6 +29,7 @@ STATE_FILLS: dict[EventKind, RGB] = {
     EventKind.ACKNOWLEDGED: (140, 210, 140),
     EventKind.OPENED: (205, 238, 200),
     EventKind.DELIVERED: (205, 238, 200),
+    EventKind.DELIVERED_REMOTE: (205, 238, 200),
     EventKind.SENT: (225, 225, 225),
     EventKind.QUEUED: (225, 225, 225),
     EventKind.DELAYED: (250, 225, 170),
@@ -226,12 +227,14 @@ def matrix_section(pdf: ReportPdf, matrix: ReceiptMatrix, zone: tzinfo) -> None:
                 distribution_title(cell.distribution_id, by_id, language),
                 state_label(state, language),
                 *(
-                    local_or_blank(cell.state.time_of(kind), language, zone)
-                    for kind in (
-                        EventKind.QUEUED,
-                        EventKind.DELIVERED,
-                        EventKind.OPENED,
-                        EventKind.ACKNOWLEDGED,
+                    local_or_blank(moment, language, zone)
+                    for moment in (
+                        cell.state.time_of(EventKind.QUEUED),
+                        # One column for delivery: to our mailbox, else at the remote end.
+                        cell.state.time_of(EventKind.DELIVERED)
+                        or cell.state.time_of(EventKind.DELIVERED_REMOTE),
+                        cell.state.time_of(EventKind.OPENED),
+                        cell.state.time_of(EventKind.ACKNOWLEDGED),
                     )
                 ),
                 cell_notes(cell, language, zone),

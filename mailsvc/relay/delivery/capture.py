@@ -2,12 +2,16 @@
 
 An aiosmtpd server on 127.0.0.1 (an ephemeral port) inside ``mailsvc serve`` that accepts every
 message and keeps it as ``<var_dir>/capture/<UTC timestamp>-<id>.eml``. The envelope is written
-as a preamble of ``X-Capture-*`` header lines, so the file still opens in any mail program.
+as a preamble of ``X-Capture-*`` header lines, so the file still opens in any mail program;
+the MAIL and RCPT parameters the client gave follow each address as written.
 Each file is written under a temporary name, fsync'd, then renamed: a reader never sees half a
 message, and 250 is answered only once the file is on disk.
 
 Files are kept for ``smarthost.capture_retention_days`` (0: forever): ``purge`` deletes older
 ones by modification time, and the scheduled job ``capture-purge`` runs it.
+
+With ``dsn=True`` the capture also offers DSN (RFC 3461) and takes its parameters, to show what a
+DSN-capable smarthost is asked. It never sends a report itself, so ``serve`` does not turn it on.
 """
 
 from __future__ import annotations
@@ -17,14 +21,14 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 
-from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import SMTP, Envelope, syntax
 from aiosmtpd.smtp import Session as SmtpSession
 
 from mailsvc.relay.smtp import replies
@@ -37,6 +41,9 @@ _MAX_SIZE = 64 * 1024 * 1024
 H_FROM = "X-Capture-Envelope-From"
 H_TO = "X-Capture-Envelope-To"
 H_AT = "X-Capture-Date"
+# Parameters of RFC 3461 that aiosmtpd does not know; taken off the command when DSN is offered.
+_DSN_MAIL = frozenset({"RET", "ENVID"})
+_DSN_RCPT = frozenset({"NOTIFY", "ORCPT"})
 
 
 def capture_dir(var_dir: Path) -> Path:
@@ -50,17 +57,48 @@ class CapturedMessage:
     recipients: tuple[str, ...]
     captured_at: str
     message: bytes  # as received, without the preamble
+    mail_params: tuple[str, ...] = ()  # MAIL FROM parameters as written ("RET=HDRS")
+    rcpt_params: tuple[tuple[str, ...], ...] = ()  # RCPT TO parameters, one tuple per recipient
 
 
-def _preamble(mail_from: str, recipients: list[str], at: datetime) -> bytes:
-    lines = [f"{H_FROM}: <{mail_from}>"]
-    lines += [f"{H_TO}: <{rcpt}>" for rcpt in recipients]
+def _address_line(name: str, address: str, params: Sequence[str]) -> str:
+    return " ".join([f"{name}: <{address}>", *params])
+
+
+def _preamble(
+    mail_from: str,
+    recipients: list[str],
+    at: datetime,
+    mail_params: Sequence[str],
+    rcpt_params: Sequence[Sequence[str]],
+) -> bytes:
+    lines = [_address_line(H_FROM, mail_from, mail_params)]
+    for i, rcpt in enumerate(recipients):
+        lines.append(_address_line(H_TO, rcpt, rcpt_params[i] if i < len(rcpt_params) else ()))
     lines.append(f"{H_AT}: {format_datetime(at)}")
     return "".join(f"{line}\r\n" for line in lines).encode("utf-8")
 
 
-def store(directory: Path, mail_from: str, recipients: list[str], content: bytes) -> Path:
-    """Write one message durably; returns its path. Blocking: run it in a thread."""
+def _address_and_params(value: str) -> tuple[str, tuple[str, ...]]:
+    """``<a@b> X=1 Y=2`` -> ("a@b", ("X=1", "Y=2")); files without parameters read the same."""
+    address, sep, params = value.partition("> ")
+    if not sep:
+        return value.strip("<>"), ()
+    return address.lstrip("<"), tuple(params.split())
+
+
+def store(
+    directory: Path,
+    mail_from: str,
+    recipients: list[str],
+    content: bytes,
+    *,
+    mail_params: Sequence[str] = (),
+    rcpt_params: Sequence[Sequence[str]] = (),
+) -> Path:
+    """Write one message durably; returns its path. Blocking: run it in a thread.
+
+    ``rcpt_params`` holds the parameters of each of ``recipients``, in the same order."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     now = datetime.now(UTC)
     name = f"{now:%Y%m%dT%H%M%S.%f}Z-{secrets.token_hex(4)}.eml"
@@ -69,7 +107,7 @@ def store(directory: Path, mail_from: str, recipients: list[str], content: bytes
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(_preamble(mail_from, recipients, now))
+            fh.write(_preamble(mail_from, recipients, now, mail_params, rcpt_params))
             fh.write(content)
             fh.flush()
             os.fsync(fh.fileno())
@@ -89,6 +127,8 @@ def read(path: Path) -> CapturedMessage:
     """A captured file: its envelope from the preamble and the message after it."""
     data = path.read_bytes()
     mail_from, recipients, at = "", [], ""
+    mail_params: tuple[str, ...] = ()
+    rcpt_params: list[tuple[str, ...]] = []
     offset = 0
     while True:
         end = data.find(b"\r\n", offset)
@@ -99,13 +139,17 @@ def read(path: Path) -> CapturedMessage:
         if not sep or name not in (H_FROM, H_TO, H_AT):
             break
         if name == H_FROM:
-            mail_from = value.strip("<>")
+            mail_from, mail_params = _address_and_params(value)
         elif name == H_TO:
-            recipients.append(value.strip("<>"))
+            rcpt, params = _address_and_params(value)
+            recipients.append(rcpt)
+            rcpt_params.append(params)
         else:
             at = value
         offset = end + 2
-    return CapturedMessage(path, mail_from, tuple(recipients), at, data[offset:])
+    return CapturedMessage(
+        path, mail_from, tuple(recipients), at, data[offset:], mail_params, tuple(rcpt_params)
+    )
 
 
 def list_captured(directory: Path) -> list[CapturedMessage]:
@@ -154,11 +198,73 @@ def purge(directory: Path, retention_days: int, *, now: float | None = None) -> 
     return removed
 
 
-class CaptureHandler:
-    """aiosmtpd handler that accepts every recipient and stores each message as a file."""
+def _split_params(arg: str | None, taken: frozenset[str]) -> tuple[str | None, tuple[str, ...]]:
+    """A MAIL or RCPT argument without the parameters named in ``taken``, and every parameter
+    as written (aiosmtpd upper-cases what it keeps, which would change ENVID and ORCPT)."""
+    if arg is None:
+        return None, ()
+    close = arg.find(">")
+    if close < 0:  # no angle brackets: a malformed address, left for aiosmtpd to refuse
+        return arg, ()
+    head, params = arg[: close + 1], tuple(arg[close + 1 :].split())
+    kept = [p for p in params if p.partition("=")[0].upper() not in taken]
+    return " ".join([head, *kept]), params
 
-    def __init__(self, directory: Path) -> None:
+
+class CaptureSMTP(SMTP):
+    """aiosmtpd's SMTP that keeps the parameters of MAIL and RCPT for the handler, and takes
+    the DSN ones when it offers DSN (aiosmtpd itself refuses them with 555)."""
+
+    def __init__(self, handler: CaptureHandler, hostname: str) -> None:
+        super().__init__(
+            handler,
+            data_size_limit=_MAX_SIZE,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=hostname,
+            ident="mailsvc capture",
+        )
+        self.dsn = handler.dsn
+        self.mail_params: tuple[str, ...] = ()
+        self.rcpt_params: list[tuple[str, ...]] = []
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        arg, params = _split_params(arg, _DSN_MAIL if self.dsn else frozenset())
+        had_sender = self.envelope is not None and self.envelope.mail_from is not None
+        await super().smtp_MAIL(arg)
+        if not had_sender and self.envelope is not None and self.envelope.mail_from is not None:
+            self.mail_params, self.rcpt_params = params, []
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        arg, params = _split_params(arg, _DSN_RCPT if self.dsn else frozenset())
+        count = len(self.envelope.rcpt_tos) if self.envelope is not None else 0
+        await super().smtp_RCPT(arg)
+        if self.envelope is not None and len(self.envelope.rcpt_tos) > count:
+            self.rcpt_params.append(params)
+
+
+class CaptureHandler:
+    """aiosmtpd handler that accepts every recipient and stores each message as a file;
+    ``dsn`` adds DSN to the EHLO reply."""
+
+    def __init__(self, directory: Path, *, dsn: bool = False) -> None:
         self.directory = directory
+        self.dsn = dsn
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: SmtpSession,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname  # aiosmtpd leaves it to a handler with this hook
+        if self.dsn:
+            responses.insert(len(responses) - 1, "250-DSN")  # before the last line, "250 HELP"
+        return responses
 
     async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
         content = envelope.original_content
@@ -166,9 +272,19 @@ class CaptureHandler:
             content = envelope.content if isinstance(envelope.content, bytes) else b""
         # aiosmtpd reports MAIL FROM:<> as "<>".
         mail_from = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
+        mail_params: tuple[str, ...] = ()
+        rcpt_params: list[tuple[str, ...]] = []
+        if isinstance(server, CaptureSMTP):
+            mail_params, rcpt_params = server.mail_params, server.rcpt_params
         try:
             path = await asyncio.to_thread(
-                store, self.directory, mail_from, list(envelope.rcpt_tos), content
+                store,
+                self.directory,
+                mail_from,
+                list(envelope.rcpt_tos),
+                content,
+                mail_params=mail_params,
+                rcpt_params=rcpt_params,
             )
         except OSError as exc:
             log.error("capture: could not store a message in %s: %s", self.directory, exc)
@@ -185,9 +301,12 @@ class CaptureHandler:
 class CaptureSink:
     """The capture server; ``start`` returns the port it listens on."""
 
-    def __init__(self, directory: Path, hostname: str = "capture.invalid") -> None:
+    def __init__(
+        self, directory: Path, hostname: str = "capture.invalid", *, dsn: bool = False
+    ) -> None:
         self.directory = directory
         self.hostname = hostname
+        self.dsn = dsn
         self._server: asyncio.Server | None = None
 
     @property
@@ -196,17 +315,10 @@ class CaptureSink:
         return CAPTURE_HOST, int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> tuple[str, int]:
-        handler = CaptureHandler(self.directory)
+        handler = CaptureHandler(self.directory, dsn=self.dsn)
 
         def protocol() -> SMTP:
-            return SMTP(
-                handler,
-                data_size_limit=_MAX_SIZE,
-                enable_SMTPUTF8=True,
-                decode_data=False,
-                hostname=self.hostname,
-                ident="mailsvc capture",
-            )
+            return CaptureSMTP(handler, self.hostname)
 
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(protocol, host=CAPTURE_HOST, port=0)

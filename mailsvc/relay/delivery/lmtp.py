@@ -129,9 +129,17 @@ class LmtpClient:
         return await self._read_reply()
 
     async def deliver(
-        self, mail_from: str, recipients: Sequence[str], body: bytes | PartedBody
+        self,
+        mail_from: str,
+        recipients: Sequence[str],
+        body: bytes | PartedBody,
+        *,
+        dsn_envid: str | None = None,
     ) -> dict[str, Reply]:
         """Deliver ``body`` to ``recipients``; returns the final reply for each recipient.
+
+        ``dsn_envid`` is not used: LMTP's reply for a recipient already says the message is in
+        the mailbox, so no delivery report is asked.
 
         Raises LmtpUnavailable when the conversation breaks before per-recipient results are
         known (every recipient should then be retried).

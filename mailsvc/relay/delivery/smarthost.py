@@ -4,10 +4,15 @@ Results are per recipient, as with LMTP: the MAIL reply applies to every recipie
 reply to its own, and the final DATA reply to every accepted recipient. A connection that cannot
 be made or breaks before the final reply raises :class:`SmarthostUnavailable`; the worker defers
 every recipient of the message then.
+
+A message whose receipts are tracked (``dsn_envid``) asks a smarthost that offers DSN (RFC 3461)
+for a report on success and on failure: the smarthost's 250 only says it took the message, and
+the success report from the remote end is what proves delivery there.
 """
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Sequence
 
@@ -17,11 +22,37 @@ from mailsvc.domain.outcome import Reply
 from mailsvc.errors import TemporaryFailure
 from mailsvc.relay.delivery.body import PartedBody
 
+log = logging.getLogger(__name__)
+
 SECURITY_NONE = "none"
 SECURITY_STARTTLS = "starttls"
 SECURITY_TLS = "tls"
 # Reply given to a recipient whose address needs SMTPUTF8 when the server does not offer it.
 _NO_SMTPUTF8 = Reply(553, "5.6.7 The smarthost does not support SMTPUTF8 addresses")
+# What a tracked message asks for: headers only in a report (the copy carries documents), and a
+# report for success as well as failure.
+DSN_RET = "RET=HDRS"
+DSN_NOTIFY = "NOTIFY=SUCCESS,FAILURE"
+
+
+def xtext(value: str) -> str:
+    """RFC 3461 xtext: printable ASCII except "+" and "=" as is, every other byte as +XX."""
+    return "".join(
+        chr(b) if 33 <= b <= 126 and b not in (0x2B, 0x3D) else f"+{b:02X}"
+        for b in value.encode("utf-8")
+    )
+
+
+def dsn_mail_options(envid: str) -> list[str]:
+    return [DSN_RET, f"ENVID={xtext(envid)}"]
+
+
+def dsn_rcpt_options(recipient: str) -> list[str]:
+    """NOTIFY, and ORCPT for an ASCII address (ORCPT is optional; an address that needs
+    SMTPUTF8 would need RFC 6533's utf-8 type, which smarthosts seldom read)."""
+    if recipient.isascii():
+        return [DSN_NOTIFY, f"ORCPT=rfc822;{xtext(recipient)}"]
+    return [DSN_NOTIFY]
 
 
 class SmarthostUnavailable(TemporaryFailure, ConnectionError):
@@ -97,9 +128,17 @@ class SmarthostClient:
             smtp.close()
 
     async def deliver(
-        self, mail_from: str, recipients: Sequence[str], body: bytes | PartedBody
+        self,
+        mail_from: str,
+        recipients: Sequence[str],
+        body: bytes | PartedBody,
+        *,
+        dsn_envid: str | None = None,
     ) -> dict[str, Reply]:
         """Send ``body``; returns the final reply for each recipient.
+
+        With ``dsn_envid``, a smarthost that offers DSN is asked for success and failure reports
+        under that envelope id; one that does not gets the message as any other.
 
         A body with parts on disk is put together first (the SMTP client sends one buffer).
 
@@ -112,7 +151,7 @@ class SmarthostClient:
         if not reused:
             await self.connect()
         try:
-            return await self._transaction(mail_from, recipients, body)
+            return await self._transaction(mail_from, recipients, body, dsn_envid)
         except _StaleConnection as exc:
             await self.close()
             if not reused:
@@ -122,13 +161,13 @@ class SmarthostClient:
             raise SmarthostUnavailable(f"{self._where()} failed: {exc!r}") from exc
         await self.connect()
         try:
-            return await self._transaction(mail_from, recipients, body)
+            return await self._transaction(mail_from, recipients, body, dsn_envid)
         except (_StaleConnection, aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             await self.close()
             raise SmarthostUnavailable(f"{self._where()} failed: {exc!r}") from exc
 
     async def _transaction(
-        self, mail_from: str, recipients: Sequence[str], body: bytes
+        self, mail_from: str, recipients: Sequence[str], body: bytes, dsn_envid: str | None
     ) -> dict[str, Reply]:
         smtp = self._smtp
         assert smtp is not None
@@ -146,6 +185,13 @@ class SmarthostClient:
             else:
                 results = {r: _NO_SMTPUTF8 for r in recipients if not r.isascii()}
                 recipients = [r for r in recipients if r.isascii()]
+        dsn = False
+        if dsn_envid is not None:
+            dsn = smtp.supports_extension("dsn")
+            if dsn:
+                options += dsn_mail_options(dsn_envid)
+            else:
+                log.debug("%s offers no DSN: none asked for %s", self._where(), dsn_envid)
         try:
             await smtp.mail(mail_from, options=options, encoding=encoding)
         except aiosmtplib.SMTPServerDisconnected as exc:
@@ -158,7 +204,9 @@ class SmarthostClient:
         accepted: list[str] = []
         for rcpt in recipients:
             try:
-                reply = await smtp.rcpt(rcpt, encoding=encoding)
+                reply = await smtp.rcpt(
+                    rcpt, options=dsn_rcpt_options(rcpt) if dsn else None, encoding=encoding
+                )
             except aiosmtplib.SMTPRecipientRefused as exc:
                 results[rcpt] = _reply(exc)
             else:

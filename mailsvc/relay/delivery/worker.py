@@ -62,7 +62,12 @@ class Transport(Protocol):
     """A client for one route: LmtpClient or SmarthostClient."""
 
     async def deliver(
-        self, mail_from: str, recipients: Sequence[str], body: bytes | PartedBody
+        self,
+        mail_from: str,
+        recipients: Sequence[str],
+        body: bytes | PartedBody,
+        *,
+        dsn_envid: str | None = None,
     ) -> dict[str, Reply]: ...
 
     async def close(self) -> None: ...
@@ -257,8 +262,13 @@ class DeliveryWorkers:
             if message.parts is not None:
                 body = PartedBody.from_stored(message.body, message.parts, self.settings.var_dir)
                 body.check()
+            # Delivery reports only for what we track, and only where the smarthost's 250 is
+            # all we would know. Other mail asks for none: a resident's or councillor's reports
+            # would go to a sender who did not ask, and a reminder's to the VERP address of the
+            # distribution copy, where a success would be credited to the wrong message.
+            envid = message.queue_id if tracked and message.route == ROUTE_SMTP else None
             try:
-                replies = await client.deliver(message.mail_from, recipients, body)
+                replies = await client.deliver(message.mail_from, recipients, body, dsn_envid=envid)
             except TemporaryFailure as exc:
                 log.warning("queue %s: %s unavailable: %s", message.queue_id, message.route, exc)
                 replies = dict.fromkeys(recipients, Reply(451, f"4.4.1 {exc}"))
@@ -363,8 +373,9 @@ class DeliveryWorkers:
         outcomes: list[tuple[int, str, str, datetime | None]],
         started: datetime,
     ) -> ReceiptUpdate:
-        """Receipt events of a distribution message: sent (first attempt), then delivered,
-        delayed or failed with the server's reply for that recipient as evidence."""
+        """Receipt events of a distribution message: sent (first attempt), then delivered
+        (sent again when the smarthost took it), delayed or failed, with the server's reply for
+        that recipient as evidence."""
         now = utcnow()
         where = (
             "LMTP {}:{}".format(*self.settings.lmtp_address)
@@ -372,7 +383,10 @@ class DeliveryWorkers:
             else "SMTP smarthost"
         )
         source = EventSource.LMTP if message.route == ROUTE_LMTP else EventSource.SMTP
-        kinds = {"delivered": EventKind.DELIVERED, "failed": EventKind.FAILED}
+        # LMTP's 250 puts the copy in the councillor's mailbox; the smarthost's only takes it
+        # over (delivery at the remote end shows when its success DSN arrives).
+        handed = EventKind.DELIVERED if message.route == ROUTE_LMTP else EventKind.SENT
+        kinds = {"delivered": handed, "failed": EventKind.FAILED}
         events: list[tuple[str, str, datetime, str, str]] = []
         for (_, rcpt, attempts), (_, status, reply, _) in zip(
             message.deliveries, outcomes, strict=True
