@@ -205,7 +205,7 @@ async def _add(settings: Settings, args: argparse.Namespace) -> int:
 async def _reset_password(settings: Settings, args: argparse.Namespace) -> int:
     async with open_parts(settings) as parts:
         account = await parts.councillors().reset_password(
-            args.address, os_audit_context(cli_command_line())
+            args.address, os_audit_context(cli_command_line()), allow_clerks=True
         )
     if args.json:
         print(json.dumps({"address": account.address, "password": account.password}))

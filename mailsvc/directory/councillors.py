@@ -39,6 +39,11 @@ _PARALLEL = 8  # directory connections used at once by bulk changes
 Progress = Callable[[int, int], None]
 
 
+class ClerkAccountProtected(MailsvcError):
+    """A clerk's password is not reset from the panel or the API: an operator does it from the
+    command line (otherwise one clerk's stolen session could take over every other clerk)."""
+
+
 class CouncillorNotFound(MailsvcError):
     """No councillor with that address."""
 
@@ -456,8 +461,22 @@ class Councillors:
             raise CouncillorNotFound(f"no councillor with the address {address}")
         return entry
 
-    async def reset_password(self, address: str, context: AuditContext) -> CreatedAccount:
+    async def reset_password(
+        self, address: str, context: AuditContext, *, allow_clerks: bool = False
+    ) -> CreatedAccount:
+        """A new password for ``address``. Members of ``web.clerks_group`` only with
+        ``allow_clerks`` (the operator's command line), else ClerkAccountProtected."""
         entry = await self._entry(address)
+        if not allow_clerks:
+            group = await self.directory.get_group(self.settings.web.clerks_group)
+            if group is not None and entry.dn.lower() in group.members:
+                raise ClerkAccountProtected(
+                    f"{entry.address} należy do grupy urzędników: jego hasło zmienia operator "
+                    "poleceniem mailsvc councillors reset-password"
+                    if self.settings.language != "en"
+                    else f"{entry.address} is in the clerks group: an operator resets that "
+                    "password with mailsvc councillors reset-password"
+                )
         password = generate_password(self.settings.provisioning.password_length)
         await self.directory.set_password(entry.dn, hash_password(password))
         await self.register.audit_only(

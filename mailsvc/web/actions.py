@@ -20,6 +20,7 @@ from typing import Any
 from mailsvc.config import Settings
 from mailsvc.directory.councillors import (
     ApplyResult,
+    ClerkAccountProtected,
     CouncillorNotFound,
     Councillors,
     CreatedAccount,
@@ -300,6 +301,8 @@ class ClerkActions:
             )
         except CouncillorNotFound as exc:
             raise ActionError(str(exc), 404) from None
+        except ClerkAccountProtected as exc:
+            raise ActionError(str(exc), 403) from None
 
     async def end_mandate(self, address: str, on: date, reason: str, actor: Actor) -> bool:
         try:

@@ -454,6 +454,13 @@ async def test_password_reset_letter_end_mandate_and_the_other_pages(
         "/councillors/nikt@example.org/reset-password", data={"csrf_token": csrf}
     )
     assert unknown.status_code == 404
+    # A clerk's password is reset by an operator from the command line, not from the panel.
+    protected = await web.post(
+        f"/councillors/{clerk.address}/reset-password", data={"csrf_token": csrf}
+    )
+    assert protected.status_code == 403 and "grupy urzędników" in protected.text
+    still = await directory.authenticate(clerk.address, clerk.password)
+    assert still is not None  # the password did not change
 
     for url, marker in (
         ("/relay", 'id="relay-stats"'),
