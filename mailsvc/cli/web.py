@@ -15,7 +15,8 @@ from typing import Any
 from mailsvc.app import cli_command_line, open_database
 from mailsvc.config import Settings
 from mailsvc.errors import MailsvcError
-from mailsvc.storage.clerks import WebStore
+from mailsvc.storage.clerks import SCOPES, WebStore
+from mailsvc.storage.db import utcnow
 from mailsvc.storage.register import os_audit_context
 
 
@@ -26,11 +27,19 @@ async def _token(settings: Settings, args: argparse.Namespace) -> int:
         context = os_audit_context(cli_command_line())
         if args.what == "create":
             try:
-                token = await store.create_token(args.name, context.actor)
+                token = await store.create_token(
+                    args.name,
+                    context.actor,
+                    scopes=tuple(args.scope or ["read"]),
+                    valid_days=args.days,
+                )
             except ValueError as exc:
                 raise MailsvcError(str(exc)) from None
             await store.audit(
-                context.actor, context.command, "api-token-create", details={"name": args.name}
+                context.actor,
+                context.command,
+                "api-token-create",
+                details={"name": args.name, "scopes": args.scope or ["read"], "days": args.days},
             )
             print(token)
             print(
@@ -60,6 +69,8 @@ async def _token(settings: Settings, args: argparse.Namespace) -> int:
                             if t.last_used_at
                             else None,
                             "revoked": t.revoked_at is not None,
+                            "expires_at": t.expires_at.isoformat() + "Z" if t.expires_at else None,
+                            "scopes": list(t.scopes),
                         }
                         for t in tokens
                     ],
@@ -68,11 +79,13 @@ async def _token(settings: Settings, args: argparse.Namespace) -> int:
             )
             return 0
         for t in tokens:
-            state = "revoked" if t.revoked_at else "active"
+            expired = t.expires_at is not None and t.expires_at <= utcnow()
+            state = "revoked" if t.revoked_at else "expired" if expired else "active"
             used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
             print(
                 f"{t.name:<32} {state:<8} created {t.created_at:%Y-%m-%d} "
-                f"by {t.created_by}; used {used}"
+                f"by {t.created_by}; used {used}; scopes {','.join(t.scopes)}"
+                + (f"; expires {t.expires_at:%Y-%m-%d}" if t.expires_at else "")
             )
         return 0
     finally:
@@ -92,9 +105,20 @@ def add_parser(sub: Any) -> None:
     a = tsub.add_parser(
         "create",
         help="make a token and print it once",
-        epilog="example: mailsvc web token create --name bip-integration",
+        epilog="example: mailsvc web token create --name bip-integration --scope read "
+        "--scope distributions --days 90",
     )
     a.add_argument("--name", required=True, help="what the token is for (shown in the audit log)")
+    a.add_argument(
+        "--scope",
+        action="append",
+        choices=SCOPES,
+        help="what it may do, repeatable: read (the default alone), distributions "
+        "(sessions, documents, distributions, the queue), councillors",
+    )
+    a.add_argument(
+        "--days", type=int, default=365, help="days until it stops working (default 365)"
+    )
     a.set_defaults(func=cmd_web)
     a = tsub.add_parser(
         "list", help="tokens with their last use", epilog="example: mailsvc web token list --json"

@@ -48,6 +48,11 @@ class ClerkSession:
         return f"{self.name} <{self.clerk}>" if self.name else self.clerk
 
 
+# What an API token may do: read anything; sessions, documents, distributions and the queue;
+# councillors (roster import, password reset, end of mandate).
+SCOPES = ("read", "distributions", "councillors")
+
+
 @dataclass(frozen=True)
 class ApiToken:
     id: int
@@ -56,6 +61,8 @@ class ApiToken:
     created_by: str
     last_used_at: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime | None = None
+    scopes: tuple[str, ...] = SCOPES
 
     @property
     def actor(self) -> str:
@@ -63,8 +70,16 @@ class ApiToken:
 
 
 def _api_token(row: Any) -> ApiToken:
+    scopes = tuple(s for s in (row.scopes or ",".join(SCOPES)).split(",") if s)
     return ApiToken(
-        row.id, row.name, row.created_at, row.created_by, row.last_used_at, row.revoked_at
+        row.id,
+        row.name,
+        row.created_at,
+        row.created_by,
+        row.last_used_at,
+        row.revoked_at,
+        row.expires_at,
+        scopes,
     )
 
 
@@ -149,11 +164,27 @@ class WebStore:
 
     # --- API tokens -----------------------------------------------------------------------
 
-    async def create_token(self, name: str, created_by: str) -> str:
-        """A new API token called ``name``; the token itself is returned once, never stored."""
+    async def create_token(
+        self,
+        name: str,
+        created_by: str,
+        *,
+        scopes: tuple[str, ...] = ("read",),
+        valid_days: int = 365,
+    ) -> str:
+        """A new API token called ``name`` with ``scopes``, valid for ``valid_days``; the token
+        itself is returned once, never stored."""
         name = " ".join(name.split())
         if not name or len(name) > 128:
             raise ValueError("token name: expected 1-128 characters, e.g. 'bip-integration'")
+        unknown = [s for s in scopes if s not in SCOPES]
+        if unknown or not scopes:
+            raise ValueError(
+                f"token scopes {', '.join(unknown) or '(none)'}: expected some of "
+                + ", ".join(SCOPES)
+            )
+        if not 1 <= valid_days <= 3650:
+            raise ValueError(f"token validity {valid_days} days: expected 1 to 3650")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         async with self.engine.begin() as conn:
             taken = (
@@ -167,6 +198,8 @@ class WebStore:
                     token_hash=token_hash(token),
                     created_at=utcnow(),
                     created_by=created_by,
+                    expires_at=utcnow() + timedelta(days=valid_days),
+                    scopes=",".join(dict.fromkeys(scopes)),
                 )
             )
         return token
@@ -181,6 +214,7 @@ class WebStore:
                     select(api_tokens).where(
                         api_tokens.c.token_hash == token_hash(token),
                         api_tokens.c.revoked_at.is_(None),
+                        api_tokens.c.expires_at.is_(None) | (api_tokens.c.expires_at > utcnow()),
                     )
                 )
             ).first()

@@ -263,6 +263,12 @@ api_tokens = Table(
     Column("created_by", Text, nullable=False),
     Column("last_used_at", DateTime, nullable=True),
     Column("revoked_at", DateTime, nullable=True),
+    # After this (naive UTC) the token no longer works; tokens made before expiry existed
+    # have none and keep working until revoked.
+    Column("expires_at", DateTime, nullable=True),
+    # Comma-separated: read, distributions, councillors (mailsvc.storage.clerks.SCOPES). A
+    # token made before scopes existed gets every scope (what it could do then).
+    Column("scopes", Text, nullable=True),
 )
 
 

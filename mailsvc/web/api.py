@@ -8,6 +8,7 @@ no CSRF token is needed. ``/api/openapi.json`` describes every operation (OpenAP
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -104,32 +105,39 @@ class JsonApi:
     store: WebStore
 
     def routes(self) -> Sequence[BaseRoute]:
-        a = self.api
+        read = self.api
+        dist = functools.partial(self.api, scope="distributions")
+        people = functools.partial(self.api, scope="councillors")
         return [
             Route("/api/openapi.json", self.openapi, methods=["GET"]),
-            Route("/api/v1/councillors", a(self.councillors), methods=["GET"]),
-            Route("/api/v1/councillors/import", a(self.import_roster), methods=["POST"]),
+            Route("/api/v1/councillors", read(self.councillors), methods=["GET"]),
+            Route("/api/v1/councillors/import", people(self.import_roster), methods=["POST"]),
             Route(
                 "/api/v1/councillors/{address}/reset-password",
-                a(self.reset_password),
+                people(self.reset_password),
                 methods=["POST"],
             ),
             Route(
-                "/api/v1/councillors/{address}/end-mandate", a(self.end_mandate), methods=["POST"]
+                "/api/v1/councillors/{address}/end-mandate",
+                people(self.end_mandate),
+                methods=["POST"],
             ),
-            Route("/api/v1/sessions", a(self.sessions), methods=["GET"]),
-            Route("/api/v1/sessions", a(self.create_session), methods=["POST"]),
-            Route("/api/v1/sessions/{id:int}", a(self.session), methods=["GET"]),
-            Route("/api/v1/sessions/{id:int}/agenda", a(self.add_agenda_item), methods=["POST"]),
-            Route("/api/v1/sessions/{id:int}/documents", a(self.upload), methods=["POST"]),
-            Route("/api/v1/sessions/{id:int}/notice-check", a(self.notice_check), methods=["POST"]),
-            Route("/api/v1/sessions/{id:int}/distributions", a(self.schedule), methods=["POST"]),
-            Route("/api/v1/distributions/{id:int}/cancel", a(self.cancel), methods=["POST"]),
-            Route("/api/v1/sessions/{id:int}/receipts", a(self.receipts), methods=["GET"]),
-            Route("/api/v1/relay/stats", a(self.relay_stats), methods=["GET"]),
-            Route("/api/v1/audit", a(self.audit), methods=["GET"]),
-            Route("/api/v1/queue", a(self.queue), methods=["GET"]),
-            Route("/api/v1/queue/retry", a(self.retry), methods=["POST"]),
+            Route("/api/v1/sessions", read(self.sessions), methods=["GET"]),
+            Route("/api/v1/sessions", dist(self.create_session), methods=["POST"]),
+            Route("/api/v1/sessions/{id:int}", read(self.session), methods=["GET"]),
+            Route("/api/v1/sessions/{id:int}/agenda", dist(self.add_agenda_item), methods=["POST"]),
+            Route("/api/v1/sessions/{id:int}/documents", dist(self.upload), methods=["POST"]),
+            # A check that changes nothing: reading is enough.
+            Route(
+                "/api/v1/sessions/{id:int}/notice-check", read(self.notice_check), methods=["POST"]
+            ),
+            Route("/api/v1/sessions/{id:int}/distributions", dist(self.schedule), methods=["POST"]),
+            Route("/api/v1/distributions/{id:int}/cancel", dist(self.cancel), methods=["POST"]),
+            Route("/api/v1/sessions/{id:int}/receipts", read(self.receipts), methods=["GET"]),
+            Route("/api/v1/relay/stats", read(self.relay_stats), methods=["GET"]),
+            Route("/api/v1/audit", read(self.audit), methods=["GET"]),
+            Route("/api/v1/queue", read(self.queue), methods=["GET"]),
+            Route("/api/v1/queue/retry", dist(self.retry), methods=["POST"]),
         ]
 
     async def authenticate(self, request: Request) -> ApiToken | None:
@@ -139,11 +147,24 @@ class JsonApi:
             return None
         return await self.store.verify_token(token.strip())
 
-    def api(self, handler: ApiHandler) -> Callable[[Request], Awaitable[Response]]:
+    def api(
+        self, handler: ApiHandler, scope: str = "read"
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """``handler`` for tokens that hold ``scope`` (every token reads only if it has
+        "read"; writing needs "distributions" or "councillors")."""
+
         async def endpoint(request: Request) -> Response:
             token = await self.authenticate(request)
             if token is None:
-                return _error("missing, unknown or revoked API token (Authorization: Bearer)", 401)
+                return _error(
+                    "missing, unknown, expired or revoked API token (Authorization: Bearer)", 401
+                )
+            if scope not in token.scopes:
+                await request.close()
+                return _error(
+                    f"this API token lacks the scope {scope!r} (it has: {', '.join(token.scopes)})",
+                    403,
+                )
             try:
                 result = await handler(request, Actor(token.actor, "api"))
             except ActionError as exc:

@@ -27,9 +27,9 @@ from mailsvc.config import PACKAGE_ROOT, Settings
 from mailsvc.directory.councillors import CreatedAccount
 from mailsvc.domain.receipt_states import EventKind
 from mailsvc.domain.vocabulary import STATE_ORDER, state_meaning
-from mailsvc.storage.clerks import WebStore
+from mailsvc.storage.clerks import SCOPES, WebStore
 from mailsvc.storage.db import utcnow
-from mailsvc.storage.tables import web_sessions
+from mailsvc.storage.tables import api_tokens, web_sessions
 from provisioning.directory import Directory
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -377,7 +377,7 @@ async def test_api_token_authenticates_and_a_bad_one_gets_401(
     web: httpx.AsyncClient, parts: Parts, service: Service
 ) -> None:
     store = WebStore(parts.engine)
-    token = await store.create_token("bip", "pytest")
+    token = await store.create_token("bip", "pytest", scopes=SCOPES)
     assert (await web.get("/api/v1/sessions")).status_code == 401
     bad = await web.get("/api/v1/sessions", headers={"authorization": "Bearer msv_nope"})
     assert bad.status_code == 401 and "error" in bad.json()
@@ -411,6 +411,29 @@ async def test_api_token_authenticates_and_a_bad_one_gets_401(
     assert plan.json()["dry_run"] is True and len(plan.json()["create"]) >= 10
     assert await store.revoke_token("bip")
     assert (await web.get("/api/v1/sessions", headers=auth)).status_code == 401
+    # Scopes: a read-only token reads and may not write or touch councillors.
+    reader = {"authorization": f"Bearer {await store.create_token('tablica', 'pytest')}"}
+    assert (await web.get("/api/v1/sessions", headers=reader)).status_code == 200
+    denied = await web.post(
+        "/api/v1/sessions",
+        headers=reader,
+        json={"number": "III/2026", "kind": "ordinary", "starts_at": "2031-04-01T10:00"},
+    )
+    assert denied.status_code == 403 and "distributions" in denied.json()["error"]
+    people = await web.post("/api/v1/councillors/x@rada.example/reset-password", headers=reader)
+    assert people.status_code == 403 and "councillors" in people.json()["error"]
+    # Expiry: a token past its date no longer works.
+    short = await store.create_token("krotki", "pytest", valid_days=1)
+    async with parts.engine.begin() as conn:
+        await conn.execute(
+            update(api_tokens)
+            .where(api_tokens.c.name == "krotki")
+            .values(expires_at=utcnow() - timedelta(seconds=1))
+        )
+    expired = await web.get("/api/v1/sessions", headers={"authorization": f"Bearer {short}"})
+    assert expired.status_code == 401 and "expired" in expired.json()["error"]
+    with pytest.raises(ValueError, match="scopes"):
+        await store.create_token("zly", "pytest", scopes=("admin",))
     spec = (await web.get("/api/openapi.json")).json()
     assert (
         spec["openapi"].startswith("3.") and "/api/v1/sessions/{id}/distributions" in spec["paths"]
@@ -483,11 +506,26 @@ async def test_api_token_made_by_the_cli_opens_the_api_and_revoking_closes_it(
 ) -> None:
     from .test_cli import run_cli
 
-    made = await asyncio.to_thread(run_cli, settings, "web", "token", "create", "--name", "skrypt")
+    made = await asyncio.to_thread(
+        run_cli,
+        settings,
+        "web",
+        "token",
+        "create",
+        "--name",
+        "skrypt",
+        "--scope",
+        "read",
+        "--scope",
+        "distributions",
+        "--days",
+        "30",
+    )
     assert made.returncode == 0, made.stderr
     token = next(line for line in made.stdout.splitlines() if line.startswith("msv_"))
     listed = await asyncio.to_thread(run_cli, settings, "web", "token", "list")
     assert "skrypt" in listed.stdout and token not in listed.stdout  # only a hash is kept
+    assert "scopes read,distributions" in listed.stdout and "expires " in listed.stdout
     service = await start_service(settings)
     try:
         base = f"http://127.0.0.1:{service.web_port}"
