@@ -328,7 +328,9 @@ def test_postfix_success_notice_without_report_is_not_a_failure() -> None:
 
 
 def test_detectors_have_unique_stable_ids_in_order_of_authority() -> None:
-    assert [d.ID for d in DETECTORS] == ["qmail", "yahoo", "postfix", "exim", "exchange", "gmail"]
+    assert [d.ID for d in DETECTORS] == [
+        *("qmail", "yahoo", "postfix", "exim", "exchange", "gmail", "dragonfly", "opensmtpd")
+    ]
 
 
 def test_our_own_bounce_is_read_back() -> None:
