@@ -348,11 +348,11 @@ def _dsn_recipient(block: dict[str, str]) -> ReportRecipient | None:
         status = "2.0.0" if action else ""
     if not action:
         action = {"5": "failed", "4": "delayed", "2": "delivered"}.get(status[:1], "")
-    entry = recipient(address, action, status, diagnostic, context=status_text)
+    entry = _entry(address, action, status, diagnostic, context=status_text)
     return replace(entry, final_recipient=final)
 
 
-def recipient(
+def _entry(
     address: str, action: str, status: str, diagnostic: str, *, context: str = ""
 ) -> ReportRecipient:
     """A report's entry, its reason and permanence read from ``status`` and the text."""
@@ -442,7 +442,7 @@ def _read_plain(msg: Message, parts: _Parts) -> DeliveryReport | None:
     if detection is None or not detection.findings:
         return None
     recipients = tuple(
-        recipient(f.address, f.action, f.status, collapse(f.diagnostic)) for f in detection.findings
+        _entry(f.address, f.action, f.status, collapse(f.diagnostic)) for f in detection.findings
     )
     original = detection.original_message_id or _returned_message_id(parts.returned)
     return DeliveryReport(
