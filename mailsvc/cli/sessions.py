@@ -370,7 +370,8 @@ def cmd_receipts_parse(settings: Settings, args: argparse.Namespace) -> int:
     for r in report.recipients:
         status = f" {r.status}" if r.status else ""
         perm = " (permanent)" if r.permanent else ""
-        print(f"  {r.address}: {r.action}{status}{perm} {r.diagnostic}".rstrip())
+        reason = f" [{r.reason.value}]" if r.reason is not None else ""
+        print(f"  {r.address}: {r.action}{status}{perm}{reason} {r.diagnostic}".rstrip())
     return 0
 
 

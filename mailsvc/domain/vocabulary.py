@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 
+from mailsvc.domain.bounce_reasons import BounceReason
 from mailsvc.domain.receipt_states import EventKind
 
 LANGUAGES = ("pl", "en")
@@ -141,3 +142,22 @@ def state_label(state: EventKind | str, language: str) -> str:
 
 def state_meaning(state: EventKind, language: str) -> str:
     return pick(STATE_MEANINGS[state], language)
+
+
+# Why a report says a message was not delivered (``bounce_reasons.classify``).
+REASON_LABELS: Mapping[BounceReason, Label] = {
+    BounceReason.USER_UNKNOWN: {"pl": "nieznany adresat", "en": "user unknown"},
+    BounceReason.MAILBOX_FULL: {"pl": "skrzynka pełna", "en": "mailbox full"},
+    BounceReason.HOST_UNKNOWN: {"pl": "nieznana domena", "en": "host unknown"},
+    BounceReason.POLICY: {
+        "pl": "odrzucone jako spam lub przez politykę",
+        "en": "spam/policy block",
+    },
+    BounceReason.TOO_LARGE: {"pl": "wiadomość za duża", "en": "message too large"},
+    BounceReason.EXPIRED: {"pl": "upłynął czas doręczania", "en": "expired"},
+    BounceReason.OTHER: {"pl": "inna przyczyna", "en": "other"},
+}
+
+
+def reason_label(reason: BounceReason | str, language: str) -> str:
+    return pick(REASON_LABELS[BounceReason(reason)], language)

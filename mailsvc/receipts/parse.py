@@ -1,10 +1,11 @@
 """Delivery reports arriving at ``bounces+TOKEN@``: DSNs (RFC 3464), MDNs (RFC 8098), and the
-plain-text bounces some producers still send.
+bounces real mail servers send in other shapes.
 
 ``scan`` turns raw bytes into a ``DeliveryReport`` and never raises: whatever cannot be read is
 a report of kind ``"none"``. Standard reports are trusted first; only a message that carries none
-is handed to the non-standard detectors (``formats.DETECTORS``, in order of authority), which
-are conservative on purpose: a wrongly read failure would mark a councillor's copy as lost.
+with a recipient in it goes on to flufl.bounce's detectors and then ours (``plain.py``). Each
+failed or delayed recipient gets a reason (``domain.bounce_reasons``): user unknown, mailbox
+full, … and whether the failure is permanent follows from it.
 
 The work is bounded: at most ``MAX_INPUT`` bytes are parsed, at most ``MAX_PARTS`` MIME parts
 visited, nesting followed ``MAX_DEPTH`` deep. The stdlib parser runs with ``compat32``: it keeps
@@ -14,28 +15,28 @@ report fields as written and does not spend time on structured header parsing of
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email import policy
 from email.generator import BytesGenerator
-from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesParser
-from email.utils import getaddresses
 from io import BytesIO
 from typing import Literal
 
-from mailsvc.receipts.formats import DETECTORS
+from mailsvc.domain.bounce_reasons import BounceReason, classify, is_permanent
 from mailsvc.receipts.formats.common import (
     MAX_EXCERPT,
-    PlainBounce,
     collapse,
     decode_utf8_addr,
     enhanced_status,
+    infer_status,
     message_id_in,
     normalize_address,
+    plausible_address,
 )
+from mailsvc.receipts.plain import header_text, read_plain, sender_address
 
-__all__ = ["DeliveryReport", "ReportRecipient", "scan", "to_json"]
+__all__ = ["DeliveryReport", "ReportRecipient", "is_rejection", "scan", "to_json"]
 
 MAX_INPUT = 1024 * 1024
 MAX_PARTS = 200
@@ -65,11 +66,15 @@ Kind = Literal["dsn", "mdn", "none"]
 class ReportRecipient:
     """What a report says about one recipient."""
 
-    address: str  # final (else original) recipient, domain lowercased, no "rfc822;" prefix
+    # The address the message was sent to: Original-Recipient (RFC 3464: as the sender gave
+    # it), else Final-Recipient; domain lowercased, no "rfc822;" prefix.
+    address: str
     action: str  # DSN action (failed, delayed, delivered, ...) or MDN disposition type
     status: str  # "5.1.1"; "" for MDNs
-    permanent: bool  # a 5.x.x failure
+    permanent: bool  # a failure that retrying will not cure (``bounce_reasons.is_permanent``)
     diagnostic: str = ""  # Diagnostic-Code text or the plain bounce's reason, ≤ 500 chars
+    reason: BounceReason | None = None  # why it failed or is delayed; None for other actions
+    final_recipient: str = ""  # Final-Recipient when the report names one (an alias's target)
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,8 @@ def scan(raw: bytes) -> DeliveryReport:
 
 
 def to_json(report: DeliveryReport) -> dict[str, object]:
-    """The report as JSON-ready data; ``kind`` and each recipient's four keys are a contract."""
+    """The report as JSON-ready data; ``kind`` and each recipient's address, action, status,
+    permanent and reason are a contract."""
     return {
         "kind": report.kind,
         "recipients": [
@@ -105,6 +111,8 @@ def to_json(report: DeliveryReport) -> dict[str, object]:
                 "status": r.status,
                 "permanent": r.permanent,
                 "diagnostic": r.diagnostic,
+                "reason": r.reason.value if r.reason is not None else None,
+                "final_recipient": r.final_recipient or r.address,
             }
             for r in report.recipients
         ],
@@ -138,6 +146,12 @@ def _scan(raw: bytes) -> DeliveryReport:
     if parts.mdn or (parts.report_type == "disposition-notification" and _is_text(parts.second)):
         return _read_mdn(msg, parts)
     return _read_plain(msg, parts) or NOTHING
+
+
+def is_rejection(entry: ReportRecipient) -> bool:
+    """An MDN the mail store sent itself to refuse the message (Dovecot/Sieve reject):
+    ``automatic-action/MDN-sent-automatically; deleted``. A failed delivery, not a reading."""
+    return entry.action == "deleted" and "automatic-action" in entry.diagnostic.lower()
 
 
 def _walk(msg: Message) -> _Parts:
@@ -306,31 +320,52 @@ def _read_dsn(parts: _Parts) -> DeliveryReport:
 
 
 _DEFAULT_STATUS = {"failed": "5.0.0", "delayed": "4.0.0"}
+# What real MTAs write in Action: besides RFC 3464's words (OpenSMTPD "error", old
+# Sendmail-alikes "failure").
+_ACTIONS = {"failure": "failed", "error": "failed", "fail": "failed", "delay": "delayed"}
 
 
 def _dsn_recipient(block: dict[str, str]) -> ReportRecipient | None:
-    address = _typed_address(block.get("final-recipient", "")) or _typed_address(
-        block.get("original-recipient", "")
-    )
+    final = _typed_address(block.get("final-recipient", ""))
+    final = final if plausible_address(final) else ""
+    address = _typed_address(block.get("original-recipient", ""))
+    address = address if plausible_address(address) else final
     if not address:
         return None
     action = (collapse(block.get("action", ""), 40).lower().split(" ") or [""])[0]
+    action = _ACTIONS.get(action, action)
     diagnostic = _typed_text(block.get("diagnostic-code", ""))
-    status = enhanced_status(block.get("status", ""))
+    status_text = block.get("status", "")
+    status = enhanced_status(status_text)
     detailed = enhanced_status(diagnostic)
     if not status or (status.endswith(".0.0") and detailed[:1] == status[:1]):
         # Exim writes "Status: 5.0.0" whatever the remote said; its reply has the real detail.
         status = detailed or status
+    if not status and action in _DEFAULT_STATUS:
+        # "Status: 553 Exceeded maximum inbound message size": a reply code, not RFC 3463.
+        status = infer_status(f"{status_text} {diagnostic}", _DEFAULT_STATUS[action])
     if not status:
-        status = _DEFAULT_STATUS.get(action, "2.0.0" if action else "")
+        status = "2.0.0" if action else ""
     if not action:
         action = {"5": "failed", "4": "delayed", "2": "delivered"}.get(status[:1], "")
+    entry = _entry(address, action, status, diagnostic, context=status_text)
+    return replace(entry, final_recipient=final)
+
+
+def _entry(
+    address: str, action: str, status: str, diagnostic: str, *, context: str = ""
+) -> ReportRecipient:
+    """A report's entry, its reason and permanence read from ``status`` and the text."""
+    reason = None
+    if action in ("failed", "delayed"):
+        reason = classify(status, f"{diagnostic} {context}")
     return ReportRecipient(
         address=address,
         action=action,
         status=status,
-        permanent=action == "failed" and status.startswith("5"),
+        permanent=action == "failed" and reason is not None and is_permanent(reason, status),
         diagnostic=diagnostic,
+        reason=reason,
     )
 
 
@@ -345,7 +380,7 @@ def _read_mdn(msg: Message, parts: _Parts) -> DeliveryReport:
     address = (
         _typed_address(fields.get("final-recipient", ""))
         or _typed_address(fields.get("original-recipient", ""))
-        or _sender(msg)
+        or sender_address(msg)
     )
     disposition = collapse(fields.get("disposition", ""))
     # "manual-action/MDN-sent-manually; displayed" (RFC 2298 allowed "displayed/error").
@@ -353,20 +388,21 @@ def _read_mdn(msg: Message, parts: _Parts) -> DeliveryReport:
     details = [disposition] + [
         collapse(fields[name]) for name in ("error", "failure", "warning") if fields.get(name)
     ]
-    if "rejected" in _header(msg, "Auto-Submitted").lower() and parts.first_text is not None:
+    if "rejected" in header_text(msg, "Auto-Submitted").lower() and parts.first_text is not None:
         # Dovecot's rejection says why only in its human-readable part.
         details.append(_part_text(parts.first_text))
     recipients: tuple[ReportRecipient, ...] = ()
     if address and action:
-        recipients = (
-            ReportRecipient(
-                address=address,
-                action=action,
-                status="",
-                permanent=False,
-                diagnostic=collapse(" — ".join(d for d in details if d)),
-            ),
+        entry = ReportRecipient(
+            address=address,
+            action=action,
+            status="",
+            permanent=False,
+            diagnostic=collapse(" — ".join(d for d in details if d)),
         )
+        if is_rejection(entry):  # why the store refused it: "Quota exceeded", …
+            entry = replace(entry, reason=classify("", entry.diagnostic))
+        recipients = (entry,)
     original = _first_msg_id(fields.get("original-message-id", "")) or _returned_message_id(
         parts.returned
     )
@@ -397,86 +433,22 @@ def _returned_message_id(part: Message | None) -> str | None:
 
 # --- Non-standard bounces -------------------------------------------------------------------
 
-# Forwards and replies quote bounces; what a person sends on is never itself a bounce.
-_HUMAN_SUBJECT = re.compile(r"^\s*(?:re|fw|fwd|pd|odp|aw|wg|tr|rv|sv|vs)\s*(?:\[\d+\])?\s*:", re.I)
-_DAEMON_LOCALPARTS = ("mailer-daemon", "mailerdaemon", "postmaster", "mail-daemon")
-_DAEMON_NAMES = ("mail delivery system", "mail delivery subsystem")
-
 
 def _read_plain(msg: Message, parts: _Parts) -> DeliveryReport | None:
-    """A non-standard bounce, if ``msg`` looks sent by mail software and a detector knows it."""
-    if not _from_mail_system(msg):
-        return None
+    """A bounce in another shape, if mail software sent it and a detector knows it."""
     source = parts.first_text if parts.first_text is not None else msg
-    if source.is_multipart():
+    body = "" if source.is_multipart() else _part_text(source)[:MAX_BODY]
+    detection = read_plain(msg, body)
+    if detection is None or not detection.findings:
         return None
-    body = _part_text(source)[:MAX_BODY]
-    bounce = PlainBounce(
-        subject=_header(msg, "Subject"),
-        sender=_sender(msg),
-        body=body,
-        failed_recipients=tuple(
-            filter(None, map(normalize_address, _header(msg, "X-Failed-Recipients").split(",")))
-        ),
+    recipients = tuple(
+        _entry(f.address, f.action, f.status, collapse(f.diagnostic)) for f in detection.findings
     )
-    for detector in DETECTORS:
-        detection = detector.detect(bounce)
-        if detection is None or not detection.findings:
-            continue
-        recipients = tuple(
-            ReportRecipient(
-                address=f.address,
-                action=f.action,
-                status=f.status,
-                permanent=f.action == "failed" and f.status.startswith("5"),
-                diagnostic=collapse(f.diagnostic),
-            )
-            for f in detection.findings
-        )
-        original = detection.original_message_id or _returned_message_id(parts.returned)
-        return DeliveryReport(
-            kind="dsn",
-            recipients=recipients,
-            original_message_id=original,
-            reporter=detection.detector,
-            evidence=detection.excerpt[:MAX_EXCERPT],
-        )
-    return None
-
-
-def _from_mail_system(msg: Message) -> bool:
-    """Sent by mail software (MAILER-DAEMON, postmaster, Exchange), not a person's forward,
-    reply or vacation notice (those are sent with an empty Return-Path too, so that is no sign).
-    """
-    if _HUMAN_SUBJECT.match(_header(msg, "Subject")):
-        return False
-    if "vacation" in _header(msg, "Auto-Submitted").lower():
-        return False
-    local = _sender(msg).partition("@")[0].lower()
-    if local in _DAEMON_LOCALPARTS or local.startswith("microsoftexchange"):
-        return True
-    names = [name.lower() for name, _addr in getaddresses([str(msg.get("From", ""))[:1000]])]
-    return any(name in _DAEMON_NAMES for name in names)
-
-
-def _header(msg: Message, name: str) -> str:
-    """A header decoded (RFC 2047) and collapsed; "" when missing or unreadable."""
-    value = msg.get(name)
-    if value is None:
-        return ""
-    text = str(value)
-    try:
-        text = str(make_header(decode_header(text)))
-    except (ValueError, LookupError, UnicodeError):
-        pass
-    return collapse(text, 1000)
-
-
-def _sender(msg: Message) -> str:
-    """The From address (domain lowercased), or ""."""
-    pairs = getaddresses([str(msg.get("From", ""))[:1000]])
-    for _name, address in pairs:
-        normalized = normalize_address(address)
-        if normalized:
-            return normalized
-    return ""
+    original = detection.original_message_id or _returned_message_id(parts.returned)
+    return DeliveryReport(
+        kind="dsn",
+        recipients=recipients,
+        original_message_id=original,
+        reporter=detection.detector,
+        evidence=detection.excerpt[:MAX_EXCERPT],
+    )

@@ -4,6 +4,11 @@ distribution messages, credited to the one delivery the token names.
 A token is checked at RCPT: a forged or unknown one is refused there and logged, and never
 credited. An accepted report is parsed and its events are committed before the server answers
 250, so a report the server took is never lost.
+
+The token is the key: it names the delivery. The address the report names is a cross-check:
+a report is credited only when it names that delivery's address. One that names someone else
+(a forwarded copy, a misread bounce, a report for another message) is recorded in the log with
+both sides and credits nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailsvc.domain.receipt_states import EventKind, EventSource
-from mailsvc.receipts.parse import DeliveryReport, ReportRecipient, scan
+from mailsvc.domain.vocabulary import reason_label
+from mailsvc.receipts.parse import DeliveryReport, ReportRecipient, is_rejection, scan
 from mailsvc.receipts.tokens import TokenSigner
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import ROUTE_SMTP, route_for
@@ -82,17 +88,20 @@ class ReportSink:
             entry = _matching(report, row.address)
             if entry is None:
                 log.warning(
-                    "report for delivery %d names %s, not <%s>: not credited",
+                    "%s for delivery %d (token of <%s>) names %s (reporter %s): "
+                    "address mismatch, not credited",
+                    report.kind,
                     recipient_id,
-                    ", ".join(r.address for r in report.recipients) or "nobody",
                     row.address,
+                    ", ".join(f"<{r.address}> {r.action}" for r in report.recipients) or "nobody",
+                    report.reporter or "unknown",
                 )
                 continue
             kind = (_DSN_EVENTS if report.kind == "dsn" else _MDN_EVENTS).get(entry.action)
             if kind is EventKind.DELIVERED and self.remote(row.address):
                 # The copy left through the smarthost: this report is the remote end's word.
                 kind = EventKind.DELIVERED_REMOTE
-            if report.kind == "mdn" and _rejected(entry):
+            if report.kind == "mdn" and is_rejection(entry):
                 kind = EventKind.FAILED
             if kind is None:
                 log.info(
@@ -111,27 +120,31 @@ class ReportSink:
         return credited
 
 
-def _rejected(entry: ReportRecipient) -> bool:
-    """An MDN the mail store sent itself to refuse the message (Dovecot/Sieve reject):
-    ``automatic-action/MDN-sent-automatically; deleted``. A failed delivery, not a reading."""
-    return entry.action == "deleted" and "automatic-action" in entry.diagnostic.lower()
-
-
 def _matching(report: DeliveryReport, address: str) -> ReportRecipient | None:
-    """The report's entry about ``address``; a single entry counts for it too (forwarding
-    and aliases change the final recipient)."""
+    """The report's entry about ``address`` (the token's delivery), or None: the cross-check.
+    The parser reads the address the message was sent to (Original-Recipient) besides the
+    final one, so an alias or forward downstream does not hide it."""
+    wanted = _comparable(address)
     for entry in report.recipients:
-        if entry.address.lower() == address.lower():
+        if wanted in (_comparable(entry.address), _comparable(entry.final_recipient)):
             return entry
-    if len(report.recipients) == 1:
-        return report.recipients[0]
     return None
+
+
+def _comparable(address: str) -> str:
+    return address.strip().strip("<>").lower()
 
 
 def _evidence(report: DeliveryReport, entry: ReportRecipient) -> str:
     head = f"{report.kind.upper()} from {report.reporter or 'unknown'}: {entry.action}"
     if entry.status:
         head += f" {entry.status} ({'permanent' if entry.permanent else 'temporary'})"
+    if entry.reason is not None:
+        head += f", {reason_label(entry.reason, 'en')}"
     if entry.diagnostic:
         head += f" — {entry.diagnostic}"
+    head += f"\naddress cross-check: the report names <{entry.address}>"
+    if entry.final_recipient and entry.final_recipient != entry.address:
+        head += f" (final recipient <{entry.final_recipient}>)"
+    head += ", the token's delivery"
     return head + "\n" + report.evidence

@@ -573,16 +573,23 @@ async def test_receipts_parse_prints_the_contract_json_and_refuses_a_missing_fil
     report = json.loads(parsed.out)
     assert report["kind"] == "dsn"
     assert [
-        {key: r[key] for key in ("address", "action", "status", "permanent")}
+        {key: r[key] for key in ("address", "action", "status", "permanent", "reason")}
         for r in report["recipients"]
     ] == [
-        {"address": "radny@example.net", "action": "failed", "status": "5.1.1", "permanent": True}
+        {
+            "address": "radny@example.net",
+            "action": "failed",
+            "status": "5.1.1",
+            "permanent": True,
+            "reason": "user_unknown",
+        }
     ]
     assert report["original_message_id"] == ORIGINAL_ID
 
     as_text = await bare_cli("receipts", "parse", str(dsn))
     assert as_text.status == 0, as_text.err
-    assert "kind: dsn" in as_text.out and "radny@example.net: failed 5.1.1" in as_text.out
+    assert "kind: dsn" in as_text.out
+    assert "radny@example.net: failed 5.1.1 (permanent) [user_unknown]" in as_text.out
 
     plain = tmp_path / "list.eml"
     plain.write_bytes(

@@ -8,6 +8,7 @@ import asyncio
 import csv
 import email
 import io
+import logging
 import re
 import smtplib
 from collections.abc import Callable
@@ -134,6 +135,7 @@ async def test_scheduled_notice_survives_restart_and_collects_every_receipt(
     parts: Parts,
     add_councillor: Callable[[str, str], Any],
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     people = await councillors(add_councillor)
     session, doc = await session_with_pdf(parts, tmp_path)
@@ -211,6 +213,17 @@ async def test_scheduled_notice_survives_restart_and_collects_every_receipt(
         recipients = await store.recipients(dist.id)
         rcpt3 = next(r for r in recipients if r.address == third.address)
         verp = parts.distributions().return_path(rcpt3.id)
+        # The token is the key, the address a cross-check: a report at the third councillor's
+        # VERP address that names someone else is logged as a mismatch and credits nothing.
+        elsewhere = build_dsn(verp, reader.address, rcpt3.message_id)
+        with caplog.at_level(logging.WARNING, logger="mailsvc.receipts.sink"):
+            await asyncio.to_thread(_send_raw, service.smtp_port, verp, elsewhere)
+        assert f"(token of <{third.address}>) names <{reader.address}> failed" in caplog.text
+        assert "address mismatch, not credited" in caplog.text
+        matrix = await parts.distributions().matrix(session.number)
+        states = {r.address: r.cells[0].state.state for r in matrix.rows}
+        assert states[third.address] is EventKind.DELIVERED
+        assert states[reader.address] is EventKind.OPENED
         dsn = build_dsn(verp, third.address, rcpt3.message_id)
         await asyncio.to_thread(_send_raw, service.smtp_port, verp, dsn)
         forged = re.sub(r"\+(\d+)", lambda m: f"+{int(m.group(1)) + 1}", verp)
@@ -230,6 +243,8 @@ async def test_scheduled_notice_survives_restart_and_collects_every_receipt(
             if e.kind is EventKind.FAILED
         ]
         assert len(failed) == 1 and "5.1.1" in failed[0].evidence
+        assert "user unknown" in failed[0].evidence
+        assert f"the report names <{third.address}>, the token's delivery" in failed[0].evidence
 
         # Reports: CSV and PDF list all of it, with the document's SHA-256.
         rows = list(csv.reader(io.StringIO(render_csv(matrix).decode("utf-8-sig")), delimiter=";"))

@@ -1,4 +1,6 @@
 """Non-standard bounce formats, one module each, listed explicitly in order of authority.
+They stand after flufl.bounce's detectors (``receipts/plain.py``): some read what it misses
+(DragonFly, OpenSMTPD, Exchange's plain NDRs), all tell why each address failed.
 
 A detector reads a ``PlainBounce`` (a message without a standard report, already known to come
 from mail software) and returns a ``Detection`` only when its producer's own wording is found at
@@ -9,7 +11,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from mailsvc.receipts.formats import exchange, exim, gmail, postfix, qmail, yahoo
+from mailsvc.receipts.formats import (
+    dragonfly,
+    exchange,
+    exim,
+    gmail,
+    opensmtpd,
+    postfix,
+    qmail,
+    yahoo,
+)
 from mailsvc.receipts.formats.common import Detection, PlainBounce
 
 
@@ -20,6 +31,15 @@ class Detector(Protocol):
 
 
 # Order of authority: the most specific wording first. Stable ids are the module's ID.
-DETECTORS: tuple[Detector, ...] = (qmail, yahoo, postfix, exim, exchange, gmail)
+DETECTORS: tuple[Detector, ...] = (
+    qmail,
+    yahoo,
+    postfix,
+    exim,
+    exchange,
+    gmail,
+    dragonfly,
+    opensmtpd,
+)
 
 __all__ = ["DETECTORS", "Detection", "Detector", "PlainBounce"]

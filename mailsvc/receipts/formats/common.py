@@ -79,6 +79,13 @@ def normalize_address(text: str) -> str:
     return ""
 
 
+def plausible_address(address: str) -> bool:
+    """Whether a normalised address can name a mailbox: not one elided for display, as Google
+    Groups and list archives print them ("david...@gmail.com")."""
+    local, at, domain = address.rpartition("@")
+    return bool(at and local and domain) and not local.endswith("...")
+
+
 def enhanced_status(text: str) -> str:
     """The first RFC 3463 status code (``5.1.1``) in ``text``, or ""."""
     match = _ENHANCED.search(text)

@@ -26,7 +26,8 @@ COPY_MARKER = "--- Below this line is a copy of the message."
 
 
 def detect(bounce: PlainBounce) -> Detection | None:
-    """Yahoo's wording; a block is a failure unless its reply is a 4xx."""
+    """Yahoo's wording; every block is a failure: like qmail, it sends this only when it has
+    given up ("(#4.4.1) I'm not going to try again" is a final failure for a temporary cause)."""
     lines = bounce.body.split("\n")
     start = top_index(lines, *MARKERS)
     if start < 0:
@@ -35,9 +36,7 @@ def detect(bounce: PlainBounce) -> Detection | None:
     for address, reason in angle_blocks(lines, start + 1, (COPY_MARKER,)):
         normalized = normalize_address(address)
         if normalized:
-            status = infer_status(reason, "5.0.0")
-            action = "delayed" if status.startswith("4") else "failed"
-            findings.append(Finding(normalized, action, status, reason))
+            findings.append(Finding(normalized, "failed", infer_status(reason, "5.0.0"), reason))
     return Detection(
         detector=ID,
         findings=tuple(findings),
