@@ -40,7 +40,7 @@ _TEXT: dict[str, dict[str, str]] = {
         "en": "  distribution #{id} ({kind}): {events} checked, chain head {head}",
     },
     "distribution_broken": {
-        "pl": "  rozsyłka #{id} ({kind}): PRZERWANA po {events}",
+        "pl": "  rozsyłka #{id} ({kind}): PRZERWANA (przed przerwą sprawdzono {events})",
         "en": "  distribution #{id} ({kind}): BROKEN after {events}",
     },
     "no_head": {"pl": "(brak)", "en": "(none)"},

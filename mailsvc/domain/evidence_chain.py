@@ -29,11 +29,12 @@ Pure: no I/O. Storage (``mailsvc.storage.chain``) reads and writes the rows.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from json.encoder import encode_basestring as _string
+from typing import NamedTuple
 
 GENESIS = "0" * 64
 CANONICAL_VERSION = 1
@@ -51,7 +52,7 @@ def format_at(at: datetime | str) -> str:
     as it is, so it never matches the hash of a real time."""
     if isinstance(at, str):
         return at
-    return utc_naive(at).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc_naive(at).isoformat(timespec="microseconds") + "Z"
 
 
 def canonical_content(
@@ -64,18 +65,29 @@ def canonical_content(
     at: datetime | str,
     evidence: str,
 ) -> bytes:
-    """The bytes an event's content hash is taken of (see the module's documentation)."""
-    obj = {
-        "v": CANONICAL_VERSION,
-        "distribution": distribution_id,
-        "seq": seq,
-        "recipient": recipient,
-        "kind": str(kind),
-        "source": str(source),
-        "at": format_at(at),
-        "evidence": evidence,
-    }
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The bytes an event's content hash is taken of (see the module's documentation): what
+    ``json.dumps(…, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` makes of the
+    object, written out key by key in that order (json.dumps costs three times as much, and
+    this runs for every event written); the strings escaped by json's own escaper."""
+    return (
+        '{"at":'
+        + _string(format_at(at))
+        + ',"distribution":'
+        + str(int(distribution_id))
+        + ',"evidence":'
+        + _string(evidence)
+        + ',"kind":'
+        + _string(str(kind))
+        + ',"recipient":'
+        + _string(recipient)
+        + ',"seq":'
+        + ("null" if seq is None else str(int(seq)))
+        + ',"source":'
+        + _string(str(source))
+        + ',"v":'
+        + str(CANONICAL_VERSION)
+        + "}"
+    ).encode()
 
 
 def content_hash(distribution_id: int, seq: int | None, event: EventContent) -> str:
@@ -97,9 +109,9 @@ def link_hash(prev_hash: str, content: str) -> str:
     return hashlib.sha256((prev_hash + content).encode()).hexdigest()
 
 
-@dataclass(frozen=True)
-class EventContent:
-    """What an event says (the canonical content but for its place in the chain)."""
+class EventContent(NamedTuple):
+    """What an event says (the canonical content but for its place in the chain). Tuples, not
+    dataclasses, for what is made per event written: a third of the cost to build."""
 
     recipient: str
     kind: str
@@ -121,8 +133,7 @@ class ChainHead:
         return cls(hash_, seq or 0)
 
 
-@dataclass(frozen=True)
-class Link:
+class Link(NamedTuple):
     """What is stored with one new event."""
 
     seq: int

@@ -13,13 +13,14 @@ turns and the chain never forks:
 
 - SQLite: the database's write lock, taken before the head is read. sqlite3's legacy
   transaction mode (the async engine) runs a read before the transaction's first write outside
-  the transaction, where another connection could replace the head before we write; so a write
-  comes first (a no-op UPDATE of the distribution row). The queue's connection already holds
-  the lock (``BEGIN IMMEDIATE``, mailsvc.storage.units).
+  the transaction, where another connection could replace the head before we write; so the
+  head is read by a write (a no-op ``UPDATE … RETURNING`` of the distribution row). The
+  queue's connection already holds the lock (``BEGIN IMMEDIATE``, mailsvc.storage.units).
 - PostgreSQL (any other database): ``SELECT … FOR UPDATE`` of the distribution rows, in id order.
 
-The cost per transaction is one lock statement (SQLite's async engine only), one indexed read of
-the head and one update of it; per event, two SHA-256 of a few hundred bytes.
+The cost per transaction and distribution: one indexed read of the head (under the lock) and
+one update of it, besides the events' own insert; per event, two SHA-256 of a few hundred bytes.
+Events given by recipient id (``ReceiptStore``) add one read of their recipients.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import String, insert, select, type_coerce, update
 from sqlalchemy.engine import Connection
@@ -54,17 +55,13 @@ from mailsvc.storage.tables import (
 MAX_EVIDENCE = 20000
 
 
-@dataclass(frozen=True)
-class NewEvent:
-    """One receipt event to append, with what its canonical content needs of its recipient."""
+class NewEvent(NamedTuple):
+    """One receipt event to append: its recipient, its distribution, what it says (with the
+    recipient's address as stored, which its canonical content names)."""
 
     recipient_id: int
     distribution_id: int
-    address: str
-    kind: str
-    source: str
-    at: datetime
-    evidence: str
+    content: EventContent
 
     @classmethod
     def make(
@@ -81,15 +78,8 @@ class NewEvent:
         return cls(
             recipient_id,
             distribution_id,
-            address,
-            str(kind),
-            str(source),
-            utc_naive(at),
-            evidence[:MAX_EVIDENCE],
+            EventContent(address, str(kind), str(source), utc_naive(at), evidence[:MAX_EVIDENCE]),
         )
-
-    def content(self) -> EventContent:
-        return EventContent(self.address, self.kind, self.source, self.at, self.evidence)
 
 
 def _by_distribution(events: Iterable[NewEvent]) -> dict[int, list[NewEvent]]:
@@ -121,19 +111,20 @@ def recipients_of(conn: Connection, recipient_ids: Iterable[int]) -> dict[int, t
 
 
 def _lock_heads(conn: Connection, distribution_ids: Sequence[int]) -> dict[int, ChainHead]:
-    query = select(
-        distributions.c.id, distributions.c.last_event_hash, distributions.c.last_event_seq
-    ).where(distributions.c.id.in_(distribution_ids))
-    if conn.dialect.name == "sqlite":
-        # A write before the read: the transaction holds SQLite's write lock from here on.
-        conn.execute(
-            update(distributions)
-            .where(distributions.c.id.in_(distribution_ids))
-            .values(last_event_seq=distributions.c.last_event_seq)
-        )
+    columns = (distributions.c.id, distributions.c.last_event_hash, distributions.c.last_event_seq)
+    where = distributions.c.id.in_(distribution_ids)
+    if conn.dialect.name != "sqlite":
+        query = select(*columns).where(where).order_by(distributions.c.id).with_for_update()
+        rows = conn.execute(query)
     else:
-        query = query.order_by(distributions.c.id).with_for_update()
-    return {r.id: ChainHead.of(r.last_event_hash, r.last_event_seq) for r in conn.execute(query)}
+        # A write before the read: the transaction holds SQLite's write lock from here on.
+        lock = update(distributions).where(where).values(last_event_seq=columns[2])
+        if conn.dialect.update_returning:  # SQLite 3.35 and later: one statement
+            rows = conn.execute(lock.returning(*columns))
+        else:
+            conn.execute(lock)
+            rows = conn.execute(select(*columns).where(where))
+    return {r.id: ChainHead.of(r.last_event_hash, r.last_event_seq) for r in rows}
 
 
 def _existing_kinds(conn: Connection, events: Sequence[NewEvent]) -> set[tuple[int, str]]:
@@ -141,7 +132,7 @@ def _existing_kinds(conn: Connection, events: Sequence[NewEvent]) -> set[tuple[i
         select(receipt_events.c.recipient_id, receipt_events.c.kind)
         .where(
             receipt_events.c.recipient_id.in_({e.recipient_id for e in events}),
-            receipt_events.c.kind.in_({e.kind for e in events}),
+            receipt_events.c.kind.in_({e.content.kind for e in events}),
         )
         .distinct()
     )
@@ -161,24 +152,24 @@ def append(conn: Connection, events: Sequence[NewEvent], *, once: bool = False) 
         for distribution_id, items in grouped.items():
             kept = []
             for e in items:
-                if (e.recipient_id, e.kind) not in seen:
-                    seen.add((e.recipient_id, e.kind))
+                if (e.recipient_id, e.content.kind) not in seen:
+                    seen.add((e.recipient_id, e.content.kind))
                     kept.append(e)
             grouped[distribution_id] = kept
     appended = 0
     for distribution_id, items in grouped.items():
         if not items:
             continue
-        links, head = extend(distribution_id, heads[distribution_id], (e.content() for e in items))
+        links, head = extend(distribution_id, heads[distribution_id], [e.content for e in items])
         conn.execute(
             insert(receipt_events),
             [
                 {
                     "recipient_id": e.recipient_id,
-                    "kind": e.kind,
-                    "at": e.at,
-                    "source": e.source,
-                    "evidence": e.evidence,
+                    "kind": e.content.kind,
+                    "at": e.content.at,
+                    "source": e.content.source,
+                    "evidence": e.content.evidence,
                     "seq": link.seq,
                     "prev_hash": link.prev_hash,
                     "content_hash": link.content_hash,
@@ -218,16 +209,16 @@ def append_sqlite(raw: sqlite3.Connection, events: Sequence[NewEvent]) -> int:
         raw.execute(_SQLITE_BEGIN)
     for distribution_id, items in _by_distribution(events).items():
         row = raw.execute(_SQLITE_HEAD, (distribution_id,)).fetchone()
-        links, head = extend(distribution_id, ChainHead.of(*row), (e.content() for e in items))
+        links, head = extend(distribution_id, ChainHead.of(*row), [e.content for e in items])
         raw.executemany(
             _SQLITE_INSERT,
             [
                 (
                     e.recipient_id,
-                    e.kind,
-                    sqlite_fast.datetime_to_db(e.at),
-                    e.source,
-                    e.evidence,
+                    e.content.kind,
+                    sqlite_fast.datetime_to_db(e.content.at),  # type: ignore[arg-type]  # a time
+                    e.content.source,
+                    e.content.evidence,
                     link.seq,
                     link.prev_hash,
                     link.content_hash,
