@@ -7,7 +7,7 @@ hash of its last link (the chain head):
 
     content = canonical_content(event)        # bytes, see below
     content_hash = sha256(content).hex()
-    link = sha256((prev_hash + content_hash).encode()).hex()   # 128 hex digits
+    link = sha256((prev_hash + content_hash).encode()).hex()   # the two hex strings, joined
     prev_hash of event 1 = GENESIS (64 zeros); prev_hash of event n + 1 = link of event n
 
 The canonical content is the JSON object
