@@ -129,9 +129,14 @@ class Reminders:
                 await self.queue.insert(
                     conn, self.links.return_path(r.id), [r.address], body, "", ORIGIN_REMINDER
                 )
-                await self.store.insert_event(
-                    conn, r.id, EventKind.REMINDED, EventSource.SCHEDULER, f"reminder {key}", now
-                )
+            # One statement, one turn at the distribution's evidence chain.
+            await self.store.insert_events(
+                conn,
+                [
+                    (r.id, EventKind.REMINDED, EventSource.SCHEDULER, f"reminder {key}", now)
+                    for r in pending
+                ],
+            )
             if summary is not None:
                 await self.queue.insert(
                     conn, "", [self.settings.office_address], summary, "", ORIGIN_LOCAL

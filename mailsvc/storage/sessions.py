@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailsvc.domain.receipt_states import EventKind, EventSource, ReceiptEvent
-from mailsvc.storage import sqlite_fast
+from mailsvc.storage import chain, sqlite_fast
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.tables import (
     agenda_items,
@@ -122,10 +122,7 @@ def _recipient(r: object) -> RecipientRow:
 
 
 _SQLITE_RECIPIENTS_OF_MESSAGE = (
-    "SELECT id, address FROM distribution_recipients WHERE queue_message_id = ?"
-)
-_SQLITE_INSERT_EVENT = (
-    "INSERT INTO receipt_events (recipient_id, kind, at, source, evidence) VALUES (?, ?, ?, ?, ?)"
+    "SELECT id, distribution_id, address FROM distribution_recipients WHERE queue_message_id = ?"
 )
 
 
@@ -136,46 +133,51 @@ def add_delivery_events(
 ) -> int:
     """Append delivery events for the recipients of one queued distribution message, inside
     the caller's (synchronous) transaction: the queue's unit of work that records the outcomes.
-    (address, kind, at, source, evidence); unknown addresses are skipped."""
+    (address, kind, at, source, evidence); unknown addresses are skipped. Each event is linked
+    into its distribution's hash chain (mailsvc.storage.chain)."""
     raw = sqlite_fast.driver(conn)
     if raw is not None:  # the queue's own SQLite connection: straight through the driver
         with sqlite_fast.as_dbapi_error("delivery events"):
             found = raw.execute(_SQLITE_RECIPIENTS_OF_MESSAGE, (queue_message_id,)).fetchall()
-            by_address = {address.lower(): rid for rid, address in found}
-            rows = [
-                (
-                    by_address[address.lower()],
-                    kind,
-                    sqlite_fast.datetime_to_db(at),
-                    source,
-                    evidence[:20000],
-                )
-                for address, kind, at, source, evidence in events
-                if address.lower() in by_address
-            ]
-            if rows:
-                raw.executemany(_SQLITE_INSERT_EVENT, rows)
-        return len(rows)
+            wanted = _delivery_events(found, events)
+            return chain.append_sqlite(raw, wanted)
     result = conn.execute(
-        select(distribution_recipients.c.id, distribution_recipients.c.address).where(
-            distribution_recipients.c.queue_message_id == queue_message_id
-        )
+        select(
+            distribution_recipients.c.id,
+            distribution_recipients.c.distribution_id,
+            distribution_recipients.c.address,
+        ).where(distribution_recipients.c.queue_message_id == queue_message_id)
     ).all()
-    by_address = {r.address.lower(): r.id for r in result}
-    values = [
-        {
-            "recipient_id": by_address[address.lower()],
-            "kind": kind,
-            "at": at,
-            "source": source,
-            "evidence": evidence[:20000],
-        }
+    return chain.append(conn, _delivery_events(result, events))
+
+
+def _delivery_events(
+    recipients: Iterable[Any], events: Iterable[tuple[str, str, datetime, str, str]]
+) -> list[chain.NewEvent]:
+    """The events of known recipients, given their (id, distribution id, address) rows."""
+    known = {address.lower(): (rid, dist, address) for rid, dist, address in recipients}
+    return [
+        chain.NewEvent.make(*known[address.lower()], kind, source, at, evidence)
         for address, kind, at, source, evidence in events
-        if address.lower() in by_address
+        if address.lower() in known
     ]
-    if values:
-        conn.execute(insert(receipt_events), values)
-    return len(values)
+
+
+def _append_for_recipients(
+    conn: Connection,
+    events: Sequence[tuple[int, EventKind, EventSource, str, datetime]],
+    once: bool,
+) -> int:
+    """``chain.append`` for events given by recipient id (the recipients looked up)."""
+    recipients = chain.recipients_of(conn, (e[0] for e in events))
+    return chain.append(
+        conn,
+        [
+            chain.NewEvent.make(rid, *recipients[rid], kind, source, at, evidence)
+            for rid, kind, source, evidence, at in events
+        ],
+        once=once,
+    )
 
 
 class ReceiptStore:
@@ -496,22 +498,10 @@ class ReceiptStore:
         conn: AsyncConnection,
         events: Sequence[tuple[int, EventKind, EventSource, str, datetime]],
     ) -> None:
-        """Several receipt events ``(recipient id, kind, source, evidence, at)``, in one
-        statement."""
+        """Several receipt events ``(recipient id, kind, source, evidence, at)`` in the
+        caller's transaction, linked into their distributions' hash chains."""
         if events:
-            await conn.execute(
-                insert(receipt_events),
-                [
-                    {
-                        "recipient_id": recipient_id,
-                        "kind": kind.value,
-                        "at": at,
-                        "source": source.value,
-                        "evidence": evidence[:20000],
-                    }
-                    for recipient_id, kind, source, evidence, at in events
-                ],
-            )
+            await conn.run_sync(_append_for_recipients, events, False)
 
     @staticmethod
     async def insert_event(
@@ -522,14 +512,8 @@ class ReceiptStore:
         evidence: str,
         at: datetime,
     ) -> None:
-        await conn.execute(
-            insert(receipt_events).values(
-                recipient_id=recipient_id,
-                kind=kind.value,
-                at=at,
-                source=source.value,
-                evidence=evidence[:20000],
-            )
+        await conn.run_sync(
+            _append_for_recipients, [(recipient_id, kind, source, evidence, at)], False
         )
 
     async def add_event(
@@ -545,21 +529,12 @@ class ReceiptStore:
         """Append one event (committed). ``once``: not if the recipient already has one of this
         kind (an acknowledgement clicked twice keeps its first time). True if added."""
         async with self.engine.begin() as conn:
-            if once:
-                existing = (
-                    await conn.execute(
-                        select(receipt_events.c.id)
-                        .where(
-                            receipt_events.c.recipient_id == recipient_id,
-                            receipt_events.c.kind == kind.value,
-                        )
-                        .limit(1)
-                    )
-                ).first()
-                if existing is not None:
-                    return False
-            await self.insert_event(conn, recipient_id, kind, source, evidence, at or utcnow())
-        return True
+            added = await conn.run_sync(
+                _append_for_recipients,
+                [(recipient_id, kind, source, evidence, at or utcnow())],
+                once,
+            )
+        return added > 0
 
     async def events(self, recipient_ids: Sequence[int]) -> dict[int, list[ReceiptEvent]]:
         """Events per recipient, oldest first."""

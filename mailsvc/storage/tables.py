@@ -174,6 +174,10 @@ distributions = Table(
     Column("started_at", DateTime, nullable=True),
     Column("sent_at", DateTime, nullable=True),
     Column("late", Integer, nullable=False, default=0),  # fell due while the service was down
+    # The head of the distribution's receipt-event hash chain (mailsvc.domain.evidence_chain):
+    # the last event's link hash and number, written with the events. NULL: no chained event.
+    Column("last_event_hash", String(64), nullable=True),
+    Column("last_event_seq", Integer, nullable=True),
     Index("ix_distributions_due", "status", "due_at"),
 )
 
@@ -196,6 +200,7 @@ distribution_recipients = Table(
 
 
 # Append-only evidence. States are derived from these rows (mailsvc.domain.receipt_states).
+# Written only through mailsvc.storage.chain, which links each event into the chain.
 receipt_events = Table(
     "receipt_events",
     metadata,
@@ -205,6 +210,12 @@ receipt_events = Table(
     Column("at", DateTime, nullable=False),
     Column("source", String(16), nullable=False),
     Column("evidence", Text, nullable=False, default=""),
+    # The event's link in its distribution's hash chain (mailsvc.domain.evidence_chain): its
+    # number, its predecessor's link hash and the SHA-256 of its canonical content. NULL on
+    # events written before the chain existed.
+    Column("seq", Integer, nullable=True),
+    Column("prev_hash", String(64), nullable=True),
+    Column("content_hash", String(64), nullable=True),
     Index("ix_receipt_events_recipient", "recipient_id", "kind"),
 )
 

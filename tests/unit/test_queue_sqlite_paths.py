@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -193,9 +193,17 @@ async def deliver_all(path: Path) -> list[Any]:
                     compose,
                     forget_before=today,
                 )
+                # A fixed time per event: both runs must link the same content to the same
+                # hashes.
                 events = tuple(
-                    (rcpt, "delivered", utcnow(), "lmtp", f"250 2.0.0 <{rcpt}> {'x' * 30000}")
-                    for _, rcpt, _ in message.deliveries
+                    (
+                        rcpt,
+                        "delivered",
+                        datetime(2026, 5, 20, 8, 0) + timedelta(seconds=n, microseconds=i),
+                        "lmtp",
+                        f"250 2.0.0 <{rcpt}> {'x' * 30000}",
+                    )
+                    for i, (_, rcpt, _) in enumerate(message.deliveries)
                 )
                 await queue.record(message.id, outcomes, ack=ack, receipts=ReceiptUpdate(events))
         async with engine.connect() as conn:
@@ -208,8 +216,9 @@ async def deliver_all(path: Path) -> list[Any]:
                 "length(received_at) FROM messages ORDER BY id",
                 "SELECT sender, councillor, day, original_queue_id, ack_queue_id IS NULL, "
                 "length(created_at) FROM acknowledgements ORDER BY id",
-                "SELECT id, recipient_id, kind, typeof(at), length(at), source, evidence "
-                "FROM receipt_events ORDER BY id",
+                "SELECT id, recipient_id, kind, typeof(at), at, source, evidence, seq, prev_hash, "
+                "content_hash FROM receipt_events ORDER BY id",
+                "SELECT id, last_event_hash, last_event_seq FROM distributions ORDER BY id",
             ):
                 tables.append([tuple(r) for r in (await conn.exec_driver_sql(statement)).all()])
         return tables
@@ -226,9 +235,13 @@ async def test_recording_through_the_driver_stores_what_sqlalchemy_stores(
     monkeypatch.setattr(sqlite_fast, "driver", lambda conn: None)  # SQLAlchemy everywhere
     slow_tables = await deliver_all(slow)
     assert fast_tables == slow_tables
-    deliveries_, messages_, keys, events = fast_tables
+    deliveries_, messages_, keys, events, heads = fast_tables
     assert {r[4] for r in deliveries_} >= {"delivered", "deferred", "failed"}
     assert any(r[2] == "done" and r[3] for r in messages_)  # settled: body dropped
     assert any(r[6] == "ack" for r in messages_)  # acknowledgements queued
     assert keys and all(not r[4] for r in keys)  # each key names its acknowledgement
     assert len(events) >= 5 and all(len(r[6]) == 20000 for r in events)  # evidence capped
+    # Each event linked into the distribution's chain, the head written with them.
+    assert [r[7] for r in events] == list(range(1, len(events) + 1))
+    assert all(len(r[8]) == 64 and len(r[9]) == 64 for r in events)
+    assert heads[0][2] == len(events) and len(heads[0][1]) == 64

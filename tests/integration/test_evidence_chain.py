@@ -1,0 +1,97 @@
+"""The receipt events' hash chain end to end on the real stack: a notice scheduled, delivered to
+Dovecot, opened over IMAP and acknowledged through the link by the running service; then
+``mailsvc evidence verify`` finds the chain whole, and, after one row is edited with plain SQL,
+names that link and exits 1."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mailsvc.app import Parts, start_service
+from mailsvc.config import Settings
+from mailsvc.domain.receipt_states import EventKind
+from mailsvc.mailbox import read_inbox
+
+from .test_distribution_cli import Cli, cli  # noqa: F401  (the fixture)
+from .test_distribution_flow import (
+    _all_have,
+    ack_url,
+    councillors,
+    distribution_message,
+    read_as_councillor,
+    session_with_pdf,
+    wait_until,
+)
+
+pytestmark = pytest.mark.asyncio
+
+
+def database(settings: Settings) -> Path:
+    return Path(settings.database_url.split("///", 1)[1])
+
+
+async def test_schedule_deliver_open_acknowledge_verify_tamper_verify(
+    settings: Settings,
+    parts: Parts,
+    add_councillor: Callable[[str, str], Any],
+    cli: Cli,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    people = await councillors(add_councillor)
+    session, _ = await session_with_pdf(parts, tmp_path)
+    service = await start_service(settings)
+    try:
+        svc = service.parts.distributions()
+        dist = await svc.schedule(session.number, actor="pytest")
+        assert await wait_until(lambda: _all_have(svc.store, dist.id, EventKind.DELIVERED, 3))
+        # Opened: the councillor reads it; the IMAP check records it.
+        reader, acker, _ = people
+        await read_as_councillor(settings, reader.address, reader.password)
+        assert await svc.check_opened() == 1
+        # Acknowledged through the link, served by the running service.
+        inbox = await read_inbox(
+            settings.stack.host, settings.stack.imap_port, acker.address, acker.password
+        )
+        async with httpx.AsyncClient() as client:
+            assert (await client.post(ack_url(distribution_message(inbox)))).status_code == 200
+        recipients = await svc.store.recipients(dist.id)
+        events = await svc.store.events([r.id for r in recipients])
+        total = sum(len(e) for e in events.values())
+        kinds = {e.kind for evs in events.values() for e in evs}
+        assert {EventKind.QUEUED, EventKind.SENT, EventKind.DELIVERED} <= kinds
+        assert {EventKind.OPENED, EventKind.ACKNOWLEDGED} <= kinds
+
+        run = await cli("evidence", "verify", session.number)
+        assert run.status == 0, run.out + run.err
+        assert f"sprawdzono {total} zdarzeń" in run.out
+        assert f"rozsyłka #{dist.id} (notice)" in run.out
+    finally:
+        await service.stop()
+
+    # Someone with the database file rewrites the evidence of a delivery.
+    target = next(r for r in recipients if r.address == people[2].address)
+    with sqlite3.connect(database(settings)) as conn:
+        (event_id,) = conn.execute(
+            "SELECT id FROM receipt_events WHERE recipient_id = ? AND kind = 'delivered'",
+            (target.id,),
+        ).fetchone()
+        conn.execute(
+            "UPDATE receipt_events SET evidence = 'LMTP: 550 5.1.1 user unknown' WHERE id = ?",
+            (event_id,),
+        )
+    run = await cli("evidence", "verify", session.number)
+    assert run.status == 1, run.out + run.err
+    assert "PRZERWANY" in run.out
+    assert f"rozsyłka #{dist.id} (notice), zdarzenie #{event_id}" in run.out
+    assert f"delivered), adresat {target.address}" in run.out
+    assert "treść zmieniona po zapisie" in run.out
+
+    run = await cli("evidence", "verify", session.number, env={"MAILSVC_LANGUAGE": "en"})
+    assert run.status == 1
+    assert f"First broken link: distribution #{dist.id} (notice), event #{event_id}" in run.out
