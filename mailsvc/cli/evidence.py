@@ -1,5 +1,6 @@
 """`mailsvc evidence …`: the receipt evidence of a session. ``verify SESSION`` recomputes the
-hash chain of every distribution's receipt events (mailsvc.domain.evidence_chain).
+hash chain of every distribution's receipt events (mailsvc.domain.evidence_chain); ``export
+SESSION --output FILE.pdf`` writes the signed evidence pack (mailsvc.receipts.evidence).
 
 Each action is one entry of ``_ACTIONS`` and one sub-parser in ``add_parser``.
 """
@@ -9,23 +10,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mailsvc.app import open_database
+from mailsvc.app import open_database, open_parts
 from mailsvc.config import Settings
 from mailsvc.domain.evidence_chain import Break, BreakKind
 from mailsvc.domain.wording import count_of
-from mailsvc.receipts.evidence import CheckedDistribution, SessionCheck, verify_session
+from mailsvc.errors import MailsvcError
+from mailsvc.receipts.evidence.verify import CheckedDistribution, SessionCheck, verify_session
 
 # Exit statuses of `evidence verify`.
 WHOLE, BROKEN, NO_SESSION = 0, 1, 2
 
 _TEXT: dict[str, dict[str, str]] = {
     "no_session": {"pl": "Nie ma sesji {session}.", "en": "No session {session}."},
+    "exported": {
+        "pl": "Zapisano podpisany pakiet dowodowy: {path} ({size} B). Sprawdzenie: pdfsig {path}",
+        "en": "Wrote the signed evidence pack: {path} ({size} B). To check it: pdfsig {path}",
+    },
     "whole": {
         "pl": "Sesja {session}: łańcuch dowodów jest nienaruszony ({distributions}, "
         "sprawdzono {events}).",
@@ -228,9 +236,28 @@ async def _verify(settings: Settings, args: argparse.Namespace, engine: AsyncEng
     return status
 
 
+async def _export(settings: Settings, args: argparse.Namespace, engine: AsyncEngine) -> int:
+    """The signed evidence pack (PDF/A-3 with the evidence JSON embedded) to ``--output``."""
+    output = Path(args.output)
+    if await asyncio.to_thread(output.exists) and not args.force:
+        raise MailsvcError(f"{output} exists: choose another --output or add --force to replace it")
+    async with open_parts(settings) as parts:
+        pack = await parts.distributions().evidence_pack(args.session)
+    await asyncio.to_thread(_write, output, pack)
+    print(_t(settings, "exported", path=output, size=len(pack)))
+    return 0
+
+
+def _write(output: Path, data: bytes) -> None:
+    """Whole or not at all: a temporary file beside it, then renamed."""
+    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, output)
+
+
 _Action = Callable[[Settings, argparse.Namespace, AsyncEngine], Awaitable[int]]
 # `evidence <action>`: one entry here and one sub-parser in add_parser.
-_ACTIONS: dict[str, _Action] = {"verify": _verify}
+_ACTIONS: dict[str, _Action] = {"verify": _verify, "export": _export}
 
 
 def cmd_evidence(settings: Settings, args: argparse.Namespace) -> int:
@@ -250,7 +277,7 @@ def add_parser(sub: Any) -> None:
     """Register `mailsvc evidence …` on the main parser."""
     p = sub.add_parser(
         "evidence",
-        help="receipt evidence of a session: verify its hash chain",
+        help="receipt evidence of a session: verify its hash chain, export the signed pack",
         epilog="example: mailsvc evidence verify XV/2026",
     )
     esub = p.add_subparsers(dest="action", required=True)
@@ -264,4 +291,14 @@ def add_parser(sub: Any) -> None:
     )
     a.add_argument("session", help="session number, e.g. XV/2026")
     a.add_argument("--json", action="store_true", help="machine-readable output")
+    a.set_defaults(func=cmd_evidence)
+
+    a = esub.add_parser(
+        "export",
+        help="the signed evidence pack of a session: PDF/A-3 with the evidence data embedded",
+        epilog="example: mailsvc evidence export XV/2026 --output XV-2026-dowody.pdf",
+    )
+    a.add_argument("session", help="session number, e.g. XV/2026")
+    a.add_argument("--output", required=True, help="the PDF file to write")
+    a.add_argument("--force", action="store_true", help="replace an existing file")
     a.set_defaults(func=cmd_evidence)

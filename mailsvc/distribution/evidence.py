@@ -5,7 +5,7 @@ with the machine-readable data embedded, signed with the office's certificate.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from mailsvc.config import Settings
@@ -15,7 +15,8 @@ from mailsvc.distribution.sessions import Sessions
 from mailsvc.domain.notice import deciding_rule
 from mailsvc.domain.receipt_states import EventKind, ReceiptMatrix
 from mailsvc.receipts.evidence.pack import (
-    ChainHead,
+    ChainLink,
+    ChainSummary,
     EvidenceFacts,
     NoticeFinding,
     Signer,
@@ -24,12 +25,12 @@ from mailsvc.receipts.evidence.pack import (
     render_evidence_pdf,
 )
 from mailsvc.receipts.evidence.signing import identity, sign_pdf
+from mailsvc.receipts.evidence.verify import verify_session
+from mailsvc.storage.chain import session_chains
 from mailsvc.storage.sessions import ReceiptStore
 
 # The distributions whose arrival the notice rules judge (as scheduling does).
 JUDGED_KINDS = ("notice", "supplement")
-
-ChainSource = Callable[[int], Awaitable[Sequence[ChainHead]]]
 
 
 class EvidencePacks:
@@ -40,14 +41,12 @@ class EvidencePacks:
         sessions: Sessions,
         reports: ReceiptReports,
         clock: Clock,
-        chain: ChainSource | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.sessions = sessions
         self.reports = reports
         self.clock = clock
-        self.chain = chain
 
     async def export(self, number: str) -> bytes:
         """The signed pack of session ``number`` (SessionNotFound when there is none)."""
@@ -67,8 +66,33 @@ class EvidencePacks:
             who.self_signed,
             self.settings.evidence.tsa_url,
         )
-        chain = tuple(await self.chain(session.id)) if self.chain is not None else ()
-        facts = EvidenceFacts(matrix, notice, signer, chain)
+        check = await verify_session(self.store.engine, session.number)
+        stored = await session_chains(self.store.engine, session.number) or []
+        chain = tuple(
+            ChainSummary(d.check.distribution_id, d.check.checked, d.check.head.hash or "")
+            for d in (check.distributions if check else ())
+        )
+        links = tuple(
+            ChainLink(
+                c.distribution_id,
+                e.id,
+                e.seq,
+                e.content.recipient,
+                e.content.kind,
+                e.prev_hash,
+                e.content_hash,
+            )
+            for c in stored
+            for e in c.events
+        )
+        broken = ""
+        if check is not None and check.broken is not None:
+            b = check.broken
+            broken = (
+                f"#{b.distribution_id}, event {b.event_id}: {b.kind.value} "
+                f"({b.expected} ≠ {b.found})"
+            )
+        facts = EvidenceFacts(matrix, notice, signer, chain, links, broken)
         data = evidence_json(facts)
         pdf = await asyncio.to_thread(render_evidence_pdf, facts, data)
         reason = (

@@ -28,8 +28,14 @@ from .test_distribution_flow import (
     session_with_pdf,
     wait_until,
 )
+from .test_evidence_pack import embedded_json, pdfsig
 
 pytestmark = pytest.mark.asyncio
+
+
+def read_verify_heads(out: str) -> str:
+    """The head hashes `evidence verify` prints (one per distribution line)."""
+    return " ".join(line.rsplit(" ", 1)[-1] for line in out.splitlines() if "#" in line)
 
 
 def database(settings: Settings) -> Path:
@@ -71,6 +77,18 @@ async def test_schedule_deliver_open_acknowledge_verify_tamper_verify(
         assert run.status == 0, run.out + run.err
         assert f"sprawdzono {total} zdarzeń" in run.out
         assert f"rozsyłka #{dist.id} (notice)" in run.out
+        # The signed pack carries the verified chain: every link and the head.
+        first_pack = tmp_path / "dowody.pdf"
+        run = await cli("evidence", "export", session.number, "--output", str(first_pack))
+        assert run.status == 0, run.out + run.err
+        chain = embedded_json(first_pack.read_bytes())["chain"]
+        assert chain["whole"] is True and len(chain["links"]) == total
+        (head,) = [h for h in chain["heads"] if h["distribution_id"] == dist.id]
+        verified = await cli("evidence", "verify", session.number)
+        assert head["events"] == total and head["head"] in read_verify_heads(verified.out)
+        assert "Signature is Valid" in pdfsig(first_pack)
+        again = await cli("evidence", "export", session.number, "--output", str(first_pack))
+        assert again.status != 0 and "--force" in again.err  # never overwritten silently
     finally:
         await service.stop()
 
@@ -95,3 +113,19 @@ async def test_schedule_deliver_open_acknowledge_verify_tamper_verify(
     run = await cli("evidence", "verify", session.number, env={"MAILSVC_LANGUAGE": "en"})
     assert run.status == 1
     assert f"First broken link: distribution #{dist.id} (notice), event #{event_id}" in run.out
+    # A pack made now says so on its chain page and in its data; the pack signed before the
+    # change still holds the original evidence and head, so the edit shows against it too.
+    second_pack = tmp_path / "dowody-po-zmianie.pdf"
+    run = await cli("evidence", "export", session.number, "--output", str(second_pack))
+    assert run.status == 0, run.out + run.err
+    after = embedded_json(second_pack.read_bytes())
+    assert after["chain"]["whole"] is False and f"event {event_id}" in after["chain"]["broken"]
+    before = embedded_json(first_pack.read_bytes())
+    said = {
+        e["evidence"]
+        for r in before["recipients"]
+        if r["address"] == target.address
+        for e in r["events"]
+        if e["kind"] == "delivered"
+    }
+    assert said and "550 5.1.1" not in " ".join(said)

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from mailsvc.cli.main import main
 from mailsvc.domain.evidence_chain import BreakKind
 from mailsvc.domain.receipt_states import EventKind, EventSource
-from mailsvc.receipts.evidence import SessionCheck, verify_session
+from mailsvc.receipts.evidence.verify import SessionCheck, verify_session
 from mailsvc.storage.db import create_engine, create_schema, utcnow
 from mailsvc.storage.sessions import ReceiptStore, add_delivery_events
 from mailsvc.storage.units import ThreadUnits

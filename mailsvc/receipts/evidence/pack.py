@@ -68,6 +68,10 @@ _WORDS = {
         "chain": "Łańcuch zdarzeń (SHA-256)",
         "chain_line": "Wysyłka {dist}: {count} zdarzeń, ostatni skrót {head}",
         "chain_none": "Brak łańcucha skrótów w tej bazie danych.",
+        "chain_whole": "Łańcuch skrótów sprawdzono przy tworzeniu pakietu: jest nienaruszony. "
+        "Skróty końcowe poniżej zostają podpisane razem z pakietem; późniejsza zmiana zapisów "
+        "w bazie (mailsvc evidence verify) nie będzie się z nimi zgadzać.",
+        "chain_broken": "UWAGA: łańcuch skrótów jest PRZERWANY: {what}",
         "timelines": "Przebieg doręczenia dla każdego radnego",
     },
     "en": {
@@ -94,6 +98,10 @@ _WORDS = {
         "chain": "Event chain (SHA-256)",
         "chain_line": "Distribution {dist}: {count} events, last hash {head}",
         "chain_none": "No hash chain in this database.",
+        "chain_whole": "The hash chain was checked when the pack was made: it is whole. The "
+        "head hashes below are signed with the pack; a later change to the stored records "
+        "(mailsvc evidence verify) will not match them.",
+        "chain_broken": "NOTE: the hash chain is BROKEN: {what}",
         "timelines": "Delivery timeline of each councillor",
     },
 }
@@ -126,10 +134,25 @@ class Signer:
 
 
 @dataclass(frozen=True)
-class ChainHead:
+class ChainSummary:
+    """One distribution's receipt chain as verified when the pack was made."""
+
     distribution_id: int
-    events: int
-    head: str  # SHA-256 hex of the last link
+    events: int  # chained events checked
+    head: str  # SHA-256 hex of the last link ("" when nothing is chained yet)
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """One stored event's place in its distribution's chain."""
+
+    distribution_id: int
+    event_id: int
+    seq: int | None
+    address: str
+    kind: str
+    prev_hash: str | None
+    content_hash: str | None
 
 
 @dataclass(frozen=True)
@@ -137,16 +160,16 @@ class EvidenceFacts:
     matrix: ReceiptMatrix
     notice: tuple[NoticeFinding, ...]
     signer: Signer
-    chain: tuple[ChainHead, ...] = ()
-    # Per event id (when the store has them): (recipient address, event id, link hash).
-    event_links: tuple[tuple[int, int, str, str], ...] = ()  # (dist, event id, address, hash)
+    chain: tuple[ChainSummary, ...] = ()
+    links: tuple[ChainLink, ...] = ()
+    # Empty when every chain verified whole; else what `mailsvc evidence verify` reports first.
+    chain_broken: str = ""
 
 
 def evidence_json(facts: EvidenceFacts) -> bytes:
     """Everything the PDF shows and more (full evidence texts), as canonical JSON (UTF-8,
     sorted keys): the same facts give the same bytes."""
     m = facts.matrix
-    links = {(d, a.lower(), i): h for d, i, a, h in facts.event_links}
     recipients: list[dict[str, Any]] = []
     for row in m.rows:
         for cell in row.cells:
@@ -207,14 +230,26 @@ def evidence_json(facts: EvidenceFacts) -> bytes:
             for f in facts.notice
         ],
         "recipients": recipients,
-        "chain": [
-            {"distribution_id": c.distribution_id, "events": c.events, "head": c.head}
-            for c in facts.chain
-        ],
-        "event_links": [
-            {"distribution_id": d, "event_id": i, "address": a, "hash": h}
-            for (d, a, i), h in sorted(links.items())
-        ],
+        "chain": {
+            "whole": not facts.chain_broken,
+            "broken": facts.chain_broken or None,
+            "heads": [
+                {"distribution_id": c.distribution_id, "events": c.events, "head": c.head}
+                for c in facts.chain
+            ],
+            "links": [
+                {
+                    "distribution_id": k.distribution_id,
+                    "event_id": k.event_id,
+                    "seq": k.seq,
+                    "recipient": k.address,
+                    "kind": k.kind,
+                    "prev_hash": k.prev_hash,
+                    "content_hash": k.content_hash,
+                }
+                for k in facts.links
+            ],
+        },
         "signer": {
             "subject": facts.signer.subject,
             "certificate_sha256": facts.signer.fingerprint,
@@ -307,6 +342,10 @@ def render_evidence_pdf(facts: EvidenceFacts, data: bytes, *, font_dir: Path = F
     pdf.heading(_word(language, "timelines"), room=40)
     _timelines(pdf, facts)
     pdf.heading(_word(language, "chain"))
+    if facts.chain_broken:
+        pdf.paragraph(_word(language, "chain_broken", what=facts.chain_broken), size=8, bold=True)
+    elif facts.chain:
+        pdf.paragraph(_word(language, "chain_whole"), size=8)
     if facts.chain:
         for c in facts.chain:
             pdf.paragraph(
