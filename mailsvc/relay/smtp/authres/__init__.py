@@ -18,7 +18,8 @@ behind a circuit).
 
 This module puts the checks together. Each seam has its own module: ``dns`` (resolver, cache-only
 lookups, circuit), ``spf``, ``dkim``, ``dmarc``, ``message`` (header block, author domain),
-``header`` (writing ours, removing forged ones) and ``results`` (keywords, ``AuthResults``).
+``header`` (writing ours, removing forged ones), ``results`` (keywords, ``AuthResults``) and
+``verdict`` (reading ours back: which sender or domain the checks authenticated).
 """
 
 from __future__ import annotations
@@ -55,12 +56,24 @@ from mailsvc.relay.smtp.authres.header import (
 from mailsvc.relay.smtp.authres.message import _from_domain
 from mailsvc.relay.smtp.authres.results import NONE, PASS, PERMERROR, TEMPERROR, AuthResults
 from mailsvc.relay.smtp.authres.spf import _check_spf, _spf_inputs
+from mailsvc.relay.smtp.authres.verdict import (
+    Results,
+    domain_authenticated,
+    parse_results,
+    read_results,
+    sender_unauthenticated,
+)
 
 __all__ = [
     "AuthResults",
+    "Results",
     "authenticate",
     "authentication_results_header",
+    "domain_authenticated",
+    "parse_results",
+    "read_results",
     "remove_forged_results",
+    "sender_unauthenticated",
 ]
 
 log = logging.getLogger(__name__)
