@@ -84,6 +84,15 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             f"relay.acknowledge_from = {s.relay.acknowledge_from!r}: expected an email address"
         )
+    _check_positive("relay.acknowledge_max_per_hour", s.relay.acknowledge_max_per_hour)
+    _check_positive(
+        "relay.acknowledge_max_per_domain_per_hour", s.relay.acknowledge_max_per_domain_per_hour
+    )
+    for own in s.relay.own_domain_list(s.domain)[1:]:
+        if not _HOSTNAME.match(own):
+            raise ConfigError(
+                f"relay.own_domains: {own!r} is not a mail domain such as rada.example.org"
+            )
     if s.relay.log_retention_days < 1:
         raise ConfigError(
             f"relay.log_retention_days = {s.relay.log_retention_days}: expected 1 or more"

@@ -78,6 +78,17 @@ class RelaySettings:
     log_retention_days: int = 90
     # From address of acknowledgements; empty means noreply@<domain>.
     acknowledge_from: str = ""
+    # Acknowledgements queued per hour at most, in total and to one resident's domain.
+    acknowledge_max_per_hour: int = 200
+    acknowledge_max_per_domain_per_hour: int = 30
+    # Domains treated as the council's own besides ``domain`` (comma or space separated; their
+    # subdomains too): mail claiming them on port 25 must be authenticated (else 550 5.7.1).
+    own_domains: str = ""
+
+    def own_domain_list(self, domain: str) -> tuple[str, ...]:
+        """``domain`` and the configured own domains, lower-case, without duplicates."""
+        extra = self.own_domains.replace(",", " ").split()
+        return tuple(dict.fromkeys(d.strip().rstrip(".").lower() for d in [domain, *extra]))
 
 
 @dataclass(frozen=True)
