@@ -57,8 +57,13 @@ def validate(s: Settings) -> None:
         "max_messages_per_ip_per_minute",
         "timeout",
         "max_bad_commands",
+        "session_max_seconds",
     ):
         _check_positive(f"smtp.{key}", getattr(s.smtp, key))
+    if s.smtp.enumeration_misses < 0:
+        raise ConfigError(
+            f"smtp.enumeration_misses = {s.smtp.enumeration_misses}: expected 0 or more"
+        )
     if s.smtp.authentication_budget < 0:
         raise ConfigError(
             f"smtp.authentication_budget = {s.smtp.authentication_budget}: expected 0 or more"

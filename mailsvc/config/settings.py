@@ -26,8 +26,14 @@ class SmtpSettings:
     max_messages_per_ip_per_minute: int = 120
     # Seconds a client may stay silent (command or data) before the connection is closed.
     timeout: float = 300.0
-    # Unrecognised or out-of-sequence commands before the connection is closed.
+    # Unrecognised or out-of-sequence commands, and refused recipients (inbound), before the
+    # connection is closed with 421.
     max_bad_commands: int = 10
+    # Seconds a connection may last in all, busy or not (then 421 and closed).
+    session_max_seconds: float = 900.0
+    # Refused recipients (unknown or mandate ended) one client (/64 for IPv6) may try in an hour
+    # before both kinds get the same reply (0: the same reply from the first).
+    enumeration_misses: int = 5
     # Seconds a directory answer about a recipient is reused.
     directory_cache_seconds: float = 30.0
     # SPF, DKIM and DMARC checks for an Authentication-Results header, within a time budget.
