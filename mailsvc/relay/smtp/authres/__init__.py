@@ -11,6 +11,9 @@ Three public functions:
 * ``remove_forged_results(message, authserv_id)`` removes from the incoming header every
   Authentication-Results field whose authserv-id is our own (RFC 8601 section 5).
 
+And, to read our field back (``verdict``): ``read_results``, ``parse_results``,
+``sender_unauthenticated`` and ``domain_authenticated``.
+
 pyspf and dkimpy are blocking libraries. They run in a small thread pool of this package's own
 (not the loop's default executor, which the directory adapter needs even while DNS hangs), and
 every DNS question they ask goes through ``dns._Dns`` (the caller's resolver, cut to the budget,
