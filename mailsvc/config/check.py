@@ -57,8 +57,13 @@ def validate(s: Settings) -> None:
         "max_messages_per_ip_per_minute",
         "timeout",
         "max_bad_commands",
+        "session_max_seconds",
     ):
         _check_positive(f"smtp.{key}", getattr(s.smtp, key))
+    if s.smtp.enumeration_misses < 0:
+        raise ConfigError(
+            f"smtp.enumeration_misses = {s.smtp.enumeration_misses}: expected 0 or more"
+        )
     if s.smtp.authentication_budget < 0:
         raise ConfigError(
             f"smtp.authentication_budget = {s.smtp.authentication_budget}: expected 0 or more"
@@ -84,6 +89,15 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             f"relay.acknowledge_from = {s.relay.acknowledge_from!r}: expected an email address"
         )
+    _check_positive("relay.acknowledge_max_per_hour", s.relay.acknowledge_max_per_hour)
+    _check_positive(
+        "relay.acknowledge_max_per_domain_per_hour", s.relay.acknowledge_max_per_domain_per_hour
+    )
+    for own in s.relay.own_domain_list(s.domain)[1:]:
+        if not _HOSTNAME.match(own):
+            raise ConfigError(
+                f"relay.own_domains: {own!r} is not a mail domain such as rada.example.org"
+            )
     if s.relay.log_retention_days < 1:
         raise ConfigError(
             f"relay.log_retention_days = {s.relay.log_retention_days}: expected 1 or more"

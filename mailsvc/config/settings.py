@@ -26,8 +26,14 @@ class SmtpSettings:
     max_messages_per_ip_per_minute: int = 120
     # Seconds a client may stay silent (command or data) before the connection is closed.
     timeout: float = 300.0
-    # Unrecognised or out-of-sequence commands before the connection is closed.
+    # Unrecognised or out-of-sequence commands, and refused recipients (inbound), before the
+    # connection is closed with 421.
     max_bad_commands: int = 10
+    # Seconds a connection may last in all, busy or not (then 421 and closed).
+    session_max_seconds: float = 900.0
+    # Refused recipients (unknown or mandate ended) one client (/64 for IPv6) may try in an hour
+    # before both kinds get the same reply (0: the same reply from the first).
+    enumeration_misses: int = 5
     # Seconds a directory answer about a recipient is reused.
     directory_cache_seconds: float = 30.0
     # SPF, DKIM and DMARC checks for an Authentication-Results header, within a time budget.
@@ -85,6 +91,17 @@ class RelaySettings:
     log_retention_days: int = 90
     # From address of acknowledgements; empty means noreply@<domain>.
     acknowledge_from: str = ""
+    # Acknowledgements queued per hour at most, in total and to one resident's domain.
+    acknowledge_max_per_hour: int = 200
+    acknowledge_max_per_domain_per_hour: int = 30
+    # Domains treated as the council's own besides ``domain`` (comma or space separated; their
+    # subdomains too): mail claiming them on port 25 must be authenticated (else 550 5.7.1).
+    own_domains: str = ""
+
+    def own_domain_list(self, domain: str) -> tuple[str, ...]:
+        """``domain`` and the configured own domains, lower-case, without duplicates."""
+        extra = self.own_domains.replace(",", " ").split()
+        return tuple(dict.fromkeys(d.strip().rstrip(".").lower() for d in [domain, *extra]))
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,18 @@ def purge(conn: Connection, before: date) -> int:
     return int(result.rowcount or 0)
 
 
+def release(conn: Connection, *, sender: str, councillors_: Sequence[str], day: date) -> None:
+    """Take back keys claimed in this transaction for an acknowledgement that is not sent."""
+    conn.execute(
+        delete(acknowledgements).where(
+            acknowledgements.c.sender == sender.lower(),
+            acknowledgements.c.councillor.in_([c.lower() for c in councillors_]),
+            acknowledgements.c.day == day,
+            acknowledgements.c.ack_queue_id.is_(None),
+        )
+    )
+
+
 def attach_ack(
     conn: Connection,
     *,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, delete, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -118,7 +118,8 @@ class RelayLog:
         return result.rowcount
 
     async def refresh_status(self) -> int:
-        """Copy each delivery's final state into the log (the queue rows are purged later)."""
+        """Copy each delivery's final state, and what became of the automatic answers to the
+        message (``auto_reply``), into the log (the queue rows are purged later)."""
         async with self.engine.begin() as conn:
             pending = (
                 await conn.execute(
@@ -144,7 +145,27 @@ class RelayLog:
                 await conn.execute(
                     sql_update(relay_log).where(relay_log.c.id == row_id).values(status=status)
                 )
-        return len(pending)
+            # What became of the acknowledgement (or bounce), decided at delivery.
+            notes = (
+                await conn.execute(
+                    select(relay_log.c.id, messages.c.auto_reply)
+                    .select_from(
+                        relay_log.join(messages, messages.c.queue_id == relay_log.c.queue_id)
+                    )
+                    .where(
+                        messages.c.auto_reply.is_not(None),
+                        or_(
+                            relay_log.c.auto_reply.is_(None),
+                            relay_log.c.auto_reply != messages.c.auto_reply,
+                        ),
+                    )
+                )
+            ).all()
+            for row_id, note in notes:
+                await conn.execute(
+                    sql_update(relay_log).where(relay_log.c.id == row_id).values(auto_reply=note)
+                )
+        return len(pending) + len(notes)
 
     async def purge(self, older_than: datetime) -> int:
         """Forget metadata past retention, and settled queue rows of the same age."""

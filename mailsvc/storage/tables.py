@@ -43,6 +43,9 @@ messages = Table(
     # encoded MIME parts under <var_dir>/documents/parts/ that follow ``body`` (see
     # mailsvc.relay.delivery.body). NULL: ``body`` is the whole message.
     Column("parts", Text, nullable=True),
+    # What became of the automatic answers to it: why no acknowledgement or bounce went to its
+    # sender, or which message carried the acknowledgement (copied into relay_log).
+    Column("auto_reply", Text, nullable=True),
 )
 
 
@@ -249,6 +252,18 @@ acknowledgements = Table(
 )
 
 
+# Acknowledgements queued per UTC hour, in total (domain "*") and per resident's organisational
+# domain: the hourly caps hold across the service's processes because they are counted here, in
+# the transaction that queues the acknowledgement.
+auto_reply_counts = Table(
+    "auto_reply_counts",
+    metadata,
+    Column("hour", String(13), primary_key=True),  # "YYYY-MM-DDTHH", UTC
+    Column("domain", String(255), primary_key=True),
+    Column("count", Integer, nullable=False),
+)
+
+
 web_sessions = Table(
     "web_sessions",
     metadata,
@@ -295,6 +310,8 @@ relay_log = Table(
     Column("size", Integer, nullable=False),
     Column("status", String(16), nullable=False, default="accepted"),
     Column("replied_at", DateTime, nullable=True),
+    # Copied from messages.auto_reply: acknowledgement sent, or why none (nor a bounce) was.
+    Column("auto_reply", Text, nullable=True),
     Index("ix_relay_log_received", "received_at"),
     Index("ix_relay_log_message_id", "message_id"),
 )

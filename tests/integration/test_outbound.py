@@ -31,7 +31,10 @@ from mailsvc.storage.tables import acknowledgements, deliveries, messages
 from provisioning.directory import Directory
 
 from .conftest import make_message, smtp_send, wait_for_inbox
+from .dns_zone import ResidentDns, resident_dns
 from .smtp_sink import Sink, running_sink
+
+__all__ = ["resident_dns"]  # a fixture, used by name
 
 EXTERNAL = "anna@gmina.example"
 RESIDENT = "jan@example.org"
@@ -88,6 +91,16 @@ async def outbound(outbound_settings: Settings, directory: Directory) -> AsyncIt
     svc = await start_service(outbound_settings, scheduler=False)
     yield svc
     await svc.stop()
+
+
+def as_authenticated(settings: Settings, sender: str, body: bytes) -> bytes:
+    """``body`` as the inbound server stores it from a sender that passed SPF: with our
+    Authentication-Results field first (the worker answers only such senders)."""
+    results = (
+        f"Authentication-Results: {settings.smtp_hostname}; spf=pass smtp.mailfrom={sender};"
+        " dkim=none; dmarc=none\r\n"
+    )
+    return results.encode() + body
 
 
 async def queue_and_wake(svc: Service, sender: str, rcpts: list[str], body: bytes) -> str:
@@ -252,7 +265,8 @@ async def test_lmtp_5xx_bounces_to_an_external_sender_through_the_smarthost_with
     nobody = f"nikt.taki@{settings.domain}"  # Dovecot refuses it at RCPT
     original = make_message(nobody, "Pytanie o budżet")
     original["Message-ID"] = "<pytanie@example.org>"
-    await outbound.queue.enqueue(RESIDENT, [nobody], original.as_bytes(), client="192.0.2.7")
+    body = as_authenticated(settings, RESIDENT, original.as_bytes())
+    await outbound.queue.enqueue(RESIDENT, [nobody], body, client="192.0.2.7")
     outbound.workers.wake()
     got = await sink.handler.wait_for(1)
     assert len(got) == 1
@@ -283,9 +297,8 @@ async def test_a_bounce_that_cannot_be_delivered_is_not_bounced_again(
     # The resident's server refuses our bounce: it has a null sender, so that is the end.
     sink.handler.rcpt_replies[RESIDENT] = "550 5.1.1 no such user"
     nobody = f"nikt.taki@{settings.domain}"
-    await outbound.queue.enqueue(
-        RESIDENT, [nobody], make_message(nobody, "x").as_bytes(), client="192.0.2.7"
-    )
+    body = as_authenticated(settings, RESIDENT, make_message(nobody, "x").as_bytes())
+    await outbound.queue.enqueue(RESIDENT, [nobody], body, client="192.0.2.7")
     outbound.workers.wake()
     for _ in range(100):
         rows = await outbound.queue.list_deliveries()
@@ -345,9 +358,13 @@ async def test_retry_period_expiry_fails_and_bounces(
 
 
 @pytest.fixture
-def ack_settings(settings: Settings) -> Settings:
-    """The embedded default: acknowledgements on, smarthost = the local capture."""
-    s = settings.with_changes(relay={"acknowledge": True}, smarthost={"port": 0})
+def ack_settings(settings: Settings, resident_dns: ResidentDns) -> Settings:
+    """The embedded default: acknowledgements on, smarthost = the local capture; the checks
+    on, against a zone in which the residents' domain passes SPF (acknowledgements go only to
+    authenticated senders)."""
+    s = settings.with_changes(
+        relay={"acknowledge": True}, smarthost={"port": 0}, smtp=resident_dns.smtp_settings()
+    )
     shutil.rmtree(capture.capture_dir(s.var_dir), ignore_errors=True)
     return s
 
@@ -384,7 +401,7 @@ async def test_a_resident_gets_one_acknowledgement_per_councillor_per_day_in_the
     assert ack.path.name.endswith(".eml") and ack.path.parent.name == "capture"
     assert ack.mail_from == "" and ack.recipients == (RESIDENT,)
     msg = parse(ack.message)
-    assert str(msg["Subject"]) == "Potwierdzenie: Dziura w jezdni"
+    assert str(msg["Subject"]) == "Potwierdzenie dostarczenia"  # nothing of the sender's
     assert msg["Auto-Submitted"] == "auto-replied"
     assert msg["In-Reply-To"] == "<dziura-1@example.org>"
     assert msg["References"] == "<wczesniej@example.org> <dziura-1@example.org>"
@@ -446,11 +463,18 @@ async def test_list_bulk_and_automatic_mail_gets_no_acknowledgement(
 
 
 async def test_acknowledgement_in_english(
-    settings: Settings, directory: Directory, sink: Sink, add_councillor: Callable[..., Any]
+    settings: Settings,
+    directory: Directory,
+    sink: Sink,
+    add_councillor: Callable[..., Any],
+    resident_dns: ResidentDns,
 ) -> None:
     svc = await start_service(
         settings.with_changes(
-            language="en", relay={"acknowledge": True}, smarthost={"port": sink.port}
+            language="en",
+            relay={"acknowledge": True},
+            smarthost={"port": sink.port},
+            smtp=resident_dns.smtp_settings(),
         ),
         scheduler=False,
     )
@@ -460,7 +484,7 @@ async def test_acknowledgement_in_english(
         got = await sink.handler.wait_for(1)
         assert len(got) == 1 and got[0].mail_from == ""
         msg = parse(got[0].data)
-        assert str(msg["Subject"]) == "Confirmation: Pothole"
+        assert str(msg["Subject"]) == "Delivery confirmation"
         assert msg["Content-Language"] == "en"
     finally:
         await svc.stop()

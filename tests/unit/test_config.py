@@ -64,6 +64,16 @@ def test_mailsvc_config_selects_another_file(tmp_path: Path) -> None:
         ({"MAILSVC_LANGUAGE": "de"}, "language = 'de': expected 'pl' or 'en'"),
         ({"MAILSVC_DATABASE__URL": "mysql://x"}, "database.url = <hidden>"),
         ({"MAILSVC_DIRECTORY__BASE_DN": "nonsense"}, "directory.base_dn = 'nonsense'"),
+        (
+            {"MAILSVC_RELAY__ACKNOWLEDGE_MAX_PER_HOUR": "0"},
+            "relay.acknowledge_max_per_hour = 0: expected a number greater than 0",
+        ),
+        (
+            {"MAILSVC_RELAY__OWN_DOMAINS": "rada.example, not a domain"},
+            "relay.own_domains: 'not' is not a mail domain",
+        ),
+        ({"MAILSVC_SMTP__SESSION_MAX_SECONDS": "0"}, "smtp.session_max_seconds = 0.0"),
+        ({"MAILSVC_SMTP__ENUMERATION_MISSES": "-1"}, "smtp.enumeration_misses = -1"),
     ],
 )
 def test_wrong_values_name_key_value_and_expectation(env: dict[str, str], fragment: str) -> None:
@@ -71,6 +81,12 @@ def test_wrong_values_name_key_value_and_expectation(env: dict[str, str], fragme
         load_settings(env=env)
     assert fragment in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_own_domains_are_the_domain_and_the_listed_ones() -> None:
+    s = load_settings(env={"MAILSVC_RELAY__OWN_DOMAINS": " Miasto.example., bip.rada.example "})
+    assert s.relay.own_domain_list(s.domain) == (s.domain, "miasto.example", "bip.rada.example")
+    assert load_settings(env={}).relay.own_domain_list("rada.example") == ("rada.example",)
 
 
 def test_unknown_key_in_file_is_an_error(tmp_path: Path) -> None:

@@ -264,11 +264,13 @@ def test_acknowledgement_follows_rfc_3834(settings: Settings) -> None:
     assert parsed["Auto-Submitted"] == "auto-replied"
     assert parsed["In-Reply-To"] == "<dziura@example.org>"
     assert parsed["References"] == "<a@example.org> <b@example.org> <dziura@example.org>"
-    assert str(parsed["Subject"]) == "Potwierdzenie: Dziura w jezdni na ul. Długiej"
+    # Nothing the sender wrote is repeated (see mailsvc.relay.delivery.ack).
+    assert str(parsed["Subject"]) == "Potwierdzenie dostarczenia"
     assert parsed["To"].addresses[0].addr_spec == "jan@example.org"
     body = parsed.get_body()
     assert body is not None
     text = body.get_content()
+    assert "Dziura" not in text
     assert "Łukasz Żółć <lukasz.zolc@rada.miasto.example>" in text
     assert "26 listopada 2026 o godz. 23:30" in text
     assert acknowledgement_day(delivered, WARSAW) == date(2026, 11, 26)
@@ -289,6 +291,24 @@ def test_acknowledgement_subject_cannot_inject_headers(settings: Settings) -> No
     parsed = parse(msg.as_bytes())
     assert parsed["Bcc"] is None
     assert "In-Reply-To" not in parsed  # the original had no Message-ID
+
+
+def test_acknowledgement_repeats_no_word_of_a_spammers_subject(settings: Settings) -> None:
+    original = (
+        b"Subject: BUY CHEAP PILLS http://pills.example/buy\r\nMessage-ID: <x@example.org>\r\n"
+        b"\r\nKup teraz: http://pills.example/buy\r\n"
+    )
+    for language in ("pl", "en"):
+        msg = build_acknowledgement(
+            settings.with_changes(language=language),
+            mail_from="victim@example.org",
+            original=original,
+            delivered_at=datetime(2026, 1, 1, tzinfo=UTC),
+            councillors=[("", f"a@{DOMAIN}")],
+        )
+        raw = msg.as_bytes()
+        assert b"PILLS" not in raw and b"pills.example" not in raw and b"Kup" not in raw
+        assert parse(raw)["In-Reply-To"] == "<x@example.org>"
 
 
 @pytest.mark.parametrize(

@@ -192,6 +192,9 @@ async def deliver_all(path: Path) -> list[Any]:
                     today,
                     compose,
                     forget_before=today,
+                    # Small caps: some acknowledgements are refused (and noted).
+                    hourly_caps=(3, 2),
+                    cap_domain="example.org" if message.id % 2 else "example.net",
                 )
                 # A fixed time per event: both runs must link the same content to the same
                 # hashes.
@@ -205,7 +208,10 @@ async def deliver_all(path: Path) -> list[Any]:
                     )
                     for i, (_, rcpt, _) in enumerate(message.deliveries)
                 )
-                await queue.record(message.id, outcomes, ack=ack, receipts=ReceiptUpdate(events))
+                note = "no bounce: test" if n % 3 == 2 else None
+                await queue.record(
+                    message.id, outcomes, ack=ack, receipts=ReceiptUpdate(events), note=note
+                )
         async with engine.connect() as conn:
             tables = []
             for statement in (
@@ -213,18 +219,25 @@ async def deliver_all(path: Path) -> list[Any]:
                 "typeof(next_attempt_at), length(next_attempt_at), length(updated_at) "
                 "FROM deliveries ORDER BY id",
                 "SELECT id, mail_from, status, body IS NULL, body, error, origin, size, "
-                "length(received_at) FROM messages ORDER BY id",
+                "length(received_at), auto_reply FROM messages ORDER BY id",
                 "SELECT sender, councillor, day, original_queue_id, ack_queue_id IS NULL, "
                 "length(created_at) FROM acknowledgements ORDER BY id",
                 "SELECT id, recipient_id, kind, typeof(at), at, source, evidence, seq, prev_hash, "
                 "content_hash FROM receipt_events ORDER BY id",
                 "SELECT id, last_event_hash, last_event_seq FROM distributions ORDER BY id",
+                "SELECT domain, count FROM auto_reply_counts ORDER BY domain",
             ):
-                tables.append([tuple(r) for r in (await conn.exec_driver_sql(statement)).all()])
+                rows = (await conn.exec_driver_sql(statement)).all()
+                # Queue ids are random: the same notes name different ones.
+                tables.append([tuple(_no_ids(v) for v in r) for r in rows])
         return tables
     finally:
         await queue.close()
         await engine.dispose()
+
+
+def _no_ids(value: Any) -> Any:
+    return re.sub(r"\b[0-9a-f]{16}\b", "<id>", value) if isinstance(value, str) else value
 
 
 async def test_recording_through_the_driver_stores_what_sqlalchemy_stores(
@@ -235,7 +248,7 @@ async def test_recording_through_the_driver_stores_what_sqlalchemy_stores(
     monkeypatch.setattr(sqlite_fast, "driver", lambda conn: None)  # SQLAlchemy everywhere
     slow_tables = await deliver_all(slow)
     assert fast_tables == slow_tables
-    deliveries_, messages_, keys, events, heads = fast_tables
+    deliveries_, messages_, keys, events, heads, counts = fast_tables
     assert {r[4] for r in deliveries_} >= {"delivered", "deferred", "failed"}
     assert any(r[2] == "done" and r[3] for r in messages_)  # settled: body dropped
     assert any(r[6] == "ack" for r in messages_)  # acknowledgements queued
@@ -245,3 +258,11 @@ async def test_recording_through_the_driver_stores_what_sqlalchemy_stores(
     assert [r[7] for r in events] == list(range(1, len(events) + 1))
     assert all(len(r[8]) == 64 and len(r[9]) == 64 for r in events)
     assert heads[0][2] == len(events) and len(heads[0][1]) == 64
+    notes = [r[9] for r in messages_ if r[9]]
+    assert sum("acknowledged as <id>" in n for n in notes) == 3  # the cap in total
+    assert any("no acknowledgement: hourly cap reached (3 " in n for n in notes)
+    assert any("no bounce: test" in n for n in notes)
+    # Counted: only what was sent; the refused ones gave their keys back.
+    assert counts[0] == ("*", 3) and sum(c for _, c in counts[1:]) == 3
+    assert all(c <= 2 for _, c in counts[1:])
+    # (and "each key names its acknowledgement" above: refused ones kept no key)

@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from mailsvc.config import load_settings
+from mailsvc.relay.smtp.clients import MissCounter, client_key
 from mailsvc.relay.smtp.inbound import InboundHandler, header_message_id, message_ids, smtp_factory
+from mailsvc.relay.smtp.owndomain import domain_of, from_domains, own_domain
 from mailsvc.relay.smtp.server import (
     ConnectionLimiter,
     CouncilSMTP,
@@ -45,6 +47,61 @@ def test_connection_limiter_counts_per_ip_and_total() -> None:
     assert not limiter.acquire("c")  # total reached
     limiter.release("a")
     assert limiter.acquire("c")
+
+
+@pytest.mark.parametrize(
+    ("ip", "key"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("not-an-ip", "not-an-ip"),
+    ],
+)
+def test_clients_are_counted_by_ipv4_address_or_ipv6_64(ip: str, key: str) -> None:
+    assert client_key(ip) == key
+
+
+def test_one_ipv6_64_is_one_client_for_the_connection_limit() -> None:
+    limiter = ConnectionLimiter(total_max=10, per_ip_max=2)
+    assert limiter.acquire("2001:db8::1") and limiter.acquire("2001:db8::2")
+    assert not limiter.acquire("2001:db8::ffff")  # same /64
+    assert limiter.acquire("2001:db8:0:1::1")  # the next /64
+    for ip in ("2001:db8::1", "2001:db8::2", "2001:db8:0:1::1"):
+        limiter.release(ip)
+    assert limiter.total == 0 and not limiter.per_ip
+
+
+def test_per_client_tables_forget_clients_by_age() -> None:
+    rate = RateLimiter(per_minute=5)
+    start = rate._swept
+    for n in range(1000):  # an address scan: one message from each of 1000 IPv4 addresses
+        assert rate.allow(f"198.51.{n // 256}.{n % 256}", now=start + n * 0.01)
+    assert len(rate) == 1000
+    assert rate.allow("203.0.113.1", now=start + 130.0)  # two windows later: all swept
+    assert len(rate) == 1
+    misses = MissCounter(window=3600.0)
+    assert [misses.miss("2001:db8::1", now=start + n) for n in range(3)] == [1, 2, 3]
+    assert misses.miss("2001:db8::99", now=start + 10) == 4  # same /64
+    assert misses.miss("2001:db8::1", now=start + 3605) == 2  # older misses forgotten
+    assert misses.miss("192.0.2.1", now=start + 7400) == 1 and len(misses) == 1
+
+
+def test_own_domains_and_the_domains_a_message_claims() -> None:
+    own = ("rada.miasto.example", "miasto.example")
+    assert own_domain("RADA.miasto.example", own) == "rada.miasto.example"
+    assert own_domain("mail.rada.miasto.example", own) == "rada.miasto.example"
+    assert own_domain("zlarada.miasto.example", own) == "miasto.example"
+    assert own_domain("evilmiasto.example", own) is None and own_domain("", own) is None
+    assert domain_of("<Przewodniczacy@Rada.Miasto.Example.>") == "rada.miasto.example"
+    assert domain_of("") == domain_of("<>") == ""
+    message = (
+        b"From: Jan <jan@example.org>,\r\n =?utf-8?q?Prze?= <p@RADA.miasto.example>\r\n"
+        b"from: x@example.org\r\nSubject: From: y@z.example\r\n\r\nFrom: body@b.example\r\n"
+    )
+    assert from_domains(message) == ["example.org", "rada.miasto.example"]
 
 
 def test_rate_limiter_uses_a_sliding_minute() -> None:

@@ -6,6 +6,12 @@ keeps that promise). The reply is ``Auto-Submitted: auto-replied``, refers to th
 In-Reply-To and References, and goes out with the null return path, so nothing ever answers or
 bounces it.
 
+It repeats nothing the sender wrote: not the Subject, not a word of the text. Whoever sends can
+put anything there, and an answer that quotes it carries their words to the address they gave
+(even a shortened, cleaned subject fits "CHEAP PILLS" and a domain name). The resident's mail
+program shows the acknowledgement with the message it answers (In-Reply-To and References), and
+its text names the time of delivery and the councillors.
+
 :func:`ack_refusal` holds the rules of RFC 3834 section 2 on when not to reply at all.
 """
 
@@ -29,8 +35,7 @@ from mailsvc.relay.delivery.headers import (
 
 # The acknowledgement's From: replies to it are refused at RCPT (a reserved local part).
 ACK_FROM_LOCAL_PART = "noreply"
-_SUBJECT = {"pl": "Potwierdzenie: {subject}", "en": "Confirmation: {subject}"}
-_SUBJECT_NONE = {"pl": "Potwierdzenie dostarczenia", "en": "Delivery confirmation"}
+_SUBJECT = {"pl": "Potwierdzenie dostarczenia", "en": "Delivery confirmation"}
 # Senders that are programs, lists or mail systems (RFC 3834 section 2, and common practice).
 _MACHINE_SENDER = re.compile(
     r"""^(
@@ -108,11 +113,9 @@ def build_acknowledgement(
         raise ValueError("build_acknowledgement: no councillors")
     language = settings.language
     header = parse_header(original)
-    subject = header_text(header, "Subject")
     when = local_time(delivered_at, settings.zone)
     context = {
         **council_context(settings),
-        "subject": subject,
         "delivered": when,
         "delivered_time": f"{when:%H:%M}",
         "councillors": [
@@ -126,18 +129,13 @@ def build_acknowledgement(
         references = [*message_ids(header, "References")[-10:], original_id[0]]
         extra["In-Reply-To"] = original_id[0]
         extra["References"] = " ".join(dict.fromkeys(references))
-    subject_line = (
-        _SUBJECT.get(language, _SUBJECT["pl"]).format(subject=subject)
-        if subject
-        else _SUBJECT_NONE.get(language, _SUBJECT_NONE["pl"])
-    )
     return build_message(
         from_addr=(
             settings.council.name,
             settings.relay.acknowledge_from or f"{ACK_FROM_LOCAL_PART}@{settings.domain}",
         ),
         to=("", mail_from),
-        subject=subject_line,
+        subject=_SUBJECT.get(language, _SUBJECT["pl"]),
         text=templating.render("mail/ack.txt", language, **context),
         headers=extra,
         message_id_domain=settings.domain,

@@ -4,6 +4,12 @@ client — LMTP to the mailbox store for the council's domain, SMTP to the smart
 After each attempt the outcomes are recorded in one transaction together with what they cause:
 a bounce (RFC 3464) to the sender for recipients that failed for good, and an acknowledgement
 (RFC 3834) to a resident whose message reached a councillor's mailbox.
+
+Neither goes to the sender of a resident's message (origin ``inbound``) whom the checks at DATA
+did not authenticate (SPF pass, or a DKIM pass aligned with the sender's domain: read back from
+our Authentication-Results field at the top of the stored message). Anyone can write any
+address in MAIL FROM; answering it would send our mail to whoever the sender chose to name.
+Why nothing was sent is noted on the message and copied into the relay log.
 """
 
 from __future__ import annotations
@@ -26,11 +32,14 @@ from mailsvc.relay.delivery.body import PartedBody
 from mailsvc.relay.delivery.dsn import Failure, bounce_refusal, build_dsn
 from mailsvc.relay.delivery.lmtp import LmtpClient
 from mailsvc.relay.delivery.smarthost import SmarthostClient
+from mailsvc.relay.smtp.authres import read_results, sender_unauthenticated
+from mailsvc.relay.smtp.authres.dmarc import _organizational_domain
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import (
     ORIGIN_ACK,
     ORIGIN_DISTRIBUTION,
     ORIGIN_DSN,
+    ORIGIN_INBOUND,
     ORIGIN_REMINDER,
     ROUTE_LMTP,
     ROUTE_SMTP,
@@ -298,7 +307,7 @@ class DeliveryWorkers:
             if message.origin in (ORIGIN_DISTRIBUTION, ORIGIN_REMINDER):
                 # Our own return path: a failure is recorded as a receipt, never bounced.
                 failures = []
-            follow_ups, error = self._bounce(message, failures)
+            follow_ups, error, bounce_note = self._bounce(message, failures)
             if error is not None:
                 # No bounce could be written: keep the failed recipients as dead letters, so
                 # that the sender is not left without word once the cause is fixed.
@@ -306,7 +315,8 @@ class DeliveryWorkers:
                     "queue %s: bounce failed, kept as dead letter:\n%s", message.queue_id, error
                 )
                 outcomes = [(d, "dead" if s == "failed" else s, r, n) for d, s, r, n in outcomes]
-            ack = self._ack_request(message, delivered, now)
+            ack, ack_note = self._ack_request(message, delivered, now)
+            notes = [n for n in (ack_note, bounce_note) if n]
             return await self._record(
                 message,
                 outcomes,
@@ -314,6 +324,7 @@ class DeliveryWorkers:
                 ack=ack,
                 error=error,
                 receipts=receipts,
+                note="; ".join(notes) or None,
             )
         except asyncio.CancelledError:
             raise  # the claim is released at the next start (at-least-once)
@@ -340,6 +351,7 @@ class DeliveryWorkers:
         ack: AckRequest | None,
         error: str | None,
         receipts: ReceiptUpdate | None,
+        note: str | None = None,
     ) -> list[str]:
         """Record an attempt's outcomes, waiting out a busy or unavailable database: the attempt
         has been made, and giving up on its record would only make it again."""
@@ -353,6 +365,7 @@ class DeliveryWorkers:
                     ack=ack,
                     error=error,
                     receipts=receipts,
+                    note=note,
                 )
             except StorageUnavailable as exc:
                 if self._stopping:
@@ -401,14 +414,20 @@ class DeliveryWorkers:
 
     def _bounce(
         self, message: QueuedMessage, failures: list[Failure]
-    ) -> tuple[list[Outgoing], str | None]:
-        """The bounce for ``failures`` (if one may be sent), or the error that prevented it."""
+    ) -> tuple[list[Outgoing], str | None, str | None]:
+        """The bounce for ``failures`` (if one may be sent), or the error that prevented it,
+        and a note when a resident's message gets none for want of an authenticated sender."""
         if not failures:
-            return [], None
+            return [], None, None
         refusal = bounce_refusal(message.mail_from, message.body, self.local_domains)
+        if refusal is None and message.origin == ORIGIN_INBOUND:
+            refusal = self._unauthenticated(message)
+            if refusal is not None:
+                log.info("queue %s: no bounce: %s", message.queue_id, refusal)
+                return [], None, f"no bounce: {refusal}"
         if refusal is not None:
             log.info("queue %s: no bounce: %s", message.queue_id, refusal)
-            return [], None
+            return [], None, None
         try:
             dsn = build_dsn(
                 self.settings,
@@ -420,17 +439,23 @@ class DeliveryWorkers:
             )
         except ValueError as exc:  # the sender's address cannot be written to
             log.warning("queue %s: no bounce: %s", message.queue_id, exc)
-            return [], None
+            return [], None, None
         except Exception:
-            return [], traceback.format_exc()
-        return [Outgoing("", (message.mail_from,), dsn.as_bytes(), ORIGIN_DSN)], None
+            return [], traceback.format_exc(), None
+        return [Outgoing("", (message.mail_from,), dsn.as_bytes(), ORIGIN_DSN)], None, None
+
+    def _unauthenticated(self, message: QueuedMessage) -> str | None:
+        """Why the sender of this resident's message is not one the checks authenticated."""
+        results = read_results(message.body, self.settings.smtp_hostname)
+        return sender_unauthenticated(results, message.mail_from)
 
     def _ack_request(
         self, message: QueuedMessage, delivered: list[str], now: datetime
-    ) -> AckRequest | None:
-        """What to acknowledge to a resident; never fails (the mail is delivered by now)."""
+    ) -> tuple[AckRequest | None, str | None]:
+        """What to acknowledge to a resident, or a note why nothing; never fails (the mail is
+        delivered by now)."""
         if not (self.settings.relay.acknowledge and delivered and message.route == ROUTE_LMTP):
-            return None
+            return None, None
         # Most deliveries are to councillors this sender was already told about today: skip
         # the parsing and the database for them (the database stays the authority).
         day = acknowledgement_day(now, self.settings.zone)
@@ -439,19 +464,23 @@ class DeliveryWorkers:
             self._acked_day, self._acked = day, set()
         delivered = [a for a in delivered if (sender, a.lower()) not in self._acked]
         if not delivered:
-            return None
+            return None, "no acknowledgement: already acknowledged today"
         refusal = ack_refusal(
             message.mail_from, message.body, self.local_domains, origin=message.origin
         )
+        if refusal is None:
+            refusal = self._unauthenticated(message)
         if refusal is not None:
-            log.debug("queue %s: no acknowledgement: %s", message.queue_id, refusal)
-            return None
-        if len(self._acked) < 100_000:
-            self._acked.update((sender, a.lower()) for a in delivered)
+            log.info("queue %s: no acknowledgement: %s", message.queue_id, refusal)
+            inbound = message.origin == ORIGIN_INBOUND
+            return None, f"no acknowledgement: {refusal}" if inbound else None
 
         def compose(fresh: Sequence[tuple[str, str]]) -> Outgoing | None:
             # Runs inside the queue's unit of work, with the register's names of the
-            # councillors not acknowledged yet today.
+            # councillors not acknowledged yet today, once the hourly caps allowed it (a
+            # refused one may still be acknowledged later that day: not remembered here).
+            if len(self._acked) < 100_000:
+                self._acked.update((sender, a.lower()) for _, a in fresh)
             try:
                 ack = build_acknowledgement(
                     self.settings,
@@ -471,10 +500,14 @@ class DeliveryWorkers:
             )
             return Outgoing("", (message.mail_from,), ack.as_bytes(), ORIGIN_ACK)
 
+        relay = self.settings.relay
         return AckRequest(
             message.mail_from,
             tuple(delivered),
             day,
             compose,
-            forget_before=day - timedelta(days=self.settings.relay.log_retention_days),
-        )
+            forget_before=day - timedelta(days=relay.log_retention_days),
+            hourly_caps=(relay.acknowledge_max_per_hour, relay.acknowledge_max_per_domain_per_hour),
+            # Subdomains of one organisation share its allowance.
+            cap_domain=_organizational_domain(sender.rpartition("@")[2]),
+        ), None

@@ -3,6 +3,23 @@
 At DATA the message gets our ``Received`` and ``Authentication-Results`` fields; before that,
 Authentication-Results fields in its header that claim our own authserv-id (``smtp_hostname``)
 are removed (RFC 8601 section 5, ``authres.remove_forged_results``). Every other byte is kept.
+Our Authentication-Results field is thus always the first field of the stored message: the
+delivery worker reads it back to decide whether the sender may get an acknowledgement or a
+bounce (``authres.verdict``).
+
+Defences of this door (port 25, open to anyone):
+
+* Mail claiming the council's own domains (``relay.own_domains`` and ``domain``, subdomains
+  too) must prove it: MAIL FROM in one of them needs SPF pass for it (awaited at MAIL FROM), a
+  header From in one of them needs SPF pass or a DKIM signature of exactly that domain (at the
+  end of DATA). Otherwise 550 5.7.1 naming the submission port, where councillors authenticate.
+  DSNs and MDNs for the report addresses (``bounces+TOKEN@``) are taken before the From check.
+* Every refused recipient counts as a bad command (``CouncilSMTP.count_refusal``): a run of
+  guesses ends with 421 like any other run of errors.
+* After ``smtp.enumeration_misses`` refused recipients from one client within an hour, unknown
+  addresses and councillors whose mandate ended get one and the same reply.
+* Per-client state (rates, misses) is keyed by IPv4 address or IPv6 /64 and forgotten by age
+  (``clients``).
 """
 
 from __future__ import annotations
@@ -25,17 +42,22 @@ from mailsvc.errors import StorageUnavailable
 from mailsvc.receipts.sink import ReportSink
 from mailsvc.relay.smtp import replies
 from mailsvc.relay.smtp.authres import (
+    AuthResults,
+    EarlySpf,
     authenticate,
     authentication_results_header,
+    domain_authenticated,
+    parse_results,
     remove_forged_results,
     start_spf,
 )
+from mailsvc.relay.smtp.clients import MissCounter, RateLimiter
+from mailsvc.relay.smtp.owndomain import domain_of, from_domains, own_domain
 from mailsvc.relay.smtp.reports import accept_reports
 from mailsvc.relay.smtp.server import (
     AdvertisesExtensions,
     ConnectionLimiter,
     CouncilSMTP,
-    RateLimiter,
 )
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import ORIGIN_INBOUND, MailQueue
@@ -77,6 +99,8 @@ class InboundHandler(AdvertisesExtensions):
         self.reports = reports
         self.domains = (settings.domain,)
         self.rate = RateLimiter(settings.smtp.max_messages_per_ip_per_minute)
+        self.misses = MissCounter(_MISS_WINDOW)
+        self.own_domains = settings.relay.own_domain_list(settings.domain)
         self.resolver = dns_resolver(settings.smtp.dns_resolver)
 
     async def handle_MAIL(
@@ -92,11 +116,10 @@ class InboundHandler(AdvertisesExtensions):
             return replies.S451_RATE
         if not valid_sender(address):
             return replies.S501_BAD_SENDER
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
+        early_spf = None
         if self.settings.smtp.authentication_checks:
             # SPF needs only the envelope: let it run while recipients and data arrive.
-            envelope.early_spf = start_spf(  # type: ignore[attr-defined]
+            early_spf = start_spf(
                 authserv_id=self.settings.smtp_hostname,
                 client_ip=_peer_ip(session),
                 helo=session.host_name or "",
@@ -104,6 +127,22 @@ class InboundHandler(AdvertisesExtensions):
                 budget=self.settings.smtp.authentication_budget,
                 resolver=self.resolver,
             )
+        domain = own_domain(domain_of(address), self.own_domains)
+        if domain is not None:
+            spf = await _spf_result(early_spf, self.settings.smtp.authentication_budget)
+            if spf != "pass":
+                log.warning(
+                    "MAIL FROM <%s> from %s refused: own domain, SPF %s",
+                    _clean(address),
+                    _peer_ip(session),
+                    spf or "not checked",
+                )
+                return replies.S550_OWN_DOMAIN_SENDER.format(
+                    address=_clean(address, 254), domain=domain, port=self.settings.submission.port
+                )
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        envelope.early_spf = early_spf  # type: ignore[attr-defined]
         return replies.S250_MAIL_OK
 
     async def handle_RCPT(
@@ -117,9 +156,14 @@ class InboundHandler(AdvertisesExtensions):
         if len(envelope.rcpt_tos) >= self.settings.smtp.max_recipients:
             return replies.S452_TOO_MANY_RCPT
         if self.reports is not None and self.reports.is_report_address(address):
-            return self._report_rcpt(envelope, address)
+            reply = self._report_rcpt(envelope, address)
+            if not reply.startswith("250"):
+                _count_refusal(server)
+            return reply
         decision = classify_recipient(address, self.domains)
         if not isinstance(decision, LocalRecipient):
+            if decision.kind is not RefusalKind.TOO_MANY_RECIPIENTS:
+                _count_refusal(server)
             return replies.refusal_reply(decision.kind, address, self.settings.office_address)
         try:
             entry = await self.directory.find_by_address(decision.address)
@@ -141,16 +185,21 @@ class InboundHandler(AdvertisesExtensions):
                     envelope.rcpt_tos.append(member.address)
             return replies.S250_RCPT_OK
         if entry is None:
-            return replies.refusal_reply(
-                RefusalKind.UNKNOWN_USER, decision.address, self.settings.office_address
-            )
+            return self._miss(server, session, RefusalKind.UNKNOWN_USER, decision.address)
         if not entry.active:
-            return replies.refusal_reply(
-                RefusalKind.MANDATE_ENDED, decision.address, self.settings.office_address
-            )
+            return self._miss(server, session, RefusalKind.MANDATE_ENDED, decision.address)
         if entry.address not in envelope.rcpt_tos:
             envelope.rcpt_tos.append(entry.address)
         return replies.S250_RCPT_OK
+
+    def _miss(self, server: SMTP, session: SmtpSession, kind: RefusalKind, address: str) -> str:
+        """Refuse an unknown address or an ended mandate; past the client's allowance of
+        misses, both with the same reply."""
+        _count_refusal(server)
+        office = self.settings.office_address
+        if self.misses.miss(_peer_ip(session)) > self.settings.smtp.enumeration_misses:
+            return replies.S550_NOT_HERE.format(address=_clean(address, 254), office=office)
+        return replies.refusal_reply(kind, address, office)
 
     def _report_rcpt(self, envelope: Envelope, address: str) -> str:
         """A DSN or MDN for a distribution message: only a token we signed is accepted."""
@@ -191,6 +240,7 @@ class InboundHandler(AdvertisesExtensions):
         # Also with the checks off: readers and filters trust a result in our host's name.
         kept = remove_forged_results(content, self.settings.smtp_hostname)
         body = self._received_header(session, envelope) + kept
+        results: AuthResults | None = None
         if self.settings.smtp.authentication_checks:
             # DKIM is verified on the message as sent: a signature may cover a removed field.
             results = await authenticate(
@@ -204,6 +254,9 @@ class InboundHandler(AdvertisesExtensions):
                 early_spf=getattr(envelope, "early_spf", None),
             )
             body = authentication_results_header(results) + body
+        refusal = self._own_domain_from(session, envelope, content, results)
+        if refusal is not None:
+            return refusal
         client = _peer_ip(session)
         try:
             queue_id = await self.queue.enqueue(
@@ -241,6 +294,56 @@ class InboundHandler(AdvertisesExtensions):
                 )
             )
         return replies.S250_QUEUED.format(queue_id=queue_id)
+
+    def _own_domain_from(
+        self,
+        session: SmtpSession,
+        envelope: Envelope,
+        content: bytes,
+        results: AuthResults | None,
+    ) -> str | None:
+        """550 for a header From in our own domains that the checks did not authenticate."""
+        claimed = [d for d in from_domains(content) if own_domain(d, self.own_domains)]
+        if not claimed:
+            return None
+        verdict = parse_results(results.header_value) if results is not None else None
+        for domain in claimed:
+            if not domain_authenticated(verdict, domain):
+                log.warning(
+                    "DATA from <%s> (%s) refused: From: in own domain %s, not authenticated",
+                    _clean(envelope.mail_from or ""),
+                    _peer_ip(session),
+                    domain,
+                )
+                return replies.S550_OWN_DOMAIN_FROM.format(
+                    domain=domain, port=self.settings.submission.port
+                )
+        return None
+
+
+# Misses (refused recipients) are counted per client over this many seconds.
+_MISS_WINDOW = 3600.0
+
+
+def _count_refusal(server: SMTP) -> None:
+    if isinstance(server, CouncilSMTP):
+        server.count_refusal()
+
+
+async def _spf_result(early: EarlySpf | None, budget: float) -> str:
+    """The SPF result begun at MAIL FROM, within the checks' budget; "" without one."""
+    if early is None or early.task is None:
+        return "" if early is None else "none"
+    if early.task.cancelled():
+        return "temperror"
+    try:
+        # Shielded: the same check still serves the Authentication-Results at DATA.
+        return await asyncio.wait_for(asyncio.shield(early.task), budget + 0.5)
+    except TimeoutError:
+        return "temperror"
+    except Exception:
+        log.exception("SPF at MAIL FROM failed unexpectedly")
+        return "temperror"
 
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -326,6 +429,7 @@ def smtp_factory(
             limiter=limiter,
             prototype=prototype,
             max_bad_commands=settings.smtp.max_bad_commands,
+            session_max_seconds=settings.smtp.session_max_seconds,
             data_size_limit=settings.smtp.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,

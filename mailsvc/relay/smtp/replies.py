@@ -29,6 +29,22 @@ S554_NO_RECIPIENTS = "554 5.5.1 No valid recipients"
 S552_TOO_BIG = "552 5.3.4 Message too big for this system"
 S421_TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, please try again later"
 S421_TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing the connection"
+S421_SESSION_TOO_LONG = "421 4.7.0 Session time limit reached, closing the connection"
+# After too many refused recipients from one client: unknown addresses and ended mandates alike,
+# so that guessing cannot tell which addresses ever existed.
+S550_NOT_HERE = (
+    "550 5.1.1 <{address}>: no such mailbox here; "
+    "to reach the council, please write to the council office at <{office}>"
+)
+# Mail claiming the council's own domain on port 25 without proving it (SPF or DKIM).
+S550_OWN_DOMAIN_SENDER = (
+    "550 5.7.1 <{address}>: mail from {domain} is accepted only through the submission "
+    "port {port} with authentication"
+)
+S550_OWN_DOMAIN_FROM = (
+    "550 5.7.1 From: {domain} is the council's own domain; such mail is accepted only "
+    "through the submission port {port} with authentication"
+)
 S451_RATE = "451 4.7.1 Too many messages from your address, please try again later"
 S530_AUTH_REQUIRED = "530 5.7.0 Authentication required"
 S553_SENDER_NOT_OWNED = "553 5.7.1 <{address}>: you may send only as your own address"

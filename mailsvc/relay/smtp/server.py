@@ -1,5 +1,5 @@
-"""The SMTP protocol object: aiosmtpd's SMTP with connection limits, bad-command limits and
-enhanced status codes on every error reply aiosmtpd writes itself."""
+"""The SMTP protocol object: aiosmtpd's SMTP with connection limits, bad-command limits, an
+absolute session time and enhanced status codes on every error reply aiosmtpd writes itself."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import collections
 import functools
 import logging
 import re
-import time
 import types
 import warnings
 from dataclasses import dataclass, field
@@ -17,14 +16,24 @@ from typing import Any, AnyStr
 from aiosmtpd.smtp import MISSING, SMTP
 
 from mailsvc.relay.smtp import replies
+from mailsvc.relay.smtp.clients import RateLimiter, client_key
 from mailsvc.relay.smtp.replies import with_enhanced_code
+
+__all__ = [
+    "AdvertisesExtensions",
+    "ConnectionLimiter",
+    "CouncilSMTP",
+    "RateLimiter",
+    "with_enhanced_code",
+]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class ConnectionLimiter:
-    """Counts open connections in total and per client IP; shared by all SMTP objects."""
+    """Counts open connections in total and per client (an IPv6 /64 counts as one client,
+    ``clients.client_key``); shared by all SMTP objects of a listening socket."""
 
     total_max: int
     per_ip_max: int
@@ -32,39 +41,19 @@ class ConnectionLimiter:
     per_ip: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def acquire(self, ip: str) -> bool:
-        if self.total >= self.total_max or self.per_ip[ip] >= self.per_ip_max:
+        key = client_key(ip)
+        if self.total >= self.total_max or self.per_ip[key] >= self.per_ip_max:
             return False
         self.total += 1
-        self.per_ip[ip] += 1
+        self.per_ip[key] += 1
         return True
 
     def release(self, ip: str) -> None:
+        key = client_key(ip)
         self.total -= 1
-        self.per_ip[ip] -= 1
-        if self.per_ip[ip] <= 0:
-            del self.per_ip[ip]
-
-
-@dataclass
-class RateLimiter:
-    """Messages per client IP in a sliding minute."""
-
-    per_minute: int
-    window: float = 60.0
-    _events: dict[str, collections.deque[float]] = field(default_factory=dict)
-
-    def allow(self, ip: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        events = self._events.setdefault(ip, collections.deque())
-        while events and now - events[0] > self.window:
-            events.popleft()
-        if len(events) >= self.per_minute:
-            return False
-        events.append(now)
-        if len(self._events) > 10000:  # forget idle clients
-            for key in [k for k, v in self._events.items() if not v]:
-                del self._events[key]
-        return True
+        self.per_ip[key] -= 1
+        if self.per_ip[key] <= 0:  # a client without connections leaves no entry
+            del self.per_ip[key]
 
 
 class AdvertisesExtensions:
@@ -188,7 +177,9 @@ _QUIET_BUFFER = 256 * 1024
 
 
 class CouncilSMTP(SMTP):
-    """One SMTP connection. Errors beyond ``max_bad_commands`` close it."""
+    """One SMTP connection. Errors beyond ``max_bad_commands`` (with the recipients a handler
+    refused, ``count_refusal``) close it, and so does ``session_max_seconds`` after it opened,
+    whatever it is doing: both with a 421."""
 
     # Overrides aiosmtpd SMTP.__init__ and copies its state: tests/unit/test_aiosmtpd_pin.py.
     def __init__(
@@ -198,6 +189,7 @@ class CouncilSMTP(SMTP):
         limiter: ConnectionLimiter,
         max_bad_commands: int,
         prototype: dict[str, Any] | None = None,
+        session_max_seconds: float | None = None,
         **kwargs: Any,
     ) -> None:
         # aiosmtpd's __init__ inspects the handler and this object (inspect.getmembers, dir)
@@ -219,6 +211,14 @@ class CouncilSMTP(SMTP):
         self._counted_ip: str | None = None
         self._refused = False
         self._in_body = False  # between the 354 and the end of the body
+        self._session_max = session_max_seconds
+        self._session_timer: asyncio.TimerHandle | None = None
+        self._cut = False  # a closing 421 was sent
+
+    def count_refusal(self) -> None:
+        """A handler refused a command (a recipient): it counts as a bad command, so that
+        guessing addresses one RCPT after another is cut off like any other error run."""
+        self._bad += 1
 
     @property
     def connections(self) -> int:
@@ -281,7 +281,22 @@ class CouncilSMTP(SMTP):
                 transport.close()
                 return
             self._counted_ip = ip
+            if self._session_max is not None:
+                self._session_timer = asyncio.get_running_loop().call_later(
+                    self._session_max, self._session_over
+                )
         super().connection_made(transport)
+
+    def _session_over(self) -> None:
+        """The session's time is up: 421 and close, in the middle of anything."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._cut:
+            return
+        self._cut = True
+        log.warning("closing the connection from %s: session time limit", self._counted_ip)
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(replies.S421_SESSION_TOO_LONG.encode() + b"\r\n")
+        transport.close()
 
     # Overrides aiosmtpd SMTP.connection_lost: pinned by tests/unit/test_aiosmtpd_pin.py.
     def connection_lost(self, error: Exception | None) -> None:
@@ -290,6 +305,9 @@ class CouncilSMTP(SMTP):
         if self._counted_ip is not None:
             self._limiter.release(self._counted_ip)
             self._counted_ip = None
+        if self._session_timer is not None:
+            self._session_timer.cancel()
+            self._session_timer = None
         super().connection_lost(error)
 
     # Overrides aiosmtpd SMTP.eof_received: pinned by tests/unit/test_aiosmtpd_pin.py.
@@ -335,9 +353,10 @@ class CouncilSMTP(SMTP):
         await super().push(text)
         if text[:3] in ("500", "501", "502", "503", "504"):
             self._bad += 1
-            if self._bad >= self._max_bad and self.transport is not None:
-                await super().push(replies.S421_TOO_MANY_ERRORS)
-                self.transport.close()
+        if self._bad >= self._max_bad and self.transport is not None and not self._cut:
+            self._cut = True
+            await super().push(replies.S421_TOO_MANY_ERRORS)
+            self.transport.close()
 
     # Overrides aiosmtpd SMTP.smtp_DATA: pinned by tests/unit/test_aiosmtpd_pin.py.
     async def smtp_DATA(self, arg: str) -> None:

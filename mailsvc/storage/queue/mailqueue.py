@@ -249,18 +249,28 @@ class MailQueue:
         ack: AckRequest | None = None,
         error: str | None = None,
         receipts: ReceiptUpdate | None = None,
+        note: str | None = None,
     ) -> list[str]:
         """Store outcomes: (delivery id, new status, reply text, next attempt or None).
 
         In the same transaction, queue ``follow_ups`` (bounces) and, for the councillors of
         ``ack`` not acknowledged yet that day, an acknowledgement: a crash either keeps all of
         it or none. ``error`` is kept on the message when an outcome is ``dead``. Returns the
-        queue ids of the messages queued here.
+        queue ids of the messages queued here. ``note`` (why no acknowledgement or bounce was
+        sent) is added to the message's ``auto_reply``, with the acknowledgement's own.
         """
 
         def record(conn: Connection) -> list[str]:
             return record_rows(
-                conn, self.local_domains, message_id, outcomes, follow_ups, ack, error, receipts
+                conn,
+                self.local_domains,
+                message_id,
+                outcomes,
+                follow_ups,
+                ack,
+                error,
+                receipts,
+                note,
             )
 
         # Not flushed (see mailsvc.storage.units): outcomes lost to a power failure are

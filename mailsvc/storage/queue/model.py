@@ -100,6 +100,9 @@ class AckRequest:
     compose: Callable[[Sequence[tuple[str, str]]], Outgoing | None]
     # Keys of days before this one are forgotten on the way (None: keep them).
     forget_before: date | None = None
+    # Hourly caps (in total, per resident's domain) and the domain counted; None: no caps.
+    hourly_caps: tuple[int, int] | None = None
+    cap_domain: str = ""
 
 
 @dataclass(frozen=True)

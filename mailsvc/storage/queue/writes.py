@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
-from mailsvc.storage import acks, sqlite_fast
+from mailsvc.storage import acks, autoreplies, sqlite_fast
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue.model import AckRequest, Outgoing, ReceiptUpdate, route_for
 from mailsvc.storage.queue.statements import (
@@ -178,6 +178,7 @@ def record_rows(
     ack: AckRequest | None,
     error: str | None,
     receipts: ReceiptUpdate | None,
+    note: str | None = None,
 ) -> list[str]:
     now = utcnow()
     queued: list[str] = []
@@ -218,10 +219,14 @@ def record_rows(
                 conn, local_domains, out.mail_from, out.recipients, out.body, "", out.origin
             )[1]
         )
+    notes = [note] if note else []
     if ack is not None:
-        queue_id = _acknowledge(conn, local_domains, message_id, ack, now)
+        queue_id, ack_note = _acknowledge(conn, local_domains, message_id, ack, now)
         if queue_id:
             queued.append(queue_id)
+        notes.append(ack_note)
+    if notes:
+        autoreplies.add_note(conn, message_id, "; ".join(notes))
     if receipts is not None and receipts.events:
         add_delivery_events(conn, message_id, receipts.events)
     if error is not None and any(o[1] == "dead" for o in outcomes):
@@ -240,7 +245,8 @@ def _acknowledge(
     message_id: int,
     ack: AckRequest,
     now: datetime,
-) -> str | None:
+) -> tuple[str | None, str]:
+    """The acknowledgement's queue id (None: none queued) and a note saying what happened."""
     if ack.forget_before is not None:
         acks.purge(conn, ack.forget_before)
     raw = sqlite_fast.driver(conn)
@@ -264,16 +270,28 @@ def _acknowledge(
         )
     ]
     if not fresh:
-        return None
+        return None, "no acknowledgement: already acknowledged today"
+    if ack.hourly_caps is not None:
+        capped = autoreplies.take_hourly(
+            conn,
+            now=now,
+            domain=ack.cap_domain,
+            max_total=ack.hourly_caps[0],
+            max_per_domain=ack.hourly_caps[1],
+        )
+        if capped is not None:
+            # Not acknowledged after all: a later message of the day may still be.
+            acks.release(conn, sender=ack.sender, councillors_=fresh, day=ack.day)
+            return None, f"no acknowledgement: {capped}"
     names = acks.display_names(conn, fresh)
     out = ack.compose([(names.get(a.lower(), ""), a) for a in fresh])
     if out is None:
-        return None
+        return None, "no acknowledgement: could not be composed"
     queue_id = insert_rows(
         conn, local_domains, out.mail_from, out.recipients, out.body, "", out.origin
     )[1]
     acks.attach_ack(conn, sender=ack.sender, councillors_=fresh, day=ack.day, ack_queue_id=queue_id)
-    return queue_id
+    return queue_id, f"acknowledged as {queue_id}"
 
 
 def settle(conn: Connection, message_id: int) -> None:

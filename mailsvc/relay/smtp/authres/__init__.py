@@ -11,6 +11,9 @@ Three public functions:
 * ``remove_forged_results(message, authserv_id)`` removes from the incoming header every
   Authentication-Results field whose authserv-id is our own (RFC 8601 section 5).
 
+And, to read our field back (``verdict``): ``read_results``, ``parse_results``,
+``sender_unauthenticated`` and ``domain_authenticated``.
+
 pyspf and dkimpy are blocking libraries. They run in a small thread pool of this package's own
 (not the loop's default executor, which the directory adapter needs even while DNS hangs), and
 every DNS question they ask goes through ``dns._Dns`` (the caller's resolver, cut to the budget,
@@ -18,7 +21,8 @@ behind a circuit).
 
 This module puts the checks together. Each seam has its own module: ``dns`` (resolver, cache-only
 lookups, circuit), ``spf``, ``dkim``, ``dmarc``, ``message`` (header block, author domain),
-``header`` (writing ours, removing forged ones) and ``results`` (keywords, ``AuthResults``).
+``header`` (writing ours, removing forged ones), ``results`` (keywords, ``AuthResults``) and
+``verdict`` (reading ours back: which sender or domain the checks authenticated).
 """
 
 from __future__ import annotations
@@ -55,12 +59,24 @@ from mailsvc.relay.smtp.authres.header import (
 from mailsvc.relay.smtp.authres.message import _from_domain
 from mailsvc.relay.smtp.authres.results import NONE, PASS, PERMERROR, TEMPERROR, AuthResults
 from mailsvc.relay.smtp.authres.spf import _check_spf, _spf_inputs
+from mailsvc.relay.smtp.authres.verdict import (
+    Results,
+    domain_authenticated,
+    parse_results,
+    read_results,
+    sender_unauthenticated,
+)
 
 __all__ = [
     "AuthResults",
+    "Results",
     "authenticate",
     "authentication_results_header",
+    "domain_authenticated",
+    "parse_results",
+    "read_results",
     "remove_forged_results",
+    "sender_unauthenticated",
 ]
 
 log = logging.getLogger(__name__)
