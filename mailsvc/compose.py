@@ -32,6 +32,7 @@ _DOMAIN = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*")
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII except ':' (RFC 5322 ftext)
 # <left@right> without spaces, brackets inside, or anything outside printable ASCII.
 _MESSAGE_ID = re.compile(r"<[!-;=?-~]+@[!-;=?-~]+>")
+_QP_LINE = 76  # RFC 2045 6.7: encoded lines at most 76 characters, the soft break included
 _BOUNDARY = re.compile(r"=_[0-9A-Za-z_.-]{1,60}")
 _SMTP = policy.SMTP
 # Headers build_message sets itself, or that must never travel in a message (Bcc).
@@ -160,7 +161,27 @@ def quoted_printable(text: str) -> bytes:
     """``text`` as a quoted-printable UTF-8 body with CRLF lines; CR, LF and CRLF all end a line
     (as in the email package's ``set_content``, which splits the encoded bytes)."""
     normal = b"\r\n".join(text.encode("utf-8").splitlines()) + b"\r\n"
-    return binascii.b2a_qp(normal, quotetabs=False, istext=True, header=False)
+    encoded = binascii.b2a_qp(normal, quotetabs=False, istext=True, header=False)
+    lines = encoded.split(b"\r\n")
+    if all(len(line) <= _QP_LINE for line in lines):
+        return encoded
+    # binascii can end a line with an encoded trailing space past 76 characters: fold such
+    # lines again with soft breaks, never inside an "=XX" escape.
+    return b"\r\n".join(part for line in lines for part in _refold(line))
+
+
+def _refold(line: bytes) -> list[bytes]:
+    parts = []
+    while len(line) > _QP_LINE:
+        cut = _QP_LINE - 1  # room for the soft break's "="
+        if line[cut - 1 : cut] == b"=":
+            cut -= 1
+        elif line[cut - 2 : cut - 1] == b"=":
+            cut -= 2
+        parts.append(line[:cut] + b"=")
+        line = line[cut:]
+    parts.append(line)
+    return parts
 
 
 def alternative_body(text: str, html: str, boundary: str) -> tuple[bytes, bytes]:

@@ -6,11 +6,12 @@ a header or a part."""
 from __future__ import annotations
 
 import email
+import quopri
 from email import policy
 from email.message import EmailMessage
 
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from mailsvc.compose import (
@@ -109,8 +110,14 @@ def test_parses_as_the_email_package_builds_it(
 
 @settings(max_examples=150, deadline=None)
 @given(text=TEXT)
+# binascii put an encoded trailing space past the 76th character here.
+@example(
+    text="\x800\x80𐀀\x80\x80\x80ࠀ𐀀𐀀0\x1f\x1f\x1f\x80𐀀𐀀\x1f\x80\x80\x80\x80𐀀𐀀𐀀00\x1f\x1f\x1f\x80𐀀𐀀 "
+)
 def test_quoted_printable_lines_are_short_ascii_crlf(text: str) -> None:
     encoded = quoted_printable(text)
+    normal = b"\r\n".join(text.encode("utf-8").splitlines()) + b"\r\n"
+    assert quopri.decodestring(encoded) == normal
     assert encoded.isascii() and encoded.endswith(b"\r\n")
     lines = encoded.split(b"\r\n")[:-1]
     assert b"\n" not in b"".join(lines) and b"\r" not in b"".join(lines)

@@ -71,7 +71,9 @@ class _DirectoryDown:
 @pytest.mark.parametrize("error", [DirectoryUnavailable("timeout"), DirectoryError("busy")])
 async def test_sending_as_a_group_while_the_directory_is_down_is_a_451(error: Exception) -> None:
     settings = load_settings(DEFAULT_CONFIG, env={"MAILSVC_VAR_DIR": str(Path("/nonexistent"))})
-    handler = SubmissionHandler(settings, cast(Any, _DirectoryDown(error)), cast(Any, None))
+    # No queue is reached before MAIL is answered (its units only back the AUTH guard).
+    queue = cast(Any, SimpleNamespace(units=None))
+    handler = SubmissionHandler(settings, cast(Any, _DirectoryDown(error)), queue)
     session = SmtpSession(loop=cast(Any, None))
     session.authenticated = True
     session.auth_data = SimpleNamespace(login=f"anna.nowak@{settings.domain}".encode())
