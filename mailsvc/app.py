@@ -61,6 +61,17 @@ def open_directory(settings: Settings) -> Directory:
     return Directory(directory_config(settings))
 
 
+def open_reader_directory(settings: Settings) -> Directory:
+    """The directory as its read-only reader entry (RCPT lookups): slapd's rules show it the
+    entries but never their password hashes, and it can change nothing."""
+    config = dataclasses.replace(
+        directory_config(settings),
+        bind_dn=settings.directory.reader_dn,
+        bind_password=secret_store.reader_password(settings),
+    )
+    return Directory(config)
+
+
 async def open_database(settings: Settings) -> AsyncEngine:
     engine = create_engine(settings.database_url)
     await create_schema(engine)
@@ -167,6 +178,8 @@ class Service:
     scheduler: Any = None
     capture: CaptureSink | None = None
     web: WebServer | None = None
+    # The reader's directory for RCPT lookups (open_reader_directory).
+    reader: Directory | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -208,6 +221,8 @@ class Service:
         if self.capture is not None:
             await self.capture.stop()
         await self.parts.directory.close()
+        if self.reader is not None:
+            await self.reader.close()
         await self.parts.engine.dispose()
         log.info("mailsvc stopped")
 
@@ -286,7 +301,8 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
                 ),
             )
         reports = ReportSink(distributions.store, distributions.signer, settings.domain)
-        recipients = CachedRecipients(directory, settings.smtp.directory_cache_seconds)
+        service.reader = open_reader_directory(settings)
+        recipients = CachedRecipients(service.reader, settings.smtp.directory_cache_seconds)
         handler = InboundHandler(
             settings,
             recipients,

@@ -9,7 +9,7 @@ value and what was expected.
 validates what was read.
 """
 
-from mailsvc.config.check import reminder_offsets, validate
+from mailsvc.config.check import is_loopback, reminder_offsets, validate
 from mailsvc.config.load import DEFAULT_CONFIG, ENV_PREFIX, PACKAGE_ROOT, load_settings
 from mailsvc.config.settings import (
     ClientsSettings,
@@ -48,6 +48,7 @@ __all__ = [
     "StackSettings",
     "SubmissionSettings",
     "WebSettings",
+    "is_loopback",
     "load_settings",
     "reminder_offsets",
     "validate",

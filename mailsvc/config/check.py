@@ -3,7 +3,9 @@ the reminders; each problem one ConfigError line naming the key, the value and w
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import urllib.parse
 import zoneinfo
 from pathlib import Path
 
@@ -27,6 +29,36 @@ def _check_positive(key: str, value: float) -> None:
         raise ConfigError(f"{key} = {value!r}: expected a number greater than 0")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, brackets allowed) stays on this machine."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_directory_url(url: str) -> None:
+    """Passwords cross the directory connection (binds), so it must not be clear text on a
+    network: ldap:// only to this machine, ldaps:// anywhere."""
+    if not url:
+        return  # the embedded stack's slapd on stack.host, which must be loopback
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("ldap", "ldaps") or not parts.hostname:
+        raise ConfigError(
+            f"directory.url = {url!r}: expected ldaps://host:port (or ldap://127.0.0.1:port)"
+        )
+    if scheme == "ldap" and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"directory.url = {url!r}: ldap:// to another machine would send passwords and "
+            "directory data unencrypted, and StartTLS is not supported; use "
+            f"ldaps://{parts.hostname}:636 (with directory.ca_file for a private CA)"
+        )
+
+
 def validate(s: Settings) -> None:
     """Semantic checks that types alone do not catch."""
     if not _HOSTNAME.match(s.domain):
@@ -39,6 +71,7 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"office_address = {s.office_address!r}: expected an email address")
     _check_port("smtp.port", s.smtp.port)
     _check_port("web.port", s.web.port, allow_zero=True)
+    _check_directory_url(s.directory.url)
     if s.directory.ca_file and not Path(s.directory.ca_file).is_file():
         raise ConfigError(f"directory.ca_file = {s.directory.ca_file!r}: no such file")
     _check_distribution(s.distribution)

@@ -100,14 +100,26 @@ class Directory:
         await self._ldap.run(op)
 
     async def find_by_address(self, address: str) -> CouncillorEntry | None:
-        """The councillor entry holding ``address`` (active or not), or None if there is none."""
+        """The councillor entry holding ``address`` (active or not), or None if there is none.
 
+        Reads the person attributes plus uid and objectClass, never the password hash."""
+        wanted = [*self.person_attributes(), "uid", "objectClass"]
+        return await self._find(address, wanted, keep_raw=True)
+
+    async def find_recipient(self, address: str) -> CouncillorEntry | None:
+        """Like ``find_by_address`` with only what a RCPT check needs (address and status)."""
+        wanted = [self.config.mail_attribute, self.config.status_attribute]
+        return await self._find(address, wanted, keep_raw=False)
+
+    async def _find(
+        self, address: str, wanted: list[str], *, keep_raw: bool
+    ) -> CouncillorEntry | None:
         def op(conn: ldap3.Connection) -> CouncillorEntry | None:
             ok = conn.search(
                 self.config.councillors_dn,
                 person_filter(self.config, address),
                 ldap3.SUBTREE,
-                attributes=[ldap3.ALL_ATTRIBUTES],
+                attributes=wanted,
                 size_limit=2,
             )
             if not ok and conn.result.get("result") == NO_SUCH_OBJECT:
@@ -122,7 +134,7 @@ class Directory:
                 return None
             if len(entries) > 1:
                 raise DirectoryError(f"{address} is held by more than one directory entry")
-            return self._entry(entries[0])
+            return self._entry(entries[0], keep_raw=keep_raw)
 
         return await self._ldap.run(op)
 

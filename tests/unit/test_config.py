@@ -122,3 +122,35 @@ def test_secrets_are_not_in_repr() -> None:
     s = load_settings(env={"MAILSVC_DIRECTORY__ADMIN_PASSWORD": "hunter2-very-secret"})
     assert s.directory.admin_password == "hunter2-very-secret"
     assert "hunter2" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ldap://ldap.example.org", "ldap://192.0.2.7:389", "LDAP://[2001:db8::1]:389"],
+)
+def test_cleartext_ldap_to_another_machine_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={"MAILSVC_DIRECTORY__URL": url})
+    message = str(info.value)
+    assert message.startswith(f"directory.url = {url!r}: ldap:// to another machine")
+    assert "ldaps://" in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "ldap://127.0.0.1:3389",
+        "ldap://localhost",
+        "ldap://[::1]:389",
+        "ldap://127.0.0.5",
+        "ldaps://ldap.example.org:636",
+    ],
+)
+def test_ldaps_anywhere_and_ldap_on_this_machine_are_accepted(url: str) -> None:
+    assert load_settings(env={"MAILSVC_DIRECTORY__URL": url}).directory.url == url
+
+
+def test_a_directory_url_that_is_not_ldap_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"directory\.url = 'http://x': expected ldaps://"):
+        load_settings(env={"MAILSVC_DIRECTORY__URL": "http://x"})

@@ -1,5 +1,7 @@
 """A short-lived cache in front of the directory for RCPT checks.
 
+The directory given is the reader's (mailsvc.app.open_reader_directory), and a lookup asks for
+the address and status only: nothing else, and never a password hash, reaches this process.
 Only answers are cached (found, not found, group members); an unreachable directory is never
 cached, so a 451 is not repeated once the directory is back.
 """
@@ -39,7 +41,7 @@ class CachedRecipients:
         found, value = self._get(("a", address))
         if found:
             return value  # type: ignore[no-any-return]
-        entry: CouncillorEntry | None = await self.directory.find_by_address(address)
+        entry: CouncillorEntry | None = await self.directory.find_recipient(address)
         self._put(("a", address), entry)
         return entry
 
