@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailsvc import mailstore, secret_store
-from mailsvc.config import Settings
+from mailsvc.config import Settings, is_loopback
 from mailsvc.stack import configs, ldif
 from mailsvc.stack.errors import INSTALL_COMMAND, StackError
 from mailsvc.stack.layout import (
@@ -118,6 +118,7 @@ class LocalStack:
     # -- starting ------------------------------------------------------------------------
 
     def _start(self, names: Sequence[str]) -> None:
+        self._check_loopback()
         missing = self.missing_binaries()
         if missing:
             raise StackError(
@@ -351,6 +352,16 @@ class LocalStack:
         )
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _check_loopback(self) -> None:
+        # The embedded servers take plaintext logins without TLS and a master user: never on a
+        # network. A real deployment points directory.url and delivery.lmtp_host elsewhere.
+        host = self.settings.stack.host
+        if not is_loopback(host):
+            raise StackError(
+                f"stack.host = {host!r}: the local stack listens only on this machine "
+                "(127.0.0.1 or ::1): its slapd and Dovecot accept passwords without TLS"
+            )
 
     def _ports(self, name: str) -> list[tuple[str, int]]:
         stack = self.settings.stack

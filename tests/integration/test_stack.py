@@ -71,9 +71,30 @@ def add_councillor(settings: Settings, local: str, password: str, *, disabled: b
     return address
 
 
-def imap_login(settings: Settings, user: str, password: str) -> int:
+class SourcedIMAP4(imaplib.IMAP4):
+    """IMAP4 from a chosen loopback source address (Dovecot's penalties and allow_nets are
+    per client address)."""
+
+    def __init__(self, host: str, port: int, source: str, timeout: float) -> None:
+        self._source = source
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        address = (self.host, self.port)
+        return socket.create_connection(address, timeout, source_address=(self._source, 0))
+
+
+# A refused login waits auth_failure_delay (2 s) plus Dovecot's growing penalty for its client
+# address; tests that fail logins on purpose do so from their own address, so the penalty does
+# not slow the logins of other tests from 127.0.0.1.
+FAILING_SOURCE = "127.0.0.2"
+
+
+def imap_login(settings: Settings, user: str, password: str, *, source: str = "127.0.0.1") -> int:
     """Log in and return the number of messages in INBOX; raises imaplib.IMAP4.error if refused."""
-    with imaplib.IMAP4(settings.stack.host, settings.stack.imap_port, timeout=5) as imap:
+    host, port = settings.stack.host, settings.stack.imap_port
+    timeout = 5 if source == "127.0.0.1" else 40
+    with SourcedIMAP4(host, port, source, timeout) as imap:
         imap.login(user, password)
         status, data = imap.select("INBOX", readonly=True)
         assert status == "OK", data
@@ -150,7 +171,7 @@ def test_councillor_in_directory_logs_in_over_imap_and_is_accepted_at_lmtp(
     assert imap_login(settings, address.upper(), "anna-password-123456") == 0
     assert lmtp_rcpt(settings, address) == 250
     with pytest.raises(imaplib.IMAP4.error):
-        imap_login(settings, address, "wrong-password-123456")
+        imap_login(settings, address, "wrong-password-123456", source=FAILING_SOURCE)
 
 
 def test_unknown_address_is_refused_at_lmtp_rcpt_and_login(local_stack: LocalStack) -> None:
@@ -159,7 +180,7 @@ def test_unknown_address_is_refused_at_lmtp_rcpt_and_login(local_stack: LocalSta
 
     assert lmtp_rcpt(settings, unknown) == 550
     with pytest.raises(imaplib.IMAP4.error):
-        imap_login(settings, unknown, "whatever-password-1234")
+        imap_login(settings, unknown, "whatever-password-1234", source=FAILING_SOURCE)
 
 
 def test_disabled_councillor_is_refused_at_login_and_lmtp_rcpt(local_stack: LocalStack) -> None:
@@ -167,7 +188,7 @@ def test_disabled_councillor_is_refused_at_login_and_lmtp_rcpt(local_stack: Loca
     address = add_councillor(settings, "jan.kowalski", "jan-password-1234567", disabled=True)
 
     with pytest.raises(imaplib.IMAP4.error):
-        imap_login(settings, address, "jan-password-1234567")
+        imap_login(settings, address, "jan-password-1234567", source=FAILING_SOURCE)
     assert lmtp_rcpt(settings, address) == 550
 
 
@@ -180,7 +201,10 @@ def test_delivered_mail_is_readable_by_owner_and_master_user(local_stack: LocalS
     assert imap_login(settings, address, "ewa-password-12345678") == 1
     assert imap_login(settings, *master_credentials(settings, address)) == 1
     with pytest.raises(imaplib.IMAP4.error):
-        imap_login(settings, f"{address}*master", "not-the-master-secret")
+        imap_login(settings, f"{address}*master", "not-the-master-secret", source=FAILING_SOURCE)
+    # The right master secret, but from another address than 127.0.0.1: refused (allow_nets).
+    with pytest.raises(imaplib.IMAP4.error):
+        imap_login(settings, *master_credentials(settings, address), source="127.0.0.3")
 
 
 def search_as(settings: Settings, dn: str | None, password: str | None, uid: str) -> list[Any]:
@@ -344,3 +368,34 @@ def test_missing_binaries_are_reported_with_the_install_command(
 def test_unknown_service_name_is_refused(local_stack: LocalStack) -> None:
     with pytest.raises(StackError, match="unknown service"):
         local_stack.stop_service("postfix")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "0.0.0.0",  # noqa: S104 - the case refused
+        "192.0.2.10",
+        "mail.example.org",
+        "::",
+    ],
+)
+def test_a_stack_host_off_this_machine_is_refused_before_anything_starts(
+    new_stack_settings: Callable[[], Settings], host: str
+) -> None:
+    settings = new_stack_settings().with_changes(stack={"host": host})
+
+    with pytest.raises(StackError, match=r"stack\.host = .*only on this machine"):
+        LocalStack(settings).up()
+    assert our_processes(settings) == {"slapd": 0, "dovecot": 0}
+
+
+def test_a_refused_login_is_answered_only_after_the_failure_delay(local_stack: LocalStack) -> None:
+    settings = local_stack.settings
+    address = add_councillor(settings, "ala.delay", "ala-password-12345678")
+    assert "auth_failure_delay = 2 secs" in local_stack.paths.dovecot_conf.read_text()
+    assert "anvil-auth-penalty" not in local_stack.paths.dovecot_conf.read_text()
+
+    started = time.monotonic()
+    with pytest.raises(imaplib.IMAP4.error):
+        imap_login(settings, address, "wrong-password-123456", source="127.0.0.4")
+    assert time.monotonic() - started >= 1.9
