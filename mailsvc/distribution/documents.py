@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from mailsvc.relay.delivery.body import documents_dir
+from mailsvc.relay.delivery.body import documents_dir, private_dirs, private_file
 
 
 def document_path(var_dir: Path, sha256: str) -> Path:
@@ -24,9 +24,9 @@ def store_document(var_dir: Path, source: Path) -> tuple[str, Path]:
     target = document_path(var_dir, sha)
     if target.exists():
         return sha, target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(var_dir, target.parent)
     tmp = target.with_suffix(f".tmp{os.getpid()}")
-    with source.open("rb") as src, tmp.open("wb") as out:
+    with source.open("rb") as src, private_file(tmp) as out:
         shutil.copyfileobj(src, out, 1024 * 1024)
         out.flush()
         os.fsync(out.fileno())

@@ -5,6 +5,8 @@ Only portable SQL is used: the same tables and queries run on both engines.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,31 @@ def is_busy(exc: BaseException) -> bool:
     return isinstance(code, int) and code & 0xFF in _BUSY_CODES
 
 
+def secure_delete_pragma() -> str:
+    """Overwrite deleted rows (message heads, bodies) with zeros, so they do not linger in free
+    pages. ``SQLITE_SECURE_DELETE=off`` in the environment turns it off: for measuring its cost
+    (bench/relay.py), never for production."""
+    off = os.environ.get("SQLITE_SECURE_DELETE", "").lower() in ("off", "0", "false")
+    return "PRAGMA secure_delete=OFF" if off else "PRAGMA secure_delete=ON"
+
+
+def private_database_file(database: str) -> None:
+    """Create the SQLite file 0600 before SQLite does (its -wal and -shm files take the main
+    file's mode), and tighten an existing one: the queue holds mail."""
+    path = Path(database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Never open (and close) an existing file: closing any descriptor of it drops this
+    # process's POSIX locks, SQLite's among them. chmod works on the name.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        except FileNotFoundError:
+            pass
+
+
 def create_engine(url: str, *, busy_timeout: float = BUSY_TIMEOUT) -> AsyncEngine:
     """An async engine; SQLite gets WAL and fsync on every commit (250 means stored), and every
     connection waits up to ``busy_timeout`` seconds for another connection's lock.
@@ -51,7 +78,7 @@ def create_engine(url: str, *, busy_timeout: float = BUSY_TIMEOUT) -> AsyncEngin
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            private_database_file(database)
         # One connection: SQLite has one writer anyway, and several pooled connections only
         # fight over its lock (long tails under load). Callers queue for it instead.
         pool: dict[str, Any] = {"pool_size": 1, "max_overflow": 0, "pool_timeout": 60}
@@ -66,6 +93,7 @@ def create_engine(url: str, *, busy_timeout: float = BUSY_TIMEOUT) -> AsyncEngin
             cur.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA busy_timeout={round(busy_timeout * 1000)}")
+            cur.execute(secure_delete_pragma())
             cur.close()
 
         return engine

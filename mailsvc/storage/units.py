@@ -7,9 +7,9 @@ work is one plain function of a synchronous SQLAlchemy ``Connection``, run in on
 
 - On a SQLite file, on a dedicated thread with its own connection (WAL, ``synchronous=FULL``,
   ``BEGIN IMMEDIATE`` so that a writer takes the lock at the start instead of failing on an
-  upgrade, ``secure_delete=FAST``: Debian's SQLite zeroes every freed page, which for a delivered
-  100 KB body meant another 100 KB of zeros through the WAL and the checkpoint; now a freed body's
-  pages go to the free list as they are and the next messages overwrite them). One hop to the
+  upgrade, ``secure_delete=ON``: a delivered body's freed pages are overwritten with zeros,
+  so mail does not linger in the file's free pages; it costs the body's size again through the
+  WAL and the checkpoint, measured in docs/benchmarks.md). One hop to the
   thread and one back per unit; the commit's fsync happens there, off the event loop. The
   processes of one service (the acceptor and the delivery process) take turns through an ``flock``
   on ``<database>.lock`` held for each unit: the kernel hands the lock to the next waiter the
@@ -54,7 +54,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from mailsvc.errors import StorageUnavailable
-from mailsvc.storage.db import BUSY_TIMEOUT, is_busy
+from mailsvc.storage.db import (
+    BUSY_TIMEOUT,
+    is_busy,
+    private_database_file,
+    secure_delete_pragma,
+)
 
 T = TypeVar("T")
 
@@ -123,6 +128,7 @@ def sqlite_engine(path: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
     ``busy_timeout`` seconds of waiting for another connection's lock."""
     # check_same_thread off: ThreadUnits may run a unit inline on the event loop's thread; its
     # own lock keeps the connection to one thread at a time.
+    private_database_file(path)
     engine = create_engine(
         f"sqlite:///{path}",
         poolclass=NullPool,
@@ -137,7 +143,7 @@ def sqlite_engine(path: str, busy_timeout: float = BUSY_TIMEOUT) -> Engine:
             "PRAGMA synchronous=FULL",
             "PRAGMA foreign_keys=ON",
             f"PRAGMA busy_timeout={round(busy_timeout * 1000)}",
-            "PRAGMA secure_delete=FAST",
+            secure_delete_pragma(),
         ):
             dbapi_conn.execute(pragma)
 

@@ -21,6 +21,7 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 # 57 input bytes make one 76-character base64 line; read whole lines at a time.
 _LINE_INPUT = 57
@@ -34,6 +35,22 @@ def documents_dir(var_dir: Path) -> Path:
 
 def parts_dir(var_dir: Path) -> Path:
     return documents_dir(var_dir) / "parts"
+
+
+def private_dirs(var_dir: Path, directory: Path) -> None:
+    """Create ``directory`` under the documents store, it and the store 0700 (only the
+    service reads documents and message parts)."""
+    root = documents_dir(var_dir)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for path in (root, *directory.relative_to(root).parents, directory.relative_to(root)):
+        target = root / path
+        if target.stat().st_mode & 0o777 != 0o700:
+            target.chmod(0o700)
+
+
+def private_file(path: Path) -> BinaryIO:
+    """A new file open for writing, 0600 whatever the umask."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -68,9 +85,9 @@ def encode_part(source: Path, part_headers: bytes, var_dir: Path) -> str:
     target = directory / name
     if target.exists():
         return name
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dirs(var_dir, directory)
     tmp = target.with_suffix(f".tmp{os.getpid()}")
-    with source.open("rb") as src, tmp.open("wb") as out:
+    with source.open("rb") as src, private_file(tmp) as out:
         out.write(part_headers + b"\r\n")
         while block := src.read(_LINE_INPUT * _READ_LINES):
             encoded = base64.b64encode(block)
