@@ -50,37 +50,10 @@ def insert_rows(
         return _insert_rows_sqlite(
             conn, local_domains, queue_id, now, mail_from, recipients, body, client, origin, parts
         ), queue_id
-    result = conn.execute(
-        INSERT_MESSAGE,
-        {
-            "queue_id": queue_id,
-            "mail_from": mail_from,
-            "received_at": now,
-            "size": len(body),
-            "client": client,
-            "body": body,
-            "status": "queued",
-            "origin": origin,
-            "parts": parts,
-        },
+    ((message_id, queue_id),) = insert_many_rows(
+        conn, local_domains, [(mail_from, recipients, body, parts)], client, origin
     )
-    message_id = result.inserted_primary_key[0]  # type: ignore[index]
-    conn.execute(
-        INSERT_DELIVERY,
-        [
-            {
-                "message_id": message_id,
-                "recipient": rcpt,
-                "route": route_for(rcpt, local_domains),
-                "status": "queued",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "updated_at": now,
-            }
-            for rcpt in recipients
-        ],
-    )
-    return int(message_id), queue_id
+    return message_id, queue_id
 
 
 def insert_many_rows(
