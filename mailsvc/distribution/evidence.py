@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailsvc.config import Settings
 from mailsvc.distribution.clock import Clock
@@ -14,20 +15,12 @@ from mailsvc.distribution.matrix import ReceiptReports
 from mailsvc.distribution.sessions import Sessions
 from mailsvc.domain.notice import deciding_rule
 from mailsvc.domain.receipt_states import EventKind, ReceiptMatrix
-from mailsvc.receipts.evidence.pack import (
-    ChainLink,
-    ChainSummary,
-    EvidenceFacts,
-    NoticeFinding,
-    Signer,
-    deliveries_by_deadline,
-    evidence_json,
-    render_evidence_pdf,
-)
-from mailsvc.receipts.evidence.signing import identity, sign_pdf
 from mailsvc.receipts.evidence.verify import verify_session
 from mailsvc.storage.chain import session_chains
 from mailsvc.storage.sessions import ReceiptStore
+
+if TYPE_CHECKING:
+    from mailsvc.receipts.evidence.pack import NoticeFinding
 
 # The distributions whose arrival the notice rules judge (as scheduling does).
 JUDGED_KINDS = ("notice", "supplement")
@@ -50,6 +43,18 @@ class EvidencePacks:
 
     async def export(self, number: str) -> bytes:
         """The signed pack of session ``number`` (SessionNotFound when there is none)."""
+        # The PDF and signing libraries (fpdf2's PDF/A, pyhanko) load only when a pack is made:
+        # every process of the service builds these use cases, few ever export.
+        from mailsvc.receipts.evidence.pack import (
+            ChainLink,
+            ChainSummary,
+            EvidenceFacts,
+            Signer,
+            evidence_json,
+            render_evidence_pdf,
+        )
+        from mailsvc.receipts.evidence.signing import identity, sign_pdf
+
         matrix = await self.reports.matrix(number)
         session = await self.sessions.session(number)
         kinds = {d.sha256: d.doc_kind for d in await self.store.documents(session.id)}
@@ -113,6 +118,8 @@ class EvidencePacks:
     def _notice(
         self, matrix: ReceiptMatrix, distribution_id: int, document_kinds: Sequence[str]
     ) -> NoticeFinding:
+        from mailsvc.receipts.evidence.pack import NoticeFinding, deliveries_by_deadline
+
         decided = deciding_rule(
             session_day=matrix.session_at.date(),
             session_kind=matrix.session_kind,

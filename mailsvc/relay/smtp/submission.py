@@ -308,7 +308,7 @@ class SubmissionHandler(AdvertisesExtensions):
             return replies.S451_STORAGE
         self.on_queued()
         if self.relay_log is not None:
-            answered = _answered_ids(content)
+            answered = _answered_ids(header)
             if answered:
                 await self.relay_log.record_reply(login, answered)
         log.info("submitted %s by %s to %d recipients", queue_id, login, len(envelope.rcpt_tos))
@@ -327,8 +327,7 @@ def _addresses(header: Message, name: str) -> list[str]:
     return found or ([""] if values else [])
 
 
-def _answered_ids(content: bytes) -> list[str]:
-    msg = _header(content)
+def _answered_ids(msg: Message) -> list[str]:
     ids: list[str] = []
     for name in ("In-Reply-To", "References"):
         for value in msg.get_all(name, []):
