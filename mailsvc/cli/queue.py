@@ -17,6 +17,7 @@ from mailsvc.config import Settings
 from mailsvc.domain.localtime import local_time
 from mailsvc.relay.delivery import capture
 from mailsvc.storage.queue import STATUSES, DeliveryRow, MailQueue, MessageDetail
+from mailsvc.storage.spool import spool_name, spool_path
 
 # Without --status: what an operator watches (waiting, in flight, dead letters).
 DEFAULT_STATUSES = ("queued", "inflight", "deferred", "dead")
@@ -232,6 +233,9 @@ async def _delete(settings: Settings, args: argparse.Namespace, queue: MailQueue
     if detail is None:
         print(_t(settings, "unknown", queue_id=args.queue_id), file=sys.stderr)
         return 1
+    spooled = spool_name(detail.parts)
+    if spooled is not None:
+        spool_path(settings.var_dir, spooled).unlink(missing_ok=True)
     recipients = ", ".join(f"<{r.recipient}> ({r.status})" for r in detail.deliveries) or "-"
     print(
         _t(

@@ -140,6 +140,10 @@ def validate(s: Settings) -> None:
     _check_port("stack.lmtp_port", s.stack.lmtp_port)
     _check_port("delivery.lmtp_port", s.delivery.lmtp_port, allow_zero=True)
     _check_positive("smtp.max_message_size", s.smtp.max_message_size)
+    if s.smtp.spool_threshold < 0:
+        raise ConfigError(
+            f"smtp.spool_threshold = {s.smtp.spool_threshold}: expected 0 (off) or a size in bytes"
+        )
     _check_positive("smtp.max_recipients", s.smtp.max_recipients)
     _check_positive("stack.start_timeout", s.stack.start_timeout)
     _check_positive("directory.timeout", s.directory.timeout)

@@ -17,6 +17,9 @@ class SmtpSettings:
     port: int = 2525
     hostname: str = ""
     max_message_size: int = 26214400
+    # A body longer than this many bytes is written to its own file under var_dir/spool while
+    # it arrives (memory per session stays small whatever the size); 0 keeps every body in memory.
+    spool_threshold: int = 262144
     max_recipients: int = 100
     # STARTTLS: PEM files; empty means no STARTTLS; "auto" makes a self-signed pair in var_dir.
     tls_cert: str = ""

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from mailsvc.storage.spool import spool_path, unstuff
+
 # 57 input bytes make one 76-character base64 line; read whole lines at a time.
 _LINE_INPUT = 57
 _READ_LINES = 1024 * 16  # ~1 MiB of output per chunk
@@ -103,15 +105,22 @@ def encode_part(source: Path, part_headers: bytes, var_dir: Path) -> str:
 
 @dataclass(frozen=True)
 class PartedBody:
-    """A head stored with the message plus attachment parts stored once on disk."""
+    """A head stored with the message plus attachment parts stored once on disk; or, for a
+    large message received over SMTP, its head plus its body in one spool file
+    (``mailsvc.storage.spool``: ``boundary`` is then empty and ``wire`` true)."""
 
     head: bytes
     boundary: str
     files: tuple[Path, ...]
+    wire: bool = False  # the files are dot-stuffed already (spool files)
+    eight_bit: bool = False  # a file holds bytes that are not ASCII
 
     @classmethod
     def from_stored(cls, head: bytes, parts_json: str, var_dir: Path) -> PartedBody:
         data = json.loads(parts_json)
+        if "spool" in data:
+            path = spool_path(var_dir, str(data["spool"]))
+            return cls(head, "", (path,), wire=True, eight_bit=bool(data.get("8bit")))
         directory = parts_dir(var_dir)
         files = []
         for name in data["files"]:
@@ -126,6 +135,10 @@ class PartedBody:
 
     def tail(self) -> Iterator[tuple[Path, bytes]]:
         """Everything after the head: each part file, with the boundary line that follows it."""
+        if not self.boundary:
+            for path in self.files:
+                yield path, b""
+            return
         closing = f"--{self.boundary}--\r\n".encode("ascii")
         between = f"--{self.boundary}\r\n".encode("ascii")
         for i, path in enumerate(self.files):
@@ -154,4 +167,11 @@ class PartedBody:
         out = [self.head]
         async for block in self.tail_chunks():
             out.append(block)
+        if self.wire:  # the client stuffs what it sends
+            return self.head + unstuff(b"".join(out[1:]))
         return b"".join(out)
+
+    @property
+    def spool_file(self) -> Path | None:
+        """The spool file this body owns (removed once the message is settled), if any."""
+        return self.files[0] if self.wire else None

@@ -159,7 +159,8 @@ class LmtpClient:
     ) -> dict[str, Reply]:
         params = ""
         head = body.head if isinstance(body, PartedBody) else body
-        if "8BITMIME" in self.extensions and not head.isascii():
+        eight_bit = isinstance(body, PartedBody) and body.eight_bit
+        if "8BITMIME" in self.extensions and (eight_bit or not head.isascii()):
             params += " BODY=8BITMIME"
         needs_utf8 = not (mail_from.isascii() and all(r.isascii() for r in recipients))
         if needs_utf8 and "SMTPUTF8" in self.extensions:
@@ -211,8 +212,8 @@ class LmtpClient:
         assert self._writer is not None
         if isinstance(body, PartedBody):
             # The head is stuffed like any body; the part files need no stuffing (no line of
-            # theirs starts with a dot, each ends with CRLF: body.encode_part) and go to the
-            # socket as they are stored.
+            # theirs starts with a dot, each ends with CRLF: body.encode_part; a spool file is
+            # stored stuffed: storage.spool) and go to the socket as they are stored.
             self._write(stuff(body.head))
             for path, separator in body.tail():
                 with path.open("rb") as fh:

@@ -21,6 +21,7 @@ import ssl
 import traceback
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from mailsvc.config import DeliverySettings, Settings
@@ -51,6 +52,7 @@ from mailsvc.storage.queue import (
     ReceiptUpdate,
     backoff,
 )
+from mailsvc.storage.spool import remove_orphans
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +168,7 @@ class DeliveryWorkers:
         released = await self.queue.release_claims()
         if released:
             log.warning("%d deliveries were in flight at the last stop; retrying them", released)
+        await self.remove_spool_orphans()
         self._tasks = [
             asyncio.create_task(self._run(route), name=f"delivery-{route}-{i}")
             for route, size in self._pool.items()
@@ -174,6 +177,29 @@ class DeliveryWorkers:
             asyncio.create_task(self._dispatch(route), name=f"dispatch-{route}")
             for route in self._pool
         ]
+
+    async def remove_spool_orphans(self) -> list[str]:
+        """Remove spool files no kept message names: left by a stop between a message's last
+        outcome and the removal of its file, or by a session cut off while it was written.
+        A file touched within the SMTP idle timeout may belong to a session at work."""
+        in_use = await self.queue.spool_files_in_use()
+        removed = await asyncio.to_thread(
+            remove_orphans,
+            self.settings.var_dir,
+            in_use,
+            older_than=self.settings.smtp.timeout + 60,
+        )
+        if removed:
+            log.info("removed %d spool files no message needs", len(removed))
+        return removed
+
+    async def _release_spool(self, message: QueuedMessage, path: Path) -> None:
+        """Remove a spooled body once no recipient of its message needs it any more."""
+        try:
+            if await self.queue.settled(message.id):
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+        except StorageUnavailable as exc:  # the file stays; the next start removes it
+            log.warning("queue %s: spool file kept for now: %s", message.queue_id, exc)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -317,7 +343,7 @@ class DeliveryWorkers:
                 outcomes = [(d, "dead" if s == "failed" else s, r, n) for d, s, r, n in outcomes]
             ack, ack_note = self._ack_request(message, delivered, now)
             notes = [n for n in (ack_note, bounce_note) if n]
-            return await self._record(
+            caused = await self._record(
                 message,
                 outcomes,
                 follow_ups=follow_ups,
@@ -326,6 +352,9 @@ class DeliveryWorkers:
                 receipts=receipts,
                 note="; ".join(notes) or None,
             )
+            if isinstance(body, PartedBody) and body.spool_file is not None:
+                await self._release_spool(message, body.spool_file)
+            return caused
         except asyncio.CancelledError:
             raise  # the claim is released at the next start (at-least-once)
         except StorageUnavailable as exc:

@@ -62,6 +62,7 @@ from mailsvc.relay.smtp.server import (
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import ORIGIN_INBOUND, MailQueue
 from mailsvc.storage.relaylog import RelayEntry, RelayLog
+from mailsvc.storage.spool import SpooledBody, spool_dir, stored_parts
 from provisioning.directory import CouncillorEntry
 from provisioning.errors import DirectoryError, DirectoryUnavailable
 
@@ -80,7 +81,12 @@ def _clean(text: str, limit: int = 200) -> str:
 
 
 class InboundHandler(AdvertisesExtensions):
-    """aiosmtpd handler: answers RCPT from the directory and 250 at DATA only once stored."""
+    """aiosmtpd handler: answers RCPT from the directory and 250 at DATA only once stored.
+
+    Bodies over ``smtp.spool_threshold`` reach it in their own spool file (``spools_bodies``).
+    """
+
+    spools_bodies = True
 
     def __init__(
         self,
@@ -233,8 +239,15 @@ class InboundHandler(AdvertisesExtensions):
         content = envelope.original_content
         if content is None:
             content = envelope.content if isinstance(envelope.content, bytes) else b""
+        # A large body arrived in its own file; ``content`` is then only the message's header.
+        spooled: SpooledBody | None = getattr(envelope, "spooled", None)
         if self.reports is not None:
-            reply = await accept_reports(self.reports, envelope, content)
+            if spooled is not None and any(map(self.reports.is_report_address, envelope.rcpt_tos)):
+                # A report that large is rare (a returned distribution copy): read it whole.
+                whole = content + await asyncio.to_thread(spooled.read_text)
+                reply = await accept_reports(self.reports, envelope, whole)
+            else:
+                reply = await accept_reports(self.reports, envelope, content)
             if reply is not None:
                 return reply
         # Also with the checks off: readers and filters trust a result in our host's name.
@@ -252,6 +265,7 @@ class InboundHandler(AdvertisesExtensions):
                 budget=self.settings.smtp.authentication_budget,
                 resolver=self.resolver,
                 early_spf=getattr(envelope, "early_spf", None),
+                rest=spooled.read_text if spooled is not None else None,
             )
             body = authentication_results_header(results) + body
         refusal = self._own_domain_from(session, envelope, content, results)
@@ -267,6 +281,7 @@ class InboundHandler(AdvertisesExtensions):
                 origin=ORIGIN_INBOUND,
                 # A lone session: nobody could share its commit, and its client waits for it.
                 alone=getattr(server, "connections", 0) == 1,
+                parts=stored_parts(spooled) if spooled is not None else None,
             )
         except StorageUnavailable as exc:
             log.error("DATA from <%s>: not stored: %s", envelope.mail_from, exc)
@@ -274,12 +289,16 @@ class InboundHandler(AdvertisesExtensions):
         except Exception:
             log.exception("DATA from <%s>: unexpected error while storing", envelope.mail_from)
             return replies.S451_LOCAL_ERROR
+        size = len(body)
+        if spooled is not None:
+            spooled.taken = True
+            size += spooled.size
         log.info(
             "queued %s from=<%s> to=%s size=%d",
             queue_id,
             envelope.mail_from,
             ",".join(f"<{r}>" for r in envelope.rcpt_tos),
-            len(body),
+            size,
         )
         self.on_queued()
         if self.relay_log is not None:
@@ -290,7 +309,7 @@ class InboundHandler(AdvertisesExtensions):
                     message_id=header_message_id(content),
                     sender=envelope.mail_from or "",
                     recipients=tuple(envelope.rcpt_tos),
-                    size=len(body),
+                    size=size,
                 )
             )
         return replies.S250_QUEUED.format(queue_id=queue_id)
@@ -422,6 +441,7 @@ def smtp_factory(
     """Protocol factory for one listening socket; all its connections share one limiter."""
     limiter = ConnectionLimiter(settings.smtp.max_connections, settings.smtp.max_connections_per_ip)
     prototype: dict[str, Any] = {}
+    spools = getattr(handler, "spools_bodies", False) and settings.smtp.spool_threshold > 0
 
     def make() -> SMTP:
         return CouncilSMTP(
@@ -430,6 +450,8 @@ def smtp_factory(
             prototype=prototype,
             max_bad_commands=settings.smtp.max_bad_commands,
             session_max_seconds=settings.smtp.session_max_seconds,
+            spool_dir=spool_dir(settings.var_dir) if spools else None,
+            spool_threshold=settings.smtp.spool_threshold,
             data_size_limit=settings.smtp.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,

@@ -11,6 +11,7 @@ import re
 import types
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import MISSING, SMTP
@@ -18,6 +19,7 @@ from aiosmtpd.smtp import MISSING, SMTP
 from mailsvc.relay.smtp import replies
 from mailsvc.relay.smtp.clients import RateLimiter, client_key
 from mailsvc.relay.smtp.replies import with_enhanced_code
+from mailsvc.storage.spool import SpooledBody, SpoolWriter
 
 __all__ = [
     "AdvertisesExtensions",
@@ -79,6 +81,10 @@ _CRLF = b"\r\n"
 _DOT_CRLF = b".\r\n"
 _TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
 _TOO_MUCH = "552 Error: Too much mail data"
+_HEADER_TOO_BIG = "552 5.3.4 Error: message header too large"
+# A header is kept in memory whole; a longer one refuses the message (RFC 5322 sets no limit;
+# Postfix cuts at 100 KB and treats the rest as body).
+_HEADER_LIMIT = 1024 * 1024
 
 
 @dataclass
@@ -95,15 +101,19 @@ class _BodyScan:
     size_limit: int | None
     overrun: int
     line_limit: int
+    # Past this many bytes the body goes to a file in ``spool_dir`` (None: kept in memory).
+    spool_at: int | None = None
+    spool_dir: Path | None = None
     parts: list[bytes] = field(default_factory=list)
+    held: int = 0  # bytes in ``parts``
     size: int = 0
     carry: bytes = b""  # the unterminated last line so far
-    error: str = ""  # _TOO_LONG / _TOO_MUCH once decided
+    error: str = ""  # _TOO_LONG / _TOO_MUCH / _HEADER_TOO_BIG once decided
+    spool: SpoolWriter | None = None
 
     def feed(self, chunk: bytes) -> None:
         if self.error or not chunk:
             return
-        self.parts.append(chunk)
         data = self.carry + chunk if self.carry else chunk
         lines = data.split(_CRLF)
         carry = lines.pop()
@@ -121,10 +131,47 @@ class _BodyScan:
         if not self.error and len(carry) - carry.endswith(b"\r") > self.overrun:
             self.error = _TOO_LONG  # the next line is already longer than the reader allows
         if self.error:
-            self.parts.clear()
-            self.carry = b""
+            self.drop()
         else:
             self.carry = carry
+            self._keep(chunk)
+
+    def _keep(self, chunk: bytes) -> None:
+        if self.spool is not None:
+            self.spool.write(chunk)
+            return
+        self.parts.append(chunk)
+        self.held += len(chunk)
+        if self.spool_at is not None and self.held > self.spool_at:
+            self._start_spool()
+
+    def _start_spool(self) -> None:
+        """Past ``spool_at`` bytes: the header stays here, the rest goes to a spool file."""
+        data = b"".join(self.parts)
+        if data.startswith(_CRLF):
+            end = 2  # no header at all
+        else:
+            found = data.find(_CRLF + _CRLF)
+            if found < 0:
+                if len(data) > _HEADER_LIMIT:
+                    self.error = _HEADER_TOO_BIG
+                    self.drop()
+                else:
+                    self.parts = [data]  # the header goes on: look again with more of it
+                return
+            end = found + 4
+        assert self.spool_dir is not None
+        self.spool = SpoolWriter(self.spool_dir)
+        self.parts = [data[:end]]
+        self.spool.write(data[end:])
+
+    def drop(self) -> None:
+        """Discard what was received (over a limit, or the session ended mid-body)."""
+        self.parts.clear()
+        self.carry = b""
+        if self.spool is not None:
+            self.spool.discard()
+            self.spool = None
 
     def _line_by_line(self, lines: list[bytes]) -> None:
         limit = self.size_limit
@@ -141,7 +188,8 @@ class _BodyScan:
                 return
 
     def body(self) -> bytes:
-        """The received body without dot-stuffing (RFC 5321 4.5.2)."""
+        """The received body without dot-stuffing (RFC 5321 4.5.2); only its header when the
+        rest went to ``spool``."""
         raw = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
         self.parts.clear()
         if raw.startswith(b"."):
@@ -190,6 +238,8 @@ class CouncilSMTP(SMTP):
         max_bad_commands: int,
         prototype: dict[str, Any] | None = None,
         session_max_seconds: float | None = None,
+        spool_dir: Path | None = None,
+        spool_threshold: int | None = None,
         **kwargs: Any,
     ) -> None:
         # aiosmtpd's __init__ inspects the handler and this object (inspect.getmembers, dir)
@@ -214,6 +264,10 @@ class CouncilSMTP(SMTP):
         self._session_max = session_max_seconds
         self._session_timer: asyncio.TimerHandle | None = None
         self._cut = False  # a closing 421 was sent
+        # Bodies longer than spool_threshold go to their own file in spool_dir while they
+        # arrive (the handler then finds ``envelope.spooled``); None keeps them in memory.
+        self._spool_dir = spool_dir
+        self._spool_at = spool_threshold if spool_dir is not None else None
 
     def count_refusal(self) -> None:
         """A handler refused a command (a recipient): it counts as a bad command, so that
@@ -386,6 +440,29 @@ class CouncilSMTP(SMTP):
             await self.push(scan.error)
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             return
+        spooled: SpooledBody | None = None
+        if scan.spool is not None:
+            writer, scan.spool = scan.spool, None
+            try:
+                spooled = await asyncio.to_thread(writer.finish)
+            except BaseException as exc:
+                writer.discard()
+                if not isinstance(exc, OSError):
+                    raise
+                log.error("DATA: the body could not be written to the spool: %s", exc)
+                await self.push(replies.S451_STORAGE)
+                self._set_post_data_state()  # type: ignore[no-untyped-call]
+                return
+        try:
+            await self._hand_over(scan, spooled)
+        finally:
+            # The handler takes the file (``spooled.taken``) once a queued message names it.
+            if spooled is not None and not getattr(spooled, "taken", False):
+                spooled.discard()
+
+    async def _hand_over(self, scan: _BodyScan, spooled: SpooledBody | None) -> None:
+        """The rest of aiosmtpd's DATA: the handler's hook and its reply."""
+        assert self.envelope is not None
         original_content = scan.body()
         content: str | bytes = original_content
         if self._decode_data:
@@ -399,6 +476,7 @@ class CouncilSMTP(SMTP):
                     return
         self.envelope.content = content
         self.envelope.original_content = original_content
+        self.envelope.spooled = spooled  # type: ignore[attr-defined]
         status: Any = MISSING
         if "DATA" in self._handle_hooks:
             status = await self._call_handler_hook("DATA")
@@ -434,7 +512,21 @@ class CouncilSMTP(SMTP):
         """
         reader = self._reader
         overrun = int(getattr(reader, "_limit", self.line_length_limit))
-        scan = _BodyScan(self.data_size_limit, overrun, self.line_length_limit)
+        scan = _BodyScan(
+            self.data_size_limit,
+            overrun,
+            self.line_length_limit,
+            spool_at=self._spool_at,
+            spool_dir=self._spool_dir,
+        )
+        try:
+            return await self._read_into(scan)
+        except BaseException:
+            scan.drop()  # cut off (session time, connection lost): no file stays behind
+            raise
+
+    async def _read_into(self, scan: _BodyScan) -> _BodyScan:
+        reader = self._reader
         tail = _CRLF  # the body's last two bytes; its start counts as a line start
         while self.transport is not None:
             try:

@@ -37,6 +37,7 @@ def show(conn: Connection, *, queue_id: str, with_body: bool) -> MessageDetail |
             messages.c.status,
             messages.c.error,
             messages.c.body.is_not(None).label("body_kept"),
+            messages.c.parts,
         ).where(messages.c.queue_id == queue_id)
     ).first()
     if msg is None:
@@ -59,6 +60,7 @@ def show(conn: Connection, *, queue_id: str, with_body: bool) -> MessageDetail |
         body_kept=bool(msg.body_kept),
         deliveries=tuple(DeliveryRow(*row) for row in rows),
         body=body,
+        parts=msg.parts,
     )
 
 

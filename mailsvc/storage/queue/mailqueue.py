@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -36,6 +36,7 @@ from mailsvc.storage.queue.model import (
     route_for,
 )
 from mailsvc.storage.queue.writes import insert_many_rows, insert_rows, record_rows
+from mailsvc.storage.spool import spool_name
 from mailsvc.storage.tables import deliveries, messages
 from mailsvc.storage.units import Units, units_for
 
@@ -74,12 +75,14 @@ class MailQueue:
         *,
         origin: str | None = None,
         alone: bool = False,
+        parts: str | None = None,
     ) -> str:
         """Store a message durably (committed, fsync'd) and return its queue id.
 
         Group commit: messages arriving while a commit is in progress are written together in
         the next transaction, so concurrent sessions share one fsync. Each caller still returns
         only after its own message is committed. The null reverse path is stored as "".
+        ``parts`` names what is stored beside ``body`` (a spool file: ``storage.spool``).
 
         ``alone``: the caller is the only session at work, so nothing could join its commit;
         with no commit in progress the message is then committed at once, on this thread when
@@ -93,6 +96,7 @@ class MailQueue:
             body,
             client,
             origin or origin_from_client(client),
+            parts,
         )
         if (
             alone
@@ -144,7 +148,10 @@ class MailQueue:
                     future.set_result(queue_id)
 
     def _insert_all(self, requests: Sequence[tuple[Any, ...]], conn: Connection) -> list[str]:
-        return [insert_rows(conn, self.local_domains, *request)[1] for request in requests]
+        return [
+            insert_rows(conn, self.local_domains, *request[:5], parts=request[5])[1]
+            for request in requests
+        ]
 
     async def insert(
         self,
@@ -295,6 +302,32 @@ class MailQueue:
             )
 
         await self.units.run(mark)
+
+    # -- spool files (storage.spool) -----------------------------------------------------------
+
+    async def settled(self, message_id: int) -> bool:
+        """Whether every delivery of a message is final (its body is no longer kept)."""
+
+        def read(conn: Connection) -> bool:
+            status = conn.execute(
+                select(messages.c.status).where(messages.c.id == message_id)
+            ).scalar_one_or_none()
+            return status is None or status == "done"
+
+        return await self.units.run(read)
+
+    async def spool_files_in_use(self) -> set[str]:
+        """The spool files named by messages whose body is still kept."""
+
+        def read(conn: Connection) -> set[str]:
+            rows = conn.execute(
+                select(messages.c.parts).where(
+                    messages.c.parts.like('%"spool"%'), messages.c.body.is_not(None)
+                )
+            ).scalars()
+            return {name for name in map(spool_name, rows) if name}
+
+        return await self.units.run(read)
 
     # -- operators (mailsvc queue …) ----------------------------------------------------------
 

@@ -134,6 +134,7 @@ class MessageDetail:
     body_kept: bool
     deliveries: tuple[DeliveryRow, ...] = field(default=())
     body: bytes | None = None
+    parts: str | None = None  # what is stored beside the body (storage.spool, delivery.body)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from mailsvc.storage.queue.statements import (
     SQLITE_SETTLE,
 )
 from mailsvc.storage.sessions import add_delivery_events
+from mailsvc.storage.spool import stored_size
 from mailsvc.storage.tables import messages
 
 
@@ -76,7 +77,7 @@ def insert_many_rows(
                 "queue_id": queue_id,
                 "mail_from": mail_from,
                 "received_at": now,
-                "size": len(body),
+                "size": stored_size(body, parts),
                 "client": client,
                 "body": body,
                 "status": "queued",
@@ -125,9 +126,10 @@ def _insert_rows_sqlite(
     try:
         with sqlite_fast.as_dbapi_error("enqueue"):
             stamp = sqlite_fast.datetime_to_db(now)
+            size = stored_size(body, parts)
             cursor.execute(
                 SQLITE_INSERT_MESSAGE,
-                (queue_id, mail_from, stamp, len(body), client, body, "queued", origin, parts),
+                (queue_id, mail_from, stamp, size, client, body, "queued", origin, parts),
             )
             message_id: int = cursor.lastrowid
             cursor.executemany(

@@ -92,8 +92,12 @@ async def authenticate(
     budget: float = 2.0,
     resolver: Resolver | None = None,
     early_spf: EarlySpf | None = None,
+    rest: Callable[[], bytes] | None = None,
 ) -> AuthResults:
     """SPF for MAIL FROM (HELO when MAIL FROM is null), every DKIM signature, DMARC for From.
+
+    ``rest``: for a body kept in a spool file, ``message`` is its header and ``rest`` reads
+    the remainder (blocking; called in the pool only when a DKIM signature needs it).
 
     ``resolver`` defaults to one built from /etc/resolv.conf with an answer cache. Returns within
     ``budget`` seconds (plus scheduling slack) and never raises; checks that could not finish in
@@ -113,6 +117,7 @@ async def authenticate(
             deadline=deadline,
             resolver=resolver if resolver is not None else _default_resolver(),
             early_spf=early_spf,
+            rest=rest,
         )
     except Exception:
         # A bug here must cost the header its detail, never the resident their message.
@@ -196,6 +201,7 @@ async def _authenticate(
     deadline: float,
     resolver: Resolver,
     early_spf: EarlySpf | None = None,
+    rest: Callable[[], bytes] | None = None,
 ) -> AuthResults:
     lookups = _Dns(resolver, deadline)
     loop = asyncio.get_running_loop()
@@ -214,7 +220,12 @@ async def _authenticate(
             if ip is not None and spf_domain
             else None
         )
-    dkim_task = in_thread(_check_dkim, lookups, message) if _has_dkim_signature(message) else None
+    dkim_task = None
+    if _has_dkim_signature(message):
+        if rest is None:
+            dkim_task = in_thread(_check_dkim, lookups, message)
+        else:
+            dkim_task = in_thread(_check_dkim_spooled, lookups, message, rest, deadline)
     dmarc_task: asyncio.Future[_DmarcLookup] | None = None
     if from_domain:
         try:  # from the resolver's cache, without a thread, when it can be
@@ -268,6 +279,27 @@ async def _authenticate(
         from_domain=from_domain,
     )
     return AuthResults(spf=spf_result, dkim=dkim_result, dmarc=dmarc_result, header_value=value)
+
+
+# A spooled body is read whole only to verify a DKIM signature over it, one at a time: memory
+# stays bounded by one large message whatever the number of sessions (the others wait, within
+# their budget, and get temperror when it runs out).
+_LARGE_BODIES = threading.BoundedSemaphore(1)
+
+
+def _check_dkim_spooled(
+    lookups: _Dns, header: bytes, rest: Callable[[], bytes], deadline: float
+) -> list[_Signature]:
+    if not _LARGE_BODIES.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+        return [_Signature(TEMPERROR)]
+    try:
+        if time.monotonic() >= deadline:
+            return [_Signature(TEMPERROR)]
+        return _check_dkim(lookups, header + rest())
+    except OSError:
+        return [_Signature(TEMPERROR)]
+    finally:
+        _LARGE_BODIES.release()
 
 
 def _outcome(task: asyncio.Future[_T], unfinished: _T) -> _T:
