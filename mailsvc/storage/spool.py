@@ -48,9 +48,15 @@ def _fsync_dir(path: Path) -> None:
 
 
 def normalize_wire(lines: bytes) -> bytes:
-    """Complete CRLF-terminated lines of a dot-stuffed body with any bare LF made CRLF, and
-    the lines that this starts stuffed too. ``lines`` begins at a line start."""
-    if lines.count(b"\n") == lines.count(_CRLF):
+    """Complete CRLF-terminated lines of a dot-stuffed body, made canonical: any bare LF
+    becomes CRLF, and every line that starts with a dot starts with two (a client's lone
+    leading dot, which SMTP removes, is removed). ``lines`` begins at a line start. The
+    result is what the LMTP client makes of the same body received in memory (``stuff``)."""
+    if (
+        lines.count(b"\n") == lines.count(_CRLF)
+        and lines.startswith(b".") <= lines.startswith(b"..")
+        and lines.count(b"\r\n.") == lines.count(b"\r\n..")
+    ):
         return lines  # the usual case: nothing to do, no copy
     text = (_CRLF + lines).replace(b"\r\n.", _CRLF)  # undo the client's stuffing
     text = text.replace(_CRLF, b"\n").replace(b"\n", _CRLF)
