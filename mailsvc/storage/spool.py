@@ -47,17 +47,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def normalize_wire(lines: bytes) -> bytes:
+def normalize_wire(lines: bytes, crlfs: int | None = None) -> bytes:
     """Complete CRLF-terminated lines of a dot-stuffed body, made canonical: any bare LF
     becomes CRLF, and every line that starts with a dot starts with two (a client's lone
     leading dot, which SMTP removes, is removed). ``lines`` begins at a line start. The
-    result is what the LMTP client makes of the same body received in memory (``stuff``)."""
-    if (
-        lines.count(b"\n") == lines.count(_CRLF)
-        and lines.startswith(b".") <= lines.startswith(b"..")
-        and lines.count(b"\r\n.") == lines.count(b"\r\n..")
-    ):
-        return lines  # the usual case: nothing to do, no copy
+    result is what the LMTP client makes of the same body received in memory (``stuff``).
+    ``crlfs``: the number of CRLFs in ``lines``, when the caller has counted them already."""
+    if crlfs is None:
+        crlfs = lines.count(_CRLF)
+    # Two scans decide the usual case (nothing to change, no copy): no bare LF, no line that
+    # starts with a dot. Lines that start with two dots are canonical but rare: they take the
+    # long way, which leaves them as they are.
+    if lines.count(b"\n") == crlfs and not lines.startswith(b".") and b"\n." not in lines:
+        return lines
     text = (_CRLF + lines).replace(b"\r\n.", _CRLF)  # undo the client's stuffing
     text = text.replace(_CRLF, b"\n").replace(b"\n", _CRLF)
     return text.replace(b"\r\n.", b"\r\n..")[2:]
@@ -139,7 +141,18 @@ class SpoolWriter:
             return
         lines = data if cut == len(data) else data[:cut]
         self._pending = b"" if cut == len(data) else data[cut:]
-        lines = normalize_wire(lines)
+        self._append(lines)
+
+    def write_lines(self, lines: bytes, crlfs: int | None = None) -> None:
+        """Add complete CRLF-terminated lines (``crlfs`` of them, if known)."""
+        assert not self._pending, "write_lines after write with an unterminated line"
+        self._append(lines, crlfs)
+
+    def _append(self, lines: bytes, crlfs: int | None = None) -> None:
+        assert self._file is not None
+        if not lines:
+            return
+        lines = normalize_wire(lines, crlfs)
         if not self.eight_bit and not lines.isascii():
             self.eight_bit = True
         self._file.write(lines)

@@ -132,14 +132,15 @@ class _BodyScan:
             self.error = _TOO_LONG  # the next line is already longer than the reader allows
         if self.error:
             self.drop()
+        elif self.spool is not None:
+            # Only complete lines go to the file; the unterminated rest waits in ``carry``.
+            self.spool.write_lines(data if carry == b"" else data[:complete], len(lines))
+            self.carry = carry
         else:
             self.carry = carry
             self._keep(chunk)
 
     def _keep(self, chunk: bytes) -> None:
-        if self.spool is not None:
-            self.spool.write(chunk)
-            return
         self.parts.append(chunk)
         self.held += len(chunk)
         if self.spool_at is not None and self.held > self.spool_at:
@@ -163,7 +164,8 @@ class _BodyScan:
         assert self.spool_dir is not None
         self.spool = SpoolWriter(self.spool_dir)
         self.parts = [data[:end]]
-        self.spool.write(data[end:])
+        # The header ends with a complete line, so end <= the start of the unterminated rest.
+        self.spool.write_lines(data[end : len(data) - len(self.carry)])
 
     def drop(self) -> None:
         """Discard what was received (over a limit, or the session ended mid-body)."""
