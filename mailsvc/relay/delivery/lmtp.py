@@ -224,8 +224,7 @@ class LmtpClient:
                 self._write(separator)
             self._write(b".\r\n")
         else:
-            self._write(stuff(body))
-            self._write(b".\r\n")
+            self._write(encode_data(body))  # one write, one send(): the body and its end
         await self._writer.drain()
         for rcpt in accepted:  # LMTP: one reply per accepted recipient, in order
             results[rcpt] = await self._read_reply(wait=max(self.timeout, 300))
