@@ -5,8 +5,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := slapd ldap-utils dovecot-imapd dovecot-lmtpd dovecot-ldap fonts-dejavu-core chromium poppler-utils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Every installed distribution comes from this lock, each file checked against its sha256.
+LOCK := requirements.lock
+LOCK_TOOL := .cache/lock-tool
+UV_VERSION := 0.13.9
+LOCK_ARGS ?=
 
-.PHONY: run test lint unit system-deps venv stack-up stack-down check bench clean
+.PHONY: run test lint unit system-deps venv lock stack-up stack-down check bench clean
 
 run: system-deps venv ## set everything up and run the service (Ctrl-C stops it)
 	$(BIN)/mailsvc run
@@ -35,11 +40,26 @@ system-deps: ## Debian packages: slapd and Dovecot (IMAP, LMTP, LDAP), installed
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# pip upgrades itself from the lock; mailsvc goes in last, without dependencies, built by the
+# locked setuptools (no build isolation: nothing fetched unhashed for it).
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# Regenerates $(LOCK) from pyproject.toml (runtime + dev extra, build-system, pip) for Python
+# 3.11 on Linux. Pins that still fit are kept; `make lock LOCK_ARGS=--upgrade` takes the newest.
+# uv lives in its own throwaway venv: it is a tool of this target, not a dependency.
+# pip>=26.1.2: CVE-2026-8643.
+lock:
+	[ -x $(LOCK_TOOL)/bin/pip ] || $(PYTHON) -m venv $(LOCK_TOOL)
+	$(LOCK_TOOL)/bin/pip install -q 'uv==$(UV_VERSION)'
+	{ $(PYTHON) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'; \
+	  echo 'pip>=26.1.2'; } \
+	| $(LOCK_TOOL)/bin/uv pip compile pyproject.toml - --extra dev --generate-hashes \
+	    --python-version 3.11 --python-platform linux --custom-compile-command 'make lock' \
+	    -q $(LOCK_ARGS) -o $(LOCK)
 
 stack-up: system-deps venv
 	$(BIN)/mailsvc stack up
