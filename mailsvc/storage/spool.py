@@ -39,7 +39,8 @@ def spool_path(var_dir: Path, name: str) -> Path:
     return spool_dir(var_dir) / name
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a file just created or renamed in it) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -168,7 +169,7 @@ class SpoolWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         self._file = None
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return SpooledBody(self.name, self.path, self.size, self.eight_bit)
 
     def discard(self) -> None:

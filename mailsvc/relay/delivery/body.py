@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from mailsvc.storage.spool import spool_path, unstuff
+from mailsvc.storage.spool import fsync_dir, spool_path, unstuff
 
 # 57 input bytes make one 76-character base64 line; read whole lines at a time.
 _LINE_INPUT = 57
@@ -53,14 +53,6 @@ def private_dirs(var_dir: Path, directory: Path) -> None:
 def private_file(path: Path) -> BinaryIO:
     """A new file open for writing, 0600 whatever the umask."""
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def encode_part(source: Path, part_headers: bytes, var_dir: Path) -> str:
@@ -99,7 +91,7 @@ def encode_part(source: Path, part_headers: bytes, var_dir: Path) -> str:
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, target)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return name
 
 
