@@ -18,6 +18,7 @@ with warnings.catch_warnings():
     import ldap3
     from ldap3.operation.add import add_operation
     from ldap3.operation.bind import bind_operation
+    from ldap3.operation.extended import extended_operation
     from ldap3.protocol.rfc4511 import LDAPMessage, MessageID, ProtocolOp, UnbindRequest
     from pyasn1.codec.ber import decoder, encoder
 
@@ -30,6 +31,7 @@ from provisioning.ldapwire import (
     MAX_MESSAGE_ID,
     NOTICE_OF_DISCONNECTION,
     SERVER_DOWN,
+    START_TLS,
     TIMEOUT,
     LdapBindError,
     LdapConnectionError,
@@ -41,6 +43,7 @@ from provisioning.ldapwire import (
     decode_message,
     encode_add_request,
     encode_bind_request,
+    encode_extended_request,
     encode_unbind_request,
 )
 
@@ -137,6 +140,18 @@ def test_bind_request_is_byte_for_byte_what_ldap3_sends(
     request = bind_operation(3, ldap3.SIMPLE, dn, password)
     expected = pyasn1_message(message_id, "bindRequest", request)
     assert encode_bind_request(message_id, dn, password) == expected
+
+
+@pytest.mark.parametrize("message_id", [1, 2, 128, MAX_MESSAGE_ID])
+def test_starttls_request_is_byte_for_byte_what_ldap3_sends(message_id: int) -> None:
+    expected = pyasn1_message(message_id, "extendedReq", extended_operation(START_TLS))
+    assert encode_extended_request(message_id, START_TLS) == expected
+
+
+def test_extended_request_value_is_byte_for_byte_what_ldap3_sends() -> None:
+    value = b"\x04\x03abc"
+    expected = pyasn1_message(7, "extendedReq", extended_operation("1.2.3.4", value))
+    assert encode_extended_request(7, "1.2.3.4", value) == expected
 
 
 @pytest.mark.parametrize("message_id", [1, 2, 128, MAX_MESSAGE_ID])
@@ -375,6 +390,11 @@ class FakeDirectory:
     max_in_flight: int = 0
     unbinds: int = 0
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
+    # StartTLS: the context to upgrade with (None: refused as unsupported) or a result code.
+    starttls: ssl.SSLContext | None = None
+    starttls_code: int = 0
+    # What arrived, in order, and whether over TLS: ("starttls", False), ("bind", True), ...
+    events: list[tuple[str, bool]] = field(default_factory=list)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)
@@ -389,10 +409,16 @@ class FakeDirectory:
                     except Exception:  # incomplete: wait for more
                         break
                     buf = bytes(rest)
-                    answer = await self.handle(message)
+                    answer = await self.handle(message, writer)
                     if answer == b"close":
                         writer.transport.abort()
                         return
+                    if answer is not None and answer[:1] == b"T":  # StartTLS accepted
+                        writer.write(answer[1:])
+                        await writer.drain()
+                        if self.starttls is not None:
+                            await writer.start_tls(self.starttls)
+                        continue
                     if answer is not None:
                         held.append(answer)
                 self.max_in_flight = max(self.max_in_flight, len(held))
@@ -408,15 +434,22 @@ class FakeDirectory:
                 else:
                     writer.write(out)
                     await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
+        except (OSError, asyncio.CancelledError):  # ConnectionError, a failed TLS handshake
             pass
         finally:
             writer.transport.abort()
 
-    async def handle(self, message: Any) -> bytes | None:
+    async def handle(self, message: Any, writer: asyncio.StreamWriter) -> bytes | None:
         message_id = int(message["messageID"])
         op = message["protocolOp"]
         name = op.getName()
+        over_tls = writer.get_extra_info("ssl_object") is not None
+        self.events.append((name, over_tls))
+        if name == "extendedReq":
+            assert str(op[name]["requestName"]) == START_TLS
+            code = self.starttls_code if self.starttls is not None else 2  # protocolError
+            answer = response(message_id, EXTENDED_RESPONSE, code, extra=tlv(0x8A, b""))
+            return b"T" + answer if code == 0 else answer
         if name == "bindRequest":
             ok = bytes(op[name]["authentication"]["simple"]) == b"good"
             return response(message_id, BIND_RESPONSE, 0 if ok else 49)
@@ -625,3 +658,88 @@ async def test_ldaps_verifies_the_certificate(tmp_path: Path) -> None:
             writer.transport.abort()
         server.close()
         await server.wait_closed()
+
+
+@pytest.fixture
+async def starttls_fake(tmp_path: Path) -> AsyncIterator[tuple[FakeDirectory, str, Path]]:
+    """A plain ldap:// server that upgrades to TLS on StartTLS, with a certificate for
+    localhost."""
+    cert, key = ensure_self_signed(tmp_path, "localhost")
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    directory = FakeDirectory(starttls=server_tls)
+    server = await asyncio.start_server(directory.serve, "127.0.0.1", 0)
+    yield directory, f"ldap://localhost:{server.sockets[0].getsockname()[1]}", cert
+    for writer in directory.writers:
+        writer.transport.abort()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_starttls_comes_before_the_bind_and_everything_after_it_is_encrypted(
+    starttls_fake: tuple[FakeDirectory, str, Path],
+) -> None:
+    server, url, cert = starttls_fake
+    trusting = ssl.create_default_context(cafile=str(cert))
+    async with await LdapWire.connect(
+        url, "cn=admin", "good", 5, ssl_context=trusting, starttls=True
+    ) as wire:
+        assert await wire.add_many(entries(3), object_classes=CLASSES) == [0, 0, 0]
+    assert server.events[:5] == [
+        ("extendedReq", False),
+        ("bindRequest", True),
+        ("addRequest", True),
+        ("addRequest", True),
+        ("addRequest", True),
+    ]
+
+
+async def test_without_starttls_the_same_server_sees_a_bind_in_clear_text(
+    starttls_fake: tuple[FakeDirectory, str, Path],
+) -> None:
+    # The counterpart of the test above: the fake tells clear text from TLS.
+    server, url, _ = starttls_fake
+    async with await LdapWire.connect(url, "cn=admin", "good", 5) as wire:
+        assert await wire.add_many(entries(1), object_classes=CLASSES) == [0]
+    assert server.events[:2] == [("bindRequest", False), ("addRequest", False)]
+
+
+async def test_a_certificate_that_does_not_verify_after_starttls_stops_before_the_bind(
+    starttls_fake: tuple[FakeDirectory, str, Path],
+) -> None:
+    server, url, _ = starttls_fake
+    with pytest.raises(LdapConnectionError, match=r"TLS handshake failed.*certificate"):
+        await LdapWire.connect(url, "cn=admin", "good", 5, starttls=True)  # system CAs only
+    await asyncio.sleep(0.05)
+    assert [name for name, _ in server.events] == ["extendedReq"]
+
+
+async def test_a_certificate_for_another_host_is_refused(
+    starttls_fake: tuple[FakeDirectory, str, Path],
+) -> None:
+    server, url, cert = starttls_fake
+    trusting = ssl.create_default_context(cafile=str(cert))
+    other = url.replace("localhost", "127.0.0.1")  # the certificate names only localhost
+    with pytest.raises(LdapConnectionError, match="TLS handshake failed"):
+        await LdapWire.connect(other, "cn=admin", "good", 5, ssl_context=trusting, starttls=True)
+    assert [name for name, _ in server.events] == ["extendedReq"]
+
+
+@pytest.mark.parametrize("code", [2, 52])  # protocolError (not supported), unavailable
+async def test_a_refused_starttls_is_an_error_never_a_bind_in_clear_text(
+    fake: tuple[FakeDirectory, str], code: int, tmp_path: Path
+) -> None:
+    server, url = fake
+    if code != 2:
+        server.starttls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server.starttls_code = code
+    with pytest.raises(LdapConnectionError, match=r"refused StartTLS.*use ldaps://") as info:
+        await LdapWire.connect(url, "cn=admin", "good", 5, starttls=True)
+    assert f"({code})" in str(info.value)
+    await asyncio.sleep(0.05)
+    assert [name for name, _ in server.events] == ["extendedReq"]
+
+
+async def test_starttls_on_ldaps_is_refused() -> None:
+    with pytest.raises(ValueError, match="StartTLS is for ldap://"):
+        await LdapWire.connect("ldaps://127.0.0.1:1", "cn=admin", "good", 5, starttls=True)
