@@ -8,7 +8,6 @@ import ssl
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +21,6 @@ with warnings.catch_warnings():
     from ldap3.protocol.rfc4511 import LDAPMessage, MessageID, ProtocolOp, UnbindRequest
     from pyasn1.codec.ber import decoder, encoder
 
-from mailsvc.relay.smtp.tls import ensure_self_signed
 from provisioning.ldapwire import (
     ADD_RESPONSE,
     BIND_RESPONSE,
@@ -638,108 +636,3 @@ async def test_an_entry_that_cannot_be_encoded_fails_alone(
         results = await wire.add_many(batch, object_classes=CLASSES)
     assert results[:2] == [0, 0] and results[3:] == [0, 0]
     assert isinstance(results[2], LdapResult) and results[2].code == ENCODING_ERROR
-
-
-async def test_ldaps_verifies_the_certificate(tmp_path: Path) -> None:
-    cert, key = ensure_self_signed(tmp_path, "localhost")
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(cert, key)
-    directory = FakeDirectory()
-    server = await asyncio.start_server(directory.serve, "127.0.0.1", 0, ssl=server_tls)
-    url = f"ldaps://localhost:{server.sockets[0].getsockname()[1]}"
-    try:
-        with pytest.raises(LdapConnectionError, match="TLS handshake failed"):
-            await LdapWire.connect(url, "cn=admin", "good", 5)
-        trusting = ssl.create_default_context(cafile=str(cert))
-        async with await LdapWire.connect(url, "cn=admin", "good", 5, ssl_context=trusting) as wire:
-            assert await wire.add_many(entries(3), object_classes=CLASSES) == [0, 0, 0]
-    finally:
-        for writer in directory.writers:
-            writer.transport.abort()
-        server.close()
-        await server.wait_closed()
-
-
-@pytest.fixture
-async def starttls_fake(tmp_path: Path) -> AsyncIterator[tuple[FakeDirectory, str, Path]]:
-    """A plain ldap:// server that upgrades to TLS on StartTLS, with a certificate for
-    localhost."""
-    cert, key = ensure_self_signed(tmp_path, "localhost")
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(cert, key)
-    directory = FakeDirectory(starttls=server_tls)
-    server = await asyncio.start_server(directory.serve, "127.0.0.1", 0)
-    yield directory, f"ldap://localhost:{server.sockets[0].getsockname()[1]}", cert
-    for writer in directory.writers:
-        writer.transport.abort()
-    server.close()
-    await server.wait_closed()
-
-
-async def test_starttls_comes_before_the_bind_and_everything_after_it_is_encrypted(
-    starttls_fake: tuple[FakeDirectory, str, Path],
-) -> None:
-    server, url, cert = starttls_fake
-    trusting = ssl.create_default_context(cafile=str(cert))
-    async with await LdapWire.connect(
-        url, "cn=admin", "good", 5, ssl_context=trusting, starttls=True
-    ) as wire:
-        assert await wire.add_many(entries(3), object_classes=CLASSES) == [0, 0, 0]
-    assert server.events[:5] == [
-        ("extendedReq", False),
-        ("bindRequest", True),
-        ("addRequest", True),
-        ("addRequest", True),
-        ("addRequest", True),
-    ]
-
-
-async def test_without_starttls_the_same_server_sees_a_bind_in_clear_text(
-    starttls_fake: tuple[FakeDirectory, str, Path],
-) -> None:
-    # The counterpart of the test above: the fake tells clear text from TLS.
-    server, url, _ = starttls_fake
-    async with await LdapWire.connect(url, "cn=admin", "good", 5) as wire:
-        assert await wire.add_many(entries(1), object_classes=CLASSES) == [0]
-    assert server.events[:2] == [("bindRequest", False), ("addRequest", False)]
-
-
-async def test_a_certificate_that_does_not_verify_after_starttls_stops_before_the_bind(
-    starttls_fake: tuple[FakeDirectory, str, Path],
-) -> None:
-    server, url, _ = starttls_fake
-    with pytest.raises(LdapConnectionError, match=r"TLS handshake failed.*certificate"):
-        await LdapWire.connect(url, "cn=admin", "good", 5, starttls=True)  # system CAs only
-    await asyncio.sleep(0.05)
-    assert [name for name, _ in server.events] == ["extendedReq"]
-
-
-async def test_a_certificate_for_another_host_is_refused(
-    starttls_fake: tuple[FakeDirectory, str, Path],
-) -> None:
-    server, url, cert = starttls_fake
-    trusting = ssl.create_default_context(cafile=str(cert))
-    other = url.replace("localhost", "127.0.0.1")  # the certificate names only localhost
-    with pytest.raises(LdapConnectionError, match="TLS handshake failed"):
-        await LdapWire.connect(other, "cn=admin", "good", 5, ssl_context=trusting, starttls=True)
-    assert [name for name, _ in server.events] == ["extendedReq"]
-
-
-@pytest.mark.parametrize("code", [2, 52])  # protocolError (not supported), unavailable
-async def test_a_refused_starttls_is_an_error_never_a_bind_in_clear_text(
-    fake: tuple[FakeDirectory, str], code: int, tmp_path: Path
-) -> None:
-    server, url = fake
-    if code != 2:
-        server.starttls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        server.starttls_code = code
-    with pytest.raises(LdapConnectionError, match=r"refused StartTLS.*use ldaps://") as info:
-        await LdapWire.connect(url, "cn=admin", "good", 5, starttls=True)
-    assert f"({code})" in str(info.value)
-    await asyncio.sleep(0.05)
-    assert [name for name, _ in server.events] == ["extendedReq"]
-
-
-async def test_starttls_on_ldaps_is_refused() -> None:
-    with pytest.raises(ValueError, match="StartTLS is for ldap://"):
-        await LdapWire.connect("ldaps://127.0.0.1:1", "cn=admin", "good", 5, starttls=True)
