@@ -40,22 +40,36 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _check_directory_url(url: str) -> None:
+def _check_directory_url(url: str, starttls: bool) -> None:
     """Passwords cross the directory connection (binds), so it must not be clear text on a
-    network: ldap:// only to this machine, ldaps:// anywhere."""
+    network: ldap:// to another machine only with StartTLS, ldaps:// anywhere."""
     if not url:
+        if starttls:
+            raise ConfigError(
+                "directory.starttls = true: the embedded slapd offers no TLS (it listens only "
+                "on this machine); set directory.url to the directory that offers StartTLS, or "
+                "set directory.starttls = false"
+            )
         return  # the embedded stack's slapd on stack.host, which must be loopback
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("ldap", "ldaps") or not parts.hostname:
         raise ConfigError(
-            f"directory.url = {url!r}: expected ldaps://host:port (or ldap://127.0.0.1:port)"
+            f"directory.url = {url!r}: expected ldaps://host:port, ldap://host:port with "
+            "directory.starttls = true, or ldap://127.0.0.1:port"
         )
-    if scheme == "ldap" and not is_loopback(parts.hostname):
+    if scheme == "ldaps" and starttls:
+        raise ConfigError(
+            f"directory.url = {url!r} with directory.starttls = true: ldaps:// is TLS from the "
+            "first byte and StartTLS is for ldap://; use one of them "
+            f"(ldap://{parts.hostname}:389 with StartTLS, or ldaps:// without)"
+        )
+    if scheme == "ldap" and not starttls and not is_loopback(parts.hostname):
         raise ConfigError(
             f"directory.url = {url!r}: ldap:// to another machine would send passwords and "
-            "directory data unencrypted, and StartTLS is not supported; use "
-            f"ldaps://{parts.hostname}:636 (with directory.ca_file for a private CA)"
+            "directory data unencrypted; set directory.starttls = true if the directory "
+            f"offers StartTLS, or use ldaps://{parts.hostname}:636 (either with "
+            "directory.ca_file for a private CA)"
         )
 
 
@@ -71,7 +85,7 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"office_address = {s.office_address!r}: expected an email address")
     _check_port("smtp.port", s.smtp.port)
     _check_port("web.port", s.web.port, allow_zero=True)
-    _check_directory_url(s.directory.url)
+    _check_directory_url(s.directory.url, s.directory.starttls)
     if s.directory.ca_file and not Path(s.directory.ca_file).is_file():
         raise ConfigError(f"directory.ca_file = {s.directory.ca_file!r}: no such file")
     _check_distribution(s.distribution)

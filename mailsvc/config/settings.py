@@ -143,10 +143,13 @@ class DirectorySettings:
     group_object_class: str = "groupOfNames"
     member_attribute: str = "member"
     timeout: float = 5.0
-    # PEM bundle that verifies an ldaps:// directory's certificate (a self-signed certificate
-    # may be given as its own bundle); empty means the system's CAs. Certificates are always
-    # verified, by the adapter and by bulk additions alike.
+    # PEM bundle that verifies the directory's certificate (ldaps://, or ldap:// with
+    # starttls; a self-signed certificate may be given as its own bundle); empty means the
+    # system's CAs. Certificates are always verified, by the adapter, bulk additions and
+    # Dovecot alike.
     ca_file: str = ""
+    # ldap:// with StartTLS before every bind (a directory that offers only port 389).
+    starttls: bool = False
 
     @property
     def councillors_dn(self) -> str:

@@ -140,9 +140,16 @@ def dovecot_ldap_conf(
     settings: Settings, paths: Paths, who: DovecotIdentity, reader_password: str
 ) -> str:
     d = settings.directory
+    url = settings.ldap_url
     return _render(
         "dovecot-ldap.conf.ext.j2",
-        ldap_url=settings.ldap_url,
+        ldap_url=url,
+        # TLS settings only where the directory is reached over TLS: the embedded default's
+        # loopback slapd is plain ldap://.
+        tls=d.starttls or url.lower().startswith("ldaps://"),
+        starttls=d.starttls,
+        # Dovecot's auth process does not run in our working directory.
+        ca_file=os.path.abspath(d.ca_file) if d.ca_file else "",
         reader_dn=d.reader_dn,
         reader_password=reader_password,
         councillors_dn=d.councillors_dn,

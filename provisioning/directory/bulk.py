@@ -7,7 +7,12 @@ import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from provisioning.directory.entries import ALREADY_EXISTS, TEMPORARY_RESULTS, DirectoryConfig
+from provisioning.directory.entries import (
+    ALREADY_EXISTS,
+    TEMPORARY_RESULTS,
+    DirectoryConfig,
+    bind_refusal_hint,
+)
 from provisioning.errors import DirectoryError, DirectoryUnavailable
 from provisioning.ldapwire import (
     SERVER_DOWN,
@@ -33,7 +38,12 @@ async def add_entries(
     c = config
     try:
         async with await LdapWire.connect(
-            c.url, c.bind_dn, c.bind_password, c.timeout, ssl_context=ssl_context
+            c.url,
+            c.bind_dn,
+            c.bind_password,
+            c.timeout,
+            ssl_context=ssl_context,
+            starttls=c.starttls,
         ) as wire:
             answers = await wire.add_many(
                 items,
@@ -46,7 +56,7 @@ async def add_entries(
             return [busy] * len(items)
         raise DirectoryError(
             f"directory {c.url} refused the bind as {c.bind_dn}: {exc.result.name}; "
-            "check the directory credentials"
+            f"{bind_refusal_hint(exc.result.code)}"
         ) from exc
     except (LdapConnectionError, LdapProtocolError) as exc:
         down = DirectoryUnavailable(f"directory unreachable: {exc}")

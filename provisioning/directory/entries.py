@@ -19,6 +19,14 @@ TEMPORARY_RESULTS = {
 }
 NO_SUCH_OBJECT = 32
 ALREADY_EXISTS = 68
+CONFIDENTIALITY_REQUIRED = 13
+
+
+def bind_refusal_hint(code: object) -> str:
+    """What to check when the directory refuses the service's bind with ``code``."""
+    if code == CONFIDENTIALITY_REQUIRED:
+        return "the directory accepts binds only over TLS: use StartTLS or ldaps://"
+    return "check the directory credentials"
 
 
 @dataclass(frozen=True)
@@ -46,8 +54,12 @@ class DirectoryConfig:
     member_attribute: str = "member"
     timeout: float = 5.0
     pool_size: int = 8
-    # PEM bundle verifying an ldaps:// server's certificate; empty: the system's CAs.
+    # PEM bundle verifying the server's certificate (ldaps://, or ldap:// with starttls);
+    # empty: the system's CAs.
     ca_file: str = ""
+    # ldap:// only: StartTLS on every connection before anything else is sent; a directory
+    # that refuses it, or a certificate that does not verify, is an error (never clear text).
+    starttls: bool = False
 
 
 @dataclass(frozen=True)

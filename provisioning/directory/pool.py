@@ -1,5 +1,6 @@
-"""ldap3 connections for the directory adapter: verified TLS, a small pool used from worker
-threads (a stale pooled connection is retried once on a fresh one), and what a refusal means."""
+"""ldap3 connections for the directory adapter: verified TLS (ldaps://, or StartTLS before the
+bind on ldap://), a small pool used from worker threads (a stale pooled connection is retried
+once on a fresh one), and what a refusal means."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 import ldap3
 from ldap3.core import exceptions as ldap_exc
 
-from provisioning.directory.entries import TEMPORARY_RESULTS, DirectoryConfig
+from provisioning.directory.entries import TEMPORARY_RESULTS, DirectoryConfig, bind_refusal_hint
 from provisioning.errors import DirectoryError, DirectoryUnavailable
 
 T = TypeVar("T")
@@ -51,6 +52,15 @@ def _close_quietly(conn: ldap3.Connection) -> None:
             pass
 
 
+def _starttls_refused(url: str, result: dict[str, Any] | None) -> str:
+    what = (result or {}).get("description") or "no answer"
+    detail = (result or {}).get("message")
+    return (
+        f"directory {url} refused StartTLS: {what}{f' ({detail})' if detail else ''}; it "
+        "offers no TLS on this port (use ldaps://, or enable TLS on the directory)"
+    )
+
+
 def check_result(conn: ldap3.Connection, ok: bool, what: str) -> None:
     """Nothing if ``ok``; else DirectoryUnavailable (try later) or DirectoryError (refused)."""
     if ok:
@@ -74,9 +84,9 @@ class ConnectionPool:
             self._pool.put(None)  # connections are opened lazily
 
     def server(self) -> ldap3.Server:
-        """The directory server as ldap3 sees it. ldaps:// always verifies the certificate and
-        the host name (ldap3 alone would accept any certificate), against ``ca_file`` when it
-        is set."""
+        """The directory server as ldap3 sees it. TLS (ldaps://, or StartTLS) always verifies
+        the certificate and the host name (ldap3 alone would accept any certificate), against
+        ``ca_file`` when it is set."""
         return ldap3.Server(
             self.config.url,
             connect_timeout=self.config.timeout,
@@ -88,16 +98,43 @@ class ConnectionPool:
         """The same verification for bulk additions (``ldapwire``)."""
         return ssl.create_default_context(cafile=self.config.ca_file or None)
 
-    def _connect(self) -> ldap3.Connection:
-        server = self.server()
+    def _open(self, user: str, password: str) -> ldap3.Connection:
+        """A connection to the directory, not yet bound; with ``starttls`` already under TLS.
+
+        Raises DirectoryUnavailable if the directory is unreachable, refuses StartTLS or shows
+        a certificate that does not verify: no bind is ever sent in clear text instead.
+        """
         conn = ldap3.Connection(
-            server,
-            user=self.config.bind_dn,
-            password=self.config.bind_password,
+            self.server(),
+            user=user,
+            password=password,
             receive_timeout=max(1, math.ceil(self.config.timeout)),  # ldap3 packs it as an int
             raise_exceptions=False,
             auto_referrals=False,
         )
+        if not self.config.starttls:
+            return conn  # bind() opens the connection (TLS from the start with ldaps://)
+        url = self.config.url
+        try:
+            conn.open(read_server_info=False)
+            started = conn.start_tls(read_server_info=False)
+        except ldap_exc.LDAPStartTLSError as exc:
+            _close_quietly(conn)
+            code = conn.result.get("result") if conn.result else None
+            if code not in (0, None):  # the directory answered StartTLS with an error
+                raise DirectoryUnavailable(_starttls_refused(url, conn.result)) from exc
+            detail = str(exc.args[0] if exc.args else exc).removeprefix("wrap socket error: ")
+            raise DirectoryUnavailable(f"directory {url}: TLS handshake failed: {detail}") from exc
+        except (ldap_exc.LDAPException, OSError) as exc:
+            _close_quietly(conn)
+            raise DirectoryUnavailable(f"directory {url} unreachable: {exc}") from exc
+        if not (started and conn.tls_started):
+            _close_quietly(conn)
+            raise DirectoryUnavailable(_starttls_refused(url, conn.result))
+        return conn
+
+    def _connect(self) -> ldap3.Connection:
+        conn = self._open(self.config.bind_dn, self.config.bind_password)
         try:
             ok = conn.bind()
         except ldap_exc.LDAPException as exc:
@@ -110,7 +147,7 @@ class ConnectionPool:
                 raise DirectoryUnavailable(f"directory {self.config.url} busy: {conn.result}")
             raise DirectoryError(
                 f"directory {self.config.url} refused the bind as {self.config.bind_dn}: "
-                f"{conn.result.get('description')}; check the directory credentials"
+                f"{conn.result.get('description')}; {bind_refusal_hint(code)}"
             )
         return conn
 
@@ -160,14 +197,7 @@ class ConnectionPool:
 
     def bind_as(self, dn: str, password: str) -> bool:
         """Whether ``dn`` binds with ``password``, on a connection of its own (blocking)."""
-        server = self.server()
-        conn = ldap3.Connection(
-            server,
-            user=dn,
-            password=password,
-            receive_timeout=max(1, math.ceil(self.config.timeout)),
-            raise_exceptions=False,
-        )
+        conn = self._open(dn, password)
         try:
             ok = bool(conn.bind())
             code = conn.result.get("result") if conn.result else None

@@ -1,13 +1,15 @@
-"""A small asyncio LDAPv3 client for bulk adds: simple bind, pipelined AddRequests, unbind.
+"""A small asyncio LDAPv3 client for bulk adds: StartTLS, simple bind, pipelined AddRequests,
+unbind.
 
 ldap3 encodes every request through pyasn1 and waits for each answer in a thread; for tens of
 thousands of new entries that is most of the import's CPU. This package writes the few LDAP
 messages it needs itself (BER, X.690 definite lengths, RFC 4511) and keeps up to ``window``
 AddRequests in flight on one connection, matching the answers by messageID.
 
-Only what bulk adds need is here: requests are BindRequest (simple), AddRequest and
-UnbindRequest; responses are decoded as far as messageID, protocolOp and the LDAPResult
-(resultCode, matchedDN, diagnosticMessage); referrals, SASL credentials, response values and
+Only what bulk adds need is here: requests are StartTLS (an ExtendedRequest, sent before the
+bind to a directory on ldap:// with TLS), BindRequest (simple), AddRequest and UnbindRequest;
+responses are decoded as far as messageID, protocolOp and the LDAPResult (resultCode,
+matchedDN, diagnosticMessage); referrals, SASL credentials, response values and
 controls are skipped. Everything else (searches, modifies, escaping) stays with ldap3 in
 ``provisioning.directory``.
 
@@ -24,6 +26,7 @@ from provisioning.ldapwire.ber import (
     decode_message,
     encode_add_request,
     encode_bind_request,
+    encode_extended_request,
     encode_unbind_request,
 )
 from provisioning.ldapwire.client import AddEntry, LdapWire
@@ -42,6 +45,7 @@ from provisioning.ldapwire.protocol import (
     RESULT_NAMES,
     SEARCH_RESULT_DONE,
     SERVER_DOWN,
+    START_TLS,
     SUCCESS,
     TIMEOUT,
     LdapBindError,
@@ -68,6 +72,7 @@ __all__ = [
     "RESULT_NAMES",
     "SEARCH_RESULT_DONE",
     "SERVER_DOWN",
+    "START_TLS",
     "SUCCESS",
     "TIMEOUT",
     "AddEntry",
@@ -83,5 +88,6 @@ __all__ = [
     "decode_message",
     "encode_add_request",
     "encode_bind_request",
+    "encode_extended_request",
     "encode_unbind_request",
 ]

@@ -81,6 +81,14 @@ def encode_bind_request(message_id: int, dn: str, password: str | bytes) -> byte
     return _message(message_id, _tlv(0x60, body))
 
 
+def encode_extended_request(message_id: int, name: str, value: bytes | None = None) -> bytes:
+    """LDAPMessage with an ExtendedRequest (such as StartTLS: ``START_TLS`` and no value)."""
+    body = _tlv(0x80, name.encode("ascii"))  # requestName [0] LDAPOID
+    if value is not None:
+        body += _tlv(0x81, value)  # requestValue [1]
+    return _message(message_id, _tlv(0x77, body))
+
+
 def encode_unbind_request(message_id: int) -> bytes:
     """LDAPMessage with an UnbindRequest ([APPLICATION 2] NULL)."""
     return _message(message_id, b"\x42\x00")

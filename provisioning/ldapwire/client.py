@@ -1,5 +1,5 @@
-"""The connection: simple bind, up to ``window`` AddRequests in flight matched by messageID,
-unbind; every way a connection fails turned into a result per entry."""
+"""The connection: StartTLS if asked, simple bind, up to ``window`` AddRequests in flight
+matched by messageID, unbind; every way a connection fails turned into a result per entry."""
 
 from __future__ import annotations
 
@@ -14,14 +14,17 @@ from provisioning.ldapwire.ber import (
     ResponseReader,
     encode_add_request,
     encode_bind_request,
+    encode_extended_request,
     encode_unbind_request,
 )
 from provisioning.ldapwire.protocol import (
     ADD_RESPONSE,
     BIND_RESPONSE,
     ENCODING_ERROR,
+    EXTENDED_RESPONSE,
     MAX_MESSAGE_ID,
     SERVER_DOWN,
+    START_TLS,
     SUCCESS,
     TIMEOUT,
     LdapBindError,
@@ -84,26 +87,31 @@ class LdapWire:
         timeout: float = 5.0,  # noqa: ASYNC109 - per step (connect, each answer), not overall
         *,
         ssl_context: ssl.SSLContext | None = None,
+        starttls: bool = False,
     ) -> LdapWire:
         """Open a connection to ``url`` (ldap:// or ldaps://) and bind as ``bind_dn``.
 
-        ``timeout`` bounds the connection, the bind and every later wait for an answer.
-        ldaps:// verifies the server's certificate (``ssl.create_default_context()`` unless
-        ``ssl_context`` is given). Raises LdapConnectionError (unreachable, TLS failure),
-        LdapTimeoutError, LdapBindError (refused: wrong DN or password, or busy),
-        LdapProtocolError (what answered is not an LDAP server) or ValueError (bad URL, or a
-        DN without a password).
+        ``timeout`` bounds the connection, StartTLS, the bind and every later wait for an
+        answer. ldaps://, and ldap:// with ``starttls``, verify the server's certificate and
+        host name (``ssl.create_default_context()`` unless ``ssl_context`` is given); with
+        ``starttls`` nothing else is sent until TLS is up, and a directory that refuses it is
+        an error, never a bind in clear text. Raises LdapConnectionError (unreachable, StartTLS
+        refused, TLS failure), LdapTimeoutError, LdapBindError (refused: wrong DN or password,
+        or busy), LdapProtocolError (what answered is not an LDAP server) or ValueError (bad
+        URL, StartTLS on ldaps://, or a DN without a password).
         """
         host, port, tls = _address(url)
+        if tls and starttls:
+            raise ValueError(f"{url}: StartTLS is for ldap://; ldaps:// is TLS already")
         if bind_dn and not password:
             # RFC 4513 5.1.2: a name with an empty password is an unauthenticated bind that
             # "succeeds" with no rights at all; refuse it here rather than fail every add.
             raise ValueError(f"no password for {bind_dn}: refusing an unauthenticated bind")
-        context = (ssl_context or ssl.create_default_context()) if tls else None
+        context = (ssl_context or ssl.create_default_context()) if tls or starttls else None
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(
-                    host, port, ssl=context, limit=_READ_SIZE
+                    host, port, ssl=None if starttls else context, limit=_READ_SIZE
                 )
         except TimeoutError as exc:
             raise LdapTimeoutError(f"{url}: no connection within {timeout:g} s") from exc
@@ -113,6 +121,8 @@ class LdapWire:
             raise LdapConnectionError(f"{url}: cannot connect: {exc}") from exc
         wire = cls(url, reader, writer, timeout)
         try:
+            if starttls and context is not None:
+                await wire._start_tls(context, host)
             await wire._bind(bind_dn, password)
         except BaseException:
             wire._abort()
@@ -137,6 +147,41 @@ class LdapWire:
     def _next_id(self) -> int:
         self._last_id = self._last_id % MAX_MESSAGE_ID + 1
         return self._last_id
+
+    async def _start_tls(self, context: ssl.SSLContext, host: str) -> None:
+        """StartTLS (RFC 4511 4.14, RFC 4513 3): ask, and on success do the handshake on this
+        connection. Anything but success is an error: the caller never binds in clear text."""
+        message_id = self._next_id()
+        self._writer.write(encode_extended_request(message_id, START_TLS))
+        responses = await self._receive()
+        response = responses[0]
+        if (
+            len(responses) > 1
+            or self._responses.pending_bytes
+            or response.message_id != message_id
+            or response.op != EXTENDED_RESPONSE
+        ):
+            # Bytes after the answer would be read as if they had come over TLS.
+            raise LdapProtocolError(
+                f"{self.url}: expected only the StartTLS response, got protocolOp "
+                f"{response.op} for message {response.message_id}"
+            )
+        if response.result.code != SUCCESS:
+            raise LdapConnectionError(
+                f"{self.url} refused StartTLS: {response.result}; the directory offers no TLS "
+                "on this port (use ldaps://, or enable TLS on the directory)"
+            )
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._writer.start_tls(context, server_hostname=host)
+        except TimeoutError as exc:
+            raise LdapTimeoutError(
+                f"{self.url}: no TLS handshake after StartTLS within {self.timeout:g} s"
+            ) from exc
+        except ssl.SSLError as exc:
+            raise LdapConnectionError(f"{self.url}: TLS handshake failed: {exc}") from exc
+        except OSError as exc:
+            raise LdapConnectionError(f"{self.url}: connection lost in StartTLS: {exc}") from exc
 
     async def _bind(self, dn: str, password: str) -> None:
         message_id = self._next_id()

@@ -64,9 +64,12 @@ RESULT_NAMES: Final[Mapping[int, str]] = {
 }
 
 NOTICE_OF_DISCONNECTION: Final = "1.3.6.1.4.1.1466.20036"
+# The StartTLS extended operation (RFC 4511 4.14): TLS on an ldap:// connection before the bind.
+START_TLS: Final = "1.3.6.1.4.1.1466.20037"
 
 # protocolOp tags (APPLICATION n) of the responses this client understands: the ones made of
-# an LDAPResult. The client only sends binds and adds, so only 1, 9 and 24 are expected.
+# an LDAPResult. The client only sends StartTLS, binds and adds, so only 24, 1 and 9 are
+# expected.
 BIND_RESPONSE: Final = 1
 SEARCH_RESULT_DONE: Final = 5
 MODIFY_RESPONSE: Final = 7

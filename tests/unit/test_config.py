@@ -133,7 +133,32 @@ def test_cleartext_ldap_to_another_machine_is_refused(url: str) -> None:
         load_settings(env={"MAILSVC_DIRECTORY__URL": url})
     message = str(info.value)
     assert message.startswith(f"directory.url = {url!r}: ldap:// to another machine")
-    assert "ldaps://" in message
+    # The error names both fixes.
+    assert "directory.starttls = true" in message and "ldaps://" in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ldap://ldap.example.org", "ldap://192.0.2.7:389", "ldap://[2001:db8::1]:389"],
+)
+def test_ldap_to_another_machine_is_accepted_with_starttls(url: str) -> None:
+    env = {"MAILSVC_DIRECTORY__URL": url, "MAILSVC_DIRECTORY__STARTTLS": "true"}
+    settings = load_settings(env=env)
+    assert settings.directory.url == url and settings.directory.starttls is True
+
+
+def test_starttls_on_ldaps_is_refused() -> None:
+    env = {
+        "MAILSVC_DIRECTORY__URL": "ldaps://ldap.example.org:636",
+        "MAILSVC_DIRECTORY__STARTTLS": "true",
+    }
+    with pytest.raises(ConfigError, match=r"StartTLS is for ldap://; use one of them"):
+        load_settings(env=env)
+
+
+def test_starttls_to_the_embedded_slapd_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"directory\.starttls = true: the embedded slapd"):
+        load_settings(env={"MAILSVC_DIRECTORY__STARTTLS": "true"})
 
 
 @pytest.mark.parametrize(

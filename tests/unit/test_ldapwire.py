@@ -8,7 +8,6 @@ import ssl
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,10 +17,10 @@ with warnings.catch_warnings():
     import ldap3
     from ldap3.operation.add import add_operation
     from ldap3.operation.bind import bind_operation
+    from ldap3.operation.extended import extended_operation
     from ldap3.protocol.rfc4511 import LDAPMessage, MessageID, ProtocolOp, UnbindRequest
     from pyasn1.codec.ber import decoder, encoder
 
-from mailsvc.relay.smtp.tls import ensure_self_signed
 from provisioning.ldapwire import (
     ADD_RESPONSE,
     BIND_RESPONSE,
@@ -30,6 +29,7 @@ from provisioning.ldapwire import (
     MAX_MESSAGE_ID,
     NOTICE_OF_DISCONNECTION,
     SERVER_DOWN,
+    START_TLS,
     TIMEOUT,
     LdapBindError,
     LdapConnectionError,
@@ -41,6 +41,7 @@ from provisioning.ldapwire import (
     decode_message,
     encode_add_request,
     encode_bind_request,
+    encode_extended_request,
     encode_unbind_request,
 )
 
@@ -137,6 +138,18 @@ def test_bind_request_is_byte_for_byte_what_ldap3_sends(
     request = bind_operation(3, ldap3.SIMPLE, dn, password)
     expected = pyasn1_message(message_id, "bindRequest", request)
     assert encode_bind_request(message_id, dn, password) == expected
+
+
+@pytest.mark.parametrize("message_id", [1, 2, 128, MAX_MESSAGE_ID])
+def test_starttls_request_is_byte_for_byte_what_ldap3_sends(message_id: int) -> None:
+    expected = pyasn1_message(message_id, "extendedReq", extended_operation(START_TLS))
+    assert encode_extended_request(message_id, START_TLS) == expected
+
+
+def test_extended_request_value_is_byte_for_byte_what_ldap3_sends() -> None:
+    value = b"\x04\x03abc"
+    expected = pyasn1_message(7, "extendedReq", extended_operation("1.2.3.4", value))
+    assert encode_extended_request(7, "1.2.3.4", value) == expected
 
 
 @pytest.mark.parametrize("message_id", [1, 2, 128, MAX_MESSAGE_ID])
@@ -375,6 +388,11 @@ class FakeDirectory:
     max_in_flight: int = 0
     unbinds: int = 0
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
+    # StartTLS: the context to upgrade with (None: refused as unsupported) or a result code.
+    starttls: ssl.SSLContext | None = None
+    starttls_code: int = 0
+    # What arrived, in order, and whether over TLS: ("starttls", False), ("bind", True), ...
+    events: list[tuple[str, bool]] = field(default_factory=list)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)
@@ -389,10 +407,16 @@ class FakeDirectory:
                     except Exception:  # incomplete: wait for more
                         break
                     buf = bytes(rest)
-                    answer = await self.handle(message)
+                    answer = await self.handle(message, writer)
                     if answer == b"close":
                         writer.transport.abort()
                         return
+                    if answer is not None and answer[:1] == b"T":  # StartTLS accepted
+                        writer.write(answer[1:])
+                        await writer.drain()
+                        if self.starttls is not None:
+                            await writer.start_tls(self.starttls)
+                        continue
                     if answer is not None:
                         held.append(answer)
                 self.max_in_flight = max(self.max_in_flight, len(held))
@@ -408,15 +432,22 @@ class FakeDirectory:
                 else:
                     writer.write(out)
                     await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
+        except (OSError, asyncio.CancelledError):  # ConnectionError, a failed TLS handshake
             pass
         finally:
             writer.transport.abort()
 
-    async def handle(self, message: Any) -> bytes | None:
+    async def handle(self, message: Any, writer: asyncio.StreamWriter) -> bytes | None:
         message_id = int(message["messageID"])
         op = message["protocolOp"]
         name = op.getName()
+        over_tls = writer.get_extra_info("ssl_object") is not None
+        self.events.append((name, over_tls))
+        if name == "extendedReq":
+            assert str(op[name]["requestName"]) == START_TLS
+            code = self.starttls_code if self.starttls is not None else 2  # protocolError
+            answer = response(message_id, EXTENDED_RESPONSE, code, extra=tlv(0x8A, b""))
+            return b"T" + answer if code == 0 else answer
         if name == "bindRequest":
             ok = bytes(op[name]["authentication"]["simple"]) == b"good"
             return response(message_id, BIND_RESPONSE, 0 if ok else 49)
@@ -605,23 +636,3 @@ async def test_an_entry_that_cannot_be_encoded_fails_alone(
         results = await wire.add_many(batch, object_classes=CLASSES)
     assert results[:2] == [0, 0] and results[3:] == [0, 0]
     assert isinstance(results[2], LdapResult) and results[2].code == ENCODING_ERROR
-
-
-async def test_ldaps_verifies_the_certificate(tmp_path: Path) -> None:
-    cert, key = ensure_self_signed(tmp_path, "localhost")
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(cert, key)
-    directory = FakeDirectory()
-    server = await asyncio.start_server(directory.serve, "127.0.0.1", 0, ssl=server_tls)
-    url = f"ldaps://localhost:{server.sockets[0].getsockname()[1]}"
-    try:
-        with pytest.raises(LdapConnectionError, match="TLS handshake failed"):
-            await LdapWire.connect(url, "cn=admin", "good", 5)
-        trusting = ssl.create_default_context(cafile=str(cert))
-        async with await LdapWire.connect(url, "cn=admin", "good", 5, ssl_context=trusting) as wire:
-            assert await wire.add_many(entries(3), object_classes=CLASSES) == [0, 0, 0]
-    finally:
-        for writer in directory.writers:
-            writer.transport.abort()
-        server.close()
-        await server.wait_closed()

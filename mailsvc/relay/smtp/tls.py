@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
 import ssl
 from pathlib import Path
@@ -17,7 +18,8 @@ from mailsvc.errors import ConfigError
 
 
 def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
-    """A self-signed certificate for ``hostname`` under ``directory`` (made on first use)."""
+    """A self-signed certificate for ``hostname`` (a name, or an IP address) under
+    ``directory`` (made on first use)."""
     cert_path, key_path = directory / "smtp-cert.pem", directory / "smtp-key.pem"
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path
@@ -33,7 +35,7 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_subject_name(hostname)]), critical=False)
         .sign(key, hashes.SHA256())
     )
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -47,6 +49,14 @@ def ensure_self_signed(directory: Path, hostname: str) -> tuple[Path, Path]:
         )
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
+
+
+def _subject_name(hostname: str) -> x509.GeneralName:
+    # Clients match an address only against an IP address entry, never a DNS one.
+    try:
+        return x509.IPAddress(ipaddress.ip_address(hostname))
+    except ValueError:
+        return x509.DNSName(hostname)
 
 
 def server_context(settings: Settings) -> ssl.SSLContext | None:

@@ -137,6 +137,49 @@ def test_hostile_directory_values_stay_inside_their_dovecot_ldap_conf_lines() ->
     assert decode_filter_value(disabled) == d.disabled_value
 
 
+def tls_lines(text: str) -> list[str]:
+    return [line for line in text.split("\n") if line.startswith("tls")]
+
+
+def test_dovecot_uses_starttls_with_the_directory_ca_when_starttls_is_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a relative ca_file is taken from the working directory
+    settings = default_settings().with_changes(
+        directory={
+            "url": "ldap://ldap.council.example:389",
+            "starttls": True,
+            "ca_file": 'ca "council" #1.pem',
+        }
+    )
+    text = configs.dovecot_ldap_conf(settings, Paths.of(settings.var_dir), NOT_ROOT, "x")
+    assert line_of(text, "uris ") == "uris = ldap://ldap.council.example:389"
+    assert tls_lines(text) == [
+        "tls = yes",
+        "tls_require_cert = hard",
+        line_of(text, "tls_ca_cert_file "),
+    ]
+    # Absolute (Dovecot's auth process has its own working directory) and quoted.
+    assert quoted(line_of(text, "tls_ca_cert_file ")) == [str(tmp_path / 'ca "council" #1.pem')]
+
+
+def test_dovecot_verifies_an_ldaps_directory_without_starttls() -> None:
+    settings = default_settings().with_changes(
+        directory={"url": "ldaps://ldap.council.example", "ca_file": "/etc/council-ca.pem"}
+    )
+    text = configs.dovecot_ldap_conf(settings, Paths.of(settings.var_dir), NOT_ROOT, "x")
+    assert tls_lines(text) == [
+        "tls_require_cert = hard",
+        'tls_ca_cert_file = "/etc/council-ca.pem"',
+    ]
+
+
+def test_the_embedded_default_has_no_tls_settings_for_dovecot() -> None:
+    settings = default_settings()
+    text = configs.dovecot_ldap_conf(settings, Paths.of(settings.var_dir), NOT_ROOT, "x")
+    assert tls_lines(text) == []
+
+
 @pytest.mark.parametrize(
     ("setting", "render"),
     [
