@@ -192,7 +192,13 @@ def _kill_group(pid: int) -> None:
     """SIGKILL the server and, if it leads its process group (it does when we started it),
     everything in that group."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        if os.getpgid(pid) == pid:
+        try:
+            leads = os.getpgid(pid) == pid
+        except ProcessLookupError:
+            # The leader is gone, but its group may live on (Dovecot's children): a group
+            # keeps the id of the process that made it while any member is left.
+            leads = True
+        if leads:
             os.killpg(pid, signal.SIGKILL)
         else:
             os.kill(pid, signal.SIGKILL)
