@@ -580,7 +580,11 @@ def median_run(attempts: list[Run]) -> Run:
 
 
 def fmt(value: float | None, digits: int = 0) -> str:
-    return "—" if value is None else f"{value:,.{digits}f}"
+    if value is None:
+        return "—"
+    if digits == 0 and abs(value) < 10:
+        digits = 2  # rates of the memory cell: 1.4/s, not 1/s
+    return f"{value:,.{digits}f}"
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
