@@ -40,10 +40,12 @@ def _shipped_dir(name: str) -> Path:
     data = resources.files("mailsvc").joinpath(DATA_PACKAGE_DIR, name)
     # Jinja's loader and the stack's config writer need real paths. pip always unpacks a wheel
     # onto the file system, where files() is a plain Path; a zip import would not be one.
-    if not isinstance(data, Path) or not data.is_dir():
+    if not isinstance(data, Path):
+        raise RuntimeError(f"mailsvc's {name}/ is inside {data}: install mailsvc unpacked")
+    if not data.is_dir():
         raise RuntimeError(
-            f"mailsvc's {name}/ is missing: expected {data} in the installed package"
-            " (install mailsvc from a wheel or a checkout, not from a zip)"
+            f"mailsvc's {name}/ is missing: expected {data}; the package was built without"
+            " its data (build it with the repository's setup.py: pip install . or pip wheel .)"
         )
     return data
 
