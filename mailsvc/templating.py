@@ -1,7 +1,8 @@
 """Jinja2 rendering of user-facing text: mail bodies, letters, later the web pages.
 
-Templates live in the repository's ``templates/`` directory, one file per language beside each
-other: ``mail/welcome.pl.txt.j2``, ``mail/welcome.en.txt.j2``. Callers name a template without its
+Templates live in the repository's ``templates/`` directory (a copy ships inside the installed
+package: :func:`mailsvc.resources.templates_dir`), one file per language beside each other:
+``mail/welcome.pl.txt.j2``, ``mail/welcome.en.txt.j2``. Callers name a template without its
 language (``render("mail/welcome.txt", "en", ...)``); a language that has no file of its own gets
 the Polish one, which always exists.
 
@@ -18,10 +19,10 @@ from typing import Any
 
 import jinja2
 
-from mailsvc.config import PACKAGE_ROOT
+from mailsvc import resources
 from mailsvc.domain import vocabulary, wording
 
-TEMPLATES_DIR = PACKAGE_ROOT / "templates"
+TEMPLATES_DIR = resources.templates_dir()
 DEFAULT_LANGUAGE = "pl"
 
 _LANGUAGE = re.compile(r"[a-z]{2}")
@@ -76,7 +77,7 @@ def format_date(value: date, language: str) -> str:
 
 @functools.lru_cache(maxsize=8)
 def environment(directory: Path | None = None) -> jinja2.Environment:
-    """The one Environment for ``directory`` (default: the repository's ``templates/``)."""
+    """The one Environment for ``directory`` (default: ``TEMPLATES_DIR``)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(directory or TEMPLATES_DIR, encoding="utf-8"),
         undefined=jinja2.StrictUndefined,

@@ -17,7 +17,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-from mailsvc import i18n
+from mailsvc import i18n, resources
 from mailsvc.app import open_database, open_directory, start_service
 from mailsvc.cli import councillors as cli_councillors
 from mailsvc.cli import evidence as cli_evidence
@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--roster",
-        default=str(Path(__file__).resolve().parent.parent / "config" / "sample-roster.csv"),
+        default=str(resources.config_dir() / "sample-roster.csv"),
     )
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_run)

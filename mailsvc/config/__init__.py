@@ -10,7 +10,7 @@ validates what was read.
 """
 
 from mailsvc.config.check import is_loopback, reminder_offsets, validate
-from mailsvc.config.load import DEFAULT_CONFIG, ENV_PREFIX, PACKAGE_ROOT, load_settings
+from mailsvc.config.load import DEFAULT_CONFIG, ENV_PREFIX, load_settings
 from mailsvc.config.settings import (
     ClientsSettings,
     CouncilSettings,
@@ -32,7 +32,6 @@ from mailsvc.config.settings import (
 __all__ = [
     "DEFAULT_CONFIG",
     "ENV_PREFIX",
-    "PACKAGE_ROOT",
     "ClientsSettings",
     "CouncilSettings",
     "DatabaseSettings",

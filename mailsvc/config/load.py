@@ -13,13 +13,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mailsvc import resources
 from mailsvc.config.check import validate
 from mailsvc.config.settings import Settings
 from mailsvc.errors import ConfigError
 
 ENV_PREFIX = "MAILSVC_"
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_CONFIG = PACKAGE_ROOT / "config" / "mailsvc.toml"
+# The checkout's config/mailsvc.toml, or the copy shipped in the installed package.
+DEFAULT_CONFIG = resources.config_dir() / "mailsvc.toml"
 
 _TOP_LEVEL = {
     "domain",

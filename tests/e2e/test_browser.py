@@ -21,8 +21,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from fpdf import FPDF
 
+from mailsvc import resources
 from mailsvc.app import Service
-from mailsvc.config import PACKAGE_ROOT, Settings
+from mailsvc.config import Settings
 from mailsvc.directory.councillors import CreatedAccount
 from mailsvc.domain.receipt_states import EventKind
 from mailsvc.mailbox import read_inbox
@@ -40,7 +41,7 @@ except ImportError as missing:  # the fixture `browser` says the same for tests 
 SESSION_NUMBER = "XV/2026"
 DOCUMENT_NAME = "Projekt uchwały – żłobki.pdf"
 ACK_BUTTON = "Potwierdzam otrzymanie"
-SAMPLE_ROSTER = PACKAGE_ROOT / "config" / "sample-roster.csv"
+SAMPLE_ROSTER = resources.config_dir() / "sample-roster.csv"
 # Mail and receipts arrive through real servers; bound every wait so a failure is quick.
 WITHIN = 20.0
 # The receipts page polls its JSON every web.refresh_seconds (5 s by default): allow two rounds

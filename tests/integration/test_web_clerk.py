@@ -21,9 +21,10 @@ import pytest
 from fpdf import FPDF
 from sqlalchemy import update
 
+from mailsvc import resources
 from mailsvc.app import Parts, Service, start_service
 from mailsvc.cli.councillors import run_import
-from mailsvc.config import PACKAGE_ROOT, Settings
+from mailsvc.config import Settings
 from mailsvc.directory.councillors import CreatedAccount
 from mailsvc.domain.receipt_states import EventKind
 from mailsvc.domain.vocabulary import STATE_ORDER, state_meaning
@@ -33,7 +34,7 @@ from mailsvc.storage.tables import api_tokens, web_sessions
 from provisioning.directory import Directory
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-SAMPLE_ROSTER = PACKAGE_ROOT / "config" / "sample-roster.csv"
+SAMPLE_ROSTER = resources.config_dir() / "sample-roster.csv"
 
 
 def local_now() -> datetime:
