@@ -24,7 +24,7 @@ from mailsvc.cli import evidence as cli_evidence
 from mailsvc.cli import queue as cli_queue
 from mailsvc.cli import sessions as cli_sessions
 from mailsvc.cli import web as cli_web
-from mailsvc.config import Settings, load_settings
+from mailsvc.config import PACKAGE_ROOT, Settings, load_settings
 from mailsvc.errors import ConfigError, MailsvcError
 from provisioning.errors import ProvisioningError
 
@@ -416,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--roster",
-        default=str(Path(__file__).resolve().parent.parent / "config" / "sample-roster.csv"),
+        default=str(PACKAGE_ROOT / "config" / "sample-roster.csv"),
     )
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_run)
