@@ -117,7 +117,7 @@ class Clerks:
                 raise ClerkExists(self._t("clerks.exists", login=login, dn=held.dn))
             if await self.directory.find_by_address(address) is not None:
                 raise ClerkExists(self._t("clerks.taken", address=address))
-        await self.directory.ensure_base_tree()  # the staff subtree of an older directory
+        await self.directory.ensure_staff_tree()  # a directory made before staff had one
         password = generate_password(self.settings.provisioning.password_length)
         hashed = await asyncio.to_thread(hash_password, password)  # may be a slow scheme
         request = self.directory.staff_request(

@@ -215,15 +215,30 @@ class Directory:
     async def ensure_base_tree(self) -> None:
         """Create the councillors, groups and staff containers if they are missing
         (idempotent)."""
+        c = self.config
 
         def op(conn: ldap3.Connection) -> None:
-            for dn in (self.config.councillors_dn, self.config.groups_dn, self.config.staff_dn):
-                value = dn.split(",", 1)[0].split("=", 1)[1]
-                ok = conn.add(dn, ["top", "organizationalUnit"], {"ou": value})
-                if not ok and conn.result.get("result") != ALREADY_EXISTS:
-                    check_result(conn, ok, f"create {dn}")
+            for dn in (c.councillors_dn, c.groups_dn, c.staff_dn):
+                self._ensure_unit(conn, dn)
 
         await self._ldap.run(op)
+
+    async def ensure_staff_tree(self) -> None:
+        """Create the staff container if it is missing (a directory made before it existed)."""
+        await self._ldap.run(lambda conn: self._ensure_unit(conn, self.config.staff_dn))
+
+    @staticmethod
+    def _ensure_unit(conn: ldap3.Connection, dn: str) -> None:
+        # Looked up first: a directory may let the service read a container it may not add.
+        ok = conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["1.1"])
+        if ok:
+            return
+        if conn.result.get("result") != NO_SUCH_OBJECT:
+            check_result(conn, ok, f"read {dn}")
+        value = dn.split(",", 1)[0].split("=", 1)[1]
+        ok = conn.add(dn, ["top", "organizationalUnit"], {"ou": value})
+        if not ok and conn.result.get("result") != ALREADY_EXISTS:
+            check_result(conn, ok, f"create {dn}")
 
     def councillor_request(
         self,

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import ldap3
 
+from mailsvc import secret_store
 from mailsvc.app import Parts, start_service
 from mailsvc.cli.councillors import run_import
 from mailsvc.config import PACKAGE_ROOT, Settings
@@ -130,6 +132,37 @@ async def test_a_clerk_with_an_address_of_its_own_signs_in_with_either(
             assert (await sign_in(web, "biuro", fresh)).status_code == 303
     finally:
         await service.stop()
+
+
+def staff_container_exists(settings: Settings) -> bool:
+    conn = ldap3.Connection(
+        ldap3.Server(settings.ldap_url, get_info=ldap3.NONE),
+        user=settings.directory.admin_dn,
+        password=secret_store.admin_password(settings),
+        auto_bind=True,
+    )
+    try:
+        return bool(
+            conn.search(
+                settings.directory.staff_dn, "(objectClass=*)", ldap3.BASE, attributes=["1.1"]
+            )
+        )
+    finally:
+        conn.unbind()
+
+
+async def test_the_stack_makes_the_staff_subtree_and_clerks_add_remakes_it_when_missing(
+    settings: Settings, directory: Directory
+) -> None:
+    assert await asyncio.to_thread(staff_container_exists, settings)  # made with the directory
+    await directory.delete(settings.directory.staff_dn)  # as in a directory made before it
+    assert not await asyncio.to_thread(staff_container_exists, settings)
+    listed = await cli(settings, "clerks", "list", "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr
+    await add_clerk(settings, "sekretariat", "Sekretariat Rady")
+    assert await asyncio.to_thread(staff_container_exists, settings)
+    [entry] = await directory.list_staff()
+    assert entry.dn.lower().endswith("," + settings.directory.staff_dn.lower())
 
 
 async def test_clerk_commands_refuse_clearly_and_exit_75_without_a_directory(
