@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailsvc import secret_store
 from mailsvc.config import Settings
+from mailsvc.directory.clerks import Clerks
 from mailsvc.directory.councillors import Councillors
 from mailsvc.distribution.ackpage import AckPages
 from mailsvc.distribution.service import Distributions
@@ -110,6 +111,10 @@ class Parts:
                 on_queued=self.on_queued,
             )
         return self._distributions
+
+    def clerks(self) -> Clerks:
+        """The clerks' accounts (staff subtree, clerks group), audited in the register."""
+        return Clerks(self.settings, self.directory, self.register)
 
     def councillors(self) -> Councillors:
         from mailsvc.compose import welcome_message

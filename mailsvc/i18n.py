@@ -84,6 +84,7 @@ MESSAGES: dict[str, dict[str, str]] = {
             "Skrzynka radnego przez IMAP: {imap_host}:{imap_port} (bez TLS, tylko lokalnie)\n"
             "  login: {login}\n  hasło: {password}\n"
             "  {read}\n"
+            "{panel}"
             "Poczta wychodząca (np. potwierdzenia dla mieszkańców) zostaje na miejscu,\n"
             "w var/capture/: {capture}\n"
         ),
@@ -93,9 +94,118 @@ MESSAGES: dict[str, dict[str, str]] = {
             "The councillor's mailbox over IMAP: {imap_host}:{imap_port} (no TLS, local only)\n"
             "  login: {login}\n  password: {password}\n"
             "  {read}\n"
+            "{panel}"
             "Outgoing mail (e.g. acknowledgements to residents) stays on this machine,\n"
             "in var/capture/: {capture}\n"
         ),
+    },
+    "run.panel.created": {
+        "pl": (
+            "Panel urzędników (WWW): {url}\n"
+            "  login: {login}\n  hasło: {password}\n"
+            "  (hasło widać tylko teraz; nowe: {reset})\n"
+        ),
+        "en": (
+            "The clerks' panel (web): {url}\n"
+            "  login: {login}\n  password: {password}\n"
+            "  (the password is shown only now; a new one: {reset})\n"
+        ),
+    },
+    "run.panel.known": {
+        "pl": (
+            "Panel urzędników (WWW): {url}\n"
+            "  login: {login} (hasło pokazano przy tworzeniu konta; nowe: {reset})\n"
+        ),
+        "en": (
+            "The clerks' panel (web): {url}\n"
+            "  login: {login} (the password was shown when the account was made; "
+            "a new one: {reset})\n"
+        ),
+    },
+    "run.panel.none": {
+        "pl": (
+            "Panel urzędników (WWW): {url}\n  nikt nie może się zalogować; dodaj urzędnika: {add}\n"
+        ),
+        "en": "The clerks' panel (web): {url}\n  nobody can sign in; add a clerk: {add}\n",
+    },
+    "clerks.created": {
+        "pl": (
+            "Utworzono konto urzędnika: {login} ({name})\n"
+            "Hasło początkowe: {password}\nPanel: {url}"
+        ),
+        "en": (
+            "Clerk account created: {login} ({name})\nInitial password: {password}\nPanel: {url}"
+        ),
+    },
+    "clerks.password": {
+        "pl": "Nowe hasło urzędnika {login}: {password}",
+        "en": "New password of the clerk {login}: {password}",
+    },
+    "clerks.removed": {
+        "pl": (
+            "Usunięto konto urzędnika {login}. Otwarta sesja w panelu wygaśnie przy najbliższym "
+            "sprawdzeniu (do {minutes} min)."
+        ),
+        "en": (
+            "Clerk account {login} removed. A session open in the panel ends at its next check "
+            "(within {minutes} min)."
+        ),
+    },
+    "clerks.removed_councillor": {
+        "pl": (
+            "{login} nie należy już do grupy urzędników {group}; skrzynka radnego zostaje. "
+            "Otwarta sesja w panelu wygaśnie przy najbliższym sprawdzeniu (do {minutes} min)."
+        ),
+        "en": (
+            "{login} is no longer in the clerks group {group}; the councillor's mailbox stays. "
+            "A session open in the panel ends at its next check (within {minutes} min)."
+        ),
+    },
+    "clerks.header": {
+        "pl": f"{'login':<24} {'imię i nazwisko':<32} {'w grupie':<9} {'konto':<10} rodzaj",
+        "en": f"{'login':<24} {'name':<32} {'in group':<9} {'account':<10} kind",
+    },
+    "clerks.yes": {"pl": "tak", "en": "yes"},
+    "clerks.no": {"pl": "nie", "en": "no"},
+    "clerks.kind.staff": {"pl": "pracownik", "en": "staff"},
+    "clerks.kind.councillor": {"pl": "radny", "en": "councillor"},
+    "clerks.none": {
+        "pl": 'Brak urzędników. Dodaj: mailsvc clerks add LOGIN --name "Imię Nazwisko"',
+        "en": 'No clerks. Add one: mailsvc clerks add LOGIN --name "Given Surname"',
+    },
+    "clerks.exists": {
+        "pl": "Login {login} jest już zajęty ({dn}). Wybierz inny.",
+        "en": "The login {login} is taken ({dn}). Choose another.",
+    },
+    "clerks.taken": {
+        "pl": "Adres {address} należy do radnego. Wybierz inny login lub adres (--email).",
+        "en": "The address {address} belongs to a councillor. Choose another login or --email.",
+    },
+    "clerks.not_found": {
+        "pl": "Nie ma urzędnika {login} (wszystkich pokazuje: mailsvc clerks list).",
+        "en": "There is no clerk {login} (mailsvc clerks list shows them all).",
+    },
+    "clerks.bad_login": {
+        "pl": (
+            "Login {login!r}: dozwolone małe litery bez polskich znaków, cyfry, kropka, łącznik "
+            "i podkreślenie, do 64 znaków, na początku i końcu litera lub cyfra."
+        ),
+        "en": (
+            "Login {login!r}: lower-case ASCII letters, digits, dot, hyphen and underscore, up "
+            "to 64 characters, a letter or digit at both ends."
+        ),
+    },
+    "clerks.bad_name": {
+        "pl": "--name: podaj imię i nazwisko (do 200 znaków).",
+        "en": "--name: give the name (up to 200 characters).",
+    },
+    "clerks.bad_email": {
+        "pl": "--email {email!r}: oczekiwano adresu w postaci nazwa@domena.",
+        "en": "--email {email!r}: expected an address such as name@domain.",
+    },
+    "clerks.unavailable": {
+        "pl": "Katalog użytkowników jest niedostępny ({detail}). Spróbuj ponownie później.",
+        "en": "The user directory is unavailable ({detail}). Try again later.",
     },
     "relay.stats.header": {
         "pl": f"{'radny/radna':<42} {'wiadomości':>8} {'odpowiedzi':>8} {'mediana czasu':>12}",

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from mailsvc import i18n, resources
-from mailsvc.app import open_database, open_directory, start_service
+from mailsvc.app import cli_command_line, open_database, open_directory, open_parts, start_service
+from mailsvc.cli import clerks as cli_clerks
 from mailsvc.cli import councillors as cli_councillors
 from mailsvc.cli import evidence as cli_evidence
 from mailsvc.cli import queue as cli_queue
@@ -26,6 +27,7 @@ from mailsvc.cli import sessions as cli_sessions
 from mailsvc.cli import web as cli_web
 from mailsvc.config import Settings, load_settings
 from mailsvc.errors import ConfigError, MailsvcError
+from mailsvc.storage.register import os_audit_context
 from provisioning.errors import ProvisioningError
 
 log = logging.getLogger("mailsvc")
@@ -35,6 +37,7 @@ EPILOG = textwrap.dedent(
     examples:
       mailsvc stack up                      start local slapd + Dovecot under var/
       mailsvc councillors add --given-name Łukasz --surname Żółć
+      mailsvc clerks add anna.nowak --name "Anna Nowak"   a clerk for the web panel
       mailsvc serve                         run the SMTP relay and delivery (Ctrl-C stops)
       mailsvc check                         check config, directory, mailbox store, database
     """
@@ -272,6 +275,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         asyncio.run(_import_sample(settings, Path(args.roster)))
         login, password = asyncio.run(_demo_login(settings))
+        panel = asyncio.run(_sample_clerk(settings)) if settings.web.enabled else ""
         send = f"{sys.argv[0]} sendmail --to {login} --subject 'Dziura w jezdni na ul. Długiej'"
         read = f"{sys.argv[0]} mailbox --user {login} --password {password}"
         capture = f"{sys.argv[0]} capture list"
@@ -285,6 +289,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
             password=password,
             imap_host=settings.stack.host,
             imap_port=settings.stack.imap_port,
+            panel=panel,
         )
         sys.stdout.flush()
         return cmd_serve(settings, args)
@@ -328,10 +333,48 @@ async def _demo_login(settings: Settings) -> tuple[str, str]:
             raise MailsvcError("no councillors in the directory")
         first = next((e for e in entries if e.address.startswith("lukasz.zolc@")), entries[0])
         password = generate_password()
-        await directory.set_password(first.dn, hash_password(password))
+        await directory.set_password(first.dn, await asyncio.to_thread(hash_password, password))
         return first.address, password
     finally:
         await directory.close()
+
+
+SAMPLE_CLERK = ("sekretariat", "Sekretariat Rady")
+
+
+async def _sample_clerk(settings: Settings) -> str:
+    """The panel's address and a clerk's login for ``make run``: a sample clerk is made when
+    nobody can sign in yet, and only then is its password shown (on the console, never logged).
+    """
+    login, name = SAMPLE_CLERK
+    url = f"{settings.web_url}/"
+    reset = f"{sys.argv[0]} clerks reset-password"
+    async with open_parts(settings) as parts:
+        clerks = parts.clerks()
+        made = await clerks.ensure_sample(login, name, os_audit_context(cli_command_line()))
+        if made is not None:
+            return i18n.text(
+                settings.language,
+                "run.panel.created",
+                url=url,
+                login=made.login,
+                password=made.password,
+                reset=f"{reset} {made.login}",
+            )
+        usable = [c for c in await clerks.listing() if c.in_group and c.active]
+    if not usable:
+        add = f'{sys.argv[0]} clerks add {login} --name "{name}"'
+        return i18n.text(settings.language, "run.panel.none", url=url, add=add)
+    shown = next((c for c in usable if c.login == login), usable[0])
+    if shown.kind != "staff":  # a councillor in the clerks group
+        reset = f"{sys.argv[0]} councillors reset-password"
+    return i18n.text(
+        settings.language,
+        "run.panel.known",
+        url=url,
+        login=shown.login,
+        reset=f"{reset} {shown.login}",
+    )
 
 
 # -- argument parsing ------------------------------------------------------------------------
@@ -358,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stack)
 
     cli_councillors.add_parser(sub)
+    cli_clerks.add_parser(sub)
     cli_queue.add_parser(sub)
     cli_sessions.add_parser(sub)
     cli_evidence.add_parser(sub)

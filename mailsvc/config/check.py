@@ -181,12 +181,13 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             f"provisioning.retention_days = {s.provisioning.retention_days}: expected 0 or more"
         )
-    for key in ("base_dn", "admin_dn", "reader_dn", "councillors_rdn", "groups_rdn"):
+    for key in ("base_dn", "admin_dn", "reader_dn", "councillors_rdn", "groups_rdn", "staff_rdn"):
         value = getattr(s.directory, key)
         if not _DN.match(value):
             raise ConfigError(
                 f"directory.{key} = {value!r}: expected a DN such as dc=example,dc=org"
             )
+    _check_staff_apart(s.directory.staff_dn, s.directory.councillors_dn)
     if s.directory.url and not s.directory.url.startswith(("ldap://", "ldaps://")):
         raise ConfigError(
             f"directory.url = {s.directory.url!r}: expected ldap://host:port or ldaps://"
@@ -195,6 +196,27 @@ def validate(s: Settings) -> None:
     if url and not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError(
             "database.url = <hidden>: expected sqlite+aiosqlite:///PATH or postgresql+asyncpg://..."
+        )
+
+
+def _within(dn: str, container: str) -> bool:
+    """``dn`` is ``container`` or below it (spelling compared loosely: case, spaces after
+    commas; enough to catch a configuration that nests one subtree in the other)."""
+
+    def norm(text: str) -> str:
+        return ",".join(part.strip() for part in text.lower().split(","))
+
+    inner, outer = norm(dn), norm(container)
+    return inner == outer or inner.endswith("," + outer)
+
+
+def _check_staff_apart(staff_dn: str, councillors_dn: str) -> None:
+    # A subtree search of either would return the other's entries: a roster import would then
+    # disable clerks, or the panel would take councillors for staff.
+    if _within(staff_dn, councillors_dn) or _within(councillors_dn, staff_dn):
+        raise ConfigError(
+            f"directory.staff_rdn: {staff_dn!r} and the councillors' {councillors_dn!r} must be "
+            "separate subtrees (neither inside the other)"
         )
 
 

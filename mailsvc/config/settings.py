@@ -140,6 +140,9 @@ class DirectorySettings:
     role_attribute: str = "title"
     phone_attribute: str = "mobile"
     groups_rdn: str = "ou=groups"
+    # Office staff (clerks of the web panel) live here, apart from the councillors: a roster
+    # import never sees them.
+    staff_rdn: str = "ou=staff"
     group_object_class: str = "groupOfNames"
     member_attribute: str = "member"
     timeout: float = 5.0
@@ -158,6 +161,10 @@ class DirectorySettings:
     @property
     def groups_dn(self) -> str:
         return f"{self.groups_rdn},{self.base_dn}"
+
+    @property
+    def staff_dn(self) -> str:
+        return f"{self.staff_rdn},{self.base_dn}"
 
 
 @dataclass(frozen=True)

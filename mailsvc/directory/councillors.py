@@ -168,10 +168,15 @@ class Councillors:
         return out
 
     async def taken_local_parts(self) -> set[str]:
+        """Local parts a new mailbox may not have: every address ever used, and the clerks'
+        logins (a clerk signs in to the panel as "<login>@<domain>" too)."""
         suffix = "@" + self.domain
         addresses = await self.register.addresses()
         addresses |= {e.address for e in await self.directory.list_councillors(brief=True)}
-        return {a[: -len(suffix)] for a in addresses if a.endswith(suffix)}
+        staff = await self.directory.list_staff()
+        addresses |= {e.address for e in staff}
+        logins = {uid.lower() for e in staff for uid in e.attributes.get("uid", ())}
+        return {a[: -len(suffix)] for a in addresses if a.endswith(suffix)} | logins
 
     async def plan(self, entries: Sequence[RosterEntry], today: date | None = None) -> Plan:
         """What importing ``entries`` changes. Members of the clerks' group (office staff with a

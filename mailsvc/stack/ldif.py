@@ -36,7 +36,12 @@ def base_ldif(d: DirectorySettings, reader_hash: str) -> str:
         return rdns
 
     groups_dn = f"ou=groups,{d.base_dn}"
-    for dn, setting in ((d.councillors_dn, "councillors_rdn"), (groups_dn, "base_dn")):
+    containers = (
+        (d.councillors_dn, "councillors_rdn"),
+        (groups_dn, "base_dn"),
+        (d.staff_dn, "staff_rdn"),
+    )
+    for dn, setting in containers:
         rdns = below_base(dn, setting)
         if dn_key(rdns) not in created:
             entries.append(_container_entry(rdns))

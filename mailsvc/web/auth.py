@@ -1,7 +1,9 @@
 """Clerks' sign-in: directory credentials, the clerks group, sessions, CSRF and rate limits.
 
-A clerk signs in with the address and password the directory holds (a bind as the entry, the
-same check Dovecot relies on) and must be a member of ``web.clerks_group``. The session cookie
+A clerk signs in with the login (or address) and password the directory holds (a bind as the
+entry, the same check Dovecot relies on) and must be a member of ``web.clerks_group``. Clerks'
+accounts live in the staff subtree (``directory.staff_rdn``, made by ``mailsvc clerks add``);
+a councillor's account in the group signs in too. The session cookie
 is a random secret kept hashed in the database (``storage.clerks``): signing out or expiring
 ends it on the server, not only in the browser. Every form carries the session's CSRF token;
 the login form, which has no session yet, carries an HMAC of a random cookie (double submit,
@@ -16,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from enum import Enum
 
-from provisioning.directory import Directory
+from provisioning.directory import CouncillorEntry, Directory
 from provisioning.errors import DirectoryUnavailable
 
 SESSION_COOKIE = "mailsvc_session"
@@ -58,11 +60,21 @@ class ClerkAuth:
         login = login.strip().lower()
         return login if "@" in login else f"{login}@{self.domain}"
 
+    async def account(self, login: str) -> CouncillorEntry | None:
+        """The directory entry a login names: a staff entry (the staff subtree, by its login or
+        its address; "anna" and "anna@<domain>" alike), else a councillor's entry (a councillor
+        in the clerks group is a clerk too)."""
+        address = self.address(login)
+        local, _, domain = address.partition("@")
+        uid = local if domain == self.domain.lower() else None
+        staff = await self.directory.find_staff(address, uid)
+        return staff or await self.directory.find_by_address(address)
+
     async def still_clerk(self, address: str) -> bool | None:
         """Is ``address`` still an active member of the clerks group? None: the directory
         cannot say now (a session is not ended for a directory outage)."""
         try:
-            entry = await self.directory.find_by_address(address)
+            entry = await self.account(address)
             if entry is None or not entry.active:
                 return False
             group = await self.directory.get_group(self.group)
@@ -75,16 +87,22 @@ class ClerkAuth:
         if not login.strip() or not password or len(password) > 1024:
             return LoginOutcome(LoginResult.BAD_CREDENTIALS, address)
         try:
-            entry = await self.directory.authenticate(address, password)
-            if entry is None:
+            entry = await self.account(login)
+            if (
+                entry is None
+                or not entry.active
+                or not await self.directory.check_password(entry.dn, password)
+            ):
                 return LoginOutcome(LoginResult.BAD_CREDENTIALS, address)
             group = await self.directory.get_group(self.group)
         except DirectoryUnavailable:
             return LoginOutcome(LoginResult.UNAVAILABLE, address)
-        name = entry.display_name or address
+        # A staff entry without an address of its own is known by its login's address.
+        known_as = entry.address or address
+        name = entry.display_name or known_as
         if group is None or entry.dn.lower() not in group.members:
-            return LoginOutcome(LoginResult.NOT_A_CLERK, entry.address, name)
-        return LoginOutcome(LoginResult.OK, entry.address, name)
+            return LoginOutcome(LoginResult.NOT_A_CLERK, known_as, name)
+        return LoginOutcome(LoginResult.OK, known_as, name)
 
     # --- CSRF of the login form (no session yet) -------------------------------------------
 

@@ -22,6 +22,8 @@ from provisioning.directory.entries import (
     councillor_dn,
     first_value,
     person_filter,
+    staff_dn,
+    staff_filter,
 )
 from provisioning.directory.pool import ConnectionPool, check_result
 from provisioning.errors import DirectoryError
@@ -111,21 +113,40 @@ class Directory:
         wanted = [self.config.mail_attribute, self.config.status_attribute]
         return await self._find(address, wanted, keep_raw=False)
 
+    async def find_staff(self, address: str, login: str | None = None) -> CouncillorEntry | None:
+        """The staff entry (a clerk of the web panel, under ``staff_dn``) holding ``address``, or
+        whose login (uid) is ``login``; None if there is none or the subtree does not exist."""
+        wanted = [*self.person_attributes(), "uid"]
+        base, filt = self.config.staff_dn, staff_filter(self.config, address, login)
+        return await self._find(address, wanted, keep_raw=True, base=base, filt=filt)
+
     async def _find(
-        self, address: str, wanted: list[str], *, keep_raw: bool
+        self,
+        address: str,
+        wanted: list[str],
+        *,
+        keep_raw: bool,
+        base: str | None = None,
+        filt: str | None = None,
     ) -> CouncillorEntry | None:
+        """The one entry under ``base`` (the councillors by default) matching ``filt`` (the
+        person with ``address`` by default). Only the councillors' subtree must exist."""
+        councillors = base is None
+        search_base = self.config.councillors_dn if base is None else base
+
         def op(conn: ldap3.Connection) -> CouncillorEntry | None:
             ok = conn.search(
-                self.config.councillors_dn,
-                person_filter(self.config, address),
+                search_base,
+                filt or person_filter(self.config, address),
                 ldap3.SUBTREE,
                 attributes=wanted,
                 size_limit=2,
             )
             if not ok and conn.result.get("result") == NO_SUCH_OBJECT:
+                if not councillors:
+                    return None
                 raise DirectoryError(
-                    f"{self.config.councillors_dn} does not exist; run `mailsvc stack up` "
-                    "or create the base tree"
+                    f"{search_base} does not exist; run `mailsvc stack up` or create the base tree"
                 )
             if not ok and conn.result.get("result") != 0:
                 check_result(conn, ok, f"look up {address}")
@@ -144,23 +165,41 @@ class Directory:
         """Every councillor entry (paged search). ``brief``: address, DN and status only."""
         c = self.config
         wanted = [c.mail_attribute, c.status_attribute] if brief else self.person_attributes()
+        return await self._list(c.councillors_dn, wanted, page_size, keep_raw=False)
 
+    async def list_staff(self) -> list[CouncillorEntry]:
+        """Every entry of the staff subtree, with its uid among ``attributes`` (none when the
+        subtree does not exist yet)."""
+        wanted = [*self.person_attributes(), "uid"]
+        return await self._list(self.config.staff_dn, wanted, 2000, keep_raw=True, missing_ok=True)
+
+    async def _list(
+        self,
+        base: str,
+        wanted: list[str],
+        page_size: int,
+        *,
+        keep_raw: bool,
+        missing_ok: bool = False,
+    ) -> list[CouncillorEntry]:
         def op(conn: ldap3.Connection) -> list[CouncillorEntry]:
             out: list[CouncillorEntry] = []
             cookie: bytes | None = None
             filt = f"(objectClass={escape_filter_chars(self.config.person_object_class)})"
             while True:
                 ok = conn.search(
-                    self.config.councillors_dn,
+                    base,
                     filt,
                     ldap3.SUBTREE,
                     attributes=wanted,
                     paged_size=page_size,
                     paged_cookie=cookie,
                 )
-                check_result(conn, ok or conn.result.get("result") == 0, "list councillors")
+                if missing_ok and not ok and conn.result.get("result") == NO_SUCH_OBJECT:
+                    return out
+                check_result(conn, ok or conn.result.get("result") == 0, f"list {base}")
                 out.extend(
-                    self._entry(r, keep_raw=False)
+                    self._entry(r, keep_raw=keep_raw)
                     for r in conn.response or []
                     if r.get("type") == "searchResEntry"
                 )
@@ -174,16 +213,32 @@ class Directory:
     # -- writes --------------------------------------------------------------------------
 
     async def ensure_base_tree(self) -> None:
-        """Create the councillors and groups containers if they are missing (idempotent)."""
+        """Create the councillors, groups and staff containers if they are missing
+        (idempotent)."""
+        c = self.config
 
         def op(conn: ldap3.Connection) -> None:
-            for dn in (self.config.councillors_dn, self.config.groups_dn):
-                value = dn.split(",", 1)[0].split("=", 1)[1]
-                ok = conn.add(dn, ["top", "organizationalUnit"], {"ou": value})
-                if not ok and conn.result.get("result") != ALREADY_EXISTS:
-                    check_result(conn, ok, f"create {dn}")
+            for dn in (c.councillors_dn, c.groups_dn, c.staff_dn):
+                self._ensure_unit(conn, dn)
 
         await self._ldap.run(op)
+
+    async def ensure_staff_tree(self) -> None:
+        """Create the staff container if it is missing (a directory made before it existed)."""
+        await self._ldap.run(lambda conn: self._ensure_unit(conn, self.config.staff_dn))
+
+    @staticmethod
+    def _ensure_unit(conn: ldap3.Connection, dn: str) -> None:
+        # Looked up first: a directory may let the service read a container it may not add.
+        ok = conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["1.1"])
+        if ok:
+            return
+        if conn.result.get("result") != NO_SUCH_OBJECT:
+            check_result(conn, ok, f"read {dn}")
+        value = dn.split(",", 1)[0].split("=", 1)[1]
+        ok = conn.add(dn, ["top", "organizationalUnit"], {"ou": value})
+        if not ok and conn.result.get("result") != ALREADY_EXISTS:
+            check_result(conn, ok, f"create {dn}")
 
     def councillor_request(
         self,
@@ -210,6 +265,26 @@ class Directory:
             if value:  # empty means "no value": LDAP has no empty attributes
                 attributes[key] = value
         return councillor_dn(self.config, local_part), attributes
+
+    def staff_request(
+        self, *, login: str, display_name: str, password_hash: str, email: str | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """DN and attributes of a new staff entry (a clerk) in the staff subtree. The surname
+        (which the person class requires) is the last word of the name."""
+        words = display_name.split()
+        attributes: dict[str, Any] = {
+            "uid": login,
+            "cn": display_name,
+            "sn": words[-1] if words else login,
+            "displayName": display_name,
+            "userPassword": password_hash,
+            self.config.status_attribute: self.config.active_value,
+        }
+        if len(words) > 1:
+            attributes["givenName"] = " ".join(words[:-1])
+        if email:
+            attributes[self.config.mail_attribute] = email
+        return staff_dn(self.config, login), attributes
 
     def _person_classes(self) -> list[str]:
         return ["top", "person", "organizationalPerson", self.config.person_object_class]
@@ -342,6 +417,42 @@ class Directory:
         await self.modify(dn, {self.config.member_attribute: wanted})
         return True
 
+    async def add_member(self, name: str, dn: str, description: str) -> bool:
+        """Put ``dn`` into group ``name`` (made if missing); False if it was there already.
+
+        One modify adds the value, so members added meanwhile by others are kept; the empty
+        group's placeholder (see ``sync_group``) goes in the same modify."""
+        group = await self.get_group(name)
+        if group is None:
+            return await self.sync_group(name, [dn], description)
+        if dn.lower() in group.members:
+            return False
+        changes: list[tuple[Any, list[str]]] = [(ldap3.MODIFY_ADD, [dn])]
+        if self.config.groups_dn.lower() in group.members:
+            changes.append((ldap3.MODIFY_DELETE, [self.config.groups_dn]))
+        await self._modify_members(group.dn, changes)
+        return True
+
+    async def remove_member(self, name: str, dn: str) -> bool:
+        """Take ``dn`` out of group ``name``; False if it was not a member (or no such group).
+        The last member is replaced by the placeholder (groupOfNames needs one member)."""
+        group = await self.get_group(name)
+        if group is None or dn.lower() not in group.members:
+            return False
+        changes: list[tuple[Any, list[str]]] = [(ldap3.MODIFY_DELETE, [dn])]
+        if group.members == {dn.lower()}:
+            changes.append((ldap3.MODIFY_ADD, [self.config.groups_dn]))
+        await self._modify_members(group.dn, changes)
+        return True
+
+    async def _modify_members(self, group_dn: str, changes: list[tuple[Any, list[str]]]) -> None:
+        ops = {self.config.member_attribute: changes}
+
+        def op(conn: ldap3.Connection) -> None:
+            check_result(conn, conn.modify(group_dn, ops), f"modify {group_dn}")
+
+        await self._ldap.run(op)
+
     async def list_groups(self) -> list[GroupEntry]:
         def op(conn: ldap3.Connection) -> list[GroupEntry]:
             ok = conn.search(
@@ -385,9 +496,14 @@ class Directory:
         verified by the same scheme Dovecot relies on. An empty password never binds (RFC 4513
         would make it an unauthenticated bind that "succeeds").
         """
-        if not password:
-            return None
-        entry = await self.find_by_address(address)
+        entry = await self.find_by_address(address) if password else None
         if entry is None or not entry.active:
             return None
-        return entry if await asyncio.to_thread(self._ldap.bind_as, entry.dn, password) else None
+        return entry if await self.check_password(entry.dn, password) else None
+
+    async def check_password(self, dn: str, password: str) -> bool:
+        """Whether ``dn`` binds with ``password`` (checked by the directory; an empty password
+        never binds)."""
+        if not password:
+            return False
+        return await asyncio.to_thread(self._ldap.bind_as, dn, password)

@@ -39,6 +39,8 @@ class DirectoryConfig:
     bind_password: str = field(repr=False)
     councillors_dn: str
     groups_dn: str
+    # Office staff (the web panel's clerks), a subtree apart from the councillors'.
+    staff_dn: str
     person_object_class: str = "inetOrgPerson"
     mail_attribute: str = "mail"
     status_attribute: str = "employeeType"
@@ -99,6 +101,17 @@ def person_filter(config: DirectoryConfig, address: str) -> str:
 
 def councillor_dn(config: DirectoryConfig, local_part: str) -> str:
     return f"uid={escape_rdn(local_part)},{config.councillors_dn}"
+
+
+def staff_dn(config: DirectoryConfig, login: str) -> str:
+    return f"uid={escape_rdn(login)},{config.staff_dn}"
+
+
+def staff_filter(config: DirectoryConfig, address: str, login: str | None) -> str:
+    """LDAP filter matching a staff entry by its address, or by its login (uid) when given."""
+    by_mail = f"({config.mail_attribute}={escape_filter_chars(address)})"
+    which = f"(|{by_mail}(uid={escape_filter_chars(login)}))" if login else by_mail
+    return f"(&(objectClass={escape_filter_chars(config.person_object_class)}){which})"
 
 
 def first_value(values: Any) -> str:

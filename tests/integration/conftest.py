@@ -43,6 +43,8 @@ def settings(stack_settings: Settings, local_stack: Any, tmp_path: Path) -> Sett
 async def _wipe_directory(directory: Directory) -> None:
     for entry in await directory.list_councillors():
         await directory.delete(entry.dn)
+    for entry in await directory.list_staff():
+        await directory.delete(entry.dn)
     for group in await directory.list_groups():
         await directory.delete(group.dn)
 

@@ -74,6 +74,20 @@ def test_mailsvc_config_selects_another_file(tmp_path: Path) -> None:
         ),
         ({"MAILSVC_SMTP__SESSION_MAX_SECONDS": "0"}, "smtp.session_max_seconds = 0.0"),
         ({"MAILSVC_SMTP__ENUMERATION_MISSES": "-1"}, "smtp.enumeration_misses = -1"),
+        ({"MAILSVC_DIRECTORY__STAFF_RDN": "staff"}, "directory.staff_rdn = 'staff'"),
+        # Staff inside the councillors' subtree (a roster would see them), or the reverse.
+        (
+            {"MAILSVC_DIRECTORY__STAFF_RDN": "ou=staff, OU=Councillors"},
+            "must be separate subtrees",
+        ),
+        (
+            {
+                "MAILSVC_DIRECTORY__STAFF_RDN": "ou=people",
+                "MAILSVC_DIRECTORY__COUNCILLORS_RDN": "ou=rada,ou=people",
+            },
+            "must be separate subtrees",
+        ),
+        ({"MAILSVC_DIRECTORY__STAFF_RDN": "ou=councillors"}, "must be separate subtrees"),
     ],
 )
 def test_wrong_values_name_key_value_and_expectation(env: dict[str, str], fragment: str) -> None:
@@ -81,6 +95,14 @@ def test_wrong_values_name_key_value_and_expectation(env: dict[str, str], fragme
         load_settings(env=env)
     assert fragment in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_staff_live_apart_from_the_councillors_by_default() -> None:
+    d = load_settings(env={}).directory
+    assert d.staff_dn == "ou=staff,dc=rada,dc=miasto,dc=example"
+    assert d.councillors_dn == "ou=councillors,dc=rada,dc=miasto,dc=example"
+    # Siblings whose names share a suffix are not nested.
+    load_settings(env={"MAILSVC_DIRECTORY__STAFF_RDN": "ou=xcouncillors"})
 
 
 def test_own_domains_are_the_domain_and_the_listed_ones() -> None:
