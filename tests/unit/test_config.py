@@ -74,6 +74,7 @@ def test_mailsvc_config_selects_another_file(tmp_path: Path) -> None:
         ),
         ({"MAILSVC_SMTP__SESSION_MAX_SECONDS": "0"}, "smtp.session_max_seconds = 0.0"),
         ({"MAILSVC_SMTP__ENUMERATION_MISSES": "-1"}, "smtp.enumeration_misses = -1"),
+        ({"MAILSVC_CLIENTS__SMTPS_PORT": "70000"}, "clients.smtps_port = 70000: expected"),
     ],
 )
 def test_wrong_values_name_key_value_and_expectation(env: dict[str, str], fragment: str) -> None:
