@@ -233,11 +233,12 @@ class Service:
 
 
 async def start_web(settings: Settings, parts: Parts) -> WebServer:
-    """The web server: acknowledgement pages, document downloads, the clerks' interface and
-    the JSON API, over the service's own parts."""
+    """The web server: acknowledgement pages, document downloads, mail programs' automatic
+    setup, the clerks' interface and the JSON API, over the service's own parts."""
     from mailsvc.storage.clerks import WebStore
     from mailsvc.web.actions import ClerkServices
     from mailsvc.web.app import create_app
+    from mailsvc.web.mailclients import mail_client_routes
     from mailsvc.web.server import web_server
     from mailsvc.web.site import clerk_routes, secure_cookies
 
@@ -256,7 +257,10 @@ async def start_web(settings: Settings, parts: Parts) -> WebServer:
         language=settings.language,
         office_address=settings.office_address,
         time_zone=settings.distribution.timezone,
-        extra_routes=clerk_routes(services, WebStore(parts.engine), parts.directory),
+        extra_routes=[
+            *mail_client_routes(settings),
+            *clerk_routes(services, WebStore(parts.engine), parts.directory),
+        ],
         https=secure_cookies(settings.web.public_url),
     )
     server = web_server(app, settings.web.host, settings.web.port)

@@ -21,6 +21,7 @@ from typing import Any
 
 from mailsvc import templating
 from mailsvc.config import Settings
+from mailsvc.domain.clientsetup import AUTOCONFIG_PATHS, mobileconfig_url
 
 # Unicode categories that end a line somewhere: controls (CR, LF, NUL, TAB, NEL, ...) and the
 # line/paragraph separators that str.splitlines() honours.
@@ -273,13 +274,20 @@ def council_genitive_pl(name: str) -> str:
     return " ".join(words)
 
 
-def _client_settings(settings: Settings) -> dict[str, dict[str, Any]]:
+def _client_settings(settings: Settings) -> dict[str, Any]:
+    """``imap``, ``smtp`` and ``smtps`` (None unless implicit TLS is offered) for the manual
+    settings; ``autoconfig_url`` for whoever helps when a program does not find it alone."""
     labels = _SECURITY_LABELS.get(settings.language, _SECURITY_LABELS["pl"])
-    out: dict[str, dict[str, Any]] = {}
-    for key, (host, port, security) in (
+    out: dict[str, Any] = {"autoconfig_url": settings.web_url + AUTOCONFIG_PATHS[0]}
+    for key, values in (
         ("imap", settings.client_imap),
         ("smtp", settings.client_smtp),
+        ("smtps", settings.client_smtps),
     ):
+        if values is None:
+            out[key] = None
+            continue
+        host, port, security = values
         out[key] = {
             "host": host,
             "port": port,
@@ -320,6 +328,7 @@ def welcome_message(
         **_common_context(settings),
         "display_name": display_name,
         "address": address,
+        "mobileconfig_url": mobileconfig_url(settings.web_url, address),
         "cutover": cutover,
     }
     language = settings.language
@@ -362,6 +371,7 @@ def credentials_letters(
             "address": item.address,
             "password": item.password,
             "district": item.district,
+            "mobileconfig_url": mobileconfig_url(settings.web_url, item.address),
         }
         for item in items
     ]

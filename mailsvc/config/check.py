@@ -171,6 +171,7 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"clients.{key} = {value!r}: expected 'none', 'starttls' or 'tls'")
     _check_port("clients.imap_port", s.clients.imap_port, allow_zero=True)
     _check_port("clients.smtp_port", s.clients.smtp_port)
+    _check_port("clients.smtps_port", s.clients.smtps_port, allow_zero=True)
     _check_positive("provisioning.password_length", s.provisioning.password_length)
     if s.provisioning.password_length < 16:
         raise ConfigError(

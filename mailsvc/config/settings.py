@@ -201,6 +201,8 @@ class ClientsSettings:
     smtp_host: str = ""
     smtp_port: int = 587
     smtp_security: str = "starttls"
+    # Implicit-TLS submission (465) on smtp_host, offered besides smtp_port; 0: not offered.
+    smtps_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -349,6 +351,12 @@ class Settings:
     def client_smtp(self) -> tuple[str, int, str]:
         c = self.clients
         return (c.smtp_host or self.smtp_hostname, c.smtp_port, c.smtp_security)
+
+    @property
+    def client_smtps(self) -> tuple[str, int, str] | None:
+        """The implicit-TLS submission port councillors may use instead, if one is offered."""
+        port = self.clients.smtps_port
+        return (self.client_smtp[0], port, "tls") if port else None
 
     @property
     def web_url(self) -> str:

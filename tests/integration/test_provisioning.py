@@ -82,6 +82,9 @@ async def test_sample_roster_creates_25_mailboxes_each_with_its_welcome_message(
         msg = message_from_bytes(inbox[0], policy=policy.default)
         assert str(msg["Subject"]).startswith("Witamy")
         assert msg["To"].addresses[0].addr_spec == account.address
+        text = msg.get_body(preferencelist=("plain",))
+        assert text is not None
+        assert f"/mobileconfig?email={account.address}" in text.get_content()
 
     await asyncio.gather(*(check(a) for a in result.created))
 
@@ -467,7 +470,9 @@ async def test_import_writes_printable_credentials_letters(
     html = letters.read_text(encoding="utf-8")
     for account in created:
         assert account["address"] in html and account["password"] in html
+        assert f"/mobileconfig?email={account['address']}</span>" in html
     assert "Łukasz Żółć" in html and str(settings.stack.imap_port) in html
+    assert "/.well-known/autoconfig/mail/config-v1.1.xml</span>" in html
 
 
 async def test_roster_import_never_disables_office_staff_in_the_clerks_group(

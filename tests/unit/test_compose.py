@@ -420,3 +420,46 @@ def test_credentials_letters_put_each_councillor_on_its_own_page(settings: Setti
 def test_credentials_letters_refuse_an_empty_batch(settings: Settings) -> None:
     with pytest.raises(ValueError, match="nothing to print"):
         compose.credentials_letters(settings, [])
+
+
+# -- pointing to the automatic setup ---------------------------------------------------------
+
+PROFILE_URL = f"https://rada.miasto.example/mobileconfig?email={ADDRESS}"
+AUTOCONFIG_URL = "https://rada.miasto.example/.well-known/autoconfig/mail/config-v1.1.xml"
+
+
+@pytest.mark.parametrize(
+    ("language", "phrases"),
+    [
+        ("pl", ["Thunderbird, Outlook", "iPhone, iPad", "wpisać je ręcznie", "587 lub 465"]),
+        ("en", ["Thunderbird, Outlook", "iPhone, iPad", "enter them by hand", "587 or 465"]),
+    ],
+)
+def test_letter_and_welcome_point_to_the_automatic_setup_and_both_submission_ports(
+    settings: Settings, language: str, phrases: list[str]
+) -> None:
+    configured = settings.with_changes(
+        language=language,
+        clients={"smtp_port": 587, "smtp_security": "starttls", "smtps_port": 465},
+        web={"public_url": "https://rada.miasto.example/"},
+    )
+    letter = compose.credentials_letter(
+        configured, display_name=NAME, address=ADDRESS, password="Xy7kPq9mRt4wZb2nHs6v"
+    )
+    for phrase in [*phrases, PROFILE_URL, AUTOCONFIG_URL, "STARTTLS (587), SSL/TLS (465)"]:
+        assert phrase in letter
+    welcome = parse(compose.welcome_message(configured, display_name=NAME, address=ADDRESS))
+    for part in (body(welcome, "plain"), body(welcome, "html")):
+        for phrase in ["Thunderbird, Outlook", PROFILE_URL, AUTOCONFIG_URL, "465"]:
+            assert phrase in part
+    assert f'<a href="{PROFILE_URL}">' in body(welcome, "html")
+
+
+def test_implicit_tls_is_mentioned_only_when_offered(settings: Settings) -> None:
+    plain = settings.with_changes(clients={"smtp_port": 587, "smtp_security": "starttls"})
+    letter = compose.credentials_letter(
+        plain, display_name=NAME, address=ADDRESS, password="Xy7kPq9mRt4wZb2nHs6v"
+    )
+    assert "465" not in letter and " lub " not in letter
+    welcome = parse(compose.welcome_message(plain, display_name=NAME, address=ADDRESS))
+    assert "465" not in body(welcome, "plain") and "465" not in body(welcome, "html")

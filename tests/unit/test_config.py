@@ -88,6 +88,7 @@ def test_mailsvc_config_selects_another_file(tmp_path: Path) -> None:
             "must be separate subtrees",
         ),
         ({"MAILSVC_DIRECTORY__STAFF_RDN": "ou=councillors"}, "must be separate subtrees"),
+        ({"MAILSVC_CLIENTS__SMTPS_PORT": "70000"}, "clients.smtps_port = 70000: expected"),
     ],
 )
 def test_wrong_values_name_key_value_and_expectation(env: dict[str, str], fragment: str) -> None:
