@@ -49,7 +49,7 @@ from mailsvc.stack.supervise import (
     terminate,
     url_host,
 )
-from provisioning.passwords import hash_password
+from provisioning.passwords import hash_password, ssha_hash
 
 SERVICES = ("slapd", "dovecot")
 
@@ -332,8 +332,9 @@ class LocalStack:
         if identity.as_root:
             os.chown(paths.mail_root, identity.mail_uid, identity.mail_gid)
             make_traversable(paths.var_dir, identity.mail_uid, identity.mail_gid)
-        # The auth process runs as Dovecot's internal user and reads these files.
-        secret_hash = hash_password(mailstore.master_secret(self.settings))
+        # The auth process runs as Dovecot's internal user and reads these files. The master
+        # secret is generated with full entropy, so a fast hash is enough (scheme=SSHA below).
+        secret_hash = ssha_hash(mailstore.master_secret(self.settings))
         write_atomic(
             paths.master_users,
             configs.master_users(secret_hash),
