@@ -4,16 +4,45 @@ from __future__ import annotations
 
 import imaplib
 import subprocess
+import threading
+from pathlib import Path
 
 import ldap3
 import pytest
 
 from mailsvc import secret_store
+from mailsvc.app import open_parts
+from mailsvc.cli.councillors import run_import
 from mailsvc.config import Settings
 from mailsvc.stack import LocalStack, master_credentials
-from provisioning.passwords import hash_password, ssha_hash, verify_password
+from mailsvc.storage.register import os_audit_context
+from provisioning import passwords
+from provisioning.directory import Directory
+from provisioning.passwords import Argon2Params, hash_password, ssha_hash
+
+from .test_provisioning import ROW_NOWAK, ROW_ZOLC, roster
 
 pytestmark = pytest.mark.integration
+
+
+def admin_connection(settings: Settings) -> ldap3.Connection:
+    return ldap3.Connection(
+        ldap3.Server(settings.ldap_url, get_info=ldap3.NONE),
+        user=settings.directory.admin_dn,
+        password=secret_store.admin_password(settings),
+        auto_bind=True,
+    )
+
+
+def stored_hash(settings: Settings, dn: str) -> str:
+    """The ``userPassword`` slapd holds for ``dn`` (read as the admin; the service never does)."""
+    conn = admin_connection(settings)
+    try:
+        assert conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["userPassword"])
+        (value,) = conn.entries[0].entry_attributes_as_dict["userPassword"]
+        return value.decode("ascii") if isinstance(value, bytes) else str(value)
+    finally:
+        conn.unbind()
 
 
 def add_entry(settings: Settings, local: str, password_hash: str) -> tuple[str, str]:
@@ -21,12 +50,7 @@ def add_entry(settings: Settings, local: str, password_hash: str) -> tuple[str, 
     d = settings.directory
     address = f"{local}@{settings.domain}"
     dn = f"uid={local},{d.councillors_dn}"
-    conn = ldap3.Connection(
-        ldap3.Server(settings.ldap_url, get_info=ldap3.NONE),
-        user=d.admin_dn,
-        password=secret_store.admin_password(settings),
-        auto_bind=True,
-    )
+    conn = admin_connection(settings)
     try:
         attributes = {
             "cn": local,
@@ -54,14 +78,6 @@ def ldapwhoami(settings: Settings, dn: str, password: str) -> subprocess.Complet
 def imap_login(settings: Settings, user: str, password: str) -> None:
     with imaplib.IMAP4(settings.stack.host, settings.stack.imap_port, timeout=10) as imap:
         imap.login(user, password)
-
-
-def test_argon2_hash_has_the_form_slapd_verifies() -> None:
-    hashed = hash_password("a-password-123456789")
-
-    assert hashed.startswith("{ARGON2}$argon2id$v=19$m=32768,t=2,p=1$")
-    assert verify_password("a-password-123456789", hashed)
-    assert not verify_password("another-password-1234", hashed)
 
 
 @pytest.mark.parametrize("scheme", ["argon2", "ssha"])
@@ -94,3 +110,47 @@ def test_the_stack_hashes_its_own_entries_with_argon2(local_stack: LocalStack) -
     # The master user still opens a mailbox (its file keeps a fast hash of a random secret).
     _, address = add_entry(settings, "scheme.master", hash_password("master-test-1234567"))
     imap_login(settings, *master_credentials(settings, address))
+
+
+async def test_a_reset_replaces_an_ssha_hash_with_argon2(
+    settings: Settings, directory: Directory
+) -> None:
+    old = "old-ssha-password-123"
+    dn, address = add_entry(settings, "scheme.reset", ssha_hash(old))
+    assert ldapwhoami(settings, dn, old).returncode == 0
+
+    async with open_parts(settings) as parts:
+        account = await parts.councillors().reset_password(address, os_audit_context("pytest"))
+
+    assert stored_hash(settings, dn).startswith("{ARGON2}$argon2id$v=19$m=19456,t=2,p=1$")
+    assert ldapwhoami(settings, dn, account.password).returncode == 0
+    assert ldapwhoami(settings, dn, old).returncode == 49
+
+
+async def test_import_and_reset_hash_off_the_loop_with_the_configured_cost(
+    settings: Settings, directory: Directory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    custom = settings.with_changes(
+        provisioning={"argon2_memory_kib": 8192, "argon2_time_cost": 3, "send_welcome": False}
+    )
+    threads: list[int] = []
+    real = passwords.hash_password
+
+    def recording(password: str, params: Argon2Params) -> str:
+        threads.append(threading.get_ident())
+        return real(password, params)
+
+    monkeypatch.setattr(passwords, "hash_password", recording)
+    async with open_parts(custom) as parts:
+        _, result, _, _ = await run_import(parts, roster(tmp_path, ROW_ZOLC, ROW_NOWAK), quiet=True)
+        assert result is not None and not result.errors and len(result.created) == 2
+        first = result.created[0]
+        reset = await parts.councillors().reset_password(
+            result.created[1].address, os_audit_context("pytest")
+        )
+
+    assert len(threads) == 3 and threading.get_ident() not in threads
+    for account, password in ((first, first.password), (result.created[1], reset.password)):
+        assert stored_hash(custom, account.dn).startswith("{ARGON2}$argon2id$v=19$m=8192,t=3,p=1$")
+        ok = ldapwhoami(custom, account.dn, password)
+        assert ok.returncode == 0, ok.stderr
