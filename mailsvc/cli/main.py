@@ -322,7 +322,8 @@ async def _import_sample(settings: Settings, roster: Path) -> None:
 
 async def _demo_login(settings: Settings) -> tuple[str, str]:
     """A fresh password for the first sample councillor, so the demo login is known."""
-    from provisioning.passwords import generate_password, hash_password
+    from mailsvc.passwords import hash_new_password
+    from provisioning.passwords import generate_password
 
     directory = open_directory(settings)
     try:
@@ -333,7 +334,7 @@ async def _demo_login(settings: Settings) -> tuple[str, str]:
             raise MailsvcError("no councillors in the directory")
         first = next((e for e in entries if e.address.startswith("lukasz.zolc@")), entries[0])
         password = generate_password()
-        await directory.set_password(first.dn, await asyncio.to_thread(hash_password, password))
+        await directory.set_password(first.dn, await hash_new_password(settings, password))
         return first.address, password
     finally:
         await directory.close()

@@ -73,6 +73,22 @@ def _check_directory_url(url: str, starttls: bool) -> None:
         )
 
 
+def _check_argon2(s: Settings) -> None:
+    """What Argon2 itself requires (a value it refuses would fail only at the first hash)."""
+    p = s.provisioning
+    _check_positive("provisioning.argon2_time_cost", p.argon2_time_cost)
+    if not 1 <= p.argon2_parallelism <= 255:
+        raise ConfigError(
+            f"provisioning.argon2_parallelism = {p.argon2_parallelism}: expected 1 to 255"
+        )
+    if p.argon2_memory_kib < 8 * p.argon2_parallelism:
+        raise ConfigError(
+            f"provisioning.argon2_memory_kib = {p.argon2_memory_kib}: expected at least 8 KiB "
+            f"per lane ({8 * p.argon2_parallelism} with argon2_parallelism = "
+            f"{p.argon2_parallelism})"
+        )
+
+
 def validate(s: Settings) -> None:
     """Semantic checks that types alone do not catch."""
     if not _HOSTNAME.match(s.domain):
@@ -178,6 +194,7 @@ def validate(s: Settings) -> None:
             f"provisioning.password_length = {s.provisioning.password_length}: expected 16 or more"
         )
     _check_positive("provisioning.lifecycle_interval", s.provisioning.lifecycle_interval)
+    _check_argon2(s)
     if s.provisioning.retention_days < 0:
         raise ConfigError(
             f"provisioning.retention_days = {s.provisioning.retention_days}: expected 0 or more"

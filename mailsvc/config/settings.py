@@ -211,6 +211,10 @@ class ProvisioningSettings:
     send_welcome: bool = True
     retention_days: int = 90
     lifecycle_interval: float = 60.0
+    # Argon2id cost of new password hashes ({ARGON2}); OWASP's minimum by default.
+    argon2_memory_kib: int = 19456
+    argon2_time_cost: int = 2
+    argon2_parallelism: int = 1
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ LDAP_MODULE_DIR = Path("/usr/lib/ldap")
 # Parts of the Debian packages that are not the configured executables.
 SUPPORT_FILES = (
     LDAP_MODULE_DIR / "back_mdb.so",
+    LDAP_MODULE_DIR / "argon2.so",
     *(SCHEMA_DIR / f"{name}.schema" for name in SCHEMAS),
     Path("/usr/lib/dovecot/imap"),
     Path("/usr/lib/dovecot/lmtp"),

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mailsvc import mailstore, secret_store
 from mailsvc.config import Settings, is_loopback
+from mailsvc.passwords import hash_new_password_blocking
 from mailsvc.stack import configs, ldif
 from mailsvc.stack.errors import INSTALL_COMMAND, StackError
 from mailsvc.stack.layout import (
@@ -49,7 +50,7 @@ from mailsvc.stack.supervise import (
     terminate,
     url_host,
 )
-from provisioning.passwords import hash_password
+from provisioning.passwords import ssha_hash
 
 SERVICES = ("slapd", "dovecot")
 
@@ -235,7 +236,9 @@ class LocalStack:
     def _configure_slapd(self) -> None:
         paths = self.paths
         directory = self.settings.directory
-        rootpw = hash_password(secret_store.admin_password(self.settings))
+        # The stack is synchronous code run before any event loop (CLI, tests, benchmarks), so
+        # hashing here blocks nothing else.
+        rootpw = hash_new_password_blocking(self.settings, self._admin_password())
         # configs.slapd_conf is looked up at call time: bench/provision.py wraps it.
         write_atomic(paths.slapd_conf, configs.slapd_conf(self.settings, paths, rootpw), 0o600)
         try:
@@ -259,7 +262,9 @@ class LocalStack:
             )
         if created_for is not None:
             return
-        reader_hash = hash_password(secret_store.reader_password(self.settings))
+        reader_hash = hash_new_password_blocking(
+            self.settings, secret_store.reader_password(self.settings)
+        )
         write_atomic(paths.base_ldif, ldif.base_ldif(directory, reader_hash), 0o600)
         result = run(
             [
@@ -304,7 +309,14 @@ class LocalStack:
         try:
             ok = conn.bind() and conn.modify(
                 directory.reader_dn,
-                {"userPassword": [(ldap3.MODIFY_REPLACE, [hash_password(password)])]},
+                {
+                    "userPassword": [
+                        (
+                            ldap3.MODIFY_REPLACE,
+                            [hash_new_password_blocking(self.settings, password)],
+                        )
+                    ]
+                },
             )
             if not ok:
                 raise StackError(
@@ -332,8 +344,9 @@ class LocalStack:
         if identity.as_root:
             os.chown(paths.mail_root, identity.mail_uid, identity.mail_gid)
             make_traversable(paths.var_dir, identity.mail_uid, identity.mail_gid)
-        # The auth process runs as Dovecot's internal user and reads these files.
-        secret_hash = hash_password(mailstore.master_secret(self.settings))
+        # The auth process runs as Dovecot's internal user and reads these files. The master
+        # secret is generated with full entropy, so a fast hash is enough (scheme=SSHA below).
+        secret_hash = ssha_hash(mailstore.master_secret(self.settings))
         write_atomic(
             paths.master_users,
             configs.master_users(secret_hash),
