@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mailsvc.app import Service
@@ -155,6 +155,12 @@ async def test_every_line_gets_a_reply(fuzzing: tuple[int, str]) -> None:
 
     @FUZZ
     @given(lines=lines, endings=st.lists(ENDING, min_size=1))
+    # Echoed in a reply: an undecodable byte made aiosmtpd's push raise UnicodeEncodeError (a
+    # "500 Error: (UnicodeEncodeError)"), a NUL broke the reply line; aiosmtpd closed after five
+    # unrecognised commands with a 502 instead of a 421.
+    @example(lines=[b"VRFY [127.0.0.1]\x80"], endings=[b"\r\n"])
+    @example(lines=[b"EHLO\x00"], endings=[b"\r\n"])
+    @example(lines=[b"EHLO<>"] * 6, endings=[b"\r\n"])
     def session(lines: list[bytes], endings: list[bytes]) -> None:
         with Wire(port) as wire:
             assert (wire.reply() or b"")[:4] == b"220 "
@@ -212,14 +218,13 @@ async def test_pipelined_garbage_gets_replies_and_an_end(fuzzing: tuple[int, str
     await asyncio.to_thread(session)
 
 
-@pytest.mark.parametrize("in_data", [False, True], ids=["command", "data"])
 async def test_a_ten_megabyte_line_is_refused_with_bounded_memory(
-    fuzzing: tuple[int, str], in_data: bool
+    fuzzing: tuple[int, str],
 ) -> None:
     port, councillor = fuzzing
     piece = b"x" * 65536
 
-    def session() -> tuple[bytes | None, int]:
+    def session(in_data: bool) -> tuple[bytes | None, int]:
         with Wire(port) as wire:
             assert (wire.reply() or b"")[:4] == b"220 "
             if in_data:
@@ -239,40 +244,35 @@ async def test_a_ten_megabyte_line_is_refused_with_bounded_memory(
             assert wire.send(b"NOOP\r\n") and (wire.reply() or b"")[:3] == b"250"
             return code, peak
 
-    code, peak = await asyncio.to_thread(session)
-    assert code is not None and code.startswith(b"500 5.5.2 ") and b"too long" in code
-    assert peak < 4 * 1024 * 1024  # the server holds a reader's limit, not the line
+    for in_data in (False, True):
+        code, peak = await asyncio.to_thread(session, in_data)
+        assert code is not None and code.startswith(b"500 5.5.2 ") and b"too long" in code
+        assert peak < 4 * 1024 * 1024  # the server holds a reader's limit, not the line
     await asyncio.to_thread(still_serving, port)
 
 
-@pytest.mark.parametrize(
-    "prefix",
-    [b"(" * 2000, b"a:" * 2000, b"<a@b>," * 300_000],
-    ids=["comments", "groups", "megabytes"],
-)
 async def test_a_from_field_too_odd_to_read_gets_a_plain_answer(
-    fuzzing: tuple[int, str], prefix: bytes
+    fuzzing: tuple[int, str],
 ) -> None:
     # The own-domain check parsed From with the email package: RecursionError (a "500 Error:
     # (RecursionError)" and a traceback) for nested comments or groups, seconds on the event
     # loop for megabytes of addresses.
     port, councillor = fuzzing
 
-    def session() -> tuple[list[bytes | None], float]:
+    def session(prefix: bytes) -> tuple[bytes | None, float]:
         with Wire(port) as wire:
             wire.reply()
-            codes = []
             for line in (b"EHLO c.example", b"MAIL FROM:<a@example.org>",
                          b"RCPT TO:<" + councillor.encode() + b">", b"DATA"):  # fmt: skip
                 wire.send(line + b"\r\n")
-                codes.append(wire.reply())
+                assert (wire.reply() or b"")[:1] in b"23"
             folded = b"\r\n ".join(prefix[i : i + 900] for i in range(0, len(prefix), 900))
             wire.send(b"From: " + folded + b" <boss@rada.miasto.example>\r\n\r\nx\r\n")
             started = time.monotonic()
             wire.send(b".\r\n")
-            codes.append(wire.reply())
-            return codes, time.monotonic() - started
+            return wire.reply(), time.monotonic() - started
 
-    codes, waited = await asyncio.to_thread(session)
-    assert codes[-1] is not None and codes[-1].startswith(b"550 5.7.1 From: rada.miasto.example")
-    assert waited < 1.5  # (the event loop of every connection waits for this check)
+    for prefix in (b"(" * 2000, b"a:" * 2000, b"<a@b>," * 300_000):
+        code, waited = await asyncio.to_thread(session, prefix)
+        assert code is not None and code.startswith(b"550 5.7.1 From: rada.miasto.example")
+        assert waited < 1.5, prefix[:10]  # (the event loop of every connection waits for it)
