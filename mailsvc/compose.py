@@ -72,6 +72,8 @@ def clean_header_text(value: str) -> str:
     A header value can then never end its line and start another header, and it can always
     be encoded (a surrogate made the email package raise UnicodeEncodeError while writing).
     """
+    if value.isprintable():  # the common case, at C speed: no control, separator or surrogate
+        return value.strip()
     return "".join(map(_header_char, value)).strip()
 
 
