@@ -67,13 +67,22 @@ _ADJECTIVE_GENITIVE = (("ska", "skiej"), ("cka", "ckiej"), ("nna", "nnej"), ("ow
 
 
 def clean_header_text(value: str) -> str:
-    """``value`` with every control or line-breaking character replaced by a space.
+    """``value`` with every control or line-breaking character replaced by a space, and every
+    lone surrogate (JSON's "\\ud800", surrogateescape's bytes) by U+FFFD.
 
-    A header value can then never end its line and start another header.
+    A header value can then never end its line and start another header, and it can always
+    be encoded (a surrogate made the email package raise UnicodeEncodeError while writing).
     """
-    return "".join(
-        " " if unicodedata.category(ch) in _LINE_BREAKING_CATEGORIES else ch for ch in value
-    ).strip()
+    if value.isprintable():  # the common case, at C speed: no control, separator or surrogate
+        return value.strip()
+    return "".join(map(_header_char, value)).strip()
+
+
+def _header_char(ch: str) -> str:
+    category = unicodedata.category(ch)
+    if category in _LINE_BREAKING_CATEGORIES:
+        return " "
+    return "\ufffd" if category == "Cs" else ch
 
 
 def _check_address(field_name: str, address: str) -> tuple[str, str]:

@@ -10,6 +10,14 @@ full, … and whether the failure is permanent follows from it.
 The work is bounded: at most ``MAX_INPUT`` bytes are parsed, at most ``MAX_PARTS`` MIME parts
 visited, nesting followed ``MAX_DEPTH`` deep. The stdlib parser runs with ``compat32``: it keeps
 report fields as written and does not spend time on structured header parsing of hostile values.
+It recurses once for each level of nesting and hits Python's recursion limit at a few hundred
+levels, losing the whole report; and it builds an object for each MIME part and for each block of
+a delivery-status part (a megabyte of blank lines there: 300 MB and 20 seconds). So it is given
+the input only up to the ``MAX_NESTING_FIELDS``-th field that may open a level (a multipart or
+message/* Content-Type) and the ``MAX_PART_LINES``-th line that may start a part or a block (a
+boundary-like or a blank line). flufl.bounce reads every line of every part with dozens of
+patterns: it is given the first ``MAX_FLUFL_INPUT`` bytes, and nothing when they hold more than
+``MAX_PARTS`` parts.
 """
 
 from __future__ import annotations
@@ -45,6 +53,11 @@ MAX_EVIDENCE = 20 * 1024
 MAX_BODY = 64 * 1024
 MAX_BLOCKS = 500
 MAX_RECIPIENTS = 1000
+# Real reports carry a handful (the report, the returned message and its own parts), and
+# up to MAX_BLOCKS blocks are read of a delivery-status part.
+MAX_NESTING_FIELDS = 100
+MAX_PART_LINES = 2000
+MAX_FLUFL_INPUT = 32 * 1024
 
 DSN_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})
 MDN_TYPES = frozenset(
@@ -58,6 +71,13 @@ RETURNED_TYPES = frozenset(
 ENCAPSULATED_TYPES = frozenset({"message/rfc822", "message/global", "message/partial"})
 
 _MSG_ID = re.compile(r"<[^<>\s]{1,250}>")
+# A Content-Type field that opens a nested level for the parser, at the start of a line (the
+# parser also ends lines at a bare CR), its value possibly folded onto the next line.
+_NESTING_FIELD = re.compile(
+    rb"(?<![^\r\n])content-type[ \t]*:\s*(?:multipart|message)/", re.IGNORECASE
+)
+# A line starting with "--" or a blank line (CR, LF and CRLF all end lines for the parser).
+_PART_LINE = re.compile(rb"(?:\A|(?<=\n)|(?<=\r)(?!\n))(?:--|\r|\n)")
 
 Kind = Literal["dsn", "mdn", "none"]
 
@@ -136,16 +156,35 @@ class _Parts:
 
 
 def _scan(raw: bytes) -> DeliveryReport:
-    msg = BytesParser(policy=policy.compat32).parsebytes(raw)
+    raw = _bounded_structure(raw)
+    msg = _parse(raw)
     parts = _walk(msg)
     if parts.dsn or (parts.report_type == "delivery-status" and _is_text(parts.second)):
         report = _read_dsn(parts)
         if report.recipients:
             return report
-        return _read_plain(msg, parts) or report
+        return _read_plain(msg, parts, raw) or report
     if parts.mdn or (parts.report_type == "disposition-notification" and _is_text(parts.second)):
         return _read_mdn(msg, parts)
-    return _read_plain(msg, parts) or NOTHING
+    return _read_plain(msg, parts, raw) or NOTHING
+
+
+def _parse(raw: bytes) -> Message:
+    return BytesParser(policy=policy.compat32).parsebytes(raw)
+
+
+def _bounded_structure(raw: bytes) -> bytes:
+    """``raw`` cut before its ``MAX_NESTING_FIELDS + 1``-th field that may nest (each adds at
+    most two levels for the parser: a multipart/digest's part is a message by default) and its
+    ``MAX_PART_LINES + 1``-th line that may start a part or a block. Reports come first in a
+    message: what is cut is the end of a returned message, or junk."""
+    end = len(raw)
+    for pattern, limit in ((_NESTING_FIELD, MAX_NESTING_FIELDS), (_PART_LINE, MAX_PART_LINES)):
+        for count, match in enumerate(pattern.finditer(raw, 0, end), start=1):
+            if count > limit:
+                end = match.start()
+                break
+    return raw[:end]
 
 
 def is_rejection(entry: ReportRecipient) -> bool:
@@ -200,10 +239,13 @@ def _is_text(part: Message | None) -> bool:
 
 def _part_text(part: Message) -> str:
     """The text of a report or returned part however the parser stored it (blocks or body)."""
-    payload = part.get_payload()
-    if isinstance(payload, list):
+    # Not get_payload() to look: without decode=True it decodes a body with 8-bit bytes with
+    # the part's charset, and a charset such as "idna" or "punycode" raises there.
+    if part.is_multipart():
         # The stdlib parses message/* parts as header blocks; written back they are the text.
-        data = b"".join(_as_bytes(p) for p in payload[:MAX_BLOCKS] if isinstance(p, Message))
+        payload = part.get_payload()
+        blocks = payload[:MAX_BLOCKS] if isinstance(payload, list) else []
+        data = b"".join(_as_bytes(p) for p in blocks if isinstance(p, Message))
         cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
         if cte in ("base64", "quoted-printable"):
             data = _decode_cte(data, cte)
@@ -237,7 +279,9 @@ def _text_of(data: bytes, charset: str) -> str:
         try:
             text = data.decode(name)
             break
-        except (LookupError, UnicodeDecodeError):
+        # ValueError: codecs such as "idna" raise UnicodeError itself, a NUL in the name
+        # ValueError.
+        except (LookupError, ValueError):
             continue
     else:
         text = data.decode("utf-8", errors="replace")
@@ -424,9 +468,8 @@ def _returned_message_id(part: Message | None) -> str | None:
     """The Message-ID of the returned message or header (RFC 3462 text/rfc822-headers etc.)."""
     if part is None:
         return None
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        inner = next((p for p in payload if isinstance(p, Message)), None)
+    if part.is_multipart():  # (not get_payload() to look: see _part_text)
+        inner = next((p for p in part.get_payload() if isinstance(p, Message)), None)
         return _first_msg_id(str(inner.get("Message-ID", ""))) if inner is not None else None
     return message_id_in(_part_text(part)[:MAX_BODY])
 
@@ -434,11 +477,26 @@ def _returned_message_id(part: Message | None) -> str | None:
 # --- Non-standard bounces -------------------------------------------------------------------
 
 
-def _read_plain(msg: Message, parts: _Parts) -> DeliveryReport | None:
+def _more_parts_than(msg: Message, limit: int) -> bool:
+    """Whether ``msg`` has more than ``limit`` parts, delivery-status blocks included."""
+    stack, count = [msg], 0
+    while stack:
+        count += 1
+        if count > limit:
+            return True
+        part = stack.pop()
+        if part.is_multipart():
+            stack.extend(p for p in part.get_payload() if isinstance(p, Message))
+    return False
+
+
+def _read_plain(msg: Message, parts: _Parts, raw: bytes) -> DeliveryReport | None:
     """A bounce in another shape, if mail software sent it and a detector knows it."""
     source = parts.first_text if parts.first_text is not None else msg
     body = "" if source.is_multipart() else _part_text(source)[:MAX_BODY]
-    detection = read_plain(msg, body)
+    flufl_input = msg if len(raw) <= MAX_FLUFL_INPUT else _parse(raw[:MAX_FLUFL_INPUT])
+    crowded = _more_parts_than(flufl_input, MAX_PARTS)
+    detection = read_plain(msg, body, None if crowded else flufl_input)
     if detection is None or not detection.findings:
         return None
     recipients = tuple(

@@ -22,10 +22,10 @@ import re
 from dataclasses import replace
 from email.header import decode_header, make_header
 from email.message import Message
-from email.utils import getaddresses
 
 from flufl.bounce import all_failures
 
+from mailsvc.domain.header_addresses import header_addresses
 from mailsvc.receipts.formats import DETECTORS
 from mailsvc.receipts.formats.common import (
     MAX_EXCERPT,
@@ -76,9 +76,11 @@ _BOUNCE_SUBJECT = re.compile(
 _AUTO_REPLY_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Vacation")
 
 
-def read_plain(msg: Message, body: str) -> Detection | None:
+def read_plain(msg: Message, body: str, for_flufl: Message | None) -> Detection | None:
     """The failures a non-standard bounce reports, or None. ``body`` is the text of its
-    human-readable part ("" when it has none that a detector can read)."""
+    human-readable part ("" when it has none that a detector can read); ``for_flufl`` the
+    message flufl.bounce reads, ``msg`` itself or its beginning (None: flufl.bounce is not
+    asked; its detectors take time in proportion to every line of every part)."""
     if not sent_by_mail_software(msg):
         return None
     bounce = PlainBounce(
@@ -90,7 +92,7 @@ def read_plain(msg: Message, body: str) -> Detection | None:
         ),
     )
     ours = _own_detection(bounce) if body else None
-    temporary, permanent = _flufl(msg)
+    temporary, permanent = _flufl(for_flufl) if for_flufl is not None else ([], [])
     if not temporary and not permanent:
         return ours
     return _with_details(temporary, permanent, ours, body)
@@ -107,7 +109,7 @@ def sent_by_mail_software(msg: Message) -> bool:
         return False
     if any(msg.get(name) is not None for name in _AUTO_REPLY_HEADERS):
         return False
-    pairs = getaddresses([str(msg.get("From", ""))[:1000]])
+    pairs = header_addresses([str(msg.get("From", ""))[:1000]]) or []
     name, address = pairs[0] if pairs else ("", "")
     if "@" not in address:
         if msg.get("From") is not None:
@@ -218,7 +220,7 @@ def header_text(msg: Message, name: str) -> str:
 
 def sender_address(msg: Message) -> str:
     """The From address (domain lowercased), or ""."""
-    for _name, address in getaddresses([str(msg.get("From", ""))[:1000]]):
+    for _name, address in header_addresses([str(msg.get("From", ""))[:1000]]) or []:
         normalized = normalize_address(address)
         if normalized:
             return normalized

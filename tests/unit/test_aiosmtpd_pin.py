@@ -55,8 +55,8 @@ UPSTREAM = [
     Upstream(
         "aiosmtpd.smtp:SMTP._handle_client",
         "0e4d096403af6c74c87b2fe722c213884e2140a9388e95feb05aec2f39e05556",
-        f"{SERVER} CouncilSMTP._init_from (commands are dispatched through _smtp_methods) and"
-        " _REWRITES (its error texts)",
+        f"{SERVER} CouncilSMTP._init_from (commands are dispatched through _smtp_methods),"
+        " _REWRITES and _BOGUS_GOODBYE (its error texts)",
     ),
     Upstream(
         "aiosmtpd.smtp:SMTP._cb_client_connected",

@@ -52,7 +52,7 @@ from mailsvc.relay.smtp.authres import (
     start_spf,
 )
 from mailsvc.relay.smtp.clients import MissCounter, RateLimiter
-from mailsvc.relay.smtp.owndomain import domain_of, from_domains, own_domain
+from mailsvc.relay.smtp.owndomain import claimed_own_domains, domain_of, own_domain
 from mailsvc.relay.smtp.reports import accept_reports
 from mailsvc.relay.smtp.server import (
     AdvertisesExtensions,
@@ -322,7 +322,7 @@ class InboundHandler(AdvertisesExtensions):
         results: AuthResults | None,
     ) -> str | None:
         """550 for a header From in our own domains that the checks did not authenticate."""
-        claimed = [d for d in from_domains(content) if own_domain(d, self.own_domains)]
+        claimed = claimed_own_domains(content, self.own_domains)
         if not claimed:
             return None
         verdict = parse_results(results.header_value) if results is not None else None

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from email.utils import getaddresses
 
+from mailsvc.domain.header_addresses import header_addresses
 from mailsvc.relay.smtp.authres.message import _header_block
 
 
@@ -33,13 +33,42 @@ def own_domain(domain: str, own: Sequence[str]) -> str | None:
     return None
 
 
-def from_domains(message: bytes) -> list[str]:
-    """The domains of every address in every From field of the header, in order."""
+def _from_values(message: bytes) -> list[str]:
+    """The values of every From field of the header, unfolded."""
     header = _header_block(message).decode("utf-8", "replace")
     values = []
     for field in re.split(r"\r?\n(?![ \t])", header):
         name, sep, value = field.partition(":")
         if sep and name.strip().lower() == "from":
             values.append(re.sub(r"\r?\n[ \t]", " ", value))
-    domains = [domain_of(address) for _name, address in getaddresses(values)]
+    return values
+
+
+def from_domains(message: bytes) -> list[str] | None:
+    """The domains of every address in every From field of the header, in order; None when the
+    fields cannot be read safely (``header_addresses``: far too long or deeply nested)."""
+    pairs = header_addresses(_from_values(message))
+    if pairs is None:
+        return None
+    domains = [domain_of(address) for _name, address in pairs]
     return list(dict.fromkeys(d for d in domains if d))
+
+
+def claimed_own_domains(message: bytes, own: Sequence[str]) -> list[str]:
+    """The domains of the From addresses that are the council's own (see ``own_domain``).
+
+    When the From fields cannot be read safely, every own domain written anywhere in them (in
+    its ASCII or Unicode form): the check that follows must fail closed, not miss a claim.
+    """
+    domains = from_domains(message)
+    if domains is not None:
+        return [domain for domain in domains if own_domain(domain, own)]
+    text = " ".join(_from_values(message)).lower()
+    return [domain for domain in own if domain in text or _unicode(domain) in text]
+
+
+def _unicode(domain: str) -> str:
+    try:
+        return domain.encode("ascii").decode("idna")
+    except UnicodeError:
+        return domain

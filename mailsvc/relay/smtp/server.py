@@ -221,6 +221,11 @@ _PLAIN_PATH = re.compile(
 )
 
 
+# aiosmtpd's reply before it closes on unrecognised commands (its SMTP._handle_client).
+_BOGUS_GOODBYE = "502 5.5.1 Too many unrecognized commands"
+# In reply text: controls but TAB (CRLF only between the lines of a reply), and surrogates.
+_UNSAFE_IN_REPLY = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]|\r(?!\n)|(?<!\r)\n")
+
 # How much of a message body may wait in the reader's buffer before the body reader is woken
 # (unless a piece may end the body); memory per connection stays bounded by it.
 _QUIET_BUFFER = 256 * 1024
@@ -397,7 +402,14 @@ class CouncilSMTP(SMTP):
     # Overrides aiosmtpd SMTP.push: pinned by tests/unit/test_aiosmtpd_pin.py.
     async def push(self, status: AnyStr) -> None:
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
-        text = with_enhanced_code(text)
+        # Replies may echo the client's bytes (aiosmtpd's 'command "X" not recognized', VRFY's
+        # argument): a control character would break the reply line, and an undecodable byte
+        # (a surrogate) made aiosmtpd's push raise UnicodeEncodeError (a 500 with a traceback).
+        text = _UNSAFE_IN_REPLY.sub("?", with_enhanced_code(text))
+        if text.startswith(_BOGUS_GOODBYE) and not self._cut:
+            # aiosmtpd closes after five unrecognised commands with this 502; RFC 5321 3.8
+            # closes a connection only after a 221 or a 421, as ours does after bad commands.
+            text, self._cut = replies.S421_TOO_MANY_ERRORS, True
         if text[text.rfind("\n") + 1 :][3:4] == "-":
             # A continuation line ("250-SIZE …"): the reply goes out in one write with its last
             # line (the EHLO reply was eight writes, eight wake-ups of the client).

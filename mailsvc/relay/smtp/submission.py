@@ -13,13 +13,14 @@ from base64 import b64decode
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from email.utils import formatdate, getaddresses, make_msgid
+from email.utils import formatdate, make_msgid
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
 from aiosmtpd.smtp import Session as SmtpSession
 
 from mailsvc.config import Settings
+from mailsvc.domain.header_addresses import header_addresses
 from mailsvc.domain.relay import LocalRecipient, classify_recipient
 from mailsvc.errors import StorageUnavailable
 from mailsvc.receipts.sink import ReportSink
@@ -323,7 +324,8 @@ def _header(content: bytes) -> Message:
 def _addresses(header: Message, name: str) -> list[str]:
     """The addresses of every ``name`` field (lower case); a field that names none gives ""."""
     values = [str(v) for v in header.get_all(name, [])]
-    found = [a.strip().lower() for _, a in getaddresses(values)]
+    pairs = header_addresses(values) or []  # unreadable (None): names none, refused
+    found = [a.strip().lower() for _, a in pairs]
     return found or ([""] if values else [])
 
 

@@ -168,8 +168,7 @@ def remove_forged_results(message: bytes, authserv_id: str) -> bytes:
     kept: list[bytes] = []
     removed = False
     for field in _fields(head):
-        name = _RESULTS_NAME.match(field)
-        if name is not None and _comparable(_authserv_id_of(field[name.end() :])) == own:
+        if _claims(field, own):
             removed = True
         else:
             kept.append(field)
@@ -178,6 +177,18 @@ def remove_forged_results(message: bytes, authserv_id: str) -> bytes:
     return b"".join(kept) + message[size:]
 
 
+def _claims(field: bytes, own: str) -> bool:
+    """Whether ``field`` is an Authentication-Results field of ``own``, or hides one after a
+    bare CR: the email package and other readers end a line there too, and would see
+    "Subject: x<CR>Authentication-Results: <ours>; dkim=pass" as two fields."""
+    for start in (0, *(cr.end() for cr in _BARE_CR.finditer(field))):
+        name = _RESULTS_NAME.match(field, start)
+        if name is not None and _comparable(_authserv_id_of(field[name.end() :])) == own:
+            return True
+    return False
+
+
+_BARE_CR = re.compile(rb"\r(?!\n)")
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 _RESULTS_NAME = re.compile(rb"authentication-results[ \t]*:", re.IGNORECASE)
 # An RFC 2045 token ends at white space, controls and tspecials.
@@ -223,7 +234,7 @@ def _comparable(authserv_id: str) -> str:
 def _authserv_id_of(value: bytes) -> str:
     """The authserv-id of an Authentication-Results value: after any CFWS, a token or a quoted
     string (RFC 8601 section 2.2); "" when there is none."""
-    text = re.sub(r"\r?\n", "", value.decode("utf-8", "replace"))  # unfold
+    text = re.sub(r"[\r\n]", "", value.decode("utf-8", "replace"))  # unfold (bare CRs too)
     i, end, depth = 0, len(text), 0
     while i < end:  # skip white space and (nested, escaped) comments
         ch = text[i]

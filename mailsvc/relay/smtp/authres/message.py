@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from email.utils import getaddresses
+
+from mailsvc.domain.header_addresses import header_addresses
 
 
 def _header_block(message: bytes) -> bytes:
@@ -29,8 +30,11 @@ def _from_domain(message: bytes) -> tuple[str, bool]:
 
 
 def _from_domain_of(values: list[str]) -> tuple[str, bool]:
+    pairs = header_addresses(values)
+    if pairs is None:
+        return "", True  # far too long or deeply nested to read: no usable author domain
     domains: set[str] = set()
-    for _name, address in getaddresses(values):
+    for _name, address in pairs:
         domain = _domain_of(address)
         if not domain:
             return "", True
