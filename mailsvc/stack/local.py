@@ -163,6 +163,8 @@ class LocalStack:
             raise
 
     def _launch(self, name: str) -> int:
+        if name == "samba":
+            samba.require_root()  # before probing its privileged ports
         ports = samba.PORTS if name == "samba" else self._ports(name)
         for label, port in ports:
             self._check_port_free(name, label, port)

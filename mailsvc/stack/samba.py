@@ -81,14 +81,18 @@ def is_ours(pid: int, settings: Settings, paths: Paths) -> bool:
     return leader_holding(pid, executable, paths.samba_dir / "private" / "sam.ldb")
 
 
-def configure(settings: Settings, paths: Paths) -> None:
-    """Write smb.conf and the certificate, and provision the domain unless that was done."""
+def require_root() -> None:
     if os.geteuid() != 0:
         raise StackError(
             "stack.directory = 'samba': Samba's AD domain controller runs as root (it listens "
             "on ports 389 and 636 and keeps ACLs in extended attributes); run the stack as "
             "root, or use stack.directory = 'openldap'"
         )
+
+
+def configure(settings: Settings, paths: Paths) -> None:
+    """Write smb.conf and the certificate, and provision the domain unless that was done."""
+    require_root()
     socket_path = paths.samba_dir / _LONGEST_SOCKET
     if len(os.fsencode(socket_path)) > _SUN_PATH_MAX:
         raise StackError(
