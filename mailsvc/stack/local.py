@@ -266,7 +266,7 @@ class LocalStack:
         line: our executable with our configuration file; Samba by its open database)."""
         if name == "samba":
             return find_running(
-                self.paths.pid_file(name), lambda pid: samba.is_ours(pid, self.settings, self.paths)
+                self.paths.pid_file(name), samba.recogniser(self.settings, self.paths)
             )
         config = self.paths.slapd_conf if name == "slapd" else self.paths.dovecot_conf
         executable = Path(self._argv(name)[0]).name

@@ -14,6 +14,7 @@ import datetime
 import ipaddress
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -75,10 +76,12 @@ def argv(settings: Settings, paths: Paths) -> list[str]:
     ]
 
 
-def is_ours(pid: int, settings: Settings, paths: Paths) -> bool:
-    """Samba rewrites its command line, so it is known by the database it holds open."""
+def recogniser(settings: Settings, paths: Paths) -> Callable[[int], bool]:
+    """Whether a pid is this var_dir's Samba: it rewrites its command line ("samba: root
+    process"), so it is known by its executable and the database it holds open."""
     executable = Path(argv(settings, paths)[0]).name
-    return leader_holding(pid, executable, paths.samba_dir / "private" / "sam.ldb")
+    database = paths.samba_dir / "private" / "sam.ldb"
+    return lambda pid: leader_holding(pid, executable, database)
 
 
 def require_root() -> None:

@@ -133,6 +133,15 @@ def test_up_runs_samba_instead_of_slapd_with_dovecot(stack: LocalStack) -> None:
     assert (settings.var_dir / "samba" / "provisioned").read_text().strip() == "RADA.MIASTO.EXAMPLE"
 
 
+def test_samba_is_found_again_when_its_pid_file_is_lost(stack: LocalStack) -> None:
+    (pid,) = [st.pid for st in stack.status() if st.name == "samba"]
+    pid_file = stack.settings.var_dir / "run" / "samba.pid"
+    pid_file.unlink()
+    # Its command line reads "samba: root process": it is known by its open database.
+    assert [st.pid for st in stack.status() if st.name == "samba"] == [pid]
+    assert pid_file.read_text().strip() == str(pid)
+
+
 @pytest.mark.parametrize("user", ["principal", "dn"])
 def test_ldaps_bind_as_administrator_and_search_under_the_base_dn(
     stack: LocalStack, user: str
