@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := slapd ldap-utils dovecot-imapd dovecot-lmtpd dovecot-ldap fonts-dejavu-core chromium poppler-utils
+# Samba's AD DC for stack.directory = "samba" (and its tests): the server, its directory modules,
+# the ACL module provisioning uses, the schema files. No recommends: no file or print sharing.
+APT_PACKAGES += samba samba-dsdb-modules samba-vfs-modules samba-ad-provision
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Every installed distribution comes from this lock, each file checked against its sha256.
 LOCK := requirements.lock
@@ -28,7 +31,7 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-system-deps: ## Debian packages: slapd and Dovecot (IMAP, LMTP, LDAP), installed if missing
+system-deps: ## Debian packages: slapd, Samba AD DC and Dovecot (IMAP, LMTP, LDAP), installed if missing
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \

@@ -69,6 +69,18 @@ MESSAGES: dict[str, dict[str, str]] = {
     "stack.up": {"pl": "Stos lokalny działa:", "en": "Local stack is running:"},
     "stack.down": {"pl": "Zatrzymano: {names}", "en": "Stopped: {names}"},
     "stack.down.none": {"pl": "Nic nie było uruchomione.", "en": "Nothing was running."},
+    "stack.samba": {
+        "pl": (
+            "katalog Samba AD: {url}  baza {base_dn}\n"
+            "  logowanie {principal} ({admin_dn}), hasło: {password}\n"
+            "  certyfikat do zaufania (directory.ca_file): {ca_file}"
+        ),
+        "en": (
+            "Samba AD directory: {url}  base {base_dn}\n"
+            "  bind as {principal} ({admin_dn}), password: {password}\n"
+            "  certificate to trust (directory.ca_file): {ca_file}"
+        ),
+    },
     "status.running": {"pl": "działa", "en": "running"},
     "status.stopped": {"pl": "zatrzymany", "en": "stopped"},
     "check.ok": {"pl": "OK", "en": "OK"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from mailsvc.config import Settings
@@ -13,7 +14,12 @@ def secret_path(settings: Settings, name: str) -> Path:
     return settings.var_dir / "secrets" / name
 
 
-def load_or_create_secret(settings: Settings, name: str, length: int = 32) -> str:
+def load_or_create_secret(
+    settings: Settings,
+    name: str,
+    length: int = 32,
+    generate: Callable[[int], str] = generate_password,
+) -> str:
     """Return the secret ``name``, creating it atomically on first use."""
     path = secret_path(settings, name)
     try:
@@ -21,7 +27,7 @@ def load_or_create_secret(settings: Settings, name: str, length: int = 32) -> st
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    value = generate_password(length)
+    value = generate(length)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as fh:
@@ -43,3 +49,19 @@ def admin_password(settings: Settings) -> str:
 
 def reader_password(settings: Settings) -> str:
     return settings.directory.reader_password or load_or_create_secret(settings, "ldap-reader")
+
+
+def samba_admin_password(settings: Settings) -> str:
+    """The Administrator password of the embedded Samba AD DC (stack.directory = "samba")."""
+    return settings.directory.admin_password or load_or_create_secret(
+        settings, "samba-admin", generate=_complex_password
+    )
+
+
+def _complex_password(length: int) -> str:
+    # Active Directory's default policy wants three kinds of characters; our alphabet has
+    # three (lower and upper case, digits), and a random draw may miss one (~4 % at 32).
+    while True:
+        value = generate_password(length)
+        if all(any(kind(c) for c in value) for kind in (str.islower, str.isupper, str.isdigit)):
+            return value

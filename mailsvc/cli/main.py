@@ -17,7 +17,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-from mailsvc import i18n, resources
+from mailsvc import i18n, resources, secret_store
 from mailsvc.app import cli_command_line, open_database, open_directory, open_parts, start_service
 from mailsvc.cli import clerks as cli_clerks
 from mailsvc.cli import councillors as cli_councillors
@@ -35,7 +35,7 @@ log = logging.getLogger("mailsvc")
 EPILOG = textwrap.dedent(
     """\
     examples:
-      mailsvc stack up                      start local slapd + Dovecot under var/
+      mailsvc stack up                      start local slapd (or Samba AD) + Dovecot under var/
       mailsvc councillors add --given-name Łukasz --surname Żółć
       mailsvc clerks add anna.nowak --name "Anna Nowak"   a clerk for the web panel
       mailsvc serve                         run the SMTP relay and delivery (Ctrl-C stops)
@@ -66,6 +66,7 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
         for st in statuses:
             print(f"  {st.name:8} pid {st.pid}  {st.port_info}")
         print(f"  ({time.monotonic() - started:.2f} s)")
+        _print_samba(settings)
     elif args.action == "down":
         names = stack.down()
         if names:
@@ -80,8 +81,30 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
             )
             print(f"{st.name:8} {state:10} pid {st.pid or '-':>7}  {st.port_info}")
             running = running and st.running
+        _print_samba(settings)
         return 0 if running else 3
     return 0
+
+
+def _print_samba(settings: Settings) -> None:
+    """What the service will need to reach the stack's Samba AD DC (stack.directory)."""
+    if settings.stack.directory != "samba":
+        return
+    ad = settings.samba_directory
+    # Where the password is, never the password itself.
+    where = "directory.admin_password"
+    if not settings.directory.admin_password:
+        where = str(secret_store.secret_path(settings, "samba-admin"))
+    _print(
+        settings,
+        "stack.samba",
+        url=ad.url,
+        base_dn=ad.base_dn,
+        principal=ad.admin_principal,
+        admin_dn=ad.admin_dn,
+        password=where,
+        ca_file=ad.ca_file,
+    )
 
 
 # -- serve / check ---------------------------------------------------------------------------
@@ -267,6 +290,14 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """make run: stack up, sample council, hints, serve; Ctrl-C stops what this started."""
     from mailsvc.stack import LocalStack
 
+    if settings.stack.directory == "samba":
+        # Said before anything starts: the sample council would fail at the first entry.
+        raise ConfigError(
+            "stack.directory = 'samba': the service's directory adapter does not speak Active "
+            "Directory yet, so `mailsvc run` cannot use Samba's AD DC; `mailsvc stack up` runs "
+            "it (and `mailsvc stack status` shows how to reach it), or set "
+            "stack.directory = 'openldap'"
+        )
     stack = LocalStack(settings)
     was_running = all(st.running for st in stack.status())
     started = time.monotonic()

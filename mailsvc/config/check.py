@@ -176,6 +176,7 @@ def validate(s: Settings) -> None:
         )
     _check_positive("smtp.max_recipients", s.smtp.max_recipients)
     _check_positive("stack.start_timeout", s.stack.start_timeout)
+    _check_stack_directory(s)
     _check_positive("directory.timeout", s.directory.timeout)
     _check_positive("delivery.workers", s.delivery.workers)
     _check_positive("delivery.retry_initial", s.delivery.retry_initial)
@@ -214,6 +215,27 @@ def validate(s: Settings) -> None:
     if url and not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError(
             "database.url = <hidden>: expected sqlite+aiosqlite:///PATH or postgresql+asyncpg://..."
+        )
+
+
+def _check_stack_directory(s: Settings) -> None:
+    if s.stack.directory not in ("openldap", "samba"):
+        raise ConfigError(
+            f"stack.directory = {s.stack.directory!r}: expected 'openldap' (slapd) or 'samba' "
+            "(Samba's Active Directory domain controller)"
+        )
+    _check_positive("stack.provision_timeout", s.stack.provision_timeout)
+    try:
+        address = ipaddress.ip_address(s.stack.samba_host)
+    except ValueError:
+        address = None
+    # Samba listens on the addresses of the interfaces it is given; an IPv4 loopback address
+    # is routed to lo whole (127.0.0.0/8) without being configured there.
+    if address is None or address.version != 4 or not address.is_loopback:
+        raise ConfigError(
+            f"stack.samba_host = {s.stack.samba_host!r}: expected an IPv4 loopback address "
+            "such as 127.0.3.89 (Samba's LDAP ports 389 and 636 cannot be moved, so it gets "
+            "an address of its own)"
         )
 
 

@@ -118,6 +118,51 @@ class StackSettings:
     slapadd: str = "/usr/sbin/slapadd"
     dovecot: str = "/usr/sbin/dovecot"
     start_timeout: float = 20.0
+    # Which directory server the stack runs: "openldap" (slapd) or "samba" (Samba's AD DC).
+    directory: str = "openldap"
+    # Samba's LDAP ports cannot be moved from 389/636, so it gets a loopback address of its own.
+    samba_host: str = "127.0.3.89"
+    samba: str = "/usr/sbin/samba"
+    samba_tool: str = "/usr/bin/samba-tool"
+    # Seconds `samba-tool domain provision` may take (once per var_dir; ~15 s on an idle core).
+    provision_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class SambaDirectory:
+    """The embedded Samba AD DC as the service would reach it (stack.directory = "samba"),
+    all derived from ``domain``, ``stack.samba_host`` and ``var_dir``."""
+
+    realm: str
+    netbios_domain: str
+    dc_name: str
+    base_dn: str
+    url: str
+    admin_dn: str
+    admin_principal: str
+    samba_dir: Path
+    ca_file: Path
+
+    @classmethod
+    def of(cls, domain: str, host: str, var_dir: Path) -> SambaDirectory:
+        realm = domain.upper()
+        # NetBIOS names hold at most 15 characters; the first label of the domain, as Windows
+        # suggests it. It never equals the realm, which has a dot.
+        netbios = domain.split(".")[0].upper()[:15].rstrip("-")
+        dc_name = "MAILSVC-DC" if netbios != "MAILSVC-DC" else "MAILSVC-AD"
+        base_dn = ",".join(f"DC={label}" for label in domain.split("."))
+        samba_dir = var_dir / "samba"
+        return cls(
+            realm=realm,
+            netbios_domain=netbios,
+            dc_name=dc_name,
+            base_dn=base_dn,
+            url=f"ldaps://{host}:636",
+            admin_dn=f"CN=Administrator,CN=Users,{base_dn}",
+            admin_principal=f"Administrator@{realm}",
+            samba_dir=samba_dir,
+            ca_file=samba_dir / "tls" / "cert.pem",
+        )
 
 
 @dataclass(frozen=True)
@@ -321,6 +366,11 @@ class Settings:
     @property
     def ldap_url(self) -> str:
         return self.directory.url or f"ldap://{self.stack.host}:{self.stack.ldap_port}"
+
+    @property
+    def samba_directory(self) -> SambaDirectory:
+        """Where and how to reach the embedded Samba AD DC (when stack.directory = "samba")."""
+        return SambaDirectory.of(self.domain, self.stack.samba_host, self.var_dir)
 
     @property
     def database_url(self) -> str:

@@ -1,4 +1,4 @@
-"""The slapd and Dovecot configuration files of the local stack, from templates/stack/*.j2.
+"""The slapd, Samba and Dovecot configuration files of the local stack, from templates/stack/*.j2.
 
 The templates hold the files' text; this module gathers the values and supplies the filters that
 escape them for each file's own syntax. A template may print only what one of those filters
@@ -50,6 +50,8 @@ _SLAPD_WORD_UNSAFE = re.compile(r"[\s\"'\\\x00-\x1f\x7f]")
 _DOVECOT_WORD_UNSAFE = re.compile(r"[\s\"'\\#{}$%<>,;=\x00-\x1f\x7f]")
 # A field of Dovecot's passwd-file: fields are separated by ':'.
 _PASSWD_FIELD_UNSAFE = re.compile(r"[\s:\x00-\x1f\x7f]")
+# A value in smb.conf: to the end of the line, stripped; no continuation or substitution.
+_SAMBA_UNSAFE = re.compile(r"[\s\\%\x00-\x1f\x7f]")
 _LDAP_ATTRIBUTE = re.compile(r"[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+")
 _GENERATED = "a generated value"
 
@@ -164,6 +166,22 @@ def dovecot_ldap_conf(
     )
 
 
+def smb_conf(settings: Settings, paths: Paths) -> str:
+    ad = settings.samba_directory
+    return _render(
+        "smb.conf.j2",
+        dc_name=ad.dc_name,
+        netbios_domain=ad.netbios_domain,
+        realm=ad.realm,
+        realm_lower=ad.realm.lower(),
+        host=settings.stack.samba_host,
+        tls_key=paths.samba_tls_key,
+        tls_cert=paths.samba_tls_cert,
+        samba_dir=paths.samba_dir,
+        log=paths.log("samba"),
+    )
+
+
 def master_users(secret_hash: str) -> str:
     """Dovecot's passwd-file of master users: the one the service reads mailboxes as."""
     user = _word(mailstore.MASTER_USER, _PASSWD_FIELD_UNSAFE, _GENERATED)
@@ -204,6 +222,7 @@ def environment(directory: Path) -> jinja2.Environment:
         dovecot_path=dovecot_path,
         ldap_filter_value=ldap_filter_value,
         ldap_attribute=ldap_attribute,
+        samba_value=samba_value,
     )
     return env
 
@@ -274,6 +293,12 @@ def ldap_attribute(value: str, setting: str = _GENERATED) -> Escaped:
     if not _LDAP_ATTRIBUTE.fullmatch(_text(value)):
         raise StackError(f"{setting} = {value!r}: expected an LDAP attribute name such as mail")
     return Escaped(value)
+
+
+def samba_value(value: str | os.PathLike[str], setting: str = _GENERATED) -> Escaped:
+    """A value in smb.conf, which runs to the end of the line unquoted; a backslash there
+    would continue the line and a % would be expanded (%m, %U...)."""
+    return _word(_text(value), _SAMBA_UNSAFE, setting)
 
 
 def _text(value: str | os.PathLike[str]) -> str:

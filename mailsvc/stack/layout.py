@@ -3,10 +3,11 @@
 Layout::
 
     var_dir/ldap/slapd.conf, data/, initialized    directory configuration and database
+    var_dir/samba/smb.conf, provisioned, tls/, private/, state/...  Samba AD DC (instead of ldap/)
     var_dir/dovecot/dovecot.conf, dovecot-ldap.conf.ext, master-users, state/, run/
     var_dir/mail/<domain>/<local part>/            Maildirs
-    var_dir/log/slapd.log, dovecot.log
-    var_dir/run/slapd.pid, dovecot.pid, stack.lock
+    var_dir/log/slapd.log, samba.log, samba-provision.log, dovecot.log
+    var_dir/run/slapd.pid, samba.pid, dovecot.pid, stack.lock
 
 Only Dovecot's socket directory moves to a short path in /tmp when var_dir is too deep for Unix
 socket names.
@@ -39,6 +40,11 @@ class Paths:
     base_ldif: Path
     ldap_data: Path
     ldap_initialized: Path
+    samba_dir: Path
+    smb_conf: Path
+    samba_provisioned: Path
+    samba_tls_cert: Path
+    samba_tls_key: Path
     dovecot_dir: Path
     dovecot_conf: Path
     dovecot_ldap_conf: Path
@@ -53,6 +59,7 @@ class Paths:
     @classmethod
     def of(cls, var_dir: Path) -> Paths:
         ldap_dir = var_dir / "ldap"
+        samba_dir = var_dir / "samba"
         dovecot_dir = var_dir / "dovecot"
         run_dir = var_dir / "run"
         base = dovecot_dir / "run"
@@ -65,6 +72,11 @@ class Paths:
             base_ldif=ldap_dir / "base.ldif",
             ldap_data=ldap_dir / "data",
             ldap_initialized=ldap_dir / "initialized",
+            samba_dir=samba_dir,
+            smb_conf=samba_dir / "smb.conf",
+            samba_provisioned=samba_dir / "provisioned",
+            samba_tls_cert=samba_dir / "tls" / "cert.pem",
+            samba_tls_key=samba_dir / "tls" / "key.pem",
             dovecot_dir=dovecot_dir,
             dovecot_conf=dovecot_dir / "dovecot.conf",
             dovecot_ldap_conf=dovecot_dir / "dovecot-ldap.conf.ext",

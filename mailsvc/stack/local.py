@@ -1,10 +1,12 @@
-"""Start and stop a real local OpenLDAP slapd and Dovecot (IMAP + LMTP) from ``var_dir``.
+"""Start and stop a real local directory (OpenLDAP slapd, or Samba's AD DC with
+stack.directory = "samba") and Dovecot (IMAP + LMTP) from ``var_dir``.
 
 Used by the embedded default (`mailsvc stack up`) and by the integration tests. Nothing here touches
 /etc or systemd: configuration, directory data, mailboxes, logs and pid files all live under
 ``settings.var_dir`` (see mailsvc/stack/layout.py). The configuration files come from
 templates/stack/ (mailsvc/stack/configs.py), the directory's first entries from
-mailsvc/stack/ldif.py, and processes and ports are handled by mailsvc/stack/supervise.py.
+mailsvc/stack/ldif.py (slapd) or Samba's provisioning (mailsvc/stack/samba.py), and processes
+and ports are handled by mailsvc/stack/supervise.py.
 
 Configuration files are rewritten on every start, so changed settings (ports, passwords) apply
 after a restart; the directory database is created once and kept.
@@ -17,15 +19,15 @@ import fcntl
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mailsvc import mailstore, secret_store
 from mailsvc.config import Settings, is_loopback
 from mailsvc.passwords import hash_new_password_blocking
-from mailsvc.stack import configs, ldif
-from mailsvc.stack.errors import INSTALL_COMMAND, StackError
+from mailsvc.stack import configs, ldif, samba
+from mailsvc.stack.errors import INSTALL_COMMAND, SAMBA_INSTALL_COMMAND, StackError
 from mailsvc.stack.layout import (
     Paths,
     make_traversable,
@@ -39,6 +41,7 @@ from mailsvc.stack.supervise import (
     accepts,
     alive,
     banner,
+    find_running,
     ldap_bind,
     ldap_connection,
     listener_owner,
@@ -52,7 +55,11 @@ from mailsvc.stack.supervise import (
 )
 from provisioning.passwords import ssha_hash
 
+# The servers of the default stack (stack.directory = "openldap").
 SERVICES = ("slapd", "dovecot")
+# Every server a var_dir may run: "samba" takes slapd's place with stack.directory = "samba".
+ALL_SERVICES = ("slapd", "samba", "dovecot")
+_DIRECTORY_SERVER = {"openldap": "slapd", "samba": "samba"}
 
 _LOG_TAIL_LINES = 15
 _LDAP_NOT_YET = {51, 52, 80}  # busy, unavailable, other: slapd is still coming up
@@ -67,29 +74,31 @@ class ServiceStatus:
 
 
 class LocalStack:
-    """The local slapd and Dovecot of one var_dir: configure, start, check, stop."""
+    """The local directory and Dovecot of one var_dir: configure, start, check, stop."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.paths = Paths.of(settings.var_dir.absolute())
+        self.services = (_DIRECTORY_SERVER[settings.stack.directory], "dovecot")
 
     # -- public API ----------------------------------------------------------------------
 
     def up(self) -> list[ServiceStatus]:
         """Start whatever is not running and return once both servers answer (idempotent)."""
         with self._locked():
-            self._start(SERVICES)
+            self._start(self.services)
         return self.status()
 
     def down(self) -> list[str]:
-        """Stop the servers this var_dir runs and wait until they are gone; return their names."""
+        """Stop the servers this var_dir runs and wait until they are gone; return their names.
+        A directory server of the other stack.directory that still runs is stopped too."""
         with self._locked():
-            return self._stop(("dovecot", "slapd"))
+            return self._stop(("dovecot", "samba", "slapd"))
 
     def status(self) -> list[ServiceStatus]:
         """Each server: running means our process is alive and listening on all its ports."""
         statuses = []
-        for name in SERVICES:
+        for name in self.services:
             pid = self._running_pid(name)
             # Look at the listening sockets instead of connecting: a connection would make
             # Dovecot start a login process, and one still starting delays a shutdown by 5 s.
@@ -98,13 +107,15 @@ class LocalStack:
         return statuses
 
     def start_service(self, name: str) -> None:
-        """Start one server ("slapd" or "dovecot") if it is not running; wait until it answers."""
+        """Start one server ("slapd", "samba" or "dovecot") if it is not running; wait until it
+        answers."""
         self._check_name(name)
         with self._locked():
             self._start((name,))
 
     def stop_service(self, name: str) -> None:
-        """Stop one server ("slapd" or "dovecot") if it is running; wait until it is gone."""
+        """Stop one server ("slapd", "samba" or "dovecot") if it is running; wait until it is
+        gone."""
         self._check_name(name)
         with self._locked():
             self._stop((name,))
@@ -114,7 +125,10 @@ class LocalStack:
         stack = self.settings.stack
         executables = (stack.slapd, stack.slaptest, stack.slapadd, stack.dovecot)
         missing = [exe for exe in executables if shutil.which(exe) is None]
-        return missing + [str(path) for path in configs.SUPPORT_FILES if not path.exists()]
+        missing += [str(path) for path in configs.SUPPORT_FILES if not path.exists()]
+        if "samba" in self.services:
+            missing += samba.missing_parts(self.settings)
+        return missing
 
     # -- starting ------------------------------------------------------------------------
 
@@ -122,12 +136,14 @@ class LocalStack:
         self._check_loopback()
         missing = self.missing_binaries()
         if missing:
+            command = INSTALL_COMMAND
+            if "samba" in self.services:
+                command += f" && {SAMBA_INSTALL_COMMAND}"
             raise StackError(
                 f"the local stack needs {', '.join(missing)}, which this machine lacks; "
-                f"install them with: {INSTALL_COMMAND}"
+                f"install them with: {command}"
             )
         self._prepare_dirs()
-        deadline = time.monotonic() + self.settings.stack.start_timeout
         launched: dict[str, int] = {}
         waiting: dict[str, int] = {}
         try:
@@ -137,19 +153,26 @@ class LocalStack:
                     pid = self._launch(name)
                     launched[name] = pid
                 waiting[name] = pid
+            # Counted from here: provisioning Samba's domain (once) may itself take a minute.
+            deadline = time.monotonic() + self.settings.stack.start_timeout
             self._wait_ready(waiting, launched, deadline)
             if "slapd" in names:
                 self._sync_reader_password()
         except BaseException:
             # Leave things as they were: what this call started goes away again.
-            self._stop(list(launched))
+            self._stop(list(launched), launched)
             raise
 
     def _launch(self, name: str) -> int:
-        for label, port in self._ports(name):
+        if name == "samba":
+            samba.require_root()  # before probing its privileged ports
+        ports = samba.PORTS if name == "samba" else self._ports(name)
+        for label, port in ports:
             self._check_port_free(name, label, port)
         if name == "slapd":
             self._configure_slapd()
+        elif name == "samba":
+            samba.configure(self.settings, self.paths)
         else:
             self._configure_dovecot()
         pid = spawn(self._argv(name), self.paths.log(name))
@@ -183,16 +206,24 @@ class LocalStack:
         host = self.settings.stack.host
         if name == "slapd":
             return accepts(host, self.settings.stack.ldap_port) and self._ldap_bind_ok()
+        if name == "samba":
+            return accepts(self.settings.stack.samba_host, 636) and self._samba_bind_ok()
         return banner(host, self.settings.stack.imap_port, b"* OK") and banner(
             host, self.settings.stack.lmtp_port, b"220", quit_command=b"QUIT\r\n"
         )
 
     def _check_port_free(self, name: str, label: str, port: int) -> None:
-        host = self.settings.stack.host
+        host = self._host(name)
         if not port_in_use(host, port):
             return
         owner = listener_owner(port)
         by = f" by {owner}" if owner else " by another program"
+        if name == "samba":
+            raise StackError(
+                f"cannot start samba: {label} port {host}:{port} is already in use{by}; "
+                "Samba's ports cannot be moved: give it another loopback address with "
+                "stack.samba_host (MAILSVC_STACK__SAMBA_HOST), or stop that program"
+            )
         setting = {"ldap": "ldap_port", "imap": "imap_port", "lmtp": "lmtp_port"}[label]
         raise StackError(
             f"cannot start {name}: {label} port {host}:{port} is already in use{by}; "
@@ -202,8 +233,13 @@ class LocalStack:
 
     # -- stopping ------------------------------------------------------------------------
 
-    def _stop(self, names: Sequence[str]) -> list[str]:
-        targets = {name: pid for name in names if (pid := self._running_pid(name)) is not None}
+    def _stop(self, names: Sequence[str], started: Mapping[str, int] | None = None) -> list[str]:
+        # What this process just started goes by its pid: a server still starting may not be
+        # recognisable yet (Samba opens the database it is known by after a moment).
+        targets = dict(started or {})
+        for name in names:
+            if name not in targets and (pid := self._running_pid(name)) is not None:
+                targets[name] = pid
         terminate(targets)
         for name in names:
             self.paths.pid_file(name).unlink(missing_ok=True)
@@ -215,6 +251,8 @@ class LocalStack:
 
     def _argv(self, name: str) -> list[str]:
         stack = self.settings.stack
+        if name == "samba":
+            return samba.argv(self.settings, self.paths)
         if name == "slapd":
             exe = shutil.which(stack.slapd) or stack.slapd
             # "-d none" keeps slapd in the foreground and prints only messages that are always
@@ -226,7 +264,11 @@ class LocalStack:
 
     def _running_pid(self, name: str) -> int | None:
         """The pid of this var_dir's server ``name`` if it runs (recognised by its command
-        line: our executable with our configuration file)."""
+        line: our executable with our configuration file; Samba by its open database)."""
+        if name == "samba":
+            return find_running(
+                self.paths.pid_file(name), samba.recogniser(self.settings, self.paths)
+            )
         config = self.paths.slapd_conf if name == "slapd" else self.paths.dovecot_conf
         executable = Path(self._argv(name)[0]).name
         return running_pid(self.paths.pid_file(name), executable, config)
@@ -295,6 +337,20 @@ class LocalStack:
             f"slapd at {self._local_ldap_url()} refuses the admin bind as {directory.admin_dn} "
             f"(LDAP result {code}): it runs with an older configuration; "
             "stop it with `mailsvc stack down` and start the stack again"
+        )
+
+    def _samba_bind_ok(self) -> bool:
+        code = samba.admin_bind(self.settings)
+        if code is None or code in _LDAP_NOT_YET:
+            return False
+        if code == 0:
+            return True
+        ad = self.settings.samba_directory
+        raise StackError(
+            f"samba at {ad.url} refuses the bind as {ad.admin_principal} (LDAP result {code}): "
+            f"its domain in {self.paths.samba_dir} was provisioned with another Administrator "
+            "password (directory.admin_password or var_dir/secrets/samba-admin); set that one "
+            f"back, or stop the stack and remove {self.paths.samba_dir} to provision anew"
         )
 
     def _sync_reader_password(self) -> None:
@@ -376,14 +432,20 @@ class LocalStack:
                 "(127.0.0.1 or ::1): its slapd and Dovecot accept passwords without TLS"
             )
 
+    def _host(self, name: str) -> str:
+        stack = self.settings.stack
+        return stack.samba_host if name == "samba" else stack.host
+
     def _ports(self, name: str) -> list[tuple[str, int]]:
         stack = self.settings.stack
+        if name == "samba":
+            return list(samba.SHOWN_PORTS)
         if name == "slapd":
             return [("ldap", stack.ldap_port)]
         return [("imap", stack.imap_port), ("lmtp", stack.lmtp_port)]
 
     def _port_info(self, name: str) -> str:
-        host = url_host(self.settings.stack.host)
+        host = url_host(self._host(name))
         return ", ".join(f"{label} {host}:{port}" for label, port in self._ports(name))
 
     def _log_hint(self, name: str) -> str:
@@ -418,5 +480,5 @@ class LocalStack:
 
     @staticmethod
     def _check_name(name: str) -> None:
-        if name not in SERVICES:
-            raise StackError(f"unknown service {name!r}: expected one of {', '.join(SERVICES)}")
+        if name not in ALL_SERVICES:
+            raise StackError(f"unknown service {name!r}: expected one of {', '.join(ALL_SERVICES)}")

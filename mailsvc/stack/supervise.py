@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,12 @@ def running_pid(pid_file: Path, executable: str, config: Path) -> int | None:
         cmdline = _cmdline(pid)  # empty for zombies and vanished processes
         return bool(cmdline) and Path(cmdline[0]).name == executable and str(config) in cmdline
 
+    return find_running(pid_file, ours)
+
+
+def find_running(pid_file: Path, ours: Callable[[int], bool]) -> int | None:
+    """The pid in ``pid_file`` if ``ours`` recognises it, else the first process it does
+    (then written to ``pid_file``); None when none runs."""
     try:
         pid = int(pid_file.read_text(encoding="ascii").strip())
     except (FileNotFoundError, ValueError):
@@ -107,20 +113,41 @@ def running_pid(pid_file: Path, executable: str, config: Path) -> int | None:
     return None
 
 
-def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    """Run a short tool (slaptest, slapadd); its stdout and stderr together in ``stdout``."""
+def leader_holding(pid: int, executable: str, path: Path) -> bool:
+    """Whether ``pid`` runs ``executable``, leads its process group (as what spawn() starts
+    does) and has ``path`` open: how a server that rewrites its command line (Samba's
+    "samba: root process") is recognised."""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return False
+    fields = _proc_stat(pid)
+    return (
+        Path(exe).name == executable
+        and fields is not None
+        and fields[2] == str(pid)
+        and str(path) in _open_files(pid)
+    )
+
+
+def run(
+    argv: list[str], *, input_text: str | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run a short tool (slaptest, slapadd, samba-tool); its stdout and stderr together in
+    ``stdout``; ``input_text`` is its standard input (a password kept off the command line)."""
     try:
         return subprocess.run(
             argv,
-            stdin=subprocess.DEVNULL,
+            input=input_text,
+            stdin=None if input_text is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             check=False,
-            timeout=60,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired as exc:
-        raise StackError(f"{' '.join(argv)} did not finish within 60 s") from exc
+        raise StackError(f"{' '.join(argv[:3])}... did not finish within {timeout:g} s") from exc
 
 
 # -- processes -----------------------------------------------------------------------------
@@ -288,10 +315,15 @@ def listener_owner(port: int) -> str | None:
     return None
 
 
-def ldap_connection(url: str, dn: str, password: str) -> Any:
+def ldap_connection(url: str, dn: str, password: str, ca_file: Path | None = None) -> Any:
+    """An unbound ldap3 connection; with ``ca_file`` the server's certificate must verify
+    against it (ldaps://)."""
     import ldap3  # slow import, needed only for the directory checks
 
-    server = ldap3.Server(url, connect_timeout=_PROBE_TIMEOUT, get_info=ldap3.NONE)
+    from mailsvc.stack.ldaptls import VerifiedTls
+
+    tls = VerifiedTls(ca_file) if ca_file else None
+    server = ldap3.Server(url, connect_timeout=_PROBE_TIMEOUT, get_info=ldap3.NONE, tls=tls)
     return ldap3.Connection(
         server,
         user=dn,
@@ -302,11 +334,11 @@ def ldap_connection(url: str, dn: str, password: str) -> Any:
     )
 
 
-def ldap_bind(url: str, dn: str, password: str) -> int | None:
+def ldap_bind(url: str, dn: str, password: str, ca_file: Path | None = None) -> int | None:
     """The LDAP result code of a simple bind (0 = success), or None if nobody answers."""
     from ldap3.core.exceptions import LDAPException
 
-    conn = ldap_connection(url, dn, password)
+    conn = ldap_connection(url, dn, password, ca_file)
     try:
         conn.bind()
     except (LDAPException, OSError):

@@ -1,8 +1,9 @@
-"""The generated configuration files as the real slapd and Dovecot parsers read them.
+"""The generated configuration files as the real slapd, Dovecot and Samba parsers read them.
 
 slapd converts slapd.conf into cn=config (slaptest -F), which shows each directive's value as
-slapd understood it; doveconf prints dovecot.conf's settings. Values full of quotes,
-backslashes and would-be directives must come back exactly, and nothing else must appear.
+slapd understood it; doveconf prints dovecot.conf's settings, testparm those of smb.conf. Values
+full of quotes, backslashes and would-be directives must come back exactly, and nothing else must
+appear.
 """
 
 from __future__ import annotations
@@ -111,3 +112,56 @@ def test_dovecot_reads_the_generated_dovecot_conf_as_intended(tmp_path: Path) ->
         str(paths.dovecot_ldap_conf),
         str(paths.dovecot_ldap_conf),
     ]
+
+
+def test_samba_reads_the_generated_smb_conf_as_intended(tmp_path: Path) -> None:
+    settings = default_settings().with_changes(
+        var_dir=tmp_path, domain="rada.gmina-przykladowa.example", stack={"samba_host": "127.9.8.7"}
+    )
+    paths = Paths.of(tmp_path)
+    for sub in ("state", "cache", "run"):  # testparm fails without them
+        (paths.samba_dir / sub).mkdir(parents=True)
+    conf = tmp_path / "smb.conf"
+    conf.write_text(configs.smb_conf(settings, paths))
+
+    def setting(name: str, section: str = "global") -> str:
+        result = subprocess.run(
+            [
+                "testparm",
+                "-s",
+                "--suppress-prompt",
+                f"--section-name={section}",
+                f"--parameter-name={name}",
+                conf,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return result.stdout.strip()
+
+    samba_dir = paths.samba_dir
+    expected = {
+        "server role": "active directory domain controller",
+        "realm": "RADA.GMINA-PRZYKLADOWA.EXAMPLE",
+        "workgroup": "RADA",
+        "netbios name": "MAILSVC-DC",
+        "server services": "ldap",
+        "interfaces": "127.9.8.7/8",
+        "bind interfaces only": "Yes",
+        "tls enabled": "Yes",
+        "tls certfile": str(paths.samba_tls_cert),
+        "tls keyfile": str(paths.samba_tls_key),
+        "ldap server require strong auth": "Yes",
+        "private dir": f"{samba_dir}/private",
+        "lock directory": str(samba_dir),
+        "state directory": f"{samba_dir}/state",
+        "cache directory": f"{samba_dir}/cache",
+        "pid directory": f"{samba_dir}/run",
+        "binddns dir": f"{samba_dir}/bind-dns",
+        "log file": str(paths.log("samba")),
+    }
+    assert {name: setting(name) for name in expected} == expected
+    assert setting("path", "netlogon") == (
+        f"{samba_dir}/state/sysvol/rada.gmina-przykladowa.example/scripts"
+    )

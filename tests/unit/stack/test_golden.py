@@ -1,4 +1,5 @@
-"""The generated slapd and Dovecot configuration files, byte for byte, against golden files."""
+"""The generated slapd, Samba and Dovecot configuration files, byte for byte, against golden
+files."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def render(scenario: str) -> dict[str, str]:
         "dovecot-ldap.conf.ext": configs.dovecot_ldap_conf(
             settings, paths, pinned, reader_password
         ),
+        "smb.conf": configs.smb_conf(settings, paths),
     }
 
 
