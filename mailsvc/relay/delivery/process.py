@@ -36,7 +36,6 @@ import time
 from typing import Any
 
 from mailsvc.config import Settings
-from mailsvc.relay.dkim import DkimSigner
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +69,7 @@ class DeliveryProcess:
     async def start(self) -> None:
         """Start the child and wait until its workers run; then keep it running: a child that
         dies (a crash, the OOM killer) is started again after a pause that grows from 1 to 30
-        seconds while it keeps dying. Mail meanwhile waits in the queue.
-
-        The DKIM keys are read here first: a missing one is the parent's ConfigError, said
-        once, rather than a child that dies at every start."""
-        signer = DkimSigner.from_settings(self.settings)
-        if signer is not None:
-            await asyncio.to_thread(signer.load)
+        seconds while it keeps dying. Mail meanwhile waits in the queue."""
         await self._spawn()
         self._supervisor = asyncio.create_task(self._supervise(), name="delivery-supervisor")
 
