@@ -1,8 +1,8 @@
 """`mailsvc dns` (the records to publish) and `mailsvc dkim keygen` (a new signing key).
 
-Rotation: ``keygen`` a new selector, list it in [dkim] beside the old one, publish its record
-(``mailsvc dns``), wait for the old record's TTL and a day or two of mail in flight, then remove
-the old selector from [dkim] and, a week later, its record.
+Rotation (README, "DKIM and DNS"): ``keygen`` a new selector, publish its record and list it in
+[dkim] beside the old one; once the record is visible and mail signed with the old key has been
+delivered, remove the old selector, and its record a week later.
 """
 
 from __future__ import annotations
