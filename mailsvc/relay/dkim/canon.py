@@ -71,6 +71,19 @@ def line_windows(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield carry if carry.endswith(b"\r") else carry + _CRLF
 
 
+def _squeeze_blanks(text: bytes) -> bytes:
+    """Blank runs to one space, none before a line end; only the lines from the first blank to
+    the last go through the substitutions (in a part file, its few header lines)."""
+    found = [i for i in (text.find(b" "), text.find(b"\t")) if i >= 0]
+    if not found:
+        return text
+    last = max(text.rfind(b" "), text.rfind(b"\t"))
+    start = text.rfind(b"\n", 0, min(found)) + 1
+    end = text.find(b"\n", last) + 1 or len(text)
+    middle = _WSP.sub(b" ", text[start:end]).replace(b" \r\n", _CRLF)
+    return text[:start] + middle + text[end:]
+
+
 class RelaxedBodyHash:
     """SHA-256 of a body in relaxed canonical form, fed whole lines (``line_windows``)."""
 
@@ -80,9 +93,7 @@ class RelaxedBodyHash:
         self._text = False
 
     def update(self, window: bytes) -> None:
-        text = crlf(window)
-        if b" " in text or b"\t" in text:
-            text = _WSP.sub(b" ", text).replace(b" \r\n", _CRLF)
+        text = _squeeze_blanks(crlf(window))
         # Line ends are all CRLF here, so this drops whole CRLFs: the last line's own and any
         # empty lines after it.
         kept = text.rstrip(b"\r\n")
