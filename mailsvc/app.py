@@ -25,6 +25,7 @@ from mailsvc.receipts.sink import ReportSink
 from mailsvc.relay.delivery.capture import CaptureSink, capture_dir, running_capture
 from mailsvc.relay.delivery.process import DeliveryProcess
 from mailsvc.relay.delivery.worker import DeliveryWorkers
+from mailsvc.relay.dkim import DkimSigner
 from mailsvc.relay.smtp.inbound import InboundHandler, start_inbound
 from mailsvc.relay.smtp.recipients import CachedRecipients
 from mailsvc.relay.smtp.submission import SubmissionHandler, start_submission
@@ -275,6 +276,11 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
     """Start delivery first (so the backlog drains), then jobs, then accept mail."""
     from mailsvc.jobs import JobContext, job_specs, start_scheduler
 
+    # The DKIM keys before anything is opened: a missing one is one ConfigError here, not a
+    # delivery process that dies at every start.
+    signer = DkimSigner.from_settings(settings)
+    if signer is not None:
+        await asyncio.to_thread(signer.load)
     engine = await open_database(settings)
     directory = open_directory(settings)
     parts = Parts(settings, engine, directory, Register(engine), open_queue(settings, engine))

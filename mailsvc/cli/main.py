@@ -21,6 +21,7 @@ from mailsvc import i18n, resources, secret_store
 from mailsvc.app import cli_command_line, open_database, open_directory, open_parts, start_service
 from mailsvc.cli import clerks as cli_clerks
 from mailsvc.cli import councillors as cli_councillors
+from mailsvc.cli import dns as cli_dns
 from mailsvc.cli import evidence as cli_evidence
 from mailsvc.cli import queue as cli_queue
 from mailsvc.cli import sessions as cli_sessions
@@ -438,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_sessions.add_parser(sub)
     cli_evidence.add_parser(sub)
     cli_web.add_parser(sub)
+    cli_dns.add_parser(sub)
 
     p = sub.add_parser("relay", help="residents' mail: statistics (aggregates only)")
     rsub = p.add_subparsers(dest="action", required=True)

@@ -9,13 +9,28 @@ import urllib.parse
 import zoneinfo
 from pathlib import Path
 
-from mailsvc.config.settings import DistributionSettings, EvidenceSettings, Settings
+from mailsvc.config.settings import (
+    DistributionSettings,
+    DkimSettings,
+    DnsSettings,
+    EvidenceSettings,
+    Settings,
+)
 from mailsvc.errors import ConfigError
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}$"
 )
 _DN = re.compile(r"^[A-Za-z][\w-]*=.+")
+# A DKIM selector is one or more DNS labels (RFC 6376 3.1).
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_SELECTOR = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+# A domain named in SPF's include: labels may start with "_" (e.g. _spf.provider.example).
+_SPF_DOMAIN = re.compile(
+    r"^(?=.{1,253}$)(_?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}$"
+)
+DKIM_ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
+MTA_STS_MODES = ("testing", "enforce", "none")
 
 
 def _check_port(key: str, value: int, *, allow_zero: bool = False) -> None:
@@ -106,6 +121,8 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"directory.ca_file = {s.directory.ca_file!r}: no such file")
     _check_distribution(s.distribution)
     _check_evidence(s.evidence)
+    _check_dkim(s.dkim)
+    _check_dns(s.dns)
     _check_port("submission.port", s.submission.port)
     _check_port("smarthost.port", s.smarthost.port, allow_zero=True)
     if s.smarthost.security not in ("none", "starttls", "tls"):
@@ -328,3 +345,37 @@ def _check_distribution(d: DistributionSettings) -> None:
     for key in ("sync_interval", "reminder_interval"):
         if getattr(d, key) <= 0:
             raise ConfigError(f"distribution.{key}: expected a positive number of seconds")
+
+
+def _check_dkim(d: DkimSettings) -> None:
+    if d.domain and not _HOSTNAME.match(d.domain):
+        raise ConfigError(f"dkim.domain = {d.domain!r}: expected a domain such as rada.example.org")
+    seen: set[str] = set()
+    for selector in d.selectors:
+        if not _SELECTOR.match(selector.name):
+            raise ConfigError(
+                f"dkim.selectors: name = {selector.name!r}: expected lowercase letters, digits "
+                "and hyphens, such as rsa2026"
+            )
+        if selector.name in seen:
+            raise ConfigError(f"dkim.selectors: {selector.name!r} is listed twice")
+        seen.add(selector.name)
+        if selector.algorithm not in DKIM_ALGORITHMS:
+            raise ConfigError(
+                f"dkim.selectors: {selector.name}: algorithm = {selector.algorithm!r}: "
+                "expected 'rsa-sha256' or 'ed25519-sha256'"
+            )
+
+
+def _check_dns(d: DnsSettings) -> None:
+    if d.spf_include and not _SPF_DOMAIN.match(d.spf_include):
+        raise ConfigError(
+            f"dns.spf_include = {d.spf_include!r}: expected a domain such as _spf.provider.example"
+        )
+    if d.report_address and ("@" not in d.report_address or " " in d.report_address):
+        raise ConfigError(f"dns.report_address = {d.report_address!r}: expected an email address")
+    if d.mta_sts_mode not in MTA_STS_MODES:
+        raise ConfigError(
+            f"dns.mta_sts_mode = {d.mta_sts_mode!r}: expected 'testing', 'enforce' or 'none'"
+        )
+    _check_positive("dns.ttl", d.ttl)

@@ -15,7 +15,7 @@ from typing import Any
 
 from mailsvc import resources
 from mailsvc.config.check import validate
-from mailsvc.config.settings import Settings
+from mailsvc.config.settings import DkimSelector, Settings
 from mailsvc.errors import ConfigError
 
 ENV_PREFIX = "MAILSVC_"
@@ -102,6 +102,8 @@ def _build(cls: type, prefix: str, values: Mapping[str, Any], env: Mapping[str, 
     for name, tp in types_.items():
         if prefix == "" and (name in _SECTIONS or name in _NOT_KEYS):
             continue
+        if typing.get_origin(tp) is tuple:  # a list of tables: read by its own function
+            continue
         dotted = f"{prefix}{name}"
         env_name = ENV_PREFIX + dotted.upper().replace(".", "__")
         if env_name in env:
@@ -136,6 +138,36 @@ def _notice_rules(raw: Any) -> tuple[Any, ...]:
         raise ConfigError(message) from None
 
 
+def _selector(where: str, raw: Any) -> DkimSelector:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table with name, algorithm and key_file")
+    unknown = set(raw) - {"name", "algorithm", "key_file"}
+    if unknown:
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown key in a DKIM selector")
+    values = {k: _coerce(f"{where}.{k}", v, str, from_env=False) for k, v in raw.items()}
+    if "name" not in values:
+        raise ConfigError(f"{where}: expected a name (the selector)")
+    return DkimSelector(**values)
+
+
+def _dkim_selectors(raw: Any, env: Mapping[str, str]) -> tuple[DkimSelector, ...]:
+    """[[dkim.selectors]] tables, or MAILSVC_DKIM__SELECTORS="name:algorithm[:key_file],..."."""
+    env_name = ENV_PREFIX + "DKIM__SELECTORS"
+    if env_name in env:
+        selectors = []
+        for item in filter(None, (i.strip() for i in env[env_name].split(","))):
+            name, _, rest = item.partition(":")
+            algorithm, _, key_file = rest.partition(":")
+            fields = {"name": name, "algorithm": algorithm or "rsa-sha256", "key_file": key_file}
+            selectors.append(_selector(f"dkim.selectors (from {env_name})", fields))
+        return tuple(selectors)
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError("dkim.selectors: expected [[dkim.selectors]] tables")
+    return tuple(_selector(f"dkim.selectors[{i}]", item) for i, item in enumerate(raw))
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
@@ -165,6 +197,9 @@ def load_settings(
             top[key] = value
     for name in _SECTIONS:
         sections[name] = _build(section_types[name], f"{name}.", data.get(name, {}), env)
+    sections["dkim"] = dataclasses.replace(
+        sections["dkim"], selectors=_dkim_selectors(data.get("dkim", {}).get("selectors"), env)
+    )
     base: Settings = _build(Settings, "", top, env)
     settings = dataclasses.replace(
         base, source=chosen, committees=committees, notice_rules=notice_rules, **sections

@@ -337,6 +337,45 @@ class EvidenceSettings:
 
 
 @dataclass(frozen=True)
+class DkimSelector:
+    """One signing key, published as ``<name>._domainkey.<dkim domain>``."""
+
+    name: str
+    # "rsa-sha256" (a 2048-bit RSA key) or "ed25519-sha256" (RFC 8463).
+    algorithm: str = "rsa-sha256"
+    # PEM file of the private key; empty: <var_dir>/secrets/dkim-<name>.pem.
+    key_file: str = ""
+
+
+@dataclass(frozen=True)
+class DkimSettings:
+    """DKIM signatures on everything that leaves through the smarthost route."""
+
+    enabled: bool = True
+    # The d= of the signatures; empty: the council's domain. Only mail whose From is in this
+    # domain (or a subdomain of it) is signed.
+    domain: str = ""
+    # Every selector signs every message (RSA and Ed25519 side by side); [[dkim.selectors]]
+    # tables in the file, "name:algorithm[:key_file],..." in MAILSVC_DKIM__SELECTORS.
+    selectors: tuple[DkimSelector, ...] = ()
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """What `mailsvc dns` prints; nothing here changes how mail is handled."""
+
+    # A domain whose SPF record the smarthost's provider publishes ("include:" in ours);
+    # empty: only our MX hosts send ("v=spf1 mx -all").
+    spf_include: str = ""
+    # Where DMARC aggregate reports (rua) and TLS reports go; empty: office_address.
+    report_address: str = ""
+    # MTA-STS policy mode: "testing" (report only), "enforce" or "none".
+    mta_sts_mode: str = "testing"
+    # TTL of the printed records (seconds).
+    ttl: int = 3600
+
+
+@dataclass(frozen=True)
 class Settings:
     domain: str = "rada.miasto.example"
     var_dir: Path = Path("var")
@@ -356,6 +395,8 @@ class Settings:
     web: WebSettings = WebSettings()
     distribution: DistributionSettings = DistributionSettings()
     evidence: EvidenceSettings = EvidenceSettings()
+    dkim: DkimSettings = DkimSettings()
+    dns: DnsSettings = DnsSettings()
     # Committee slug -> display name; the slug names the group address komisja-<slug>@domain.
     committees: tuple[tuple[str, str], ...] = ()
     # Minimum notice before a session ([notice]; see mailsvc.domain.notice.parse_rules).
@@ -419,6 +460,16 @@ class Settings:
     @property
     def smtp_hostname(self) -> str:
         return self.smtp.hostname or f"mail.{self.domain}"
+
+    @property
+    def dkim_domain(self) -> str:
+        return (self.dkim.domain or self.domain).rstrip(".").lower()
+
+    def dkim_key_file(self, selector: DkimSelector) -> Path:
+        """Where the selector's private key is kept."""
+        if selector.key_file:
+            return Path(selector.key_file)
+        return self.var_dir / "secrets" / f"dkim-{selector.name}.pem"
 
     def with_changes(self, **sections: Any) -> Settings:
         """A variant of these settings: top-level keys or whole section objects/dicts."""

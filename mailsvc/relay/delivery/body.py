@@ -154,14 +154,37 @@ class PartedBody:
                     yield block
             yield separator
 
-    async def to_bytes(self) -> bytes:
-        """The whole message (for the smarthost, whose client wants it in one piece)."""
-        out = [self.head]
+    async def to_bytes(self, prefix: bytes = b"") -> bytes:
+        """The whole message after ``prefix`` (for the smarthost, whose client wants it in one
+        piece: the DKIM signature fields go in the same buffer, not in a copy of it)."""
+        out = [prefix, self.head]
         async for block in self.tail_chunks():
             out.append(block)
         if self.wire:  # the client stuffs what it sends
-            return self.head + unstuff(b"".join(out[1:]))
+            return b"".join((prefix, self.head, unstuff(b"".join(out[2:]))))
         return b"".join(out)
+
+    def text_chunks(self) -> Iterator[bytes]:
+        """What ``to_bytes`` returns, a chunk at a time (blocking: for a thread). A spool
+        file is unstuffed in pieces of whole lines, so no line's dot is judged by half."""
+        yield self.head
+        for path, separator in self.tail():
+            with path.open("rb") as fh:
+                carry = b""
+                while block := fh.read(CHUNK):
+                    if not self.wire:
+                        yield block
+                        continue
+                    data = carry + block
+                    cut = data.rfind(b"\r\n") + 2  # 1 when there is none: nothing whole yet
+                    if cut < 2:
+                        carry = data
+                        continue
+                    yield unstuff(data[:cut])
+                    carry = data[cut:]
+                if carry:
+                    yield unstuff(carry)
+            yield separator
 
     @property
     def spool_file(self) -> Path | None:

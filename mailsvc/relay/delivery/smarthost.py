@@ -5,6 +5,11 @@ reply to its own, and the final DATA reply to every accepted recipient. A connec
 be made or breaks before the final reply raises :class:`SmarthostUnavailable`; the worker defers
 every recipient of the message then.
 
+Mail leaves the service here and nowhere else, so this is where it is DKIM-signed
+(``mailsvc.relay.dkim``): acknowledgements, DSNs, reminders, distribution copies to outside
+addresses and councillors' submitted mail alike. A body with parts on disk is hashed from its
+files, and the signature fields are joined to the one buffer the client sends.
+
 A message whose receipts are tracked (``dsn_envid``) asks a smarthost that offers DSN (RFC 3461)
 for a report on success and on failure: the smarthost's 250 only says it took the message, and
 the success report from the remote end is what proves delivery there.
@@ -12,6 +17,7 @@ the success report from the remote end is what proves delivery there.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Sequence
@@ -21,6 +27,7 @@ import aiosmtplib
 from mailsvc.domain.outcome import Reply
 from mailsvc.errors import TemporaryFailure
 from mailsvc.relay.delivery.body import PartedBody
+from mailsvc.relay.dkim import DkimSigner
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +84,7 @@ class SmarthostClient:
         helo: str = "mailsvc",
         timeout: float = 60.0,
         tls_context: ssl.SSLContext | None = None,
+        signer: DkimSigner | None = None,
     ) -> None:
         if security not in (SECURITY_NONE, SECURITY_STARTTLS, SECURITY_TLS):
             raise ValueError(f"smarthost security {security!r}: expected none, starttls or tls")
@@ -84,6 +92,7 @@ class SmarthostClient:
         self._username, self._password = username, password
         self.helo, self.timeout = helo, timeout
         self._tls_context = tls_context
+        self.signer = signer
         self._smtp: aiosmtplib.SMTP | None = None
 
     @property
@@ -140,13 +149,17 @@ class SmarthostClient:
         With ``dsn_envid``, a smarthost that offers DSN is asked for success and failure reports
         under that envelope id; one that does not gets the message as any other.
 
-        A body with parts on disk is put together first (the SMTP client sends one buffer).
+        A body with parts on disk is put together first (the SMTP client sends one buffer),
+        after the DKIM signatures when there is a signer and the message is ours to sign.
 
         A connection kept from an earlier message may have been closed by the server while
         idle: that shows at MAIL, and the transaction is then tried once on a new connection.
         """
+        signatures = await self._sign(body)
         if isinstance(body, PartedBody):
-            body = await body.to_bytes()
+            body = await body.to_bytes(prefix=signatures)
+        elif signatures:
+            body = signatures + body
         reused = self.connected
         if not reused:
             await self.connect()
@@ -165,6 +178,19 @@ class SmarthostClient:
         except (_StaleConnection, aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             await self.close()
             raise SmarthostUnavailable(f"{self._where()} failed: {exc!r}") from exc
+
+    async def _sign(self, body: bytes | PartedBody) -> bytes:
+        if self.signer is None:
+            return b""
+        message = body.text_chunks() if isinstance(body, PartedBody) else body
+        try:
+            return await asyncio.to_thread(self.signer.sign, message)
+        except OSError:
+            raise  # a part file gone: the delivery fails as it would unsigned
+        except Exception:
+            # A message the signer cannot read still goes: unsigned, it may pass DMARC by SPF.
+            log.exception("DKIM signing failed; the message goes unsigned")
+            return b""
 
     async def _transaction(
         self, mail_from: str, recipients: Sequence[str], body: bytes, dsn_envid: str | None

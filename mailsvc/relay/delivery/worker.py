@@ -33,6 +33,7 @@ from mailsvc.relay.delivery.body import PartedBody
 from mailsvc.relay.delivery.dsn import Failure, bounce_refusal, build_dsn
 from mailsvc.relay.delivery.lmtp import LmtpClient
 from mailsvc.relay.delivery.smarthost import SmarthostClient
+from mailsvc.relay.dkim import DkimSigner
 from mailsvc.relay.smtp.authres import read_results, sender_unauthenticated
 from mailsvc.relay.smtp.authres.dmarc import _organizational_domain
 from mailsvc.storage.db import utcnow
@@ -119,6 +120,8 @@ class DeliveryWorkers:
         self.settings = settings
         self.smarthost = smarthost
         self.local_domains = (settings.domain,)
+        # Keys are read by start() or drain(), in a thread; a missing one stops them there.
+        self.signer = DkimSigner.from_settings(settings)
         self._pool = {
             ROUTE_LMTP: settings.delivery.workers,
             ROUTE_SMTP: smarthost_workers or settings.smarthost.workers,
@@ -149,7 +152,9 @@ class DeliveryWorkers:
             return LmtpClient(*s.lmtp_address, lhlo=s.smtp_hostname)
         if self.smarthost is not None:
             host, port = self.smarthost
-            return SmarthostClient(host, port, helo=s.smtp_hostname, timeout=s.smarthost.timeout)
+            return SmarthostClient(
+                host, port, helo=s.smtp_hostname, timeout=s.smarthost.timeout, signer=self.signer
+            )
         context = None
         if s.smarthost.ca_file:
             context = ssl.create_default_context(cafile=s.smarthost.ca_file)
@@ -162,9 +167,17 @@ class DeliveryWorkers:
             helo=s.smtp_hostname,
             timeout=s.smarthost.timeout,
             tls_context=context,
+            signer=self.signer,
         )
 
+    async def load_keys(self) -> None:
+        """Read the DKIM keys now: a missing or wrong one is a ConfigError at start, not a
+        failure at the first outgoing message."""
+        if self.signer is not None:
+            await asyncio.to_thread(self.signer.load)
+
     async def start(self) -> None:
+        await self.load_keys()
         released = await self.queue.release_claims()
         if released:
             log.warning("%d deliveries were in flight at the last stop; retrying them", released)
@@ -271,6 +284,7 @@ class DeliveryWorkers:
         Bounces and acknowledgements queued on the way are delivered too: a few passes over
         the routes, never a loop over retries that happen to fall due while it runs.
         """
+        await self.load_keys()
         count = 0
         for _ in range(_DRAIN_PASSES):
             progress = False
