@@ -79,6 +79,7 @@ class ConnectionPool:
 
     def __init__(self, config: DirectoryConfig) -> None:
         self.config = config
+        self._ssl: ssl.SSLContext | None = None
         self._pool: queue.LifoQueue[ldap3.Connection | None] = queue.LifoQueue()
         for _ in range(config.pool_size):
             self._pool.put(None)  # connections are opened lazily
@@ -95,8 +96,12 @@ class ConnectionPool:
         )
 
     def ssl_context(self) -> ssl.SSLContext:
-        """The same verification for bulk additions (``ldapwire``)."""
-        return ssl.create_default_context(cafile=self.config.ca_file or None)
+        """The same verification for bulk additions (``ldapwire``). Made once: loading the
+        CA certificates costs tens of milliseconds, and every new connection and every bulk
+        addition asks for it (a context is safe to share between threads)."""
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context(cafile=self.config.ca_file or None)
+        return self._ssl
 
     def _open(self, user: str, password: str) -> ldap3.Connection:
         """A connection to the directory, not yet bound; with ``starttls`` already under TLS.

@@ -128,3 +128,22 @@ async def test_a_refused_starttls_is_an_error_never_a_bind_in_clear_text(code: i
 async def test_starttls_on_ldaps_is_refused() -> None:
     with pytest.raises(ValueError, match="StartTLS is for ldap://"):
         await LdapWire.connect("ldaps://127.0.0.1:1", "cn=admin", "good", 5, starttls=True)
+
+
+def test_the_pool_makes_its_tls_context_once() -> None:
+    # Loading the CA certificates costs tens of milliseconds; it used to happen at every new
+    # connection and every bulk addition, on the event loop.
+    from provisioning.directory.entries import DirectoryConfig
+    from provisioning.directory.pool import ConnectionPool
+
+    config = DirectoryConfig(
+        url="ldap://127.0.0.1:1",
+        base_dn="dc=x",
+        bind_dn="cn=a,dc=x",
+        bind_password="",
+        councillors_dn="ou=c,dc=x",
+        groups_dn="ou=g,dc=x",
+        staff_dn="ou=s,dc=x",
+    )
+    pool = ConnectionPool(config)
+    assert pool.ssl_context() is pool.ssl_context()
