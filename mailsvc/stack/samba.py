@@ -10,7 +10,6 @@ nothing on 127.x resolves to, so no client could verify it.
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import os
 import shutil
@@ -18,12 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from mailsvc import secret_store
 from mailsvc.config import Settings
+from mailsvc.relay.smtp.tls import self_signed_pair
 from mailsvc.stack import configs
 from mailsvc.stack.errors import StackError
 from mailsvc.stack.layout import Paths, tail, write_atomic
@@ -180,32 +177,12 @@ def ensure_certificate(paths: Paths, host: str, dns_name: str) -> None:
             return
     except (FileNotFoundError, ValueError, x509.ExtensionNotFound):
         pass
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=_CERT_DAYS))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(address), x509.DNSName(dns_name)]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
+    key_pem, cert_pem = self_signed_pair(
+        dns_name, [x509.IPAddress(address), x509.DNSName(dns_name)], days=_CERT_DAYS
     )
     # Samba refuses a key file that anyone else may read.
     write_atomic(paths.samba_tls_key, key_pem.decode("ascii"), 0o600)
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
-    write_atomic(paths.samba_tls_cert, cert_pem, 0o644)
+    write_atomic(paths.samba_tls_cert, cert_pem.decode("ascii"), 0o644)
 
 
 def admin_bind(settings: Settings) -> int | None:
