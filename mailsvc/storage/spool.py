@@ -123,33 +123,12 @@ class SpoolWriter:
         self.path = directory / self.name
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._file: BinaryIO | None = os.fdopen(fd, "wb")
-        self._pending = b""  # the unterminated last line, written once it ends
         self.size = 0
         self.eight_bit = False
 
-    def write(self, data: bytes) -> None:
-        """Add wire bytes; complete lines go to the file, the rest waits for its CRLF.
-
-        The caller bounds line length (the SMTP body scan refuses a longer line), so the
-        waiting part stays small.
-        """
-        assert self._file is not None
-        if self._pending:
-            data = self._pending + data
-        cut = data.rfind(_CRLF) + 2
-        if cut < 2:
-            self._pending = data
-            return
-        lines = data if cut == len(data) else data[:cut]
-        self._pending = b"" if cut == len(data) else data[cut:]
-        self._append(lines)
-
     def write_lines(self, lines: bytes, crlfs: int | None = None) -> None:
-        """Add complete CRLF-terminated lines (``crlfs`` of them, if known)."""
-        assert not self._pending, "write_lines after write with an unterminated line"
-        self._append(lines, crlfs)
-
-    def _append(self, lines: bytes, crlfs: int | None = None) -> None:
+        """Add complete CRLF-terminated lines (``crlfs`` of them, if known); the SMTP body
+        scan keeps an unterminated last line until it ends."""
         assert self._file is not None
         if not lines:
             return
@@ -162,9 +141,6 @@ class SpoolWriter:
     def finish(self) -> SpooledBody:
         """Make the file durable; returns what the queue stores. Blocking."""
         assert self._file is not None
-        if self._pending:  # not reached for a body that ended with CRLF "." CRLF
-            self._pending += _CRLF
-            self.write(b"")
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()

@@ -193,8 +193,8 @@ async def test_connection_lost_mid_body_removes_the_file(tmp_path: Path) -> None
 
 def test_writer_is_durable_and_private(tmp_path: Path) -> None:
     writer = SpoolWriter(tmp_path / "spool")
-    writer.write(b"caf\xc3\xa9\r\nhalf")
-    writer.write(b" a line\r\n")
+    writer.write_lines(b"caf\xc3\xa9\r\n")
+    writer.write_lines(b"half a line\r\n", crlfs=1)
     body = writer.finish()
     assert body.path.read_bytes() == b"caf\xc3\xa9\r\nhalf a line\r\n"
     assert body.eight_bit and body.size == len(body.path.read_bytes())
