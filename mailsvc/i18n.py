@@ -211,6 +211,24 @@ MESSAGES: dict[str, dict[str, str]] = {
         "pl": "--name: podaj imię i nazwisko (do 200 znaków).",
         "en": "--name: give the name (up to 200 characters).",
     },
+    "clerks.usage": {
+        "pl": (
+            "Podaj --given-name i --surname (login zostanie z nich utworzony) "
+            "albo LOGIN i --name, nie obie formy naraz."
+        ),
+        "en": (
+            "Give --given-name and --surname (the login is made from them) "
+            "or LOGIN and --name, not both."
+        ),
+    },
+    "clerks.bad_person": {
+        "pl": "Nie można utworzyć loginu z imienia i nazwiska: {detail}",
+        "en": "No login can be made from the given name and surname: {detail}",
+    },
+    "clerks.no_free_login": {
+        "pl": "Brak wolnego loginu dla {name}: podaj LOGIN i --name.",
+        "en": "No free login for {name}: give LOGIN and --name.",
+    },
     "clerks.bad_email": {
         "pl": "--email {email!r}: oczekiwano adresu w postaci nazwa@domena.",
         "en": "--email {email!r}: expected an address such as name@domain.",

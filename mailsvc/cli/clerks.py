@@ -17,6 +17,7 @@ from typing import Any
 from mailsvc import i18n
 from mailsvc.app import Parts, cli_command_line, open_parts
 from mailsvc.config import Settings
+from mailsvc.errors import MailsvcError
 from mailsvc.storage.register import os_audit_context
 from provisioning.errors import DirectoryUnavailable
 
@@ -29,9 +30,18 @@ def _t(settings: Settings, key: str, **values: Any) -> str:
 
 async def _add(parts: Parts, args: argparse.Namespace) -> int:
     settings = parts.settings
-    clerk = await parts.clerks().add(
-        args.login, args.name, os_audit_context(cli_command_line()), args.email
-    )
+    context = os_audit_context(cli_command_line())
+    person = args.given_name is not None or args.surname is not None
+    if person and (args.login or args.name):
+        raise MailsvcError(_t(settings, "clerks.usage"))
+    if person:
+        if not (args.given_name or "").strip() or not (args.surname or "").strip():
+            raise MailsvcError(_t(settings, "clerks.usage"))
+        clerk = await parts.clerks().add_person(args.given_name, args.surname, context, args.email)
+    else:
+        if not args.login or args.name is None:
+            raise MailsvcError(_t(settings, "clerks.usage"))
+        clerk = await parts.clerks().add(args.login, args.name, context, args.email)
     url = f"{settings.web_url}/"
     if args.json:
         print(
@@ -143,11 +153,21 @@ def add_parser(sub: Any) -> None:
     a = csub.add_parser(
         "add",
         help="make a clerk's account (staff subtree, clerks group); prints its password once",
-        epilog='example: mailsvc clerks add anna.nowak --name "Anna Nowak" '
+        epilog="examples:\n"
+        "  mailsvc clerks add --given-name Anna --surname Nowak --json\n"
+        '  mailsvc clerks add anna.nowak --name "Anna Nowak" '
         "--email anna.nowak@urzad.miasto.example",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    a.add_argument("login", help="what the clerk types to sign in (a-z, 0-9, . - _)")
-    a.add_argument("--name", required=True, help="given name and surname, as the panel shows it")
+    a.add_argument(
+        "login",
+        nargs="?",
+        help="what the clerk types to sign in (a-z, 0-9, . - _); with --name. "
+        "Without it, give --given-name and --surname and the login is made from them",
+    )
+    a.add_argument("--name", help="given name and surname, as the panel shows it (with LOGIN)")
+    a.add_argument("--given-name", help="the clerk's given name (the login is made from it)")
+    a.add_argument("--surname", help="the clerk's surname")
     a.add_argument("--email", help="the clerk's own address (optional; it signs in too)")
     a.add_argument("--json", action="store_true", help="machine-readable, with the password")
     a.set_defaults(func=cmd_clerks)

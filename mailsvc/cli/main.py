@@ -38,7 +38,7 @@ EPILOG = textwrap.dedent(
     examples:
       mailsvc stack up                      start local slapd (or Samba AD) + Dovecot under var/
       mailsvc councillors add --given-name Łukasz --surname Żółć
-      mailsvc clerks add anna.nowak --name "Anna Nowak"   a clerk for the web panel
+      mailsvc clerks add --given-name Anna --surname Nowak   a clerk for the web panel
       mailsvc serve                         run the SMTP relay and delivery (Ctrl-C stops)
       mailsvc check                         check config, directory, mailbox store, database
     """

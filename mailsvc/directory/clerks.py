@@ -18,6 +18,8 @@ from mailsvc.config import Settings
 from mailsvc.errors import MailsvcError
 from mailsvc.storage.register import AuditContext, Register, RegisterWrite
 from provisioning.directory import CouncillorEntry, Directory
+from provisioning.errors import NamingError
+from provisioning.naming import candidate_local_parts, is_reserved
 from provisioning.passwords import generate_password, hash_password
 
 # Lower-case letters, digits, dot, hyphen, underscore; a letter or digit at both ends.
@@ -136,6 +138,29 @@ class Clerks:
         address = email or self.address(login)
         await self._audit(context, address, "clerk-add", login=login, name=name, dn=outcome)
         return NewClerk(login, name, address, outcome, password)
+
+    async def add_person(
+        self, given_name: str, surname: str, context: AuditContext, email: str | None = None
+    ) -> NewClerk:
+        """A new clerk named by given name and surname: the login is made from them as a
+        councillor's address is ("Anna", "Nowak" → anna.nowak, then anna.nowak2, …), skipping
+        logins and addresses already held and reserved local parts (roles, groups)."""
+        name = " ".join(f"{given_name} {surname}".split())
+        try:
+            candidates = candidate_local_parts(given_name, surname)
+            for _ in range(50):
+                login = next(candidates)
+                if is_reserved(login, (self.group,)) or not _LOGIN.match(login):
+                    continue
+                address = self.address(login)
+                if await self.directory.find_staff(address, login) is not None:
+                    continue
+                if await self.directory.find_by_address(address) is not None:
+                    continue
+                return await self.add(login, name, context, email)
+        except NamingError as exc:
+            raise MailsvcError(self._t("clerks.bad_person", detail=exc)) from None
+        raise ClerkExists(self._t("clerks.no_free_login", name=name))
 
     async def remove(self, login: str, context: AuditContext) -> Clerk:
         """Take the clerk out of the group and delete a staff account (a councillor's account

@@ -54,7 +54,13 @@ async def audit(parts: Parts, actor_part: str = "") -> list[tuple[str, str | Non
 async def test_a_clerk_added_by_the_cli_signs_in_and_is_locked_out_once_removed(
     settings: Settings, directory: Directory, parts: Parts
 ) -> None:
-    made = await add_clerk(settings, "anna.nowak", "Anna Nowak")
+    # The contract form: the login and address are made from the name, as a councillor's are.
+    proc = await cli(
+        settings, "clerks", "add", "--given-name", "Anna", "--surname", "Nowak", "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    made = json.loads(proc.stdout)
+    assert made["address"] == f"anna.nowak@{settings.domain}"
     assert made["login"] == "anna.nowak" and len(made["password"]) >= 16
     assert made["url"] == "http://127.0.0.1:8025/"  # the panel of the embedded default
     # In the staff subtree, not among the councillors, and in the clerks group.
@@ -86,7 +92,7 @@ async def test_a_clerk_added_by_the_cli_signs_in_and_is_locked_out_once_removed(
             dashboard = await web.get("/")
             assert dashboard.status_code == 200 and "Anna Nowak" in dashboard.text
 
-            removed = await cli(settings, "clerks", "remove", "anna.nowak")
+            removed = await cli(settings, "clerks", "remove", made["address"])
             assert removed.returncode == 0, removed.stderr
             assert "Usunięto konto urzędnika anna.nowak" in removed.stdout
             # The open session ends at its next check (recheck_minutes = 0: this request).
@@ -195,6 +201,19 @@ async def test_clerk_commands_refuse_clearly_and_exit_75_without_a_directory(
         assert refused.returncode == 1 and "Login" in refused.stderr, bad
     no_name = await cli(settings, "clerks", "add", "pusty", "--name", "  ")
     assert no_name.returncode == 1 and "--name" in no_name.stderr
+    for args in (
+        ("--given-name", "Anna"),  # no surname
+        ("ktos", "--given-name", "Anna", "--surname", "Nowak"),  # both forms at once
+        ("ktos",),  # a login without --name
+    ):
+        usage = await cli(settings, "clerks", "add", *args)
+        assert usage.returncode == 1 and "--given-name" in usage.stderr, args
+    # The name form skips a login or address already held (here the councillor's).
+    second = await cli(
+        settings, "clerks", "add", "--given-name", "Łukasz", "--surname", "Żółć", "--json"
+    )
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["address"] == f"lukasz.zolc2@{settings.domain}"
     # ...and as a lookup they are escaped: no entry matches "*".
     star = await cli(settings, "clerks", "remove", "*@x")
     assert star.returncode == 1 and "Nie ma urzędnika" in star.stderr
