@@ -142,9 +142,13 @@ def _keygen_selector(settings: Settings, args: argparse.Namespace) -> DkimSelect
             )
         return selector
     algorithm = wanted or dkim_keys.RSA
+    return DkimSelector(name=args.selector or default_selector_name(algorithm), algorithm=algorithm)
+
+
+def default_selector_name(algorithm: str) -> str:
+    """A new key's selector when none is named: ``rsa<YYYYMM>`` or ``ed<YYYYMM>``."""
     prefix = "ed" if algorithm == dkim_keys.ED25519 else "rsa"
-    name = args.selector or f"{prefix}{datetime.now(UTC):%Y%m}"
-    return DkimSelector(name=name, algorithm=algorithm)
+    return f"{prefix}{datetime.now(UTC):%Y%m}"
 
 
 def cmd_dkim(settings: Settings, args: argparse.Namespace) -> int:

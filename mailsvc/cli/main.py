@@ -23,6 +23,7 @@ from mailsvc.cli import clerks as cli_clerks
 from mailsvc.cli import councillors as cli_councillors
 from mailsvc.cli import dns as cli_dns
 from mailsvc.cli import evidence as cli_evidence
+from mailsvc.cli import init as cli_init
 from mailsvc.cli import queue as cli_queue
 from mailsvc.cli import sessions as cli_sessions
 from mailsvc.cli import web as cli_web
@@ -440,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_evidence.add_parser(sub)
     cli_web.add_parser(sub)
     cli_dns.add_parser(sub)
+    cli_init.add_parser(sub)
 
     p = sub.add_parser("relay", help="residents' mail: statistics (aggregates only)")
     rsub = p.add_subparsers(dest="action", required=True)

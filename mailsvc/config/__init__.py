@@ -2,8 +2,9 @@
 
 The embedded default is ``config/mailsvc.toml``. ``--config FILE`` or ``MAILSVC_CONFIG`` selects
 another file. ``MAILSVC_<SECTION>__<KEY>`` overrides a key inside a section and ``MAILSVC_<KEY>``
-a top-level key. Every problem is reported as one :class:`ConfigError` line naming the key, the
-value and what was expected.
+a top-level key; any other ``MAILSVC_*`` variable (but ``MAILSVC_CONFIG`` and
+``MAILSVC_EVENT_LOOP``) is an error. Every problem is reported as one :class:`ConfigError` line
+naming the key, the value and what was expected.
 
 ``settings`` holds the dataclasses, ``load`` reads the file and the environment, ``check``
 validates what was read.

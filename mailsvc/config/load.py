@@ -4,6 +4,7 @@ overrides, each value coerced to its field's type, then ``validate``."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import tomllib
@@ -19,6 +20,9 @@ from mailsvc.config.settings import DkimSelector, Settings
 from mailsvc.errors import ConfigError
 
 ENV_PREFIX = "MAILSVC_"
+# Variables with the prefix that are not settings: the file to read, and the event loop choice
+# (mailsvc.eventloop reads it before any settings exist).
+OTHER_ENV = frozenset({"MAILSVC_CONFIG", "MAILSVC_EVENT_LOOP"})
 # The checkout's config/mailsvc.toml, or the copy shipped in the installed package.
 DEFAULT_CONFIG = resources.config_dir() / "mailsvc.toml"
 
@@ -105,7 +109,7 @@ def _build(cls: type, prefix: str, values: Mapping[str, Any], env: Mapping[str, 
         if typing.get_origin(tp) is tuple:  # a list of tables: read by its own function
             continue
         dotted = f"{prefix}{name}"
-        env_name = ENV_PREFIX + dotted.upper().replace(".", "__")
+        env_name = _env_name(dotted)
         if env_name in env:
             kwargs[name] = _coerce(f"{dotted} (from {env_name})", env[env_name], tp, from_env=True)
         elif name in values:
@@ -168,11 +172,38 @@ def _dkim_selectors(raw: Any, env: Mapping[str, str]) -> tuple[DkimSelector, ...
     return tuple(_selector(f"dkim.selectors[{i}]", item) for i, item in enumerate(raw))
 
 
+def _env_name(dotted: str) -> str:
+    return ENV_PREFIX + dotted.upper().replace(".", "__")
+
+
+def known_env_names() -> frozenset[str]:
+    """Every MAILSVC_* variable the loader reads: one per setting, and OTHER_ENV."""
+    names = set(OTHER_ENV)
+    for name, tp in _field_types(Settings).items():
+        if name in _SECTIONS:
+            names.update(_env_name(f"{name}.{key}") for key in _field_types(tp))
+        elif name not in _NOT_KEYS:
+            names.add(_env_name(name))
+    return frozenset(names)
+
+
+def _check_env_names(env: Mapping[str, str]) -> None:
+    """A misspelt variable would otherwise be ignored without a word, leaving the setting it
+    meant at its file value."""
+    known = known_env_names()
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"{name}: unknown environment variable (no such setting){hint}")
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
     """Load settings once: file (or the embedded default), then environment overrides."""
     env = os.environ if env is None else env
+    _check_env_names(env)
     chosen = Path(path) if path else Path(env.get("MAILSVC_CONFIG") or DEFAULT_CONFIG)
     try:
         with chosen.open("rb") as fh:

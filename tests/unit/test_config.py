@@ -202,3 +202,31 @@ def test_ldaps_anywhere_and_ldap_on_this_machine_are_accepted(url: str) -> None:
 def test_a_directory_url_that_is_not_ldap_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"directory\.url = 'http://x': expected ldaps://"):
         load_settings(env={"MAILSVC_DIRECTORY__URL": "http://x"})
+
+
+def test_unknown_environment_variable_is_an_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"^MAILSVC_STACK__FOO: unknown environment variable"):
+        load_settings(env={"MAILSVC_STACK__FOO": "1"})
+    with pytest.raises(ConfigError, match=r"MAILSVC_SMTP__PROT: .*did you mean MAILSVC_SMTP__PORT"):
+        load_settings(env={"MAILSVC_SMTP__PROT": "25"})
+
+
+def test_prefixed_variables_that_are_not_settings_are_accepted() -> None:
+    env = {
+        "MAILSVC_CONFIG": str(DEFAULT_CONFIG),
+        "MAILSVC_EVENT_LOOP": "asyncio",
+        "MAILSVC_DKIM__SELECTORS": "",
+        "MAILSVC_STACK__DIRECTORY": "openldap",
+        "OTHER_MAILSVC_FOO": "1",
+    }
+    assert load_settings(env=env).stack.directory == "openldap"
+
+
+def test_cli_exits_2_naming_an_unknown_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mailsvc.cli.main import main
+
+    monkeypatch.setenv("MAILSVC_STACK__FOO", "1")
+    assert main(["check"]) == 2
+    assert "MAILSVC_STACK__FOO" in capsys.readouterr().err
