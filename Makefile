@@ -19,8 +19,9 @@ LOCK_ARGS ?=
 run: system-deps venv ## set everything up and run the service (Ctrl-C stops it)
 	$(BIN)/mailsvc run
 
+# Each worker runs whole files with a stack of its own (slapd, Dovecot on free loopback ports).
 test: system-deps venv lint ## set everything up and run the whole test suite
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra -n auto --dist loadfile
 
 unit: venv ## only the pure unit tests (no servers)
 	$(BIN)/pytest -q tests/unit
