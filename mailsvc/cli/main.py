@@ -17,7 +17,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-from mailsvc import i18n, resources, secret_store
+from mailsvc import i18n, logs, resources, secret_store
 from mailsvc.app import cli_command_line, open_database, open_directory, open_parts, start_service
 from mailsvc.cli import clerks as cli_clerks
 from mailsvc.cli import councillors as cli_councillors
@@ -126,12 +126,8 @@ async def serve(settings: Settings, ready: Callable[[int], None] | None = None) 
         await service.stop()
 
 
-def _configure_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _configure_logging(verbose: bool = False, log_format: str = "text") -> None:
+    logs.configure(log_format, logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     # aiosmtpd logs every command line at INFO: costly at load, and our own log already has
     # one line per accepted message and per delivery.
@@ -139,7 +135,7 @@ def _configure_logging(verbose: bool = False) -> None:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    _configure_logging(args.verbose)
+    _configure_logging(args.verbose, settings.logging.format)
 
     def ready(port: int) -> None:
         _print(settings, "serve.ready", host=settings.smtp.host, port=port)

@@ -35,6 +35,7 @@ import sys
 import time
 from typing import Any
 
+from mailsvc import logs
 from mailsvc.config import Settings
 
 log = logging.getLogger(__name__)
@@ -222,11 +223,7 @@ def main() -> None:
     # Written by our parent into a pipe only the two processes hold: trusted input.
     loaded: Any = pickle.loads(_read_exactly(0, size))  # noqa: S301
     settings, smarthost, level = loaded
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s[delivery]: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings.logging.format, level, process="delivery")
     from mailsvc import eventloop
 
     eventloop.run(_child(settings, smarthost))
