@@ -50,14 +50,18 @@ def _host_port(spec: str) -> tuple[str, int]:
 
 
 def resolver_for(spec: str, *, lifetime: float = 5.0) -> dns.asyncresolver.Resolver:
-    """The resolver at ``spec`` (``smtp.dns_resolver``), or the system's when it is empty."""
+    """The resolver at ``spec`` (``smtp.dns_resolver``), or the system's when it is empty;
+    ValueError when there is none to use."""
     if spec:
         host, port = _host_port(spec)
         resolver = dns.asyncresolver.Resolver(configure=False)
         resolver.nameservers = [host]
         resolver.port = port
     else:
-        resolver = dns.asyncresolver.Resolver()
+        try:
+            resolver = dns.asyncresolver.Resolver()
+        except dns.resolver.NoResolverConfiguration as exc:  # an empty /etc/resolv.conf
+            raise ValueError(str(exc)) from None
     resolver.timeout = min(2.0, lifetime)
     resolver.lifetime = lifetime
     return resolver

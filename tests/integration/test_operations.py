@@ -25,6 +25,7 @@ from mailsvc.storage.jobruns import JobRuns
 from .conftest import make_message, smtp_send, wait_for_deliveries
 from .dns_zone import ResidentDns, resident_dns
 from .test_outbound import EXTERNAL, submitted
+from .test_submission import auth_plain, tls_client
 
 __all__ = ["resident_dns"]  # a fixture, used by name
 
@@ -85,6 +86,16 @@ async def test_metrics_of_a_running_service_show_a_delivered_and_a_deferred_mess
             origin="submission",
         )
         svc.workers.wake()
+
+        def wrong_password() -> int:
+            client = tls_client(svc.submission_port)
+            try:
+                plain = auth_plain(account.address, "wrong-password-123")
+                return client.docmd("AUTH", f"PLAIN {plain}")[0]
+            finally:
+                client.close()
+
+        assert await asyncio.to_thread(wrong_password) == 535
         await wait_for_deliveries(svc.queue, {"delivered", "deferred"}, count=2)
 
         delivered = ("mailsvc_deliveries_total", (("outcome", "delivered"), ("route", "lmtp")))
@@ -105,6 +116,12 @@ async def test_metrics_of_a_running_service_show_a_delivered_and_a_deferred_mess
         reason = (("reason", "unknown_recipient"), ("server", "inbound"))
         assert found[("mailsvc_smtp_refusals_total", reason)] == 1
         assert found[("mailsvc_database_up", ())] == 1
+        # The councillor who mistyped the password.
+        assert found[("mailsvc_smtp_sessions_total", (("server", "submission"),))] == 1
+        failed = ("mailsvc_smtp_auth_failures_total", (("reason", "invalid_credentials"),))
+        assert found[failed] == 1
+        reason = (("reason", "auth_invalid"), ("server", "submission"))
+        assert found[("mailsvc_smtp_refusals_total", reason)] == 1
         # Written by the service's scheduler at its first run, in the database.
         assert utcnow().timestamp() - found[lifecycle] < 120
         # No address in any label.
