@@ -62,8 +62,8 @@ def _after_logging_setup(levels: dict[str, int]) -> None:
 
     original = cli._configure_logging
 
-    def configure(verbose: bool = False) -> None:
-        original(verbose)
+    def configure(verbose: bool = False, log_format: str = "text") -> None:
+        original(verbose, log_format)
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
 

@@ -22,6 +22,7 @@ from mailsvc.directory.councillors import Councillors
 from mailsvc.distribution.ackpage import AckPages
 from mailsvc.distribution.service import Distributions
 from mailsvc.receipts.sink import ReportSink
+from mailsvc.relay.counters import Counters
 from mailsvc.relay.delivery.capture import CaptureSink, capture_dir, running_capture
 from mailsvc.relay.delivery.process import DeliveryProcess
 from mailsvc.relay.delivery.worker import DeliveryWorkers
@@ -31,6 +32,7 @@ from mailsvc.relay.smtp.recipients import CachedRecipients
 from mailsvc.relay.smtp.submission import SubmissionHandler, start_submission
 from mailsvc.relay.smtp.tls import server_context
 from mailsvc.storage.db import create_engine, create_schema
+from mailsvc.storage.jobruns import JobRuns
 from mailsvc.storage.queue import MailQueue
 from mailsvc.storage.register import Register
 from mailsvc.storage.relaylog import RelayLog
@@ -38,6 +40,7 @@ from mailsvc.storage.sessions import ReceiptStore
 from provisioning.directory import Directory, DirectoryConfig
 
 if TYPE_CHECKING:
+    from mailsvc.metrics import MetricsServer
     from mailsvc.web.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -186,6 +189,9 @@ class Service:
     web: WebServer | None = None
     # The reader's directory for RCPT lookups (open_reader_directory).
     reader: Directory | None = None
+    # What the SMTP servers and the delivery workers count, for /metrics.
+    counters: Counters = field(default_factory=Counters)
+    metrics: MetricsServer | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -212,6 +218,11 @@ class Service:
         assert self.web is not None
         return self.web.port
 
+    @property
+    def metrics_port(self) -> int:
+        assert self.metrics is not None
+        return self.metrics.port
+
     async def stop(self) -> None:
         for server in self.servers:
             server.close()
@@ -219,6 +230,8 @@ class Service:
             await server.wait_closed()
         if self.web is not None:
             await self.web.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self.scheduler is not None:
             await self.scheduler.stop()
         await self.parts.relay_log.close()
@@ -289,32 +302,35 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
         capture = CaptureSink(capture_dir(settings.var_dir), settings.smtp_hostname)
         await capture.start()
     smarthost = capture.address if capture else None
+    counters = Counters()
     workers: DeliveryWorkers | DeliveryProcess
     if settings.delivery.separate_process:
-        workers = DeliveryProcess(settings, smarthost=smarthost)
+        workers = DeliveryProcess(settings, smarthost=smarthost, counters=counters)
     else:
-        workers = DeliveryWorkers(parts.queue, settings, smarthost=smarthost)
+        workers = DeliveryWorkers(parts.queue, settings, smarthost=smarthost, counters=counters)
     await workers.start()
     parts.on_queued = workers.wake
-    service = Service(settings, parts, workers, capture=capture)
+    service = Service(settings, parts, workers, capture=capture, counters=counters)
     try:
         distributions = parts.distributions()
         if settings.web.enabled:
             service.web = await start_web(settings, parts)
+        specs = job_specs(
+            settings.provisioning.lifecycle_interval, distribution=settings.distribution
+        )
+        if settings.metrics.port:
+            from mailsvc.metrics import start_metrics
+
+            service.metrics = await start_metrics(settings, counters, [s.id for s in specs])
         if scheduler:
             jobs = JobContext(
                 settings=settings,
                 councillors=parts.councillors(),
                 distributions=distributions,
                 relay_log=parts.relay_log,
+                runs=JobRuns(engine, units=parts.queue.units),
             )
-            service.scheduler = start_scheduler(
-                jobs,
-                job_specs(
-                    settings.provisioning.lifecycle_interval,
-                    distribution=settings.distribution,
-                ),
-            )
+            service.scheduler = start_scheduler(jobs, specs)
         reports = ReportSink(distributions.store, distributions.signer, settings.domain)
         service.reader = open_reader_directory(settings)
         recipients = CachedRecipients(service.reader, settings.smtp.directory_cache_seconds)
@@ -325,6 +341,7 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
             on_queued=workers.wake,
             relay_log=parts.relay_log,
             reports=reports,
+            counters=counters,
         )
         tls = server_context(settings)
         service.servers.append(await start_inbound(settings, handler, tls))
@@ -336,6 +353,7 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
                 parts.relay_log,
                 on_queued=workers.wake,
                 reports=reports,
+                counters=counters,
             )
             # Submission always offers STARTTLS: a self-signed pair when none is configured.
             sub_tls = tls or server_context(settings.with_changes(smtp={"tls_cert": "auto"}))

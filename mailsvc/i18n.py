@@ -85,6 +85,73 @@ MESSAGES: dict[str, dict[str, str]] = {
     "status.stopped": {"pl": "zatrzymany", "en": "stopped"},
     "check.ok": {"pl": "OK", "en": "OK"},
     "check.fail": {"pl": "BŁĄD", "en": "FAIL"},
+    "check.cert.none": {
+        "pl": "nie ustawiono (smtp.tls_cert): serwer nie oferuje STARTTLS",
+        "en": "not configured (smtp.tls_cert): the server offers no STARTTLS",
+    },
+    "check.cert.auto_later": {
+        "pl": "auto: certyfikat powstanie przy pierwszym starcie ({path})",
+        "en": "auto: the certificate is made at the first start ({path})",
+    },
+    "check.cert.valid": {
+        "pl": "{path}: ważny do {until} (zostało dni: {days})",
+        "en": "{path}: valid until {until} ({days} days left)",
+    },
+    "check.cert.expiring": {
+        "pl": "{path}: wygasa {until} (zostało dni: {days}, mniej niż {minimum}) - odnów go",
+        "en": "{path}: expires {until} ({days} days left, fewer than {minimum}) - renew it",
+    },
+    "check.cert.expired": {
+        "pl": "{path}: wygasł {until}",
+        "en": "{path}: expired on {until}",
+    },
+    "check.cert.unreadable": {
+        "pl": "{path}: nie da się odczytać certyfikatu ({error})",
+        "en": "{path}: the certificate cannot be read ({error})",
+    },
+    "check.dns.ok": {"pl": "{type} {name} opublikowany", "en": "{type} {name} published"},
+    "check.dns.missing": {
+        "pl": "{type} {name} brak; oczekiwano: {expected}",
+        "en": "{type} {name} missing; expected: {expected}",
+    },
+    "check.dns.different": {
+        "pl": "{type} {name} inny: {found}; oczekiwano: {expected}",
+        "en": "{type} {name} different: {found}; expected: {expected}",
+    },
+    "check.dns.unknown": {
+        "pl": "{type} {name} nieznany: brak odpowiedzi DNS ({found})",
+        "en": "{type} {name} unknown: no DNS answer ({found})",
+    },
+    "check.dns.no_answer": {
+        "pl": "brak odpowiedzi serwera DNS {resolver} ({error}); --no-dns pomija sprawdzenie",
+        "en": "no answer from the DNS server {resolver} ({error}); --no-dns skips the check",
+    },
+    "check.dns.skipped": {
+        "pl": "pominięto: {domain} nie istnieje w publicznym DNS",
+        "en": "skipped: {domain} is not in public DNS",
+    },
+    "check.dns.off": {"pl": "pominięto (--no-dns)", "en": "skipped (--no-dns)"},
+    "check.disk": {
+        "pl": "{path}: wolne {free} z {total} ({percent} %), wymagane co najmniej {minimum}",
+        "en": "{path}: {free} free of {total} ({percent} %), at least {minimum} required",
+    },
+    "check.scheduler.ok": {
+        "pl": "zadań: {jobs}, ostatni udany przebieg {ago} temu",
+        "en": "{jobs} jobs, last successful run {ago} ago",
+    },
+    "check.scheduler.never": {
+        "pl": "zadania jeszcze nie działały (czy `mailsvc serve` był uruchomiony?)",
+        "en": "no job has run yet (has `mailsvc serve` run?)",
+    },
+    "check.scheduler.stale": {
+        "pl": "{job}: ostatni udany przebieg {ago} temu (powinien co {interval})",
+        "en": "{job}: last successful run {ago} ago (due every {interval})",
+    },
+    "check.scheduler.not_run": {
+        "pl": "{job}: ani jednego udanego przebiegu",
+        "en": "{job}: no successful run",
+    },
+    "check.scheduler.error": {"pl": "ostatni błąd: {error}", "en": "last error: {error}"},
     "serve.ready": {
         "pl": "mailsvc przyjmuje pocztę na {host}:{port} (Ctrl-C kończy)",
         "en": "mailsvc accepting mail on {host}:{port} (Ctrl-C stops)",

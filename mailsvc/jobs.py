@@ -17,6 +17,7 @@ from mailsvc.directory.councillors import Councillors
 from mailsvc.distribution.service import Distributions
 from mailsvc.relay.delivery import capture
 from mailsvc.storage.db import utcnow
+from mailsvc.storage.jobruns import JobRuns
 from mailsvc.storage.register import AuditContext, os_audit_context
 from mailsvc.storage.relaylog import RelayLog
 
@@ -33,6 +34,8 @@ class JobContext:
     relay_log: RelayLog
     audit: Callable[[str], AuditContext] = os_audit_context
     runner: JobRunner | None = None
+    # Where each job's last success and failure are written (for /metrics, `mailsvc check`).
+    runs: JobRuns | None = None
 
 
 @dataclass(frozen=True)
@@ -123,11 +126,16 @@ class JobRunner:
     """The scheduler plus the job runs in progress, so a stop can wait for them (a run cut off
     while the database is being closed would leave its connection behind)."""
 
-    def __init__(self) -> None:
+    def __init__(self, runs: JobRuns | None = None) -> None:
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.running: set[asyncio.Task[None]] = set()
+        self.runs = runs
 
-    def _track(self, run: Callable[[], Awaitable[object]], job_id: str) -> Callable[[], Any]:
+    def _track(
+        self, run: Callable[[], Awaitable[object]], job_id: str, *, record: bool = False
+    ) -> Callable[[], Any]:
+        """The job as the scheduler runs it; ``record``: its outcome is written to ``runs``."""
+
         async def tracked() -> None:
             task = asyncio.current_task()
             assert task is not None
@@ -136,12 +144,28 @@ class JobRunner:
                 await run()
             except asyncio.CancelledError:
                 log.info("job %s interrupted by shutdown; it runs again at the next start", job_id)
-            except Exception:  # a failing job is logged and retried at its next run
+            except Exception as exc:  # a failing job is logged and retried at its next run
                 log.exception("job %s failed", job_id)
+                if record:
+                    await self._record(job_id, f"{type(exc).__name__}: {exc}")
+            else:
+                if record:
+                    await self._record(job_id, None)
             finally:
                 self.running.discard(task)
 
         return tracked
+
+    async def _record(self, job_id: str, error: str | None) -> None:
+        if self.runs is None:
+            return
+        try:
+            if error is None:
+                await self.runs.succeeded(job_id)
+            else:
+                await self.runs.failed(job_id, error)
+        except Exception as exc:  # the job's work is done; only its record is missing
+            log.warning("job %s: its run could not be recorded: %s", job_id, exc)
 
     async def plan_distributions(self, ctx: JobContext) -> None:
         """One date job per scheduled distribution, at its due time; jobs of distributions
@@ -186,7 +210,7 @@ class JobRunner:
 
 
 def start_scheduler(ctx: JobContext, specs: list[JobSpec]) -> JobRunner:
-    runner = JobRunner()
+    runner = JobRunner(ctx.runs)
     ctx.runner = runner
     for spec in specs:
 
@@ -194,7 +218,7 @@ def start_scheduler(ctx: JobContext, specs: list[JobSpec]) -> JobRunner:
             await spec.run(ctx)
 
         runner.scheduler.add_job(
-            runner._track(run, spec.id),
+            runner._track(run, spec.id, record=True),
             "interval",
             seconds=spec.seconds,
             id=spec.id,

@@ -17,8 +17,9 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-from mailsvc import i18n, resources, secret_store
-from mailsvc.app import cli_command_line, open_database, open_directory, open_parts, start_service
+from mailsvc import i18n, logs, resources, secret_store
+from mailsvc.app import cli_command_line, open_directory, open_parts, start_service
+from mailsvc.cli import check as cli_check
 from mailsvc.cli import clerks as cli_clerks
 from mailsvc.cli import councillors as cli_councillors
 from mailsvc.cli import dns as cli_dns
@@ -27,6 +28,7 @@ from mailsvc.cli import init as cli_init
 from mailsvc.cli import queue as cli_queue
 from mailsvc.cli import sessions as cli_sessions
 from mailsvc.cli import web as cli_web
+from mailsvc.cli.check import run_checks as run_checks  # its home before cli/check.py
 from mailsvc.config import Settings, load_settings
 from mailsvc.errors import ConfigError, MailsvcError
 from mailsvc.storage.register import os_audit_context
@@ -127,12 +129,8 @@ async def serve(settings: Settings, ready: Callable[[int], None] | None = None) 
         await service.stop()
 
 
-def _configure_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _configure_logging(verbose: bool = False, log_format: str = "text") -> None:
+    logs.configure(log_format, logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     # aiosmtpd logs every command line at INFO: costly at load, and our own log already has
     # one line per accepted message and per delivery.
@@ -140,7 +138,7 @@ def _configure_logging(verbose: bool = False) -> None:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    _configure_logging(args.verbose)
+    _configure_logging(args.verbose, settings.logging.format)
 
     def ready(port: int) -> None:
         _print(settings, "serve.ready", host=settings.smtp.host, port=port)
@@ -151,51 +149,6 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     logging.getLogger(__name__).info("event loop: %s", eventloop.choice())
     eventloop.run(serve(settings, ready))
     return 0
-
-
-async def run_checks(settings: Settings) -> list[tuple[str, bool, str]]:
-    from mailsvc.relay.delivery.lmtp import LmtpClient
-
-    results: list[tuple[str, bool, str]] = [
-        ("config", True, str(settings.source) if settings.source else "built-in")
-    ]
-    directory = open_directory(settings)
-    try:
-        await directory.ping()
-        results.append(("directory", True, settings.ldap_url))
-    except (ProvisioningError, MailsvcError) as exc:
-        results.append(("directory", False, str(exc)))
-    finally:
-        await directory.close()
-    host, port = settings.lmtp_address
-    client = LmtpClient(host, port, timeout=5)
-    try:
-        await client.connect()
-        results.append(("mailstore", True, f"lmtp {host}:{port}"))
-    except MailsvcError as exc:
-        results.append(("mailstore", False, str(exc)))
-    finally:
-        await client.close()
-    try:
-        engine = await open_database(settings)
-        from sqlalchemy import text as sql
-
-        async with engine.connect() as conn:
-            await conn.execute(sql("SELECT 1"))
-        await engine.dispose()
-        results.append(("database", True, settings.database_url.split("://")[0]))
-    except Exception as exc:  # any driver error is a failed check, reported as such
-        results.append(("database", False, f"{type(exc).__name__}: {exc}"))
-    return results
-
-
-def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
-    results = asyncio.run(run_checks(settings))
-    ok_word = i18n.text(settings.language, "check.ok")
-    fail_word = i18n.text(settings.language, "check.fail")
-    for name, ok, detail in results:
-        print(f"{name:10} {ok_word if ok else fail_word:5} {detail}")
-    return 0 if all(ok for _, ok, _ in results) else 1
 
 
 # -- relay statistics ------------------------------------------------------------------------
@@ -462,12 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser(
-        "check",
-        help="check config, directory, mailbox store and database",
-        epilog="example: mailsvc check",
-    )
-    p.set_defaults(func=cmd_check)
+    cli_check.add_parser(sub)
 
     p = sub.add_parser(
         "sendmail",

@@ -123,6 +123,7 @@ def validate(s: Settings) -> None:
     _check_evidence(s.evidence)
     _check_dkim(s.dkim)
     _check_dns(s.dns)
+    _check_operations(s)
     _check_port("submission.port", s.submission.port)
     _check_port("smarthost.port", s.smarthost.port, allow_zero=True)
     if s.smarthost.security not in ("none", "starttls", "tls"):
@@ -233,6 +234,18 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             "database.url = <hidden>: expected sqlite+aiosqlite:///PATH or postgresql+asyncpg://..."
         )
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def _check_operations(s: Settings) -> None:
+    """[metrics] and [logging]."""
+    _check_port("metrics.port", s.metrics.port, allow_zero=True)
+    if s.metrics.port and not s.metrics.host.strip():
+        raise ConfigError("metrics.host = '': expected an address to listen on, e.g. 127.0.0.1")
+    if s.logging.format not in LOG_FORMATS:
+        raise ConfigError(f"logging.format = {s.logging.format!r}: expected 'text' or 'json'")
 
 
 def _check_stack_directory(s: Settings) -> None:

@@ -376,6 +376,25 @@ class DnsSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """``/metrics`` in the Prometheus text format, served by `mailsvc serve` itself."""
+
+    # 0: not served. Production would use e.g. 9125.
+    port: int = 0
+    # Loopback by default: the figures are not secret, but nobody outside needs them.
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """How `mailsvc serve` (and its delivery process) write their log to stderr."""
+
+    # "text" (one readable line) or "json" (one JSON object per line: time, level, logger,
+    # message, exception) for a log collector.
+    format: str = "text"
+
+
+@dataclass(frozen=True)
 class Settings:
     domain: str = "rada.miasto.example"
     var_dir: Path = Path("var")
@@ -397,6 +416,8 @@ class Settings:
     evidence: EvidenceSettings = EvidenceSettings()
     dkim: DkimSettings = DkimSettings()
     dns: DnsSettings = DnsSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    logging: LoggingSettings = LoggingSettings()
     # Committee slug -> display name; the slug names the group address komisja-<slug>@domain.
     committees: tuple[tuple[str, str], ...] = ()
     # Minimum notice before a session ([notice]; see mailsvc.domain.notice.parse_rules).

@@ -338,3 +338,15 @@ send_counts = Table(
     Column("messages", Integer, nullable=False, default=0),
     Column("recipients", Integer, nullable=False, default=0),
 )
+
+
+# The scheduled jobs' last runs (mailsvc.jobs), one row per job: read by /metrics and by
+# `mailsvc check`, which runs in another process.
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("job", String(64), primary_key=True),
+    Column("last_success_at", DateTime, nullable=True),  # naive UTC
+    Column("last_failure_at", DateTime, nullable=True),
+    Column("last_error", Text, nullable=True),  # the exception's type and message, short
+)

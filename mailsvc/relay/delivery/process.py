@@ -19,13 +19,16 @@ A child that dies on its own (a crash, the OOM killer) is started again, after a
 from 1 to 30 seconds while it keeps dying; meanwhile mail waits in the queue.
 
 The child answers one line on stdout when its workers run (after claims left in flight by a
-crash have been released), so the parent accepts mail only once delivery is ready.
+crash have been released), so the parent accepts mail only once delivery is ready. After it,
+each delivery outcome it counts goes up the same pipe as one JSON line (name, labels, count),
+into the parent's ``Counters``: one ``/metrics`` shows both processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import pickle
@@ -35,7 +38,9 @@ import sys
 import time
 from typing import Any
 
+from mailsvc import logs
 from mailsvc.config import Settings
+from mailsvc.relay.counters import LABELS, Counters
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +60,20 @@ _RESTART_RESET = 60.0
 class DeliveryProcess:
     """The parent's handle on the delivery child: start, wake, stop."""
 
-    def __init__(self, settings: Settings, *, smarthost: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        smarthost: tuple[str, int] | None = None,
+        counters: Counters | None = None,
+    ) -> None:
         self.settings = settings
         self.smarthost = smarthost
+        # Where the child's counts go (None: read and dropped).
+        self.counters = counters
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
+        self._counts: asyncio.Task[None] | None = None
         self._stopping = False
 
     @property
@@ -100,7 +114,20 @@ class DeliveryProcess:
         if line != _READY:
             await self._kill()
             raise RuntimeError("the delivery process did not start (see its log above)")
+        self._counts = asyncio.create_task(self._read_counts(proc.stdout), name="delivery-counts")
         log.info("delivery workers running in process %d", proc.pid)
+
+    async def _read_counts(self, stdout: asyncio.StreamReader) -> None:
+        """The child's counts, until its stdout closes (it stopped or died)."""
+        while line := await stdout.readline():
+            try:
+                name, labels, by = json.loads(line)
+                if name not in LABELS or not isinstance(by, int):
+                    raise ValueError(name)
+                if self.counters is not None:
+                    self.counters.inc(name, *map(str, labels), by=by)
+            except (ValueError, TypeError):
+                log.warning("delivery process: unreadable count %r", line[:200])
 
     async def _supervise(self) -> None:
         pause = _RESTART_FIRST
@@ -156,6 +183,10 @@ class DeliveryProcess:
             log.error("the delivery process did not stop in %.0f s: killed", _STOP_TIMEOUT)
             await self._kill()
         self._proc = None
+        if self._counts is not None:  # ends at the child's end of file
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._counts, 5.0)
+            self._counts = None
 
     async def _kill(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
@@ -190,7 +221,17 @@ async def _child(settings: Settings, smarthost: tuple[str, int] | None) -> None:
     loop.add_signal_handler(signal.SIGINT, lambda: None)  # the parent decides
     engine = create_engine(settings.database_url)
     queue = MailQueue(engine, local_domains=(settings.domain,))
-    workers = DeliveryWorkers(queue, settings, smarthost=smarthost)
+    counts: list[bytes] = []  # until the pipe to the parent is open: only before the start
+    pipe: asyncio.WriteTransport | None = None
+
+    def forward(name: str, labels: tuple[str, ...], by: int) -> None:
+        line = json.dumps([name, labels, by]).encode() + b"\n"
+        if pipe is None:
+            counts.append(line)
+        else:
+            pipe.write(line)  # buffered by the transport: never blocks a worker
+
+    workers = DeliveryWorkers(queue, settings, smarthost=smarthost, counters=Counters(forward))
     try:
         await workers.start()
         # The pipe from the parent: wake-ups, then end of file.
@@ -199,6 +240,10 @@ async def _child(settings: Settings, smarthost: tuple[str, int] | None) -> None:
             lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0)
         )
         os.write(1, _READY)
+        pipe, _ = await loop.connect_write_pipe(
+            asyncio.BaseProtocol, os.fdopen(1, "wb", buffering=0)
+        )
+        pipe.write(b"".join(counts))
 
         async def listen() -> None:
             while chunk := await reader.read(4096):
@@ -215,6 +260,8 @@ async def _child(settings: Settings, smarthost: tuple[str, int] | None) -> None:
         await workers.stop()
         await queue.close()
         await engine.dispose()
+        if pipe is not None:
+            pipe.close()
 
 
 def main() -> None:
@@ -222,11 +269,7 @@ def main() -> None:
     # Written by our parent into a pipe only the two processes hold: trusted input.
     loaded: Any = pickle.loads(_read_exactly(0, size))  # noqa: S301
     settings, smarthost, level = loaded
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s[delivery]: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings.logging.format, level, process="delivery")
     from mailsvc import eventloop
 
     eventloop.run(_child(settings, smarthost))

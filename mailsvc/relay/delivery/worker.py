@@ -28,6 +28,7 @@ from mailsvc.config import DeliverySettings, Settings
 from mailsvc.domain.outcome import Outcome, Reply, settle
 from mailsvc.domain.receipt_states import EventKind, EventSource
 from mailsvc.errors import StorageUnavailable, TemporaryFailure
+from mailsvc.relay.counters import DELIVERIES, Counters
 from mailsvc.relay.delivery.ack import ack_refusal, acknowledgement_day, build_acknowledgement
 from mailsvc.relay.delivery.body import PartedBody
 from mailsvc.relay.delivery.dsn import Failure, bounce_refusal, build_dsn
@@ -115,8 +116,11 @@ class DeliveryWorkers:
         *,
         smarthost: tuple[str, int] | None = None,
         smarthost_workers: int | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self.queue = queue
+        # Recorded outcomes by route, for /metrics.
+        self.counters = counters
         self.settings = settings
         self.smarthost = smarthost
         self.local_domains = (settings.domain,)
@@ -366,6 +370,7 @@ class DeliveryWorkers:
                 receipts=receipts,
                 note="; ".join(notes) or None,
             )
+            self._count(message.route, [status for _, status, _, _ in outcomes])
             if isinstance(body, PartedBody) and body.spool_file is not None:
                 await self._release_spool(message, body.spool_file)
             return caused
@@ -383,7 +388,13 @@ class DeliveryWorkers:
             )
             with contextlib.suppress(Exception):
                 await self.queue.mark_dead(message.id, error)
+                self._count(message.route, ["dead"] * len(message.deliveries))
             return []
+
+    def _count(self, route: str, statuses: list[str]) -> None:
+        if self.counters is not None:
+            for status in statuses:
+                self.counters.inc(DELIVERIES, route, status)
 
     async def _record(
         self,

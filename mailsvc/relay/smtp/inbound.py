@@ -40,6 +40,7 @@ from mailsvc.config import Settings
 from mailsvc.domain.relay import LocalRecipient, RefusalKind, classify_recipient
 from mailsvc.errors import StorageUnavailable
 from mailsvc.receipts.sink import ReportSink
+from mailsvc.relay.counters import Counters
 from mailsvc.relay.smtp import replies
 from mailsvc.relay.smtp.authres import (
     AuthResults,
@@ -96,8 +97,11 @@ class InboundHandler(AdvertisesExtensions):
         on_queued: Callable[[], None] = lambda: None,
         relay_log: RelayLog | None = None,
         reports: ReportSink | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self.relay_log = relay_log
+        # Sessions and refusals of this server, for /metrics.
+        self.counters = counters
         self.settings = settings
         self.directory = directory
         self.queue = queue
@@ -470,7 +474,7 @@ async def start_inbound(
 ) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        smtp_factory(settings, handler, tls=tls),
+        smtp_factory(settings, handler, tls=tls, counters=handler.counters, server_name="inbound"),
         host=settings.smtp.host,
         port=settings.smtp.port,
         reuse_address=True,

@@ -121,3 +121,62 @@ def with_enhanced_code(line: str) -> str:
     code, sep, text = line[:3], line[3:4], line[4:]
     enhanced = _DEFAULT_ENHANCED.get(code, f"{code[0]}.0.0")
     return f"{code}{sep or ' '}{enhanced} {text}"
+
+
+# -- why a reply refused: fixed codes for /metrics (never the address or text it names) ---------
+
+_REASONS: tuple[tuple[str, str], ...] = (
+    (S421_TOO_MANY_CONNECTIONS, "too_many_connections"),
+    (S421_TOO_MANY_ERRORS, "too_many_errors"),
+    (S421_SESSION_TOO_LONG, "session_time_limit"),
+    (S421_AUTH_FAILURES, "too_many_auth_failures"),
+    (S451_RATE, "rate_limited"),
+    (S451_SEND_LIMIT, "send_limit"),
+    (S451_DIRECTORY, "directory_unavailable"),
+    (S451_STORAGE, "storage_unavailable"),
+    (S451_LOCAL_ERROR, "local_error"),
+    (S452_TOO_MANY_RCPT, "too_many_recipients"),
+    (S454_AUTH_TEMP, "auth_unavailable"),
+    (S454_AUTH_WAIT, "auth_throttled"),
+    (S501_BAD_SENDER, "bad_sender"),
+    (S501_BASE64, "auth_syntax"),
+    (S530_AUTH_REQUIRED, "auth_required"),
+    (S535_INVALID, "auth_invalid"),
+    (S550_NOT_HERE, "unknown_recipient"),
+    (S550_UNKNOWN, "unknown_recipient"),
+    (S550_RELAY, "relay_denied"),
+    (S550_MANDATE_ENDED, "mandate_ended"),
+    (S550_OWN_DOMAIN_SENDER, "own_domain_unauthenticated"),
+    (S550_OWN_DOMAIN_FROM, "own_domain_unauthenticated"),
+    (S550_NO_FROM, "no_from"),
+    (S552_TOO_BIG, "too_big"),
+    (S553_BAD_SYNTAX, "bad_recipient"),
+    (S553_SENDER_NOT_OWNED, "sender_not_owned"),
+    (S553_FROM_NOT_OWNED, "sender_not_owned"),
+    (S554_NO_RECIPIENTS, "no_recipients"),
+    (S451_NOT_STORED, "storage_unavailable"),
+    ("530 5.7.0 Must issue a STARTTLS command first", "tls_required"),
+    ("554 5.7.0 TLS handshake failed", "tls_failed"),
+)
+
+
+def _template(reply: str) -> re.Pattern[str]:
+    """A reply constant as a pattern: its {fields} match anything."""
+    pieces = re.split(r"\{[a-z_]+\}", reply)
+    return re.compile(".*?".join(map(re.escape, pieces)), re.DOTALL)
+
+
+_REASON_PATTERNS = tuple((_template(reply), reason) for reply, reason in _REASONS)
+
+
+def refusal_reason(line: str) -> str | None:
+    """The fixed code of a 4xx/5xx reply (None for any other): one of ours by its constant,
+    anything else aiosmtpd says by its class (a syntax or sequence error, another failure)."""
+    if line[:1] not in ("4", "5"):
+        return None
+    for pattern, reason in _REASON_PATTERNS:
+        if pattern.fullmatch(line):
+            return reason
+    if line[:3] in ("500", "501", "502", "503", "504"):
+        return "protocol_error"
+    return "other_temporary" if line[:1] == "4" else "other_permanent"

@@ -16,6 +16,7 @@ from typing import Any, AnyStr
 
 from aiosmtpd.smtp import MISSING, SMTP
 
+from mailsvc.relay.counters import SMTP_REFUSALS, SMTP_SESSIONS, Counters
 from mailsvc.relay.smtp import replies
 from mailsvc.relay.smtp.clients import RateLimiter, client_key
 from mailsvc.relay.smtp.replies import with_enhanced_code
@@ -247,6 +248,8 @@ class CouncilSMTP(SMTP):
         session_max_seconds: float | None = None,
         spool_dir: Path | None = None,
         spool_threshold: int | None = None,
+        counters: Counters | None = None,
+        server_name: str = "inbound",
         **kwargs: Any,
     ) -> None:
         # aiosmtpd's __init__ inspects the handler and this object (inspect.getmembers, dir)
@@ -275,6 +278,13 @@ class CouncilSMTP(SMTP):
         # arrive (the handler then finds ``envelope.spooled``); None keeps them in memory.
         self._spool_dir = spool_dir
         self._spool_at = spool_threshold if spool_dir is not None else None
+        # Sessions and refusals for /metrics, under this listening socket's name.
+        self._counters = counters
+        self._server_name = server_name
+
+    def _count_refusal(self, reason: str) -> None:
+        if self._counters is not None:
+            self._counters.inc(SMTP_REFUSALS, self._server_name, reason)
 
     def count_refusal(self) -> None:
         """A handler refused a command (a recipient): it counts as a bad command, so that
@@ -337,11 +347,14 @@ class CouncilSMTP(SMTP):
             if not self._limiter.acquire(ip):
                 self._refused = True
                 log.warning("refused connection from %s: too many connections", ip)
+                self._count_refusal("too_many_connections")
                 assert isinstance(transport, asyncio.WriteTransport)
                 transport.write(replies.S421_TOO_MANY_CONNECTIONS.encode() + b"\r\n")
                 transport.close()
                 return
             self._counted_ip = ip
+            if self._counters is not None:
+                self._counters.inc(SMTP_SESSIONS, self._server_name)
             if self._session_max is not None:
                 self._session_timer = asyncio.get_running_loop().call_later(
                     self._session_max, self._session_over
@@ -355,6 +368,7 @@ class CouncilSMTP(SMTP):
             return
         self._cut = True
         log.warning("closing the connection from %s: session time limit", self._counted_ip)
+        self._count_refusal("session_time_limit")
         assert isinstance(transport, asyncio.WriteTransport)
         transport.write(replies.S421_SESSION_TOO_LONG.encode() + b"\r\n")
         transport.close()
@@ -419,10 +433,13 @@ class CouncilSMTP(SMTP):
             text = "\r\n".join([*self._continued, text])
             self._continued = []
         await super().push(text)
-        if text[:3] in ("500", "501", "502", "503", "504"):
-            self._bad += 1
+        if text[:1] in ("4", "5"):
+            self._count_refusal(replies.refusal_reason(text) or "other_permanent")
+            if text[:3] in ("500", "501", "502", "503", "504"):
+                self._bad += 1
         if self._bad >= self._max_bad and self.transport is not None and not self._cut:
             self._cut = True
+            self._count_refusal("too_many_errors")
             await super().push(replies.S421_TOO_MANY_ERRORS)
             self.transport.close()
 

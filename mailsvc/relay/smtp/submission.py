@@ -24,6 +24,7 @@ from mailsvc.domain.header_addresses import header_addresses
 from mailsvc.domain.relay import LocalRecipient, classify_recipient
 from mailsvc.errors import StorageUnavailable
 from mailsvc.receipts.sink import ReportSink
+from mailsvc.relay.counters import AUTH_FAILURES, Counters
 from mailsvc.relay.smtp import replies
 from mailsvc.relay.smtp.inbound import _clean, _peer_ip, _tls_details, message_ids, smtp_factory
 from mailsvc.relay.smtp.reports import accept_reports
@@ -60,8 +61,11 @@ class SubmissionHandler(AdvertisesExtensions):
         reports: ReportSink | None = None,
         guard: PasswordGuard | None = None,
         limits: SendLimits | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self.settings = settings
+        # Sessions, refusals and failed AUTHs of this server, for /metrics.
+        self.counters = counters
         self.directory = directory
         self.queue = queue
         self.relay_log = relay_log
@@ -89,10 +93,15 @@ class SubmissionHandler(AdvertisesExtensions):
         ):
             return False
         log.warning("AUTH: too many failures on one connection from %s", _peer_ip(session))
+        self._count_failure("connection_limit")
         await server.push(replies.S421_AUTH_FAILURES)
         if server.transport is not None:
             server.transport.close()
         return True
+
+    def _count_failure(self, reason: str) -> None:
+        if self.counters is not None:
+            self.counters.inc(AUTH_FAILURES, reason)
 
     def _failed(self, server: SMTP) -> None:
         if server.session is not None:
@@ -109,6 +118,7 @@ class SubmissionHandler(AdvertisesExtensions):
             return AuthResult(success=False, handled=True)
         if wait > 0:
             self._failed(server)
+            self._count_failure("throttled")
             log.info("AUTH for %s from %s: waiting %.0f s after failures", address, peer, wait)
             await server.push(replies.S454_AUTH_WAIT.format(seconds=int(wait) + 1))
             return AuthResult(success=False, handled=True)
@@ -122,6 +132,7 @@ class SubmissionHandler(AdvertisesExtensions):
             return AuthResult(success=False, handled=True)
         if entry is None:
             self._failed(server)
+            self._count_failure("invalid_credentials")
             log.info("AUTH failed for %s from %s", address, peer)
             # An unknown account and a wrong password: the same reply after the same time.
             await at_least(started, FAILED_AUTH_SECONDS)
@@ -345,6 +356,8 @@ async def start_submission(
         settings,
         handler,
         tls=tls,
+        counters=handler.counters,
+        server_name="submission",
         auth_required=False,  # checked per command, so the reply says what is missing
         auth_require_tls=not settings.submission.allow_plaintext_auth,
     )
