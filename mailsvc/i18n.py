@@ -242,10 +242,17 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "queue (large bodies awaiting delivery)",
     },
     "backup.label.mailboxes": {"pl": "skrzynki pocztowe", "en": "mailboxes"},
-    "backup.label.config": {"pl": "plik konfiguracji", "en": "configuration file"},
+    "backup.config": {
+        "pl": "  plik konfiguracji (do porównania; restore go nie zastępuje): {path}",
+        "en": "  configuration file (for comparison; restore does not replace it): {path}",
+    },
     "backup.mailboxes.skipped": {
         "pl": "  skrzynki pocztowe: pominięte (dołącza je --mailboxes)",
         "en": "  mailboxes: left out (--mailboxes includes them)",
+    },
+    "restore.mailboxes.none": {
+        "pl": "  skrzynki pocztowe: nie ma ich w kopii (zrobionej bez --mailboxes)",
+        "en": "  mailboxes: not in the backup (made without --mailboxes)",
     },
     "backup.spool.missing": {
         "pl": "  UWAGA: brak plików kolejki, które wskazuje baza ({count}), np. {example}",

@@ -14,7 +14,9 @@ import hashlib
 import io
 import json
 import os
+import queue
 import tarfile
+import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -50,6 +52,55 @@ class _Hashing:
         return data
 
 
+class _GzipInBackground:
+    """A write-only file object that gzips what it is given in a thread of its own: the tar
+    writer reads and hashes the next files while the previous blocks are compressed (zlib and
+    hashlib release the GIL), as ``tar | gzip`` does in two processes."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._gzip = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=COMPRESSLEVEL)
+        self._blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=8)  # 8 MiB in flight
+        self._pending = bytearray()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._compress, name="backup-gzip", daemon=True)
+        self._thread.start()
+
+    def _compress(self) -> None:
+        while (block := self._blocks.get()) is not None:
+            if self._error is None:
+                try:
+                    self._gzip.write(block)
+                except BaseException as exc:  # reported to the writer at its next call
+                    self._error = exc
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def write(self, data: bytes) -> int:
+        self._check()
+        self._pending += data
+        if len(self._pending) >= _CHUNK:
+            self._blocks.put(bytes(self._pending))
+            self._pending.clear()
+        return len(data)
+
+    def close(self) -> None:
+        """Compress what is left and write gzip's trailer (raises what the thread met)."""
+        if self._pending:
+            self._blocks.put(bytes(self._pending))
+            self._pending.clear()
+        self._blocks.put(None)
+        self._thread.join()
+        self._check()
+        self._gzip.close()
+
+    def abandon(self) -> None:
+        self._error = self._error or BackupError("abandoned")
+        self._blocks.put(None)
+        self._thread.join()
+
+
 class ArchiveWriter:
     """Members are added one by one; ``finish`` writes the manifest and renames the file."""
 
@@ -59,9 +110,10 @@ class ArchiveWriter:
         fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)  # an older partial file of the same name may have other bits
         self._raw = os.fdopen(fd, "wb")
-        self._tar = tarfile.open(
-            fileobj=self._raw, mode="w:gz", compresslevel=COMPRESSLEVEL, format=tarfile.PAX_FORMAT
-        )
+        self._gzip = _GzipInBackground(self._raw)
+        # Stream mode: tarfile only ever writes forward, in 10 KiB records.
+        stream: Any = self._gzip  # a write-only file object, which typeshed's IO does not cover
+        self._tar = tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT)
         self.members: dict[str, dict[str, Any]] = {}
         self._now = int(time.time())
 
@@ -110,6 +162,7 @@ class ArchiveWriter:
         info.mtime = self._now
         self._tar.addfile(info, io.BytesIO(data))
         self._tar.close()
+        self._gzip.close()
         self._raw.flush()
         os.fsync(self._raw.fileno())
         self._raw.close()
@@ -120,8 +173,9 @@ class ArchiveWriter:
     def abort(self) -> None:
         try:
             self._tar.close()
-        except (OSError, ValueError, tarfile.TarError):
+        except (OSError, ValueError, tarfile.TarError, BackupError):
             pass  # the partial file goes anyway
+        self._gzip.abandon()
         self._raw.close()
         self.partial.unlink(missing_ok=True)
 

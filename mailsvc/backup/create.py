@@ -10,6 +10,7 @@ import or addition).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import tempfile
@@ -41,6 +42,9 @@ class BackupReport:
     missing_spool: list[str] = field(default_factory=list)
 
 
+_STALE_STAGING = 24 * 3600.0  # a backup killed midway leaves its staging directory
+
+
 def _prepare(settings: Settings, target: Path) -> tuple[Path, Path]:
     """The target checked, and a staging directory inside var_dir (the spool files are
     hard-linked into it: the same file system)."""
@@ -55,17 +59,36 @@ def _prepare(settings: Settings, target: Path) -> tuple[Path, Path]:
         raise BackupError(f"{target.parent} does not exist: create it first")
     if not var_dir.is_dir():
         raise BackupError(f"var_dir {var_dir} does not exist: there is nothing to back up")
+    for old in var_dir.glob(".backup-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > _STALE_STAGING:
+                shutil.rmtree(old, ignore_errors=True)
     return target, Path(tempfile.mkdtemp(prefix=".backup-", dir=var_dir))
 
 
 async def create_backup(settings: Settings, target: Path, *, mailboxes: bool) -> BackupReport:
     started = time.monotonic()
     target, staging = await asyncio.to_thread(_prepare, settings, target)
-    writer: ArchiveWriter | None = None
     try:
         exported = await directory.export(settings, staging)
         snap = await database.take(settings, staging)
-        writer = ArchiveWriter(target)
+        report = await asyncio.to_thread(_write, settings, target, snap, exported, mailboxes)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, staging, True)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _write(
+    settings: Settings,
+    target: Path,
+    snap: database.Snapshot,
+    exported: directory.Export,
+    mailboxes: bool,
+) -> BackupReport:
+    """The archive from the snapshot and var_dir's files (blocking: run in a thread)."""
+    writer = ArchiveWriter(target)
+    try:
         db_bytes = writer.add_file(snap.member, snap.file)
         dir_bytes = 0
         if exported.file is not None:
@@ -115,15 +138,13 @@ async def create_backup(settings: Settings, target: Path, *, mailboxes: bool) ->
             "config": config,
         }
         size = writer.finish(manifest)
-        writer = None
-    finally:
-        if writer is not None:
-            writer.abort()
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        writer.abort()
+        raise
     return BackupReport(
         path=target,
         size=size,
-        seconds=time.monotonic() - started,
+        seconds=0.0,
         database_kind=snap.kind,
         database_bytes=db_bytes,
         directory_kind=exported.kind,

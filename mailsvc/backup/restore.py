@@ -115,18 +115,13 @@ async def restore_backup(settings: Settings, archive: Path) -> RestoreReport:
                 "restored database, if any) before restoring again"
             ) from exc
         raise
-    shutil.rmtree(staging, ignore_errors=True)
+    await asyncio.to_thread(shutil.rmtree, staging, True)
     report.seconds = time.monotonic() - started
     return report
 
 
 async def _place(settings: Settings, manifest: dict[str, Any], staging: Path) -> RestoreReport:
-    var_dir = settings.var_dir.absolute()
-    saved_var = staging / files.VAR_PREFIX.rstrip("/")
-    if saved_var.is_dir():
-        for entry in sorted(saved_var.iterdir()):
-            entry.rename(var_dir / entry.name)
-    await asyncio.to_thread(files.chown_mail, settings)
+    await asyncio.to_thread(_move_var, settings, staging)
 
     db = manifest["database"]
     staged_db = staging / db["member"]
@@ -138,15 +133,9 @@ async def _place(settings: Settings, manifest: dict[str, Any], staging: Path) ->
         db_target = "database.url (PostgreSQL)"
 
     entries, note = await _directory(settings, manifest["directory"], staging)
-    left = var_dir / LEFT_DIR
-    external = []
-    for item in manifest.get("external") or []:
-        external.append((item["path"], _external(staging / item["member"], Path(item["path"]))))
-    config_copy = ""
-    if manifest.get("config"):
-        config_copy = str(_leave(staging / manifest["config"]["member"], left / "config"))
+    external, config_copy = await asyncio.to_thread(_outside_var, settings, manifest, staging)
     return RestoreReport(
-        var_dir=var_dir,
+        var_dir=settings.var_dir.absolute(),
         seconds=0.0,
         created_at=str(manifest.get("created_at", "")),
         database_kind=db["kind"],
@@ -158,6 +147,30 @@ async def _place(settings: Settings, manifest: dict[str, Any], staging: Path) ->
         external=external,
         config_copy=config_copy,
     )
+
+
+def _move_var(settings: Settings, staging: Path) -> None:
+    """var_dir's saved files into place (renames: staging is inside var_dir)."""
+    var_dir = settings.var_dir.absolute()
+    saved_var = staging / files.VAR_PREFIX.rstrip("/")
+    if saved_var.is_dir():
+        for entry in sorted(saved_var.iterdir()):
+            entry.rename(var_dir / entry.name)
+    files.chown_mail(settings)
+
+
+def _outside_var(
+    settings: Settings, manifest: dict[str, Any], staging: Path
+) -> tuple[list[tuple[str, str]], str]:
+    """Key files configured outside var_dir, and the configuration file at backup time."""
+    external = []
+    for item in manifest.get("external") or []:
+        external.append((item["path"], _external(staging / item["member"], Path(item["path"]))))
+    config_copy = ""
+    if manifest.get("config"):
+        left = settings.var_dir.absolute() / LEFT_DIR / "config"
+        config_copy = str(_leave(staging / manifest["config"]["member"], left))
+    return external, config_copy
 
 
 async def _directory(settings: Settings, saved: dict[str, Any], staging: Path) -> tuple[int, str]:
@@ -173,9 +186,9 @@ async def _directory(settings: Settings, saved: dict[str, Any], staging: Path) -
         added, note = await directory.readd(settings, ldif)
         if not note:
             return added, ""
-        kept = _leave(ldif, settings.var_dir.absolute() / LEFT_DIR)
+        kept = await asyncio.to_thread(_leave, ldif, settings.var_dir.absolute() / LEFT_DIR)
         return 0, f"{note}; the saved entries are in {kept} (LDIF) for the directory's admin"
-    kept = _leave(ldif, settings.var_dir.absolute() / LEFT_DIR)
+    kept = await asyncio.to_thread(_leave, ldif, settings.var_dir.absolute() / LEFT_DIR)
     return 0, (
         f"the saved directory ({saved['kind']}) cannot be loaded into this stack; its entries "
         f"are in {kept} (LDIF): start the stack and add them with ldapadd -c"

@@ -10,9 +10,9 @@ from typing import Any
 from mailsvc import i18n
 from mailsvc.backup import create_backup, restore_backup
 from mailsvc.config import Settings
-from mailsvc.domain.wording import format_size
+from mailsvc.domain.wording import decimal, format_size
 
-_PARTS = ("secrets", "documents", "spool", "mailboxes", "config")
+_PARTS = ("secrets", "documents", "spool", "mailboxes")
 
 
 def _say(settings: Settings, key: str, **values: Any) -> None:
@@ -23,16 +23,18 @@ def _size(settings: Settings, size: int) -> str:
     return format_size(size, settings.language)
 
 
-def _seconds(value: float) -> str:
-    return f"{value:.1f}"
+def _seconds(settings: Settings, value: float) -> str:
+    return decimal(value, settings.language, "0.0")
 
 
-def _parts(settings: Settings, parts: dict[str, dict[str, int]]) -> None:
+def _parts(settings: Settings, parts: dict[str, dict[str, int]], *, restoring: bool) -> None:
     for name in _PARTS:
         tally = parts.get(name)
         if tally is None:
             if name == "mailboxes":
-                _say(settings, "backup.mailboxes.skipped")
+                _say(
+                    settings, "restore.mailboxes.none" if restoring else "backup.mailboxes.skipped"
+                )
             continue
         label = i18n.text(settings.language, f"backup.label.{name}")
         _say(
@@ -47,7 +49,8 @@ def _parts(settings: Settings, parts: dict[str, dict[str, int]]) -> None:
 def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
     report = asyncio.run(create_backup(settings, Path(args.file), mailboxes=args.mailboxes))
     size = _size(settings, report.size)
-    _say(settings, "backup.done", path=report.path, size=size, seconds=_seconds(report.seconds))
+    seconds = _seconds(settings, report.seconds)
+    _say(settings, "backup.done", path=report.path, size=size, seconds=seconds)
     _say(
         settings,
         "backup.database",
@@ -64,7 +67,9 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
             entries=report.directory_entries,
             size=_size(settings, report.directory_bytes),
         )
-    _parts(settings, {name: tally.as_dict() for name, tally in report.parts.items()})
+    _parts(settings, {name: t.as_dict() for name, t in report.parts.items()}, restoring=False)
+    if settings.source is not None and "config" in report.parts:
+        _say(settings, "backup.config", path=settings.source)
     if report.missing_spool:
         _say(
             settings,
@@ -83,7 +88,7 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
         "restore.done",
         created=report.created_at,
         var_dir=report.var_dir,
-        seconds=_seconds(report.seconds),
+        seconds=_seconds(settings, report.seconds),
     )
     _say(settings, "restore.database", kind=report.database_kind, target=report.database_target)
     if report.directory_note:
@@ -95,7 +100,7 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
             kind=report.directory_kind,
             entries=report.directory_entries,
         )
-    _parts(settings, report.parts)
+    _parts(settings, report.parts, restoring=True)
     for path, status in report.external:
         _say(settings, "restore.external", path=path, status=status)
     if report.config_copy:

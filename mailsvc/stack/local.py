@@ -67,6 +67,18 @@ _LDAP_NOT_YET = {51, 52, 80}  # busy, unavailable, other: slapd is still coming 
 _BULK_TIMEOUT = 3600.0
 
 
+def _count_entries(ldif_file: Path) -> int:
+    """Entries in slapcat's output: lines that start with "dn:" (counted in large blocks)."""
+    count, tail = 0, b"\n"  # the file's first line starts a line too
+    with ldif_file.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            # The last three bytes of a block go with the next: "\ndn:" may straddle them.
+            data = tail + block
+            count += data.count(b"\ndn:")
+            tail = data[-3:]
+    return count
+
+
 @dataclass(frozen=True)
 class ServiceStatus:
     name: str
@@ -136,8 +148,7 @@ class LocalStack:
         result = run(argv, timeout=_BULK_TIMEOUT)
         if result.returncode != 0:
             raise StackError(f"slapcat could not export the directory:\n{result.stdout.strip()}")
-        with target.open("rb") as fh:
-            return sum(1 for line in fh if line.startswith(b"dn:"))
+        return _count_entries(target)
 
     def load_directory(self, ldif_file: Path) -> None:
         """Create the directory from ``ldif_file`` (slapcat's output) instead of the base
