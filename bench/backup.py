@@ -224,7 +224,7 @@ def add_documents(settings: Settings, megabytes: int) -> None:
         store_document(settings.var_dir, source)
         left -= size
         n += 1
-    source.unlink()
+    source.unlink(missing_ok=True)
 
 
 # -- where the time goes ---------------------------------------------------------------------
@@ -294,7 +294,11 @@ def peer_backup(settings: Settings, work: Path, phases: Phases) -> tuple[float, 
     dump = f".backup {out / 'mailsvc.db'}"
     _timed_run(phases, "backup: sqlite3 .backup", ["sqlite3", str(var_dir / "mailsvc.db"), dump])
     members = ["-C", str(out), "directory.ldif", "mailsvc.db"]
-    members += ["-C", str(var_dir), "secrets", "documents"]
+    members += [
+        "-C",
+        str(var_dir),
+        *(d for d in ("secrets", "documents") if (var_dir / d).is_dir()),
+    ]
     argv = ["tar", "czf", str(archive), *members]
     _timed_run(phases, "backup: tar czf", argv, env=dict(os.environ, GZIP="-6"))
     return time.perf_counter() - start, archive

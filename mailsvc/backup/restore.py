@@ -57,7 +57,23 @@ def require_empty(var_dir: Path) -> None:
             )
 
 
+def _check_references(manifest: dict[str, Any]) -> None:
+    """Every member the manifest's sections name is one of its checked files (a section cannot
+    point restore at anything outside the staging directory)."""
+    files_ = {n for n, m in manifest["members"].items() if not m.get("dir")}
+    named = [manifest.get("database", {}).get("member")]
+    if manifest.get("directory", {}).get("kind") != "none":
+        named.append(manifest["directory"].get("member"))
+    named += [item.get("member") for item in manifest.get("external") or []]
+    if manifest.get("config"):
+        named.append(manifest["config"].get("member"))
+    for name in named:
+        if name not in files_:
+            raise BackupError(f"the backup's manifest names a member it does not hold: {name!r}")
+
+
 async def _check_target(settings: Settings, manifest: dict[str, Any]) -> None:
+    _check_references(manifest)
     saved = manifest["database"]["kind"]
     here = database.database_kind(settings)
     if saved != here:
