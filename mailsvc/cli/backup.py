@@ -113,7 +113,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "backup",
         help="save database, directory, documents, keys and queue to one file (service may run)",
-        epilog="example: mailsvc backup /srv/backup/mailsvc-$(date +%%F).tar.gz --mailboxes",
+        epilog="example: mailsvc backup /srv/backup/mailsvc-$(date +%F).tar.gz --mailboxes",
     )
     p.add_argument("file", help="the backup file to write (tar.gz, created 0600)")
     p.add_argument(
