@@ -78,6 +78,7 @@ bench: system-deps venv ## benchmarks beside their peers (bench/); not timed tes
 	$(BIN)/python bench/relay.py
 	$(BIN)/python bench/provision.py
 	$(BIN)/python bench/distribute.py
+	$(BIN)/python bench/backup.py
 
 clean: stack-down
 	rm -rf var

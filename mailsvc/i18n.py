@@ -300,6 +300,78 @@ MESSAGES: dict[str, dict[str, str]] = {
         "pl": "--email {email!r}: oczekiwano adresu w postaci nazwa@domena.",
         "en": "--email {email!r}: expected an address such as name@domain.",
     },
+    "backup.done": {
+        "pl": "Kopia zapasowa zapisana: {path} ({size}, {seconds} s). Zawiera (przed kompresją):",
+        "en": "Backup written: {path} ({size}, {seconds} s). It holds (before compression):",
+    },
+    "backup.database": {
+        "pl": "  baza danych ({kind}): {size}",
+        "en": "  database ({kind}): {size}",
+    },
+    "backup.directory": {
+        "pl": "  katalog użytkowników ({kind}): wpisów {entries}, {size}",
+        "en": "  user directory ({kind}): {entries} entries, {size}",
+    },
+    "backup.directory.none": {
+        "pl": "  katalog użytkowników: NIE zapisany ({note})",
+        "en": "  user directory: NOT saved ({note})",
+    },
+    "backup.part": {
+        "pl": "  {label}: plików {files}, {size}",
+        "en": "  {label}: {files} files, {size}",
+    },
+    "backup.label.secrets": {"pl": "klucze i hasła", "en": "keys and secrets"},
+    "backup.label.documents": {"pl": "dokumenty sesji", "en": "session documents"},
+    "backup.label.spool": {
+        "pl": "kolejka (duże treści czekające na doręczenie)",
+        "en": "queue (large bodies awaiting delivery)",
+    },
+    "backup.label.mailboxes": {"pl": "skrzynki pocztowe", "en": "mailboxes"},
+    "backup.config": {
+        "pl": "  plik konfiguracji (do porównania; restore go nie zastępuje): {path}",
+        "en": "  configuration file (for comparison; restore does not replace it): {path}",
+    },
+    "backup.mailboxes.skipped": {
+        "pl": "  skrzynki pocztowe: pominięte (dołącza je --mailboxes)",
+        "en": "  mailboxes: left out (--mailboxes includes them)",
+    },
+    "restore.mailboxes.none": {
+        "pl": "  skrzynki pocztowe: nie ma ich w kopii (zrobionej bez --mailboxes)",
+        "en": "  mailboxes: not in the backup (made without --mailboxes)",
+    },
+    "backup.spool.missing": {
+        "pl": "  UWAGA: brak plików kolejki, które wskazuje baza ({count}), np. {example}",
+        "en": "  WARNING: queue files the database names are missing ({count}), e.g. {example}",
+    },
+    "backup.private": {
+        "pl": "Plik ma prawa 0600: są w nim hasła i klucze. Przechowuj go poza tym serwerem.",
+        "en": "The file is mode 0600: it holds passwords and keys. Keep it off this server.",
+    },
+    "restore.done": {
+        "pl": "Odtworzono kopię z {created} do {var_dir} ({seconds} s):",
+        "en": "Restored the backup of {created} into {var_dir} ({seconds} s):",
+    },
+    "restore.database": {
+        "pl": "  baza danych ({kind}): {target}",
+        "en": "  database ({kind}): {target}",
+    },
+    "restore.directory": {
+        "pl": "  katalog użytkowników ({kind}): wpisów {entries}",
+        "en": "  user directory ({kind}): {entries} entries",
+    },
+    "restore.directory.note": {
+        "pl": "  katalog użytkowników: UWAGA: {note}",
+        "en": "  user directory: NOTE: {note}",
+    },
+    "restore.external": {"pl": "  {path}: {status}", "en": "  {path}: {status}"},
+    "restore.config": {
+        "pl": "  plik konfiguracji z chwili kopii (nieużywany, do porównania): {path}",
+        "en": "  configuration file at backup time (not used, for comparison): {path}",
+    },
+    "restore.next": {
+        "pl": "Dalej: mailsvc stack up, potem mailsvc serve (albo uruchom usługę).",
+        "en": "Next: mailsvc stack up, then mailsvc serve (or start the service).",
+    },
     "clerks.unavailable": {
         "pl": "Katalog użytkowników jest niedostępny ({detail}). Spróbuj ponownie później.",
         "en": "The user directory is unavailable ({detail}). Try again later.",

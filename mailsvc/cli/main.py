@@ -19,6 +19,7 @@ from typing import Any
 
 from mailsvc import i18n, logs, resources, secret_store
 from mailsvc.app import cli_command_line, open_directory, open_parts, start_service
+from mailsvc.cli import backup as cli_backup
 from mailsvc.cli import check as cli_check
 from mailsvc.cli import clerks as cli_clerks
 from mailsvc.cli import councillors as cli_councillors
@@ -395,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_web.add_parser(sub)
     cli_dns.add_parser(sub)
     cli_init.add_parser(sub)
+    cli_backup.add_parser(sub)
 
     p = sub.add_parser("relay", help="residents' mail: statistics (aggregates only)")
     rsub = p.add_subparsers(dest="action", required=True)

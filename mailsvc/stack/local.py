@@ -63,6 +63,20 @@ _DIRECTORY_SERVER = {"openldap": "slapd", "samba": "samba"}
 
 _LOG_TAIL_LINES = 15
 _LDAP_NOT_YET = {51, 52, 80}  # busy, unavailable, other: slapd is still coming up
+# slapcat and slapadd of a whole directory: tens of thousands of entries take seconds.
+_BULK_TIMEOUT = 3600.0
+
+
+def _count_entries(ldif_file: Path) -> int:
+    """Entries in slapcat's output: lines that start with "dn:" (counted in large blocks)."""
+    count, tail = 0, b"\n"  # the file's first line starts a line too
+    with ldif_file.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            # The last three bytes of a block go with the next: "\ndn:" may straddle them.
+            data = tail + block
+            count += data.count(b"\ndn:")
+            tail = data[-3:]
+    return count
 
 
 @dataclass(frozen=True)
@@ -119,6 +133,34 @@ class LocalStack:
         self._check_name(name)
         with self._locked():
             self._stop((name,))
+
+    def export_directory(self, target: Path) -> int:
+        """Write the directory's entries to ``target`` as LDIF with slapcat (safe while slapd
+        runs: back_mdb gives slapcat a consistent read transaction); returns their number."""
+        if not self.paths.ldap_initialized.exists():
+            raise StackError(
+                f"there is no local directory in {self.paths.ldap_data} to export "
+                "(the stack was never started with this var_dir)"
+            )
+        slapcat = str(Path(self.settings.stack.slapadd).with_name("slapcat"))
+        base_dn = self.settings.directory.base_dn
+        argv = [slapcat, "-f", str(self.paths.slapd_conf), "-b", base_dn, "-l", str(target)]
+        result = run(argv, timeout=_BULK_TIMEOUT)
+        if result.returncode != 0:
+            raise StackError(f"slapcat could not export the directory:\n{result.stdout.strip()}")
+        return _count_entries(target)
+
+    def load_directory(self, ldif_file: Path) -> None:
+        """Create the directory from ``ldif_file`` (slapcat's output) instead of the base
+        entries, before slapd first starts; `mailsvc stack up` then serves it."""
+        with self._locked():
+            if self._running_pid("slapd") is not None or self.paths.ldap_initialized.exists():
+                raise StackError(
+                    f"the local directory in {self.paths.ldap_data} already exists; it is "
+                    "loaded only into a var_dir whose directory was never created"
+                )
+            self._prepare_dirs()
+            self._configure_slapd(initial=ldif_file)
 
     def missing_binaries(self) -> list[str]:
         """Executables and package files the stack needs but this machine lacks."""
@@ -275,7 +317,7 @@ class LocalStack:
 
     # -- slapd ---------------------------------------------------------------------------
 
-    def _configure_slapd(self) -> None:
+    def _configure_slapd(self, initial: Path | None = None) -> None:
         paths = self.paths
         directory = self.settings.directory
         # The stack is synchronous code run before any event loop (CLI, tests, benchmarks), so
@@ -304,27 +346,24 @@ class LocalStack:
             )
         if created_for is not None:
             return
-        reader_hash = hash_new_password_blocking(
-            self.settings, secret_store.reader_password(self.settings)
-        )
-        write_atomic(paths.base_ldif, ldif.base_ldif(directory, reader_hash), 0o600)
+        if initial is None:
+            reader_hash = hash_new_password_blocking(
+                self.settings, secret_store.reader_password(self.settings)
+            )
+            write_atomic(paths.base_ldif, ldif.base_ldif(directory, reader_hash), 0o600)
+        source = initial or paths.base_ldif
         result = run(
-            [
-                self.settings.stack.slapadd,
-                "-q",
-                "-f",
-                str(paths.slapd_conf),
-                "-l",
-                str(paths.base_ldif),
-            ]
+            [self.settings.stack.slapadd, "-q", "-f", str(paths.slapd_conf), "-l", str(source)],
+            timeout=_BULK_TIMEOUT,
         )
         if result.returncode != 0:
+            what = "the saved entries" if initial else "the directory's base entries"
             raise StackError(
-                f"could not create the directory's base entries with slapadd:\n"
+                f"could not create {what} with slapadd:\n"
                 f"{result.stdout.strip()}\ncheck directory.base_dn, councillors_rdn and reader_dn"
             )
         write_atomic(paths.ldap_initialized, f"{directory.base_dn}\n", 0o600)
-        paths.base_ldif.unlink()  # its reader hash goes stale when the password changes
+        paths.base_ldif.unlink(missing_ok=True)  # its reader hash goes stale with the password
 
     def _ldap_bind_ok(self) -> bool:
         directory = self.settings.directory

@@ -10,7 +10,7 @@ from typing import Any
 
 import ldap3
 from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import escape_rdn
+from ldap3.utils.dn import escape_rdn, parse_dn
 
 from provisioning.directory.bulk import add_entries
 from provisioning.directory.entries import (
@@ -207,6 +207,39 @@ class Directory:
                 cookie = controls.get("1.2.840.113556.1.4.319", {}).get("value", {}).get("cookie")
                 if not cookie:
                     return out
+
+        return await self._ldap.run(op)
+
+    async def export_subtree(self, base: str) -> list[tuple[str, dict[str, list[bytes]]]]:
+        """Every entry of the subtree at ``base`` with its user attributes as stored (raw
+        values, the password hash among them where the bind may read it), parents before
+        children; empty when ``base`` does not exist. For backups."""
+
+        def op(conn: ldap3.Connection) -> list[tuple[str, dict[str, list[bytes]]]]:
+            out: list[tuple[str, dict[str, list[bytes]]]] = []
+            cookie: bytes | None = None
+            while True:
+                ok = conn.search(
+                    base,
+                    "(objectClass=*)",
+                    ldap3.SUBTREE,
+                    attributes=[ldap3.ALL_ATTRIBUTES],
+                    paged_size=1000,
+                    paged_cookie=cookie,
+                )
+                if not ok and conn.result.get("result") == NO_SUCH_OBJECT:
+                    return out
+                check_result(conn, ok or conn.result.get("result") == 0, f"export {base}")
+                out.extend(
+                    (r["dn"], {k: list(v) for k, v in r["raw_attributes"].items()})
+                    for r in conn.response or []
+                    if r.get("type") == "searchResEntry"
+                )
+                controls = conn.result.get("controls") or {}
+                cookie = controls.get("1.2.840.113556.1.4.319", {}).get("value", {}).get("cookie")
+                if not cookie:
+                    # Shorter DNs first: a parent is added back before its children.
+                    return sorted(out, key=lambda e: len(parse_dn(e[0])))
 
         return await self._ldap.run(op)
 
