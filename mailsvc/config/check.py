@@ -124,6 +124,15 @@ def validate(s: Settings) -> None:
     _check_dkim(s.dkim)
     _check_dns(s.dns)
     _check_port("submission.port", s.submission.port)
+    _check_port("submission.tls_port", s.submission.tls_port, allow_zero=True)
+    taken = {s.submission.port: "submission.port"}
+    if s.smtp.host == s.submission.host:
+        taken.setdefault(s.smtp.port, "smtp.port")
+    if s.submission.tls_port in taken:
+        raise ConfigError(
+            f"submission.tls_port = {s.submission.tls_port}: already {taken[s.submission.tls_port]}"
+            " (implicit TLS needs a port of its own, 465 in production)"
+        )
     _check_port("smarthost.port", s.smarthost.port, allow_zero=True)
     if s.smarthost.security not in ("none", "starttls", "tls"):
         raise ConfigError(

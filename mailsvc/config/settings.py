@@ -53,6 +53,9 @@ class SubmissionSettings:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 2587
+    # Implicit TLS (RFC 8314; 465 in production): TLS from the first byte, then the same service
+    # as on ``port``, with the same certificate (smtp.tls_cert, else a self-signed one). 0: off.
+    tls_port: int = 0
     # Allow AUTH without TLS (only for loopback test setups).
     allow_plaintext_auth: bool = False
     # Failed AUTH commands one connection may make; the next one gets 421 and the connection

@@ -192,6 +192,7 @@ def test_selectors_from_tables_and_from_the_environment(tmp_path: Path) -> None:
         ('[[dkim.selectors]]\nname = "x"\nkey = "y"\n', "dkim.selectors[0].key: unknown key"),
         ("[dkim]\nselectors = 3\n", "expected [[dkim.selectors]] tables"),
         ('[dns]\nmta_sts_mode = "on"\n', "dns.mta_sts_mode = 'on'"),
+        ("[submission]\ntls_port = 2587\n", "submission.tls_port = 2587: already submission"),
         ('[dns]\nspf_include = "not a domain"\n', "dns.spf_include"),
         ('[dns]\nreport_address = "nobody"\n', "dns.report_address = 'nobody'"),
     ],
