@@ -262,6 +262,7 @@ async def start_web(settings: Settings, parts: Parts) -> WebServer:
     from mailsvc.web.actions import ClerkServices
     from mailsvc.web.app import create_app
     from mailsvc.web.mailclients import mail_client_routes
+    from mailsvc.web.mtasts import mta_sts_routes
     from mailsvc.web.server import web_server
     from mailsvc.web.site import clerk_routes, secure_cookies
 
@@ -282,6 +283,7 @@ async def start_web(settings: Settings, parts: Parts) -> WebServer:
         time_zone=settings.distribution.timezone,
         extra_routes=[
             *mail_client_routes(settings),
+            *mta_sts_routes(settings),
             *clerk_routes(services, WebStore(parts.engine), parts.directory),
         ],
         https=secure_cookies(settings.web.public_url),

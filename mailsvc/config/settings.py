@@ -372,10 +372,26 @@ class DnsSettings:
     spf_include: str = ""
     # Where DMARC aggregate reports (rua) and TLS reports go; empty: office_address.
     report_address: str = ""
-    # MTA-STS policy mode: "testing" (report only), "enforce" or "none".
-    mta_sts_mode: str = "testing"
     # TTL of the printed records (seconds).
     ttl: int = 3600
+
+
+@dataclass(frozen=True)
+class MtaStsSettings:
+    """The MTA-STS policy (RFC 8461) the web server serves at /.well-known/mta-sts.txt."""
+
+    # "testing" (senders only report), "enforce", "none" (withdraws a policy); empty: no policy
+    # is served (404) and `mailsvc dns` prints no _mta-sts record.
+    mode: str = ""
+    # MX host names senders may use, comma or space separated ("*.example.org" allowed);
+    # empty: smtp.hostname.
+    mx: str = ""
+    # Seconds senders keep the policy (RFC 8461 allows up to 31557600).
+    max_age: int = 604800
+
+    def mx_list(self, default: str) -> tuple[str, ...]:
+        names = self.mx.replace(",", " ").split()
+        return tuple(dict.fromkeys(n.rstrip(".").lower() for n in names)) or (default,)
 
 
 @dataclass(frozen=True)
@@ -400,6 +416,7 @@ class Settings:
     evidence: EvidenceSettings = EvidenceSettings()
     dkim: DkimSettings = DkimSettings()
     dns: DnsSettings = DnsSettings()
+    mta_sts: MtaStsSettings = MtaStsSettings()
     # Committee slug -> display name; the slug names the group address komisja-<slug>@domain.
     committees: tuple[tuple[str, str], ...] = ()
     # Minimum notice before a session ([notice]; see mailsvc.domain.notice.parse_rules).
