@@ -29,8 +29,12 @@ from mailsvc.relay.delivery.worker import DeliveryWorkers
 from mailsvc.relay.dkim import DkimSigner
 from mailsvc.relay.smtp.inbound import InboundHandler, start_inbound
 from mailsvc.relay.smtp.recipients import CachedRecipients
-from mailsvc.relay.smtp.submission import SubmissionHandler, start_submission
-from mailsvc.relay.smtp.tls import server_context
+from mailsvc.relay.smtp.submission import (
+    SubmissionHandler,
+    start_submission,
+    start_submission_tls,
+)
+from mailsvc.relay.smtp.tls import ServerTls, server_tls
 from mailsvc.storage.db import create_engine, create_schema
 from mailsvc.storage.jobruns import JobRuns
 from mailsvc.storage.queue import MailQueue
@@ -192,6 +196,10 @@ class Service:
     # What the SMTP servers and the delivery workers count, for /metrics.
     counters: Counters = field(default_factory=Counters)
     metrics: MetricsServer | None = None
+    # The certificates the SMTP servers present (reload_tls reads them again).
+    tls: list[ServerTls] = field(default_factory=list)
+    # Implicit-TLS submission (submission.tls_port), when on.
+    submission_tls: asyncio.Server | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -212,6 +220,20 @@ class Service:
     @property
     def submission_port(self) -> int:
         return int(self.servers[1].sockets[0].getsockname()[1])
+
+    @property
+    def submission_tls_port(self) -> int:
+        assert self.submission_tls is not None
+        return int(self.submission_tls.sockets[0].getsockname()[1])
+
+    async def reload_tls(self) -> bool:
+        """Read the certificate and key files again (SIGHUP): the next TLS handshake, STARTTLS
+        or implicit, presents them; connections already encrypted keep what they have. A file
+        that cannot be used keeps the pair in use (logged): then False."""
+        if not self.tls:
+            log.info("TLS reload: no certificate configured")
+        done = [await asyncio.to_thread(tls.reload) for tls in self.tls]
+        return all(done)
 
     @property
     def web_port(self) -> int:
@@ -253,6 +275,7 @@ async def start_web(settings: Settings, parts: Parts) -> WebServer:
     from mailsvc.web.actions import ClerkServices
     from mailsvc.web.app import create_app
     from mailsvc.web.mailclients import mail_client_routes
+    from mailsvc.web.mtasts import mta_sts_routes
     from mailsvc.web.server import web_server
     from mailsvc.web.site import clerk_routes, secure_cookies
 
@@ -273,6 +296,7 @@ async def start_web(settings: Settings, parts: Parts) -> WebServer:
         time_zone=settings.distribution.timezone,
         extra_routes=[
             *mail_client_routes(settings),
+            *mta_sts_routes(settings),
             *clerk_routes(services, WebStore(parts.engine), parts.directory),
         ],
         https=secure_cookies(settings.web.public_url),
@@ -343,8 +367,12 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
             reports=reports,
             counters=counters,
         )
-        tls = server_context(settings)
-        service.servers.append(await start_inbound(settings, handler, tls))
+        tls = server_tls(settings)
+        if tls is not None:
+            service.tls.append(tls)
+        service.servers.append(
+            await start_inbound(settings, handler, tls.context if tls is not None else None)
+        )
         if settings.submission.enabled:
             submission = SubmissionHandler(
                 settings,
@@ -355,10 +383,17 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
                 reports=reports,
                 counters=counters,
             )
-            # Submission always offers STARTTLS: a self-signed pair when none is configured.
-            sub_tls = tls or server_context(settings.with_changes(smtp={"tls_cert": "auto"}))
+            # Submission always offers TLS: a self-signed pair when none is configured.
+            sub_tls = tls or server_tls(settings, auto=True)
             assert sub_tls is not None
-            service.servers.append(await start_submission(settings, submission, sub_tls))
+            if sub_tls is not tls:
+                service.tls.append(sub_tls)
+            service.servers.append(await start_submission(settings, submission, sub_tls.context))
+            if settings.submission.tls_port:
+                service.submission_tls = await start_submission_tls(
+                    settings, submission, sub_tls.context
+                )
+                service.servers.append(service.submission_tls)
     except BaseException:
         await service.stop()
         raise

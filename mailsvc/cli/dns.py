@@ -29,13 +29,15 @@ _TEXT: dict[str, dict[str, str]] = {
         "dmarc": "; DMARC: p=none bez kluczy DKIM, p=reject gdy podpisujemy; raporty na rua",
         "dmarc_report": "; DMARC: zgoda domeny adresu raportów (publikuje się w jej strefie)",
         "mta_sts": "; MTA-STS: identyfikator polityki (zmienia się razem z polityką)",
+        "mta_sts_host": "; MTA-STS: serwer WWW z polityką (jego certyfikat HTTPS musi "
+        "obejmować tę nazwę)",
         "tls_rpt": "; TLS-RPT: raporty o szyfrowaniu poczty przychodzącej",
         "autoconfig": "; Autokonfiguracja programów pocztowych (Thunderbird)",
         "autodiscover": "; Autodiscover (Outlook)",
         "srv_autodiscover": "; Autodiscover przez SRV",
         "srv_imap": "; RFC 6186: serwer IMAP dla programów pocztowych",
         "srv_submit": "; RFC 6186: serwer wysyłki (submission)",
-        "policy": "; Polityka MTA-STS do udostępnienia pod {url}:",
+        "policy": "; Polityka MTA-STS (mailsvc podaje ją na porcie WWW) pod {url}:",
         "dkim_none": "Brak kluczy DKIM: poczta wychodzi bez podpisu, DMARC zostaje p=none. "
         "Utwórz klucz: mailsvc dkim keygen",
         "dkim_disabled": "DKIM jest wyłączony (dkim.enabled = false): DMARC zostaje p=none.",
@@ -44,6 +46,8 @@ _TEXT: dict[str, dict[str, str]] = {
         "office_unsigned": "Adres biura {address} jest spoza domeny DKIM: rozesłania i "
         "przypomnienia od niego wyjdą bez podpisu.",
         "imap_assumed": "clients.imap_host nie jest ustawiony: przyjęto {host}:{port} (IMAPS).",
+        "mta_sts_off": "MTA-STS jest wyłączony (mta_sts.mode pusty): nadawcy nie muszą "
+        'szyfrować poczty do nas. Zacznij od mta_sts.mode = "testing".',
         "key_made": "Utworzono klucz {algorithm} selektora {selector}: {path}",
         "publish": "Opublikuj ten rekord, zanim dopiszesz selektor do [dkim]:",
         "add_config": "Dopisz do pliku konfiguracji:",
@@ -56,13 +60,15 @@ _TEXT: dict[str, dict[str, str]] = {
         "dmarc": "; DMARC: p=none without DKIM keys, p=reject once we sign; reports to rua",
         "dmarc_report": "; DMARC: the report address's domain agrees (goes in its own zone)",
         "mta_sts": "; MTA-STS: the policy's id (changes whenever the policy does)",
+        "mta_sts_host": "; MTA-STS: the web server with the policy (its HTTPS certificate must "
+        "name this host)",
         "tls_rpt": "; TLS-RPT: reports about TLS on mail sent to us",
         "autoconfig": "; Mail program autoconfiguration (Thunderbird)",
         "autodiscover": "; Autodiscover (Outlook)",
         "srv_autodiscover": "; Autodiscover through SRV",
         "srv_imap": "; RFC 6186: the IMAP server for mail programs",
         "srv_submit": "; RFC 6186: the submission server",
-        "policy": "; The MTA-STS policy, to be served at {url}:",
+        "policy": "; The MTA-STS policy (mailsvc serves it on the web port) at {url}:",
         "dkim_none": "No DKIM keys: mail leaves unsigned and DMARC stays p=none. "
         "Make a key: mailsvc dkim keygen",
         "dkim_disabled": "DKIM is off (dkim.enabled = false): DMARC stays p=none.",
@@ -71,6 +77,8 @@ _TEXT: dict[str, dict[str, str]] = {
         "office_unsigned": "The office address {address} is outside the DKIM domain: "
         "distributions and reminders from it leave unsigned.",
         "imap_assumed": "clients.imap_host is not set: assumed {host}:{port} (IMAPS).",
+        "mta_sts_off": "MTA-STS is off (mta_sts.mode is empty): senders need not encrypt "
+        'mail to us. Start with mta_sts.mode = "testing".',
         "key_made": "Made the {algorithm} key of selector {selector}: {path}",
         "publish": "Publish this record before you list the selector in [dkim]:",
         "add_config": "Add to the configuration file:",
@@ -97,9 +105,10 @@ def render_zone(settings: Settings, dns: DnsPlan) -> str:
     for record in dns.records:
         lines += ["", _t(settings, record.purpose)]
         lines.append(f"{record.name} {ttl} IN {record.type} {record.rdata()}")
-    url = f"https://mta-sts.{dns.domain}/.well-known/mta-sts.txt"
-    lines += ["", _t(settings, "policy", url=url)]
-    lines += [f";   {line}" for line in dns.mta_sts_policy.splitlines()]
+    if dns.mta_sts_policy:
+        url = f"https://mta-sts.{dns.domain}/.well-known/mta-sts.txt"
+        lines += ["", _t(settings, "policy", url=url)]
+        lines += [f";   {line}" for line in dns.mta_sts_policy.splitlines()]
     return "\n".join(lines)
 
 
@@ -118,7 +127,7 @@ def render_json(settings: Settings, dns: DnsPlan) -> str:
                 for r in dns.records
             ],
             "advice": [_t(settings, a.key, **a.values) for a in dns.advice],
-            "mta_sts_policy": dns.mta_sts_policy,
+            "mta_sts_policy": dns.mta_sts_policy or None,
         },
         ensure_ascii=False,
         indent=2,

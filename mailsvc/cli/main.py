@@ -116,17 +116,29 @@ def _print_samba(settings: Settings) -> None:
 
 
 async def serve(settings: Settings, ready: Callable[[int], None] | None = None) -> None:
-    """Run until SIGINT or SIGTERM, then stop gracefully."""
+    """Run until SIGINT or SIGTERM, then stop gracefully; SIGHUP reads the TLS certificate
+    files again (``systemctl reload``, a certbot deploy hook) without dropping connections."""
     stop = asyncio.Event()
+    hup = asyncio.Event()  # also set by a SIGHUP during the start: handled once started
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hup.set)
     service = await start_service(settings)
+
+    async def reload_on_hup() -> None:
+        while True:
+            await hup.wait()
+            hup.clear()
+            await service.reload_tls()
+
+    reloader = asyncio.create_task(reload_on_hup(), name="tls-reload")
     try:
         if ready:
             ready(service.smtp_port)
         await stop.wait()
     finally:
+        reloader.cancel()
         await service.stop()
 
 

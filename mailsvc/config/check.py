@@ -14,6 +14,7 @@ from mailsvc.config.settings import (
     DkimSettings,
     DnsSettings,
     EvidenceSettings,
+    MtaStsSettings,
     Settings,
 )
 from mailsvc.errors import ConfigError
@@ -124,7 +125,17 @@ def validate(s: Settings) -> None:
     _check_dkim(s.dkim)
     _check_dns(s.dns)
     _check_operations(s)
+    _check_mta_sts(s.mta_sts)
     _check_port("submission.port", s.submission.port)
+    _check_port("submission.tls_port", s.submission.tls_port, allow_zero=True)
+    taken = {s.submission.port: "submission.port"}
+    if s.smtp.host == s.submission.host:
+        taken.setdefault(s.smtp.port, "smtp.port")
+    if s.submission.tls_port in taken:
+        raise ConfigError(
+            f"submission.tls_port = {s.submission.tls_port}: already {taken[s.submission.tls_port]}"
+            " (implicit TLS needs a port of its own, 465 in production)"
+        )
     _check_port("smarthost.port", s.smarthost.port, allow_zero=True)
     if s.smarthost.security not in ("none", "starttls", "tls"):
         raise ConfigError(
@@ -387,8 +398,21 @@ def _check_dns(d: DnsSettings) -> None:
         )
     if d.report_address and ("@" not in d.report_address or " " in d.report_address):
         raise ConfigError(f"dns.report_address = {d.report_address!r}: expected an email address")
-    if d.mta_sts_mode not in MTA_STS_MODES:
-        raise ConfigError(
-            f"dns.mta_sts_mode = {d.mta_sts_mode!r}: expected 'testing', 'enforce' or 'none'"
-        )
     _check_positive("dns.ttl", d.ttl)
+
+
+def _check_mta_sts(m: MtaStsSettings) -> None:
+    if m.mode and m.mode not in MTA_STS_MODES:
+        raise ConfigError(
+            f"mta_sts.mode = {m.mode!r}: expected 'testing', 'enforce', 'none' or empty (off)"
+        )
+    for name in m.mx_list("mail.example.org"):
+        # RFC 8461 3.2: a host name, or "*." and a domain (one label of wildcard).
+        if not _HOSTNAME.match(name.removeprefix("*.")):
+            raise ConfigError(
+                f"mta_sts.mx: {name!r} is not an MX host name such as mail.example.org"
+            )
+    if not 0 < m.max_age <= 31557600:
+        raise ConfigError(
+            f"mta_sts.max_age = {m.max_age}: expected seconds from 1 to 31557600 (a year)"
+        )

@@ -37,6 +37,8 @@ _TOP_LEVEL = {
 }
 _SECTIONS = {f.name for f in dataclasses.fields(Settings)} - _TOP_LEVEL
 _NOT_KEYS = ("source", "committees", "notice_rules")
+# Keys that moved: a file that still has one is told where it went.
+_MOVED = {"dns.mta_sts_mode": "mta_sts.mode"}
 _SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
@@ -100,6 +102,8 @@ def _build(cls: type, prefix: str, values: Mapping[str, Any], env: Mapping[str, 
     kwargs: dict[str, Any] = {}
     types_ = _field_types(cls)
     for key in values:
+        if f"{prefix}{key}" in _MOVED:
+            raise ConfigError(f"{prefix}{key}: moved to {_MOVED[prefix + key]}")
         if key not in types_ or (prefix == "" and key in _NOT_KEYS):
             where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
             raise ConfigError(f"{prefix}{key}: unknown key in {where}")

@@ -53,6 +53,9 @@ class SubmissionSettings:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 2587
+    # Implicit TLS (RFC 8314; 465 in production): TLS from the first byte, then the same service
+    # as on ``port``, with the same certificate (smtp.tls_cert, else a self-signed one). 0: off.
+    tls_port: int = 0
     # Allow AUTH without TLS (only for loopback test setups).
     allow_plaintext_auth: bool = False
     # Failed AUTH commands one connection may make; the next one gets 421 and the connection
@@ -369,8 +372,6 @@ class DnsSettings:
     spf_include: str = ""
     # Where DMARC aggregate reports (rua) and TLS reports go; empty: office_address.
     report_address: str = ""
-    # MTA-STS policy mode: "testing" (report only), "enforce" or "none".
-    mta_sts_mode: str = "testing"
     # TTL of the printed records (seconds).
     ttl: int = 3600
 
@@ -392,6 +393,24 @@ class LoggingSettings:
     # "text" (one readable line) or "json" (one JSON object per line: time, level, logger,
     # message, exception) for a log collector.
     format: str = "text"
+
+
+@dataclass(frozen=True)
+class MtaStsSettings:
+    """The MTA-STS policy (RFC 8461) the web server serves at /.well-known/mta-sts.txt."""
+
+    # "testing" (senders only report), "enforce", "none" (withdraws a policy); empty: no policy
+    # is served (404) and `mailsvc dns` prints no _mta-sts record.
+    mode: str = ""
+    # MX host names senders may use, comma or space separated ("*.example.org" allowed);
+    # empty: smtp.hostname.
+    mx: str = ""
+    # Seconds senders keep the policy (RFC 8461 allows up to 31557600).
+    max_age: int = 604800
+
+    def mx_list(self, default: str) -> tuple[str, ...]:
+        names = self.mx.replace(",", " ").split()
+        return tuple(dict.fromkeys(n.rstrip(".").lower() for n in names)) or (default,)
 
 
 @dataclass(frozen=True)
@@ -418,6 +437,7 @@ class Settings:
     dns: DnsSettings = DnsSettings()
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
+    mta_sts: MtaStsSettings = MtaStsSettings()
     # Committee slug -> display name; the slug names the group address komisja-<slug>@domain.
     committees: tuple[tuple[str, str], ...] = ()
     # Minimum notice before a session ([notice]; see mailsvc.domain.notice.parse_rules).

@@ -11,8 +11,9 @@ problems worth a word come back as ``Advice`` (a key and its values).
 - DMARC: ``p=none`` until a DKIM key exists, then ``p=reject``; reports to
   ``dns.report_address`` (office_address when empty), with the authorisation record RFC 7489
   7.1 asks of a report address in another organisation's domain.
-- MTA-STS (RFC 8461): ``_mta-sts`` TXT whose id follows the policy text (so it changes when the
-  policy does); the policy itself is served at https://mta-sts.<domain>/.well-known/mta-sts.txt.
+- MTA-STS (RFC 8461), when ``mta_sts.mode`` is set: ``_mta-sts`` TXT whose id is derived from
+  the policy text (so it changes whenever the policy does); the web server serves that same text
+  at /.well-known/mta-sts.txt, to be reached as https://mta-sts.<domain>/.well-known/mta-sts.txt.
 - TLS-RPT (RFC 8460): ``_smtp._tls`` TXT.
 - Mail programs: autoconfig/autodiscover CNAMEs to the web host, and RFC 6186 SRV records for
   IMAP and submission (RFC 8314's ``_submissions`` for implicit TLS), plus ``_autodiscover``.
@@ -30,7 +31,6 @@ from mailsvc.relay.dkim.keys import PrivateKey, public_record
 from mailsvc.relay.smtp.authres.dmarc import _organizational_domain
 
 MX_PREFERENCE = 10
-MTA_STS_MAX_AGE = 604800  # a week: RFC 8461 suggests weeks once the policy is settled
 TXT_STRING = 255  # the longest character-string in a TXT record
 
 
@@ -74,12 +74,21 @@ def _is_dns_name(host: str) -> bool:
 
 
 def mta_sts_policy(settings: Settings) -> str:
-    mode = settings.dns.mta_sts_mode
-    lines = ["version: STSv1", f"mode: {mode}"]
-    if mode != "none":
-        lines.append(f"mx: {settings.smtp_hostname}")
-    lines.append(f"max_age: {MTA_STS_MAX_AGE}")
+    """The MTA-STS policy file (RFC 8461 3.2, CRLF after every line); "" when off."""
+    sts = settings.mta_sts
+    if not sts.mode:
+        return ""
+    lines = ["version: STSv1", f"mode: {sts.mode}"]
+    if sts.mode != "none":
+        lines += [f"mx: {mx}" for mx in sts.mx_list(settings.smtp_hostname)]
+    lines.append(f"max_age: {sts.max_age}")
     return "".join(f"{line}\r\n" for line in lines)
+
+
+def mta_sts_id(policy: str) -> str:
+    """The id of the ``_mta-sts`` record: the policy text's digest (1-32 letters and digits,
+    RFC 8461 3.1), so that a changed policy is fetched again."""
+    return hashlib.sha256(policy.encode()).hexdigest()[:20]
 
 
 def report_address(settings: Settings) -> str:
@@ -145,6 +154,7 @@ def plan(settings: Settings, keys: Mapping[str, PrivateKey | None]) -> DnsPlan:
     if signing and not (office_domain == dkim_domain or office_domain.endswith("." + dkim_domain)):
         advice.append(Advice("office_unsigned", {"address": settings.office_address}))
 
+    web = fqdn(_web_host(settings))
     rua = report_address(settings)
     policy = "reject" if signing else "none"
     records.append(
@@ -157,13 +167,17 @@ def plan(settings: Settings, keys: Mapping[str, PrivateKey | None]) -> DnsPlan:
         records.append(Record(name, "TXT", "v=DMARC1", "dmarc_report"))
 
     policy_text = mta_sts_policy(settings)
-    sts_id = hashlib.sha256(policy_text.encode()).hexdigest()[:20]
-    records.append(Record(fqdn(f"_mta-sts.{domain}"), "TXT", f"v=STSv1; id={sts_id}", "mta_sts"))
+    if policy_text:
+        sts_id = mta_sts_id(policy_text)
+        name = fqdn(f"_mta-sts.{domain}")
+        records.append(Record(name, "TXT", f"v=STSv1; id={sts_id}", "mta_sts"))
+        records.append(Record(fqdn(f"mta-sts.{domain}"), "CNAME", web, "mta_sts_host"))
+    else:
+        advice.append(Advice("mta_sts_off"))
     records.append(
         Record(fqdn(f"_smtp._tls.{domain}"), "TXT", f"v=TLSRPTv1; rua=mailto:{rua}", "tls_rpt")
     )
 
-    web = fqdn(_web_host(settings))
     for label in ("autoconfig", "autodiscover"):
         records.append(Record(fqdn(f"{label}.{domain}"), "CNAME", web, label))
     records.append(

@@ -205,7 +205,9 @@ async def test_check_fails_on_an_expiring_certificate_low_disk_and_a_late_schedu
 async def test_check_compares_the_published_dns_records_with_the_expected_ones(
     settings: Settings, resident_dns: ResidentDns
 ) -> None:
-    s = settings.with_changes(smtp={"dns_resolver": resident_dns.resolver}, language="en")
+    s = settings.with_changes(
+        smtp={"dns_resolver": resident_dns.resolver}, language="en", mta_sts={"mode": "testing"}
+    )
     expected = {(r.type, r.name): r for r in (await dns_plan(s)).records}
     zone = resident_dns.zone
     mx = expected[("MX", f"{s.domain}.")]

@@ -43,13 +43,13 @@ def test_without_keys_dmarc_is_p_none_and_nothing_else_is_missing() -> None:
     assert records["dmarc"][0].value == "v=DMARC1; p=none; rua=mailto:biuro@rada.example"
     assert records["tls_rpt"][0].name == "_smtp._tls.rada.example."
     assert records["tls_rpt"][0].value == "v=TLSRPTv1; rua=mailto:biuro@rada.example"
-    assert records["mta_sts"][0].name == "_mta-sts.rada.example."
+    assert "mta_sts" not in records  # no policy is served: none to point to
     assert [(r.name, r.value) for r in records["autoconfig"] + records["autodiscover"]] == [
         ("autoconfig.rada.example.", "mail.rada.example."),
         ("autodiscover.rada.example.", "mail.rada.example."),
     ]
     assert records["srv_autodiscover"][0].value == "0 1 443 mail.rada.example."
-    assert [a.key for a in plan(base(), {}).advice] == ["dkim_none", "imap_assumed"]
+    assert [a.key for a in plan(base(), {}).advice] == ["dkim_none", "mta_sts_off", "imap_assumed"]
 
 
 def test_dkim_records_per_selector_and_p_reject_once_a_key_exists() -> None:
@@ -90,7 +90,7 @@ def test_an_office_outside_the_dkim_domain_is_pointed_out() -> None:
         office_address="biuro.rady@urzad.example", dkim={"selectors": (DkimSelector("rsa1"),)}
     )
     advice = plan(settings, {"rsa1": RSA_KEY}).advice
-    assert [a.key for a in advice] == ["office_unsigned", "imap_assumed"]
+    assert [a.key for a in advice] == ["office_unsigned", "mta_sts_off", "imap_assumed"]
 
 
 def test_client_srv_records_follow_the_clients_settings() -> None:
@@ -117,12 +117,26 @@ def test_client_srv_records_follow_the_clients_settings() -> None:
 
 
 def test_the_mta_sts_id_changes_with_the_policy() -> None:
-    testing, enforce = base(), base(dns={"mta_sts_mode": "enforce"})
+    testing, enforce = base(mta_sts={"mode": "testing"}), base(mta_sts={"mode": "enforce"})
     assert mta_sts_policy(enforce) == (
         "version: STSv1\r\nmode: enforce\r\nmx: mail.rada.example\r\nmax_age: 604800\r\n"
     )
-    ids = {by_purpose(s, {})["mta_sts"][0].value for s in (testing, enforce, testing)}
-    assert len(ids) == 2 and all(i.startswith("v=STSv1; id=") for i in ids)
+    listed = base(
+        mta_sts={"mode": "enforce", "mx": "MX1.rada.example., *.rada.example", "max_age": 86400}
+    )
+    assert mta_sts_policy(listed) == (
+        "version: STSv1\r\nmode: enforce\r\nmx: mx1.rada.example\r\nmx: *.rada.example\r\n"
+        "max_age: 86400\r\n"
+    )
+    assert mta_sts_policy(base(mta_sts={"mode": "none"})) == (
+        "version: STSv1\r\nmode: none\r\nmax_age: 604800\r\n"
+    )
+    ids = {by_purpose(s, {})["mta_sts"][0].value for s in (testing, enforce, listed, testing)}
+    assert len(ids) == 3 and all(i.startswith("v=STSv1; id=") for i in ids)
+    # The policy host points to the web server that serves it.
+    assert [(r.name, r.type, r.value) for r in by_purpose(testing, {})["mta_sts_host"]] == [
+        ("mta-sts.rada.example.", "CNAME", "mail.rada.example.")
+    ]
 
 
 def test_a_long_txt_record_is_split_into_strings_of_255() -> None:
@@ -132,7 +146,7 @@ def test_a_long_txt_record_is_split_into_strings_of_255() -> None:
 
 
 def test_zone_and_json_output_in_both_languages() -> None:
-    settings = base(dkim={"selectors": (DkimSelector("rsa1"),)})
+    settings = base(dkim={"selectors": (DkimSelector("rsa1"),)}, mta_sts={"mode": "testing"})
     dns = plan(settings, {"rsa1": RSA_KEY})
     zone = render_zone(settings, dns)
     assert "; Rekordy DNS dla rada.example" in zone
@@ -148,6 +162,12 @@ def test_zone_and_json_output_in_both_languages() -> None:
     assert {r["type"] for r in data["records"]} == {"MX", "TXT", "CNAME", "SRV"}
     assert all(r["ttl"] == 3600 for r in data["records"])
     assert data["mta_sts_policy"].startswith("version: STSv1\r\n")
+    # Off: neither the policy nor its record, but a word about it.
+    off = plan(base(), {})
+    assert "mode:" not in render_zone(base(), off) and "MTA-STS jest wyłączony" in render_zone(
+        base(), off
+    )
+    assert json.loads(render_json(base(), off))["mta_sts_policy"] is None
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -191,7 +211,11 @@ def test_selectors_from_tables_and_from_the_environment(tmp_path: Path) -> None:
         ('[[dkim.selectors]]\nalgorithm = "rsa-sha256"\n', "expected a name"),
         ('[[dkim.selectors]]\nname = "x"\nkey = "y"\n', "dkim.selectors[0].key: unknown key"),
         ("[dkim]\nselectors = 3\n", "expected [[dkim.selectors]] tables"),
-        ('[dns]\nmta_sts_mode = "on"\n', "dns.mta_sts_mode = 'on'"),
+        ('[dns]\nmta_sts_mode = "testing"\n', "dns.mta_sts_mode: moved to mta_sts.mode"),
+        ('[mta_sts]\nmode = "on"\n', "mta_sts.mode = 'on'"),
+        ('[mta_sts]\nmx = "mail.example.org, not_a host"\n', "mta_sts.mx: 'not_a'"),
+        ("[mta_sts]\nmax_age = 0\n", "mta_sts.max_age = 0"),
+        ("[submission]\ntls_port = 2587\n", "submission.tls_port = 2587: already submission"),
         ('[dns]\nspf_include = "not a domain"\n', "dns.spf_include"),
         ('[dns]\nreport_address = "nobody"\n', "dns.report_address = 'nobody'"),
     ],

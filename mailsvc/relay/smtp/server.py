@@ -360,6 +360,16 @@ class CouncilSMTP(SMTP):
                     self._session_max, self._session_over
                 )
         super().connection_made(transport)
+        if self._original_transport is None and self.session is not None:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None:
+                # Implicit TLS (submission.tls_port): the handshake came before the first
+                # byte, so the session is TLS as after STARTTLS (Received says which cipher).
+                self.session.ssl = {
+                    "ssl_object": ssl_object,
+                    "cipher": transport.get_extra_info("cipher"),
+                    "peercert": transport.get_extra_info("peercert"),
+                }
 
     def _session_over(self) -> None:
         """The session's time is up: 421 and close, in the middle of anything."""

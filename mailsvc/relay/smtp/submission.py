@@ -351,6 +351,7 @@ def _answered_ids(msg: Message) -> list[str]:
 async def start_submission(
     settings: Settings, handler: SubmissionHandler, tls: ssl.SSLContext
 ) -> asyncio.Server:
+    """Port 587 (``submission.port``): STARTTLS, then AUTH."""
     loop = asyncio.get_running_loop()
     factory = smtp_factory(
         settings,
@@ -363,4 +364,31 @@ async def start_submission(
     )
     return await loop.create_server(
         factory, host=settings.submission.host, port=settings.submission.port, reuse_address=True
+    )
+
+
+# Seconds a client has to finish the TLS handshake on the implicit-TLS port.
+HANDSHAKE_SECONDS = 30.0
+
+
+async def start_submission_tls(
+    settings: Settings, handler: SubmissionHandler, tls: ssl.SSLContext
+) -> asyncio.Server:
+    """Port 465 (``submission.tls_port``, RFC 8314): TLS from the first byte, then the same
+    service as on 587, with its own connection limits of the same size."""
+    loop = asyncio.get_running_loop()
+    factory = smtp_factory(
+        settings,
+        handler,
+        tls=None,  # already TLS: no STARTTLS on top
+        auth_required=False,
+        auth_require_tls=False,  # every byte on this socket is inside TLS
+    )
+    return await loop.create_server(
+        factory,
+        host=settings.submission.host,
+        port=settings.submission.tls_port,
+        ssl=tls,
+        ssl_handshake_timeout=HANDSHAKE_SECONDS,
+        reuse_address=True,
     )
