@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from mailsvc import i18n, resources, secret_store
-from mailsvc.app import cli_command_line, open_database, open_directory, open_parts, start_service
+from mailsvc.app import cli_command_line, open_directory, open_parts, start_service
 from mailsvc.cli import clerks as cli_clerks
 from mailsvc.cli import councillors as cli_councillors
+from mailsvc.cli import db as cli_db
 from mailsvc.cli import dns as cli_dns
 from mailsvc.cli import evidence as cli_evidence
 from mailsvc.cli import queue as cli_queue
@@ -175,17 +176,28 @@ async def run_checks(settings: Settings) -> list[tuple[str, bool, str]]:
         results.append(("mailstore", False, str(exc)))
     finally:
         await client.close()
-    try:
-        engine = await open_database(settings)
-        from sqlalchemy import text as sql
-
-        async with engine.connect() as conn:
-            await conn.execute(sql("SELECT 1"))
-        await engine.dispose()
-        results.append(("database", True, settings.database_url.split("://")[0]))
-    except Exception as exc:  # any driver error is a failed check, reported as such
-        results.append(("database", False, f"{type(exc).__name__}: {exc}"))
+    results.append(await _check_database(settings))
     return results
+
+
+async def _check_database(settings: Settings) -> tuple[str, bool, str]:
+    """Reachable, and its schema at this version's revision (or empty: made at start)."""
+    from mailsvc.storage import schema
+    from mailsvc.storage.db import create_engine
+
+    backend = settings.database_url.split("://")[0]
+    engine = create_engine(settings.database_url)
+    try:
+        found = await schema.state(engine)
+    except Exception as exc:  # any driver error is a failed check, reported as such
+        return ("database", False, f"{type(exc).__name__}: {exc}")
+    finally:
+        await engine.dispose()
+    if found.status is schema.Status.CURRENT:
+        return ("database", True, f"{backend}, schema {found.current}")
+    if found.status is schema.Status.EMPTY:
+        return ("database", True, f"{backend}, empty: the first start makes schema {found.head}")
+    return ("database", False, schema.refusal(found))
 
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
@@ -440,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_evidence.add_parser(sub)
     cli_web.add_parser(sub)
     cli_dns.add_parser(sub)
+    cli_db.add_parser(sub)
 
     p = sub.add_parser("relay", help="residents' mail: statistics (aggregates only)")
     rsub = p.add_subparsers(dest="action", required=True)
