@@ -56,12 +56,16 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "db",
         help="the database schema: upgrade it to this version's, or show its revision",
-        epilog="example: mailsvc db upgrade   (after a backup; the service must be stopped)",
+        epilog="example: mailsvc db upgrade (after a backup, with the service stopped)",
     )
     dsub = p.add_subparsers(dest="action", required=True)
     dsub.add_parser(
-        "upgrade", help="bring the database schema to this version's (the only command that does)"
+        "upgrade",
+        help="bring the database schema to this version's (the only command that does)",
+        epilog="example: mailsvc db upgrade",
     ).set_defaults(func=cmd_db)
     dsub.add_parser(
-        "status", help="the database schema's revision and this version's (exit 1: not usable)"
+        "status",
+        help="the database schema's revision and this version's (exit 1: not usable)",
+        epilog="example: mailsvc db status",
     ).set_defaults(func=cmd_db)

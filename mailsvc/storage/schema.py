@@ -171,8 +171,8 @@ def _adopt(conn: Connection, location: Path) -> None:
     tables = set(inspect(conn).get_table_names())
     if not _ALWAYS <= tables:
         raise SchemaVersionError(
-            f"the database has tables ({', '.join(sorted(tables))}) but none of mailsvc's "
-            f"({', '.join(sorted(_ALWAYS))}): check database.url"
+            f"the database has tables ({', '.join(sorted(tables))}) but not mailsvc's queue "
+            f"({', '.join(sorted(_ALWAYS))}): not a mailsvc database? check database.url"
         )
     module = scripts(location).get_revision(BASELINE).module
     baseline: MetaData = module.baseline()
