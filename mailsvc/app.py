@@ -81,9 +81,17 @@ def open_reader_directory(settings: Settings) -> Directory:
     return Directory(config)
 
 
-async def open_database(settings: Settings) -> AsyncEngine:
+async def open_database(settings: Settings, *, any_schema: bool = False) -> AsyncEngine:
+    """The database with its schema at this version's revision: a fresh one is made so, one
+    at another revision refused (SchemaVersionError: run `mailsvc db upgrade`).
+    ``any_schema``: opened as it is, whatever its revision (a backup of it, for one)."""
     engine = create_engine(settings.database_url)
-    await create_schema(engine)
+    if not any_schema:
+        try:
+            await create_schema(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
     return engine
 
 

@@ -382,6 +382,66 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "sendmail.sent": {"pl": "Wysłano: {reply}", "en": "Sent: {reply}"},
     "mailbox.empty": {"pl": "Skrzynka jest pusta.", "en": "The mailbox is empty."},
+    "db.upgrade.created": {
+        "pl": "Utworzono schemat bazy danych w wersji {head}.",
+        "en": "Database schema created at revision {head}.",
+    },
+    "db.upgrade.current": {
+        "pl": "Schemat bazy danych jest aktualny (wersja {head}): nic nie zmieniono.",
+        "en": "The database schema is up to date (revision {head}): nothing changed.",
+    },
+    "db.upgrade.done": {
+        "pl": "Zaktualizowano schemat bazy danych z wersji {current} do {head}.",
+        "en": "Database schema upgraded from revision {current} to {head}.",
+    },
+    "db.upgrade.adopted": {
+        "pl": (
+            "Baza sprzed migracji schematu rozpoznana jako wersja {baseline} i zaktualizowana "
+            "do wersji {head}."
+        ),
+        "en": (
+            "Database from before schema migrations recognised as revision {baseline} and "
+            "upgraded to revision {head}."
+        ),
+    },
+    "db.status.current": {
+        "pl": "Schemat bazy danych: wersja {current}, zgodna z programem.",
+        "en": "Database schema: revision {current}, this version's.",
+    },
+    "db.status.empty": {
+        "pl": "Baza danych jest pusta: pierwsze uruchomienie utworzy schemat w wersji {head}.",
+        "en": "The database is empty: the first start creates the schema at revision {head}.",
+    },
+    "db.status.behind": {
+        "pl": (
+            "Schemat bazy danych: wersja {current}, starsza niż wersja programu ({head}). "
+            "Zrób kopię zapasową i uruchom: mailsvc db upgrade"
+        ),
+        "en": (
+            "Database schema: revision {current}, older than this version's ({head}). "
+            "Back it up, then run: mailsvc db upgrade"
+        ),
+    },
+    "db.status.unversioned": {
+        "pl": (
+            "Baza danych sprzed migracji schematu (bez tabeli alembic_version); wersja "
+            "programu: {head}. Zrób kopię zapasową i uruchom: mailsvc db upgrade"
+        ),
+        "en": (
+            "Database from before schema migrations (no alembic_version table); this "
+            "version's revision: {head}. Back it up, then run: mailsvc db upgrade"
+        ),
+    },
+    "db.status.ahead": {
+        "pl": (
+            "Schemat bazy danych: wersja {current}, nieznana tej wersji programu (najnowsza "
+            "znana: {head}); bazę zaktualizowała nowsza wersja mailsvc."
+        ),
+        "en": (
+            "Database schema: revision {current}, unknown to this version (its newest: "
+            "{head}); a newer version of mailsvc upgraded it."
+        ),
+    },
 }
 
 

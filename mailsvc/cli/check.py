@@ -26,12 +26,13 @@ from cryptography import x509
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailsvc import i18n
-from mailsvc.app import open_database, open_directory
+from mailsvc.app import open_directory
 from mailsvc.cli.dns import dns_plan
 from mailsvc.config import Settings
 from mailsvc.errors import MailsvcError
 from mailsvc.jobs import JobSpec, job_specs
 from mailsvc.relay import dnscheck
+from mailsvc.storage.db import create_engine
 from mailsvc.storage.jobruns import JobRun, JobRuns
 from provisioning.errors import ProvisioningError
 
@@ -76,15 +77,24 @@ async def _mailstore(settings: Settings) -> Result:
 
 
 async def _database(settings: Settings) -> tuple[Result, AsyncEngine | None]:
-    from sqlalchemy import text as sql
+    """Reachable, and its schema at this version's revision (or empty: made at the first
+    start). Nothing is created or changed. The engine is returned when the schema is current."""
+    from mailsvc.storage import schema
 
+    backend = settings.database_url.split("://")[0]
+    engine = create_engine(settings.database_url)
     try:
-        engine = await open_database(settings)
-        async with engine.connect() as conn:
-            await conn.execute(sql("SELECT 1"))
-        return ("database", True, settings.database_url.split("://")[0]), engine
+        found = await schema.state(engine)
     except Exception as exc:  # any driver error is a failed check, reported as such
+        await engine.dispose()
         return ("database", False, f"{type(exc).__name__}: {exc}"), None
+    if found.status is schema.Status.CURRENT:
+        return ("database", True, f"{backend}, schema {found.current}"), engine
+    await engine.dispose()
+    if found.status is schema.Status.EMPTY:
+        detail = f"{backend}, empty: the first start makes schema {found.head}"
+        return ("database", True, detail), None
+    return ("database", False, schema.refusal(found)), None
 
 
 def _cert_path(settings: Settings) -> Path | None:
@@ -198,9 +208,13 @@ def _job_problem(settings: Settings, spec: JobSpec, run: JobRun | None, now: dt.
     return text
 
 
-async def scheduler(settings: Settings, engine: AsyncEngine | None, now: dt.datetime) -> Result:
+async def scheduler(
+    settings: Settings, engine: AsyncEngine | None, now: dt.datetime, *, database_ok: bool = False
+) -> Result:
     """Every scheduled job's last success against its interval (``mailsvc.jobs.job_specs``)."""
     if engine is None:
+        if database_ok:  # empty: no job can have run
+            return "scheduler", True, _t(settings, "check.scheduler.never")
         return "scheduler", False, "database unavailable"
     runs = await JobRuns(engine).all()
     if not runs:
@@ -238,7 +252,7 @@ async def run_checks(
         else:
             results.append(("dns", True, _t(settings, "check.dns.off")))
         results.append(await disk(settings, min_free_mb))
-        results.append(await scheduler(settings, engine, now))
+        results.append(await scheduler(settings, engine, now, database_ok=database[1]))
     finally:
         if engine is not None:
             await engine.dispose()

@@ -23,6 +23,7 @@ from mailsvc.cli import backup as cli_backup
 from mailsvc.cli import check as cli_check
 from mailsvc.cli import clerks as cli_clerks
 from mailsvc.cli import councillors as cli_councillors
+from mailsvc.cli import db as cli_db
 from mailsvc.cli import dns as cli_dns
 from mailsvc.cli import evidence as cli_evidence
 from mailsvc.cli import init as cli_init
@@ -409,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_dns.add_parser(sub)
     cli_init.add_parser(sub)
     cli_backup.add_parser(sub)
+    cli_db.add_parser(sub)
 
     p = sub.add_parser("relay", help="residents' mail: statistics (aggregates only)")
     rsub = p.add_subparsers(dest="action", required=True)

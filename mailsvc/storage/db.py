@@ -11,13 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, inspect, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.schema import CreateColumn
 
-from mailsvc.storage.tables import metadata
+from mailsvc.storage import schema
 
 
 def utcnow() -> datetime:
@@ -100,23 +99,7 @@ def create_engine(url: str, *, busy_timeout: float = BUSY_TIMEOUT) -> AsyncEngin
     return create_async_engine(url, pool_pre_ping=True)
 
 
-def _add_missing_columns(sync_conn: Connection) -> None:
-    """Bring tables made by an older version up to date: columns added since (each nullable or
-    with a server default) and indexes. Tables are never rewritten or dropped."""
-    inspector = inspect(sync_conn)
-    for table in metadata.sorted_tables:
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in present:
-                ddl = CreateColumn(column).compile(dialect=sync_conn.dialect)
-                sync_conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
-        indexes = {i["name"] for i in inspector.get_indexes(table.name)}
-        for index in table.indexes:
-            if index.name not in indexes:
-                index.create(sync_conn)
-
-
 async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-        await conn.run_sync(_add_missing_columns)
+    """What every start does (``mailsvc.storage.schema.ready``): a fresh database is made at
+    the code's schema revision by its migrations; one at another revision is refused."""
+    await schema.ready(engine)

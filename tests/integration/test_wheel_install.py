@@ -34,6 +34,7 @@ import pytest
 
 from mailsvc import resources
 from mailsvc.stack import free_ports
+from mailsvc.storage import schema
 
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
@@ -236,6 +237,8 @@ def test_a_message_goes_end_to_end_through_the_installed_mailsvc(
             mailsvc("councillors", "add", "--given-name", "Łukasz", "--surname", "Żółć", "--json")
         )
         address, password = added["address"], added["password"]
+        # The schema's migrations ran from the installed package's copy.
+        assert f"{schema.head()}," in mailsvc("db", "status")
 
         with log.open("wb") as out:
             serve = subprocess.Popen(

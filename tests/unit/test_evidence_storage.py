@@ -1,8 +1,9 @@
 """The receipt events' hash chain on a real SQLite file: every writer links its events (the
 distribution's chunk, the queue's delivery outcomes through the sqlite3 driver, single events
 from the sink, the IMAP check and the link), concurrent writers in several processes never fork
-the chain, older databases gain the columns with their events kept as legacy, and a row edited
-with plain SQL afterwards is named by ``verify_session`` and ``mailsvc evidence verify``."""
+the chain, older databases gain the columns (``mailsvc db upgrade``) with their events kept as
+legacy, and a row edited with plain SQL afterwards is named by ``verify_session`` and
+``mailsvc evidence verify``."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from mailsvc.cli.main import main
 from mailsvc.domain.evidence_chain import BreakKind
 from mailsvc.domain.receipt_states import EventKind, EventSource
 from mailsvc.receipts.evidence.verify import SessionCheck, verify_session
+from mailsvc.storage import schema
 from mailsvc.storage.db import create_engine, create_schema, utcnow
 from mailsvc.storage.sessions import ReceiptStore, add_delivery_events
 from mailsvc.storage.units import ThreadUnits
@@ -257,7 +259,8 @@ async def test_an_older_database_keeps_its_events_as_legacy_and_chains_the_new_o
 ) -> None:
     path = tmp_path / "old.db"
     council = await build(path)
-    # The events and tables as an older version left them: no chain columns, no hashes.
+    # The events and tables as an older version left them: no chain columns, no hashes, and
+    # no schema revision (older than the migrations' baseline).
     plain_sql(
         path,
         "ALTER TABLE receipt_events DROP COLUMN seq",
@@ -265,10 +268,12 @@ async def test_an_older_database_keeps_its_events_as_legacy_and_chains_the_new_o
         "ALTER TABLE receipt_events DROP COLUMN content_hash",
         "ALTER TABLE distributions DROP COLUMN last_event_hash",
         "ALTER TABLE distributions DROP COLUMN last_event_seq",
+        "DROP TABLE alembic_version",
+        "DROP TABLE job_runs",  # made by revision 0002, after the baseline
     )
     engine = create_engine(f"sqlite+aiosqlite:///{path}")
     try:
-        await create_schema(engine)  # what every start does: the columns come back, empty
+        await schema.upgrade(engine)  # `mailsvc db upgrade`: the columns come back, empty
     finally:
         await engine.dispose()
     first = next(iter(council.recipients))
