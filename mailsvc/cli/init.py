@@ -3,8 +3,9 @@
 Writes ``DIR/mailsvc.toml`` (0600, from templates/production/mailsvc.toml.j2), makes var_dir
 (``DIR/var``, 0700) with its private subdirectories, every secret the service would otherwise
 make on first use, an RSA-2048 and an Ed25519 DKIM key, and the systemd unit
-(``DIR/systemd/mailsvc.service``, from templates/systemd/), then prints the next steps.
-Secrets and keys that exist already are kept (``--force`` rewrites only the config and unit):
+(``DIR/systemd/mailsvc.service``, from templates/systemd/), the configuration of the system's
+slapd and Dovecot (``DIR/system/``, mailsvc/stack/system.py), then prints the next steps.
+Secrets and keys that exist already are kept (``--force`` rewrites only the files made from them):
 a published DKIM selector, the links in sent messages and Dovecot's master password all depend
 on them.
 """
@@ -32,6 +33,8 @@ from mailsvc.mailstore import MASTER_SECRET_NAME
 from mailsvc.relay.delivery.body import documents_dir
 from mailsvc.relay.delivery.capture import capture_dir
 from mailsvc.relay.dkim import keys as dkim_keys
+from mailsvc.stack import system
+from mailsvc.stack.errors import PACKAGES
 from mailsvc.stack.layout import write_atomic
 from mailsvc.storage.spool import spool_dir
 from mailsvc.web.auth import SECRET_NAME as WEB_SECRET_NAME
@@ -248,19 +251,24 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     )
     config = directory / CONFIG_NAME
     write_atomic(config, render_config(values), 0o600)
-    load_settings(config, env={})  # what was written loads and passes the checks
+    written = load_settings(config, env={})  # what was written loads and passes the checks
     unit_dir = directory / "systemd"
     unit_dir.mkdir(mode=0o755, exist_ok=True)
     for name, text in units.items():
         write_atomic(unit_dir / name, text, 0o644)
-    print(_next_steps(values, directory, command))
+    system.write(written, directory / system.SYSTEM_DIR)
+    print(_next_steps(values, written, directory, command))
     return 0
 
 
-def _next_steps(values: ConfigValues, directory: Path, command: Sequence[str]) -> str:
+def _next_steps(
+    values: ConfigValues, settings: Settings, directory: Path, command: Sequence[str]
+) -> str:
     config = directory / CONFIG_NAME
     mailsvc = " ".join([*command, "--config", str(config)])
     hidden = next((p for p in _HIDDEN if directory.is_relative_to(p)), None)
+    files = directory / system.SYSTEM_DIR
+    layout = system.SystemLayout()
     return templating.render(
         "production/next_steps.txt",
         values.language,
@@ -271,9 +279,19 @@ def _next_steps(values: ConfigValues, directory: Path, command: Sequence[str]) -
         keys=", ".join(f"{s.name} ({s.algorithm})" for s in values.selectors),
         units=[directory / "systemd" / name for name in UNIT_NAMES],
         hostname=values.hostname,
-        admin_dn=f"cn=admin,{values.base_dn}",
-        reader_dn=f"cn=mailstore,{values.base_dn}",
-        stack_templates=resources.templates_dir() / "stack",
+        reader_dn=settings.directory.reader_dn,
+        packages=PACKAGES,
+        system_dir=files,
+        slapd_conf=files / system.SLAPD_CONF,
+        base_ldif=files / system.BASE_LDIF,
+        dovecot_conf=files / system.DOVECOT_CONF,
+        dovecot_private=[files / system.DOVECOT_LDAP_CONF, files / system.MASTER_USERS],
+        ldap_data=layout.ldap_data,
+        mail_root=layout.mail_root,
+        mail_user=layout.mail_owner[0],
+        ldap_url=settings.ldap_url,
+        imaps_port=settings.clients.imap_port or 993,
+        lmtp=":".join(map(str, settings.lmtp_address)),
         mailsvc=mailsvc,
         hidden=hidden,
     ).rstrip("\n")
@@ -294,6 +312,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--force",
         action="store_true",
-        help="write into a non-empty DIR, over its config and unit (secrets and keys are kept)",
+        help="write into a non-empty DIR, over its config, unit and system/ files (secrets and "
+        "keys are kept)",
     )
     p.set_defaults(func=cmd_init)

@@ -2,7 +2,8 @@
 
 local.py holds LocalStack; configs.py renders the configuration files from templates/stack/,
 ldif.py makes the directory's first entries, supervise.py handles processes and ports, and
-layout.py says where everything lives under var_dir. The master user's credentials belong to
+layout.py says where everything lives under var_dir; system.py renders the same files for a
+server's own slapd and Dovecot (`mailsvc init`). The master user's credentials belong to
 the mailbox store (mailsvc.mailstore) and are re-exported here for the tests that use both.
 """
 

@@ -1,4 +1,5 @@
-"""The slapd, Samba and Dovecot configuration files of the local stack, from templates/stack/*.j2.
+"""The slapd, Samba and Dovecot configuration files of the local stack, from templates/stack/*.j2
+(mailsvc/stack/system.py renders the same templates for the system's slapd and Dovecot).
 
 The templates hold the files' text; this module gathers the values and supplies the filters that
 escape them for each file's own syntax. A template may print only what one of those filters
@@ -21,7 +22,7 @@ from pathlib import Path
 import jinja2
 
 from mailsvc import mailstore, templating
-from mailsvc.config import Settings
+from mailsvc.config import DirectorySettings, Settings
 from mailsvc.stack.errors import INSTALL_COMMAND, StackError
 from mailsvc.stack.layout import Paths, var_dir_digest
 
@@ -60,16 +61,27 @@ _GENERATED = "a generated value"
 
 
 def slapd_conf(settings: Settings, paths: Paths, rootpw_hash: str) -> str:
-    d = settings.directory
+    return render_slapd_conf(settings.directory, rootpw_hash, paths.ldap_data)
+
+
+def render_slapd_conf(
+    d: DirectorySettings, rootpw_hash: str, data_dir: Path, run_dir: Path | None = None
+) -> str:
+    """slapd.conf for the [directory] settings, its database in ``data_dir``. With ``run_dir``
+    it is for the system's slapd: pid and args files there (Debian's init script needs the pid
+    file) and cn=config left to root over ldapi://, as Debian's own configuration has it."""
     return _render(
         "slapd.conf.j2",
         schemas=[SCHEMA_DIR / f"{name}.schema" for name in SCHEMAS],
         module_dir=LDAP_MODULE_DIR,
         mdb_maxsize=_MDB_MAXSIZE,
+        run_dir=run_dir is not None,
+        pid_file=run_dir / "slapd.pid" if run_dir else None,
+        args_file=run_dir / "slapd.args" if run_dir else None,
         base_dn=d.base_dn,
         admin_dn=d.admin_dn,
         rootpw_hash=rootpw_hash,
-        ldap_data=paths.ldap_data,
+        ldap_data=data_dir,
         reader_dn=d.reader_dn,
     )
 
@@ -115,33 +127,105 @@ class DovecotIdentity:
         )
 
 
-def dovecot_conf(settings: Settings, paths: Paths, who: DovecotIdentity) -> str:
-    stack = settings.stack
+@dataclass(frozen=True)
+class MailsvcDovecot:
+    """What templates/stack/dovecot-mailsvc.conf.j2 (mailsvc's part of Dovecot's settings) is
+    rendered with: by the local stack, and by `mailsvc init` for the system's Dovecot."""
+
+    imap_port: int
+    imaps_port: int
+    lmtp_host: str
+    lmtp_port: int
+    mail_root: Path
+    master_users: Path
+    ldap_conf: Path
+    # Every address of the listeners (Dovecot's "listen"); None: Dovecot's default, all.
+    listen: str | None = None
+    # PEM certificate and key: IMAP then requires TLS. None: no TLS at all (loopback only).
+    tls: tuple[str, str] | None = None
+    # Whom mail is kept as (mail_uid and mail_gid: user and group); None: whoever runs Dovecot.
+    mail_owner: tuple[str, str] | None = None
+    # The lowest uid and gid a mailbox may belong to; None: Dovecot's default (500, 1).
+    first_valid: tuple[int, int] | None = None
+
+
+def dovecot_conf(paths: Paths, who: DovecotIdentity, include: Path) -> str:
+    """The local stack's dovecot.conf: the server's own settings for ``paths`` (sockets, state,
+    log, users), then ``include``, mailsvc's part (paths.dovecot_mailsvc_conf)."""
     return _render(
         "dovecot.conf.j2",
         instance=var_dir_digest(paths.var_dir),
         base_dir=paths.dovecot_base,
         state_dir=paths.dovecot_state,
         log=paths.log("dovecot"),
-        host=stack.host,
-        imap_port=stack.imap_port,
-        lmtp_port=stack.lmtp_port,
         as_root=who.as_root,
-        mail_uid=who.mail_uid,
-        mail_gid=who.mail_gid,
         internal_user=who.internal_user,
         internal_group=who.internal_group,
-        mail_root=paths.mail_root,
-        master_user=mailstore.MASTER_USER,
+        mailsvc_conf=include,
+    )
+
+
+def dovecot_mailsvc_conf(settings: Settings, paths: Paths, who: DovecotIdentity) -> str:
+    """The local stack's part of mailsvc in Dovecot: plain IMAP and LMTP on stack.host."""
+    stack = settings.stack
+    return render_dovecot_mailsvc(
+        MailsvcDovecot(
+            listen=stack.host,
+            imap_port=stack.imap_port,
+            imaps_port=0,
+            lmtp_host=stack.host,
+            lmtp_port=stack.lmtp_port,
+            mail_root=paths.mail_root,
+            master_users=paths.master_users,
+            ldap_conf=paths.dovecot_ldap_conf,
+            # Dovecot will not keep mail as root: as root it delivers as the system user "mail".
+            mail_owner=("mail", "mail") if who.as_root else None,
+            first_valid=(who.mail_uid, who.mail_gid),
+        )
+    )
+
+
+def render_dovecot_mailsvc(values: MailsvcDovecot) -> str:
+    cert, key = values.tls or ("", "")
+    mail_uid, mail_gid = values.mail_owner or (None, None)
+    first_uid, first_gid = values.first_valid or (None, None)
+    return _render(
+        "dovecot-mailsvc.conf.j2",
+        listen=values.listen,
+        tls_cert=cert,
+        tls_key=key,
         master_separator=mailstore.MASTER_SEPARATOR,
-        master_users=paths.master_users,
-        ldap_conf=paths.dovecot_ldap_conf,
+        master_user=mailstore.MASTER_USER,
+        mail_uid=mail_uid,
+        mail_gid=mail_gid,
+        first_valid_uid=first_uid,
+        first_valid_gid=first_gid,
+        mail_root=values.mail_root,
+        imap_port=values.imap_port,
+        imaps_port=values.imaps_port,
+        lmtp_host=values.lmtp_host,
+        lmtp_port=values.lmtp_port,
+        master_users=values.master_users,
+        ldap_conf=values.ldap_conf,
     )
 
 
 def dovecot_ldap_conf(
     settings: Settings, paths: Paths, who: DovecotIdentity, reader_password: str
 ) -> str:
+    return render_dovecot_ldap_conf(
+        settings,
+        reader_password,
+        mail_owner=(str(who.mail_uid), str(who.mail_gid)),
+        mail_root=paths.mail_root,
+    )
+
+
+def render_dovecot_ldap_conf(
+    settings: Settings, reader_password: str, *, mail_owner: tuple[str, str], mail_root: Path
+) -> str:
+    """Dovecot's LDAP passdb and userdb: ``mail_owner`` is the user and group (names or
+    numbers) that the mailboxes under ``mail_root`` belong to."""
     d = settings.directory
     url = settings.ldap_url
     return _render(
@@ -160,9 +244,9 @@ def dovecot_ldap_conf(
         mail_attribute=d.mail_attribute,
         status_attribute=d.status_attribute,
         disabled_value=d.disabled_value,
-        mail_uid=who.mail_uid,
-        mail_gid=who.mail_gid,
-        mail_root=paths.mail_root,
+        mail_uid=mail_owner[0],
+        mail_gid=mail_owner[1],
+        mail_root=mail_root,
     )
 
 

@@ -4,7 +4,7 @@ Layout::
 
     var_dir/ldap/slapd.conf, data/, initialized    directory configuration and database
     var_dir/samba/smb.conf, provisioned, tls/, private/, state/...  Samba AD DC (instead of ldap/)
-    var_dir/dovecot/dovecot.conf, dovecot-ldap.conf.ext, master-users, state/, run/
+    var_dir/dovecot/dovecot.conf, mailsvc.conf, dovecot-ldap.conf.ext, master-users, state/, run/
     var_dir/mail/<domain>/<local part>/            Maildirs
     var_dir/log/slapd.log, samba.log, samba-provision.log, dovecot.log
     var_dir/run/slapd.pid, samba.pid, dovecot.pid, stack.lock
@@ -47,6 +47,7 @@ class Paths:
     samba_tls_key: Path
     dovecot_dir: Path
     dovecot_conf: Path
+    dovecot_mailsvc_conf: Path
     dovecot_ldap_conf: Path
     master_users: Path
     dovecot_state: Path
@@ -79,6 +80,7 @@ class Paths:
             samba_tls_key=samba_dir / "tls" / "key.pem",
             dovecot_dir=dovecot_dir,
             dovecot_conf=dovecot_dir / "dovecot.conf",
+            dovecot_mailsvc_conf=dovecot_dir / "mailsvc.conf",
             dovecot_ldap_conf=dovecot_dir / "dovecot-ldap.conf.ext",
             master_users=dovecot_dir / "master-users",
             dovecot_state=dovecot_dir / "state",

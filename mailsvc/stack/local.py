@@ -456,7 +456,14 @@ class LocalStack:
             group=identity.internal_gid,
         )
         write_atomic(
-            paths.dovecot_conf, configs.dovecot_conf(self.settings, paths, identity), 0o644
+            paths.dovecot_mailsvc_conf,
+            configs.dovecot_mailsvc_conf(self.settings, paths, identity),
+            0o644,
+        )
+        write_atomic(
+            paths.dovecot_conf,
+            configs.dovecot_conf(paths, identity, paths.dovecot_mailsvc_conf),
+            0o644,
         )
 
     # -- helpers -------------------------------------------------------------------------

@@ -394,8 +394,11 @@ def test_a_refused_login_is_delayed_and_penalised(local_stack: LocalStack) -> No
     address = add_councillor(settings, "ala.delay", "ala-password-12345678")
     # What the running Dovecot was started with: the failure delay, and no override turning
     # the anvil auth penalty off.
-    assert "auth_failure_delay = 2 secs" in local_stack.paths.dovecot_conf.read_text()
-    assert "anvil-auth-penalty" not in local_stack.paths.dovecot_conf.read_text()
+    paths = local_stack.paths
+    started_with = paths.dovecot_conf.read_text() + paths.dovecot_mailsvc_conf.read_text()
+    assert f"!include {paths.dovecot_mailsvc_conf}\n" in started_with
+    assert "auth_failure_delay = 2 secs" in started_with
+    assert "anvil-auth-penalty" not in started_with
     # Dovecot answers failures when its failure timer fires (every auth_failure_delay), so one
     # refusal waits between 0 and 2 s; three in a row from one address cannot all be quick.
     started = time.monotonic()

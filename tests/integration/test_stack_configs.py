@@ -83,7 +83,8 @@ def test_dovecot_reads_the_generated_dovecot_conf_as_intended(tmp_path: Path) ->
     paths = Paths.of(tmp_path)
     who = DovecotIdentity.current()
     conf = tmp_path / "dovecot.conf"
-    conf.write_text(configs.dovecot_conf(settings, paths, who))
+    conf.write_text(configs.dovecot_conf(paths, who, tmp_path / "mailsvc.conf"))
+    (tmp_path / "mailsvc.conf").write_text(configs.dovecot_mailsvc_conf(settings, paths, who))
 
     def setting(*names: str) -> list[str]:
         result = subprocess.run(

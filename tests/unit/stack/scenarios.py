@@ -50,4 +50,11 @@ SCENARIOS = {
     "default": (default_settings, NOT_ROOT),
     "custom-root": (custom_settings, ROOT),
 }
-FILES = ("slapd.conf", "base.ldif", "dovecot.conf", "dovecot-ldap.conf.ext", "smb.conf")
+FILES = (
+    "slapd.conf",
+    "base.ldif",
+    "dovecot.conf",
+    "mailsvc.conf",
+    "dovecot-ldap.conf.ext",
+    "smb.conf",
+)

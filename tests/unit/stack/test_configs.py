@@ -230,23 +230,29 @@ def test_a_host_that_would_need_quoting_in_dovecot_conf_is_refused(host: str) ->
     settings = default_settings().with_changes(stack={"host": host})
 
     with pytest.raises(StackError, match=r"^stack\.host: "):
-        configs.dovecot_conf(settings, Paths.of(settings.var_dir), NOT_ROOT)
+        configs.dovecot_mailsvc_conf(settings, Paths.of(settings.var_dir), NOT_ROOT)
 
 
 @pytest.mark.parametrize("var_dir", ["/srv/a b", "/srv/a{b}", "/srv/a:b", "/srv/a%d", "/srv/a\nb"])
 def test_a_var_dir_that_would_need_quoting_in_dovecot_conf_is_refused(var_dir: str) -> None:
     settings = default_settings()
 
+    paths = Paths.of(Path(var_dir))
+
     with pytest.raises(StackError, match=r"^var_dir: "):
-        configs.dovecot_conf(settings, Paths.of(Path(var_dir)), NOT_ROOT)
+        configs.dovecot_conf(paths, NOT_ROOT, paths.dovecot_mailsvc_conf)
+    with pytest.raises(StackError, match=r"^var_dir: "):
+        configs.dovecot_mailsvc_conf(settings, paths, NOT_ROOT)
 
 
 def test_a_user_name_that_would_need_quoting_in_dovecot_conf_is_refused() -> None:
     settings = default_settings()
     who = DovecotIdentity(False, 1000, 1000, "clerk\ndefault_login_user = root", "council", 1000)
 
+    paths = Paths.of(settings.var_dir)
+
     with pytest.raises(StackError, match="the user running the stack"):
-        configs.dovecot_conf(settings, Paths.of(settings.var_dir), who)
+        configs.dovecot_conf(paths, who, paths.dovecot_mailsvc_conf)
 
 
 def test_master_users_file_refuses_a_hash_with_its_field_separator() -> None:

@@ -26,7 +26,8 @@ def render(scenario: str) -> dict[str, str]:
     return {
         "slapd.conf": configs.slapd_conf(settings, paths, ROOTPW_HASH),
         "base.ldif": ldif.base_ldif(settings.directory, READER_HASH),
-        "dovecot.conf": configs.dovecot_conf(settings, paths, pinned),
+        "dovecot.conf": configs.dovecot_conf(paths, pinned, paths.dovecot_mailsvc_conf),
+        "mailsvc.conf": configs.dovecot_mailsvc_conf(settings, paths, pinned),
         "dovecot-ldap.conf.ext": configs.dovecot_ldap_conf(
             settings, paths, pinned, reader_password
         ),
