@@ -13,6 +13,12 @@ do (tests/integration/test_mailbox.py shows both):
   into ``"Pilne sesje"``, which cannot be opened: the raw LIST responses are kept and read here;
 * it parses one read with one nested call per line, so an answer of a few thousand lines (a big
   LIST or FETCH) overflows the stack and kills the connection: it is handed a line at a time.
+
+TLS (:class:`ImapServer`): IMAPS from the first byte, or STARTTLS, which aioimaplib 2.0 lists but
+does not implement: :meth:`MailboxSession._start_tls` sends it through aioimaplib's protocol and
+upgrades the connection with asyncio's ``start_tls``. The certificate is always verified against
+the host name. Without TLS, :func:`open_mailbox` connects only to a loopback host: a password
+(for the opened check, Dovecot's master password) never crosses a network in clear.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ import logging
 import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
 import aioimaplib
 
-from mailsvc.errors import MailsvcError, TemporaryFailure
+from mailsvc.config import Settings, is_loopback
+from mailsvc.errors import ConfigError, MailsvcError, TemporaryFailure
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,10 @@ class MailboxFailure(StrEnum):
     # master login for a mailbox that does not exist or is disabled.
     LOGIN_UNAVAILABLE = "login-unavailable"
     SERVER_ERROR = "server-error"  # connection broken or answers we cannot use after login
+    # No TLS: the certificate is not trusted or not for this host name, the handshake failed,
+    # or STARTTLS was not offered, refused or followed by data in clear.
+    TLS_FAILED = "tls-failed"
+    PLAINTEXT_REFUSED = "plaintext-refused"  # no TLS asked for, to a host that is not loopback
 
 
 class MailboxError(MailsvcError):
@@ -65,6 +77,52 @@ class MailboxUnavailable(MailboxError, TemporaryFailure):
     """The server could not be reached, stopped answering or broke the conversation."""
 
 
+class MailboxInsecure(MailboxError):
+    """No TLS where it is needed: TLS_FAILED or PLAINTEXT_REFUSED (a matter of configuration,
+    or of someone between us and the server, never retried in clear)."""
+
+
+_SECURITIES = ("none", "starttls", "tls")
+
+
+@dataclass(frozen=True)
+class ImapServer:
+    """An IMAP server and how to reach it: ``security`` "tls" (IMAPS, TLS from the first byte),
+    "starttls" (STARTTLS before the login) or "none" (only to a loopback host). The certificate
+    is verified against ``host`` with the CAs in ``ca_file``, or the system's when empty."""
+
+    host: str
+    port: int
+    security: str = "none"
+    ca_file: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImapServer:
+        """``clients.imap_*``: the server councillors use, where the service logs in too."""
+        host, port, security = settings.client_imap
+        return cls(host, port, security, settings.clients.imap_ca_file)
+
+    @property
+    def starttls(self) -> bool:
+        return self.security == "starttls"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """None for "none"; raises ConfigError for an unknown security or an unusable CA file."""
+        if self.security not in _SECURITIES:
+            raise ConfigError(
+                f"IMAP security {self.security!r}: expected 'none', 'starttls' or 'tls'"
+            )
+        if self.security == "none":
+            return None
+        try:  # certificate and host name required; TLS 1.2 at least (Python's defaults)
+            return ssl.create_default_context(cafile=self.ca_file or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"clients.imap_ca_file = {self.ca_file!r}: cannot load CA certificates from it"
+                f" ({exc})"
+            ) from None
+
+
 @contextlib.asynccontextmanager
 async def open_mailbox(
     host: str,
@@ -74,9 +132,23 @@ async def open_mailbox(
     *,
     timeout: float = 10.0,  # noqa: ASYNC109 - per step (connect, each answer), not overall
     ssl_context: ssl.SSLContext | None = None,
+    starttls: bool = False,
 ) -> AsyncIterator[MailboxSession]:
-    """A logged-in session; logs out and closes the connection on the way out."""
-    session = MailboxSession(host, port, timeout, ssl_context)
+    """A logged-in session; logs out and closes the connection on the way out.
+
+    With ``ssl_context``: TLS from the first byte, or after STARTTLS with ``starttls``. Without
+    it the host must be loopback (:class:`MailboxInsecure` otherwise, before connecting).
+    """
+    if ssl_context is None:
+        if starttls:
+            raise ValueError("STARTTLS needs an ssl_context")
+        if not is_loopback(host):
+            raise MailboxInsecure(
+                MailboxFailure.PLAINTEXT_REFUSED,
+                f"IMAP {host}:{port}: a login without TLS is sent only to this machine "
+                "(loopback), never in clear over a network; use IMAPS ('tls') or 'starttls'",
+            )
+    session = MailboxSession(host, port, timeout, ssl_context, starttls=starttls)
     try:
         await session.login(user, password)
         yield session
@@ -85,14 +157,24 @@ async def open_mailbox(
 
 
 async def read_inbox(
-    host: str, port: int, user: str, password: str, *, headers_only: bool = False
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    *,
+    headers_only: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
+    starttls: bool = False,
 ) -> list[bytes]:
     """Every message in INBOX (or only its header), oldest first, without marking it read.
 
-    Raises :class:`MailboxLoginFailed` for a refused login and :class:`MailboxUnavailable` (a
+    Raises :class:`MailboxLoginFailed` for a refused login, :class:`MailboxInsecure` when TLS
+    fails (or is missing to a host that is not loopback) and :class:`MailboxUnavailable` (a
     TemporaryFailure) when the server is down, silent or breaks off.
     """
-    async with open_mailbox(host, port, user, password) as mailbox:
+    async with open_mailbox(
+        host, port, user, password, ssl_context=ssl_context, starttls=starttls
+    ) as mailbox:
         count = await mailbox.select(b"INBOX")
         if count is None:
             raise MailboxUnavailable(MailboxFailure.SERVER_ERROR, f"IMAP: no INBOX for {user}")
@@ -106,14 +188,26 @@ class MailboxSession:
     """aioimaplib's client, each step bounded by the timeout and its failures classified."""
 
     def __init__(
-        self, host: str, port: int, timeout: float, ssl_context: ssl.SSLContext | None
+        self,
+        host: str,
+        port: int,
+        timeout: float,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        starttls: bool = False,
     ) -> None:
+        self._host = host
         self._where = f"IMAP {host}:{port}"
         self._timeout = timeout
         self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._usable = False  # logged in, and no step has failed since
+        self._starttls_context = ssl_context if starttls else None
         self._client = aioimaplib.IMAP4(
-            host, port, timeout=timeout, conn_lost_cb=self._on_lost, ssl_context=ssl_context
+            host,
+            port,
+            timeout=timeout,
+            conn_lost_cb=self._on_lost,
+            ssl_context=None if starttls else ssl_context,
         )
         # Before the connection exists: every byte read goes through the feed (module docstring).
         # Overrides aioimaplib's protocol.data_received: pinned by tests/unit/test_aiosmtpd_pin.py.
@@ -133,6 +227,8 @@ class MailboxSession:
                 cause = exc.__cause__ or "closed before the greeting"
                 raise self._failed(MailboxFailure.UNREACHABLE, f"unreachable: {cause}") from exc
             raise
+        if self._starttls_context is not None:
+            await self._start_tls(self._starttls_context)
         if _UNSENDABLE.search(user + password):
             raise MailboxLoginFailed(MailboxFailure.LOGIN_REFUSED, "IMAP login with CR, LF or NUL")
         try:
@@ -164,6 +260,37 @@ class MailboxSession:
                 f"{self._where} refused the login {user} ({text}); check the password (for a"
                 " master login, the master user's secret)",
             )
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
+        """STARTTLS (RFC 3501 6.2.1) through aioimaplib's protocol, then TLS on the connection.
+
+        Anything the server sends after its OK and before the handshake came in clear and could
+        have been injected by someone in between: refused, not parsed (the feed holds it).
+        """
+        protocol = self._client.protocol
+        if "STARTTLS" not in protocol.capabilities:
+            raise self._insecure("does not offer STARTTLS; if it listens for IMAPS use 'tls'")
+        tag = protocol.new_tag()
+        self._feed.seal_after(tag)
+        command = aioimaplib.Command("STARTTLS", tag, loop=protocol.loop)
+        answer = await self._step("STARTTLS", protocol.execute(command))
+        if answer.result != "OK":
+            raise self._insecure(f"refused STARTTLS ({_tagged_text(answer)})")
+        injected = "sent data in clear after its STARTTLS answer: refused"
+        if self._feed.injected:
+            raise self._insecure(injected)
+        handshake = asyncio.get_running_loop().start_tls(
+            protocol.transport,
+            protocol,
+            context,
+            server_hostname=self._host,
+            ssl_handshake_timeout=self._timeout,
+        )
+        protocol.transport = await self._step("the TLS handshake", handshake)
+        if not self._feed.unseal():
+            raise self._insecure(injected)
+        # What the server said before TLS is not to be trusted (RFC 3501 6.2.1): ask again.
+        await self._step("CAPABILITY", protocol.capability())
 
     async def folders(self) -> list[bytes]:
         """Every selectable folder's name as the server spells it, INBOX first."""
@@ -259,6 +386,14 @@ class MailboxSession:
             raise self._failed(
                 MailboxFailure.TIMEOUT, f"did not answer {what} within {limit}s"
             ) from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise self._insecure(
+                f"TLS: the certificate did not verify ({exc.verify_message}); it must be valid"
+                f" for {self._host} and signed by a trusted CA (the system's, or those of the"
+                " CA file configured)"
+            ) from exc
+        except ssl.SSLError as exc:
+            raise self._insecure(f"TLS failed ({what}): {exc.reason or exc}") from exc
         except (OSError, aioimaplib.AioImapException) as exc:
             raise self._failed(MailboxFailure.SERVER_ERROR, f"broke off {what}: {exc!r}") from exc
         finally:
@@ -269,6 +404,10 @@ class MailboxSession:
         if not text.startswith(self._where):
             text = f"{self._where} {text}"
         return MailboxUnavailable(failure, text)
+
+    def _insecure(self, text: str) -> MailboxInsecure:
+        self._usable = False  # nothing more is said on this connection, not even LOGOUT
+        return MailboxInsecure(MailboxFailure.TLS_FAILED, f"{self._where} {text}")
 
     def _require_ok(self, what: str, answer: Any) -> None:
         if answer.result != "OK":
@@ -297,8 +436,29 @@ class _Feed:
         self._after_literal = False  # the next line continues the response before it
         self._response: list[bytes] | None = None  # the LIST response being read
         self.listed: list[bytes] = []  # LIST responses, literals inline
+        self._seal_tag: bytes | None = None  # the STARTTLS command's tag, until its answer
+        self._sealed = False  # after that answer: nothing more is read until TLS is up
+        self._injected = False  # something came while sealed
+
+    def seal_after(self, tag: str) -> None:
+        """Read nothing after the tagged answer ``tag`` until :meth:`unseal`."""
+        self._seal_tag = tag.encode("ascii") + b" "
+
+    @property
+    def injected(self) -> bool:
+        return self._injected
+
+    def unseal(self) -> bool:
+        """Read again; False if anything came while sealed (it was dropped)."""
+        clean = not self._injected and not self._pending
+        self._seal_tag, self._sealed, self._injected = None, False, False
+        self._pending.clear()
+        return clean
 
     def __call__(self, data: bytes) -> None:
+        if self._sealed:
+            self._injected = self._injected or bool(data)
+            return
         self._pending += data
         while self._pending:
             if self._literal:
@@ -312,8 +472,13 @@ class _Feed:
                     return
                 piece = bytes(self._pending[: end + 2])
                 self._line(piece)
+                if self._seal_tag is not None and piece.startswith(self._seal_tag):
+                    self._sealed = True
+                    self._injected = len(self._pending) > len(piece)
             del self._pending[: len(piece)]
             self._parse(piece)
+            if self._sealed:
+                return
 
     def _line(self, line: bytes) -> None:
         if not self._after_literal and line[:7].upper() == b"* LIST ":

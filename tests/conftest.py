@@ -28,20 +28,22 @@ with warnings.catch_warnings():
 LOOPBACK = "127.0.0.1"
 
 
-def _isolated_settings() -> Settings:
+def _isolated_settings(*, imaps: bool = False) -> Settings:
     """The embedded default on a fresh short var_dir in /tmp and free ports.
 
     The environment is ignored on purpose: a developer's MAILSVC_* variables must not point the
-    tests at their own directory or ports.
+    tests at their own directory or ports. ``imaps``: Dovecot listens for IMAPS too (and
+    offers STARTTLS), with its self-signed certificate.
     """
     base = load_settings(DEFAULT_CONFIG, env={})
-    ldap_port, imap_port, lmtp_port, smtp_port = free_ports(4)
+    ldap_port, imap_port, lmtp_port, smtp_port, imaps_port = free_ports(5)
     return base.with_changes(
         var_dir=Path(tempfile.mkdtemp(prefix="ms", dir="/tmp")),
         stack={
             "host": LOOPBACK,
             "ldap_port": ldap_port,
             "imap_port": imap_port,
+            "imaps_port": imaps_port if imaps else 0,
             "lmtp_port": lmtp_port,
         },
         smtp={"host": LOOPBACK, "port": smtp_port},
@@ -50,8 +52,9 @@ def _isolated_settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def stack_settings() -> Iterator[Settings]:
-    """Settings of the session's local stack; its var_dir is removed at the end."""
-    settings = _isolated_settings()
+    """Settings of the session's local stack (IMAPS on, for the TLS tests); its var_dir is
+    removed at the end."""
+    settings = _isolated_settings(imaps=True)
     yield settings
     shutil.rmtree(settings.var_dir, ignore_errors=True)
 

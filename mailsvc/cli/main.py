@@ -236,10 +236,18 @@ async def _mailbox(settings: Settings, args: argparse.Namespace) -> int:
     from email import message_from_bytes
     from email.header import decode_header, make_header
 
-    from mailsvc.mailbox import read_inbox
+    from mailsvc.mailbox import ImapServer, read_inbox
 
+    # The councillors' IMAP server (clients.*), with its TLS: the embedded stack by default.
+    server = ImapServer.from_settings(settings)
     headers = await read_inbox(
-        settings.stack.host, settings.stack.imap_port, args.user, args.password, headers_only=True
+        server.host,
+        server.port,
+        args.user,
+        args.password,
+        headers_only=True,
+        ssl_context=server.ssl_context(),
+        starttls=server.starttls,
     )
     if not headers:
         _print(settings, "mailbox.empty")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 import urllib.parse
 import zoneinfo
 from pathlib import Path
@@ -196,6 +197,12 @@ def validate(s: Settings) -> None:
         )
     _check_port("stack.ldap_port", s.stack.ldap_port)
     _check_port("stack.imap_port", s.stack.imap_port)
+    _check_port("stack.imaps_port", s.stack.imaps_port, allow_zero=True)
+    if s.stack.imaps_port in (s.stack.imap_port, s.stack.lmtp_port):
+        raise ConfigError(
+            f"stack.imaps_port = {s.stack.imaps_port}: expected a port of its own (not "
+            "stack.imap_port or stack.lmtp_port), or 0 for none"
+        )
     _check_port("stack.lmtp_port", s.stack.lmtp_port)
     _check_port("delivery.lmtp_port", s.delivery.lmtp_port, allow_zero=True)
     _check_positive("smtp.max_message_size", s.smtp.max_message_size)
@@ -216,6 +223,7 @@ def validate(s: Settings) -> None:
         if value not in ("none", "starttls", "tls"):
             raise ConfigError(f"clients.{key} = {value!r}: expected 'none', 'starttls' or 'tls'")
     _check_port("clients.imap_port", s.clients.imap_port, allow_zero=True)
+    _check_service_imap(s)
     _check_port("clients.smtp_port", s.clients.smtp_port)
     _check_port("clients.smtps_port", s.clients.smtps_port, allow_zero=True)
     _check_positive("provisioning.password_length", s.provisioning.password_length)
@@ -257,6 +265,27 @@ def _check_operations(s: Settings) -> None:
         raise ConfigError("metrics.host = '': expected an address to listen on, e.g. 127.0.0.1")
     if s.logging.format not in LOG_FORMATS:
         raise ConfigError(f"logging.format = {s.logging.format!r}: expected 'text' or 'json'")
+
+
+def _check_service_imap(s: Settings) -> None:
+    """The service logs in to clients.imap_host itself; the opened check does so with Dovecot's
+    master password, which opens every mailbox: refused at start rather than sent in clear."""
+    if s.clients.imap_ca_file:
+        try:
+            ssl.create_default_context(cafile=s.clients.imap_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"clients.imap_ca_file = {s.clients.imap_ca_file!r}: expected a PEM file of CA "
+                f"certificates ({exc})"
+            ) from None
+    host, _, security = s.client_imap
+    if s.distribution.imap_check_interval > 0 and security == "none" and not is_loopback(host):
+        raise ConfigError(
+            f"clients.imap_security = 'none' with clients.imap_host = {host!r}: the opened "
+            "check (distribution.imap_check_interval) would send Dovecot's master password "
+            "unencrypted to another machine; set clients.imap_security = 'tls' (IMAPS, port "
+            "993) or 'starttls' (port 143), or distribution.imap_check_interval = 0"
+        )
 
 
 def _check_stack_directory(s: Settings) -> None:

@@ -115,6 +115,9 @@ class StackSettings:
     host: str = "127.0.0.1"
     ldap_port: int = 3389
     imap_port: int = 1143
+    # Dovecot's IMAPS listener (TLS from the first byte, self-signed certificate under
+    # var_dir/dovecot/tls/); 0: none. With it, imap_port offers STARTTLS too.
+    imaps_port: int = 0
     lmtp_port: int = 2424
     slapd: str = "/usr/sbin/slapd"
     slaptest: str = "/usr/sbin/slaptest"
@@ -246,6 +249,9 @@ class ClientsSettings:
     imap_host: str = ""
     imap_port: int = 0
     imap_security: str = "none"
+    # PEM CAs that verify the IMAP server's certificate for the service's own logins (the
+    # opened check, `mailsvc mailbox`) instead of the system's; empty: the system's CAs.
+    imap_ca_file: str = ""
     smtp_host: str = ""
     smtp_port: int = 587
     smtp_security: str = "starttls"

@@ -50,6 +50,8 @@ class SeenCheckFailure(StrEnum):
     # master login for a mailbox that does not exist or is disabled.
     LOGIN_UNAVAILABLE = "login-unavailable"
     SERVER_ERROR = "server-error"  # connection broken or answers we cannot use after login
+    TLS_FAILED = "tls-failed"  # certificate not trusted or not for the host, STARTTLS refused
+    PLAINTEXT_REFUSED = "plaintext-refused"  # no TLS asked for, to a host that is not loopback
     NO_CREDENTIALS = "no-credentials"  # check_many: the credentials callable failed
 
 
@@ -81,21 +83,24 @@ async def check_seen(
     *,
     timeout: float = 10.0,  # noqa: ASYNC109 - per step (connect, each answer), not overall
     ssl_context: ssl.SSLContext | None = None,
+    starttls: bool = False,
 ) -> SeenResult:
     """Look for each message-id in every selectable folder of one mailbox, INBOX first.
 
     ``login``/``password`` are usually Dovecot master credentials (``<mailbox>*master``). Never
     raises for the mailbox's own trouble: an unreachable server, a refused login or a broken
     conversation is reported in ``error``/``failure``. ``timeout`` bounds the connection and each
-    command's whole answer. A copy found with ``\\Seen`` in any folder wins over an unseen copy
-    elsewhere, so the search stops early only once every id has been found seen.
+    command's whole answer. ``ssl_context`` and ``starttls`` as for
+    :func:`mailsvc.mailbox.open_mailbox` (without TLS only a loopback host is reached). A copy
+    found with ``\\Seen`` in any folder wins over an unseen copy elsewhere, so the search stops
+    early only once every id has been found seen.
     """
     wanted, rejected = _split_valid_ids(message_ids)
     if not wanted:
         return SeenResult(mailbox, {}, frozenset(), frozenset(), rejected=rejected)
     try:
         async with open_mailbox(
-            host, port, login, password, timeout=timeout, ssl_context=ssl_context
+            host, port, login, password, timeout=timeout, ssl_context=ssl_context, starttls=starttls
         ) as session:
             seen, unseen = await _search_mailbox(session, wanted)
     except MailboxError as exc:
@@ -118,6 +123,7 @@ async def check_many(
     concurrency: int = 4,
     timeout: float = 10.0,  # noqa: ASYNC109 - passed on to check_seen
     ssl_context: ssl.SSLContext | None = None,
+    starttls: bool = False,
 ) -> list[SeenResult]:
     """Check several mailboxes, at most ``concurrency`` connections at a time.
 
@@ -138,7 +144,15 @@ async def check_many(
             return _failed(mailbox, SeenCheckFailure.NO_CREDENTIALS, message, frozenset())
         async with gate:
             return await check_seen(
-                host, port, login, password, mailbox, ids, timeout=timeout, ssl_context=ssl_context
+                host,
+                port,
+                login,
+                password,
+                mailbox,
+                ids,
+                timeout=timeout,
+                ssl_context=ssl_context,
+                starttls=starttls,
             )
 
     return list(await asyncio.gather(*(one(m, ids) for m, ids in targets.items())))

@@ -143,6 +143,9 @@ class MailsvcDovecot:
     listen: str | None = None
     # PEM certificate and key: IMAP then requires TLS. None: no TLS at all (loopback only).
     tls: tuple[str, str] | None = None
+    # With tls: False offers TLS (IMAPS, STARTTLS) but still takes clear-text logins (the local
+    # stack on loopback, where tests log in both ways).
+    tls_required: bool = True
     # Whom mail is kept as (mail_uid and mail_gid: user and group); None: whoever runs Dovecot.
     mail_owner: tuple[str, str] | None = None
     # The lowest uid and gid a mailbox may belong to; None: Dovecot's default (500, 1).
@@ -172,7 +175,12 @@ def dovecot_mailsvc_conf(settings: Settings, paths: Paths, who: DovecotIdentity)
         MailsvcDovecot(
             listen=stack.host,
             imap_port=stack.imap_port,
-            imaps_port=0,
+            # stack.imaps_port: IMAPS there and STARTTLS on the imap port, self-signed.
+            imaps_port=stack.imaps_port,
+            tls=(str(paths.dovecot_tls_cert), str(paths.dovecot_tls_key))
+            if stack.imaps_port
+            else None,
+            tls_required=False,
             lmtp_host=stack.host,
             lmtp_port=stack.lmtp_port,
             mail_root=paths.mail_root,
@@ -194,6 +202,7 @@ def render_dovecot_mailsvc(values: MailsvcDovecot) -> str:
         listen=values.listen,
         tls_cert=cert,
         tls_key=key,
+        tls_required=values.tls_required,
         master_separator=mailstore.MASTER_SEPARATOR,
         master_user=mailstore.MASTER_USER,
         mail_uid=mail_uid,

@@ -4,7 +4,8 @@ Layout::
 
     var_dir/ldap/slapd.conf, data/, initialized    directory configuration and database
     var_dir/samba/smb.conf, provisioned, tls/, private/, state/...  Samba AD DC (instead of ldap/)
-    var_dir/dovecot/dovecot.conf, mailsvc.conf, dovecot-ldap.conf.ext, master-users, state/, run/
+    var_dir/dovecot/dovecot.conf, mailsvc.conf, dovecot-ldap.conf.ext, master-users, state/,
+        run/, tls/
     var_dir/mail/<domain>/<local part>/            Maildirs
     var_dir/log/slapd.log, samba.log, samba-provision.log, dovecot.log
     var_dir/run/slapd.pid, samba.pid, dovecot.pid, stack.lock
@@ -50,6 +51,8 @@ class Paths:
     dovecot_mailsvc_conf: Path
     dovecot_ldap_conf: Path
     master_users: Path
+    dovecot_tls_cert: Path  # with stack.imaps_port: self-signed, also the CA file to trust
+    dovecot_tls_key: Path
     dovecot_state: Path
     dovecot_base: Path
     mail_root: Path
@@ -83,6 +86,8 @@ class Paths:
             dovecot_mailsvc_conf=dovecot_dir / "mailsvc.conf",
             dovecot_ldap_conf=dovecot_dir / "dovecot-ldap.conf.ext",
             master_users=dovecot_dir / "master-users",
+            dovecot_tls_cert=dovecot_dir / "tls" / "cert.pem",
+            dovecot_tls_key=dovecot_dir / "tls" / "key.pem",
             dovecot_state=dovecot_dir / "state",
             dovecot_base=base,
             mail_root=var_dir / "mail",

@@ -26,7 +26,7 @@ from pathlib import Path
 from mailsvc import mailstore, secret_store
 from mailsvc.config import Settings, is_loopback
 from mailsvc.passwords import hash_new_password_blocking
-from mailsvc.stack import configs, ldif, samba
+from mailsvc.stack import certs, configs, ldif, samba
 from mailsvc.stack.errors import INSTALL_COMMAND, SAMBA_INSTALL_COMMAND, StackError
 from mailsvc.stack.layout import (
     Paths,
@@ -266,7 +266,12 @@ class LocalStack:
                 "Samba's ports cannot be moved: give it another loopback address with "
                 "stack.samba_host (MAILSVC_STACK__SAMBA_HOST), or stop that program"
             )
-        setting = {"ldap": "ldap_port", "imap": "imap_port", "lmtp": "lmtp_port"}[label]
+        setting = {
+            "ldap": "ldap_port",
+            "imap": "imap_port",
+            "imaps": "imaps_port",
+            "lmtp": "lmtp_port",
+        }[label]
         raise StackError(
             f"cannot start {name}: {label} port {host}:{port} is already in use{by}; "
             f"stop that program or choose another port with stack.{setting} "
@@ -455,6 +460,10 @@ class LocalStack:
             0o640,
             group=identity.internal_gid,
         )
+        if self.settings.stack.imaps_port:
+            certs.ensure_certificate(
+                paths.dovecot_tls_cert, paths.dovecot_tls_key, self.settings.stack.host
+            )
         write_atomic(
             paths.dovecot_mailsvc_conf,
             configs.dovecot_mailsvc_conf(self.settings, paths, identity),
@@ -488,7 +497,8 @@ class LocalStack:
             return list(samba.SHOWN_PORTS)
         if name == "slapd":
             return [("ldap", stack.ldap_port)]
-        return [("imap", stack.imap_port), ("lmtp", stack.lmtp_port)]
+        imaps = [("imaps", stack.imaps_port)] if stack.imaps_port else []
+        return [("imap", stack.imap_port), *imaps, ("lmtp", stack.lmtp_port)]
 
     def _port_info(self, name: str) -> str:
         host = url_host(self._host(name))

@@ -155,9 +155,9 @@ def test_status_reports_running_servers_with_their_ports(local_stack: LocalStack
     assert slapd.name == "slapd" and slapd.running and slapd.pid
     assert slapd.port_info == f"ldap {stack.host}:{stack.ldap_port}"
     assert dovecot.name == "dovecot" and dovecot.running and dovecot.pid
-    assert (
-        dovecot.port_info
-        == f"imap {stack.host}:{stack.imap_port}, lmtp {stack.host}:{stack.lmtp_port}"
+    assert dovecot.port_info == (
+        f"imap {stack.host}:{stack.imap_port}, imaps {stack.host}:{stack.imaps_port}, "
+        f"lmtp {stack.host}:{stack.lmtp_port}"
     )
 
 

@@ -2,8 +2,9 @@
 
 mailsvc/relay/smtp/server.py overrides aiosmtpd's private internals (its DATA reader, connection
 set-up, address parser) and writes to asyncio's StreamReader buffer directly; mailsvc/mailbox.py
-puts a feed in front of aioimaplib's response parser; mailsvc/storage/sqlite_fast.py wraps driver
-errors with SQLAlchemy's internal ``DBAPIError.instance``. Each such library is pinned to one
+puts a feed in front of aioimaplib's response parser and sends STARTTLS through its protocol;
+mailsvc/storage/sqlite_fast.py wraps driver errors with SQLAlchemy's internal
+``DBAPIError.instance``. Each such library is pinned to one
 version in pyproject.toml (Python itself for asyncio), and the source of every upstream
 function, method or class involved is recorded here as a SHA-256 of ``inspect.getsource``.
 
@@ -181,6 +182,19 @@ UPSTREAM = [
         "aioimaplib.aioimaplib:IMAP4ClientProtocol._untagged_response",
         "293b7da830751ce589735eaa11aa38369f9d5513454a79125a908eeb18737644",
         "mailsvc/mailbox.py _Feed.listed and MailboxSession.folders (it drops every '* ')",
+    ),
+    # -- aioimaplib: STARTTLS, which it lists but does not implement ---------------------------
+    Upstream(
+        "aioimaplib.aioimaplib:IMAP4ClientProtocol.execute",
+        "aa73299f4fb0f8528bfc112d1d67a09dc6017f869d44de9ddd433552274a0230",
+        "mailsvc/mailbox.py MailboxSession._start_tls (sends STARTTLS through it, then swaps"
+        " protocol.transport for the TLS one)",
+    ),
+    Upstream(
+        "aioimaplib.aioimaplib:IMAP4ClientProtocol.capability",
+        "9dc627445079f6044feed6371bb4816b09eb639831182ee761264c4d1a1487b5",
+        "mailsvc/mailbox.py MailboxSession._start_tls (reads protocol.capabilities before"
+        " STARTTLS and asks again after it)",
     ),
     # -- SQLAlchemy: raising driver errors as it does ------------------------------------------
     Upstream(

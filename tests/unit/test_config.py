@@ -89,6 +89,12 @@ def test_mailsvc_config_selects_another_file(tmp_path: Path) -> None:
         ),
         ({"MAILSVC_DIRECTORY__STAFF_RDN": "ou=councillors"}, "must be separate subtrees"),
         ({"MAILSVC_CLIENTS__SMTPS_PORT": "70000"}, "clients.smtps_port = 70000: expected"),
+        (
+            {"MAILSVC_CLIENTS__IMAP_CA_FILE": "/nonexistent/ca.pem"},
+            "clients.imap_ca_file = '/nonexistent/ca.pem': expected a PEM file",
+        ),
+        ({"MAILSVC_STACK__IMAPS_PORT": "70000"}, "stack.imaps_port = 70000: expected"),
+        ({"MAILSVC_STACK__IMAPS_PORT": "1143"}, "stack.imaps_port = 1143: expected a port of"),
     ],
 )
 def test_wrong_values_name_key_value_and_expectation(env: dict[str, str], fragment: str) -> None:
@@ -230,3 +236,20 @@ def test_cli_exits_2_naming_an_unknown_variable(
     monkeypatch.setenv("MAILSVC_STACK__FOO", "1")
     assert main(["check"]) == 2
     assert "MAILSVC_STACK__FOO" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host", ["imap.rada.example", "192.0.2.7", "[2001:db8::1]"])
+def test_the_opened_check_refuses_clear_text_imap_to_another_machine(host: str) -> None:
+    # The check logs in with Dovecot's master password, which opens every mailbox.
+    env = {"MAILSVC_CLIENTS__IMAP_HOST": host, "MAILSVC_CLIENTS__IMAP_PORT": "143"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(env=env)
+    message = str(info.value)
+    assert message.startswith(f"clients.imap_security = 'none' with clients.imap_host = {host!r}")
+    assert "clients.imap_security = 'tls'" in message
+    assert "distribution.imap_check_interval = 0" in message
+    # Either fix is accepted; so is clear text on this machine.
+    load_settings(env={**env, "MAILSVC_CLIENTS__IMAP_SECURITY": "tls"})
+    load_settings(env={**env, "MAILSVC_CLIENTS__IMAP_SECURITY": "starttls"})
+    load_settings(env={**env, "MAILSVC_DISTRIBUTION__IMAP_CHECK_INTERVAL": "0"})
+    load_settings(env={**env, "MAILSVC_CLIENTS__IMAP_HOST": "127.0.0.1"})

@@ -46,6 +46,9 @@ def test_the_example_is_the_template_with_example_values_and_loads() -> None:
     assert settings.smtp.tls_key == "/etc/letsencrypt/live/mail.rada.miasto.example/privkey.pem"
     assert settings.web.public_url == "https://mail.rada.miasto.example"
     assert settings.lmtp_address == ("127.0.0.1", 24)
+    # The opened check runs, over IMAPS.
+    assert settings.distribution.imap_check_interval > 0
+    assert settings.client_imap == ("mail.rada.miasto.example", 993, "tls")
 
 
 def test_a_non_empty_directory_or_a_config_is_refused_without_force(

@@ -29,12 +29,19 @@ def default_settings() -> Settings:
 
 
 def custom_settings() -> Settings:
-    """IPv6, a var_dir too deep for Dovecot's sockets, and directory values that need escaping
-    in every file: a non-ASCII base, DN escapes, quotes, backslashes and filter metacharacters."""
+    """IPv6, IMAPS, a var_dir too deep for Dovecot's sockets, and directory values that need
+    escaping in every file: a non-ASCII base, DN escapes, quotes, backslashes and filter
+    metacharacters."""
     base = "o=Rada Miasta Przykładowo"
     return load_settings(DEFAULT_CONFIG, env={}).with_changes(
         var_dir=Path("/var/lib/mailsvc-" + "x" * 80),
-        stack={"host": "::1", "ldap_port": 3390, "imap_port": 1144, "lmtp_port": 2425},
+        stack={
+            "host": "::1",
+            "ldap_port": 3390,
+            "imap_port": 1144,
+            "imaps_port": 1994,
+            "lmtp_port": 2425,
+        },
         directory={
             "base_dn": base,
             "admin_dn": f"cn=admin,{base}",
