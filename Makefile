@@ -7,6 +7,9 @@ APT_PACKAGES := slapd ldap-utils dovecot-imapd dovecot-lmtpd dovecot-ldap fonts-
 # Samba's AD DC for stack.directory = "samba" (and its tests): the server, its directory modules,
 # the ACL module provisioning uses, the schema files. No recommends: no file or print sharing.
 APT_PACKAGES += samba samba-dsdb-modules samba-vfs-modules samba-ad-provision
+# Tools the tests use beside the servers: systemd-analyze (the unit `mailsvc init` writes, and
+# libseccomp for its system call filter), openssl s_client (TLS protocol refusals).
+APT_PACKAGES += systemd libseccomp2 openssl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Every installed distribution comes from this lock, each file checked against its sha256.
 LOCK := requirements.lock
