@@ -84,3 +84,30 @@ def new_stack_settings() -> Iterator[Callable[[], Settings]]:
             LocalStack(settings).down()
         finally:
             shutil.rmtree(settings.var_dir, ignore_errors=True)
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------
+# Interim: a developer's PostgreSQL on 127.0.0.1:55432 (user postgres, trust). Replaced by a
+# private cluster under the session's var_dir (mailsvc.stack) with the same fixture names.
+_PG_ADMIN = "postgresql://postgres@127.0.0.1:55432/postgres"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The session's PostgreSQL server: its admin URL (libpq form)."""
+    return _PG_ADMIN
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test: its SQLAlchemy URL (asyncpg)."""
+    import subprocess
+    import uuid
+
+    name = "t" + uuid.uuid4().hex[:16]
+    subprocess.run(["psql", "-qX", pg_server, "-c", f"CREATE DATABASE {name}"], check=True)
+    yield f"postgresql+asyncpg://postgres@127.0.0.1:55432/{name}"
+    subprocess.run(
+        ["psql", "-qX", pg_server, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+        check=False,
+    )
