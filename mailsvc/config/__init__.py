@@ -14,6 +14,7 @@ from mailsvc.config.check import is_loopback, reminder_offsets, validate
 from mailsvc.config.load import DEFAULT_CONFIG, ENV_PREFIX, load_settings
 from mailsvc.config.settings import (
     ClientsSettings,
+    ClusterSettings,
     CouncilSettings,
     DatabaseSettings,
     DeliverySettings,
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "ENV_PREFIX",
     "ClientsSettings",
+    "ClusterSettings",
     "CouncilSettings",
     "DatabaseSettings",
     "DeliverySettings",

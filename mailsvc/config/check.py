@@ -127,6 +127,7 @@ def validate(s: Settings) -> None:
     _check_dns(s.dns)
     _check_operations(s)
     _check_mta_sts(s.mta_sts)
+    _check_cluster(s)
     _check_port("submission.port", s.submission.port)
     _check_port("submission.tls_port", s.submission.tls_port, allow_zero=True)
     taken = {s.submission.port: "submission.port"}
@@ -428,6 +429,25 @@ def _check_dns(d: DnsSettings) -> None:
     if d.report_address and ("@" not in d.report_address or " " in d.report_address):
         raise ConfigError(f"dns.report_address = {d.report_address!r}: expected an email address")
     _check_positive("dns.ttl", d.ttl)
+
+
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _check_cluster(s: Settings) -> None:
+    c = s.cluster
+    if c.node_id and not _NODE_ID.match(c.node_id):
+        raise ConfigError(
+            f"cluster.node_id = {c.node_id!r}: expected up to 64 letters, digits, '.', '_' or "
+            "'-' (starting with a letter or digit)"
+        )
+    _check_positive("cluster.heartbeat_seconds", c.heartbeat_seconds)
+    if c.lease_seconds < 3 * c.heartbeat_seconds:
+        raise ConfigError(
+            f"cluster.lease_seconds = {c.lease_seconds!r}: expected at least three heartbeats "
+            f"(3 x cluster.heartbeat_seconds = {3 * c.heartbeat_seconds:g}), or a node's claims "
+            "would expire while it is alive"
+        )
 
 
 def _check_mta_sts(m: MtaStsSettings) -> None:

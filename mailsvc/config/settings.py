@@ -420,6 +420,20 @@ class MtaStsSettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """Several `mailsvc serve` nodes on one PostgreSQL database (one node: nothing to set)."""
+
+    # This node's name in the nodes table and `mailsvc cluster status`; empty: made once from
+    # the host name and kept in var_dir/node-id.
+    node_id: str = ""
+    # Seconds a claimed delivery stays with its node without a heartbeat renewing it; after
+    # that another node takes it over (a node killed mid-delivery). Longer than any delivery.
+    lease_seconds: float = 120.0
+    # Seconds between a node's heartbeats (its nodes row and its leases are renewed).
+    heartbeat_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class Settings:
     domain: str = "rada.miasto.example"
     var_dir: Path = Path("var")
@@ -444,6 +458,7 @@ class Settings:
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
     mta_sts: MtaStsSettings = MtaStsSettings()
+    cluster: ClusterSettings = ClusterSettings()
     # Committee slug -> display name; the slug names the group address komisja-<slug>@domain.
     committees: tuple[tuple[str, str], ...] = ()
     # Minimum notice before a session ([notice]; see mailsvc.domain.notice.parse_rules).
