@@ -8,6 +8,7 @@ session (``local_stack``), or privately for tests that stop and start servers
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import warnings
@@ -26,6 +27,16 @@ with warnings.catch_warnings():
     import ldap3  # noqa: F401
 
 LOOPBACK = "127.0.0.1"
+# Which engine the integration tests' service runs on: "sqlite" (the embedded default) or
+# "postgresql" (`make test` runs the suite a second time so).
+TEST_DATABASE_ENV = "MAILSVC_TEST_DATABASE"
+
+
+def selected_database() -> str:
+    value = os.environ.get(TEST_DATABASE_ENV, "sqlite") or "sqlite"
+    if value not in ("sqlite", "postgresql"):
+        raise pytest.UsageError(f"{TEST_DATABASE_ENV} must be sqlite or postgresql, not {value!r}")
+    return value
 
 
 def _isolated_settings(*, imaps: bool = False) -> Settings:
@@ -37,6 +48,8 @@ def _isolated_settings(*, imaps: bool = False) -> Settings:
     """
     base = load_settings(DEFAULT_CONFIG, env={})
     ldap_port, imap_port, lmtp_port, smtp_port, imaps_port = free_ports(5)
+    if selected_database() == "postgresql":
+        base = base.with_changes(database={"url": new_pg_database()})
     return base.with_changes(
         var_dir=Path(tempfile.mkdtemp(prefix="ms", dir="/tmp")),
         stack={
@@ -92,21 +105,36 @@ def new_stack_settings() -> Iterator[Callable[[], Settings]]:
 _PG_ADMIN = "postgresql://postgres@127.0.0.1:55432/postgres"
 
 
+def pg_admin_url() -> str:
+    """The session's PostgreSQL server: its admin URL (libpq form)."""
+    return _PG_ADMIN
+
+
+def new_pg_database() -> str:
+    """A fresh, empty PostgreSQL database on the session's server: its SQLAlchemy URL."""
+    import subprocess
+    import uuid
+
+    name = "t" + uuid.uuid4().hex[:16]
+    admin = pg_admin_url()
+    subprocess.run(["psql", "-qX", admin, "-c", f"CREATE DATABASE {name}"], check=True)
+    return f"postgresql+asyncpg://postgres@127.0.0.1:55432/{name}"
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> str:
     """The session's PostgreSQL server: its admin URL (libpq form)."""
-    return _PG_ADMIN
+    return pg_admin_url()
 
 
 @pytest.fixture
 def pg_url(pg_server: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test: its SQLAlchemy URL (asyncpg)."""
     import subprocess
-    import uuid
 
-    name = "t" + uuid.uuid4().hex[:16]
-    subprocess.run(["psql", "-qX", pg_server, "-c", f"CREATE DATABASE {name}"], check=True)
-    yield f"postgresql+asyncpg://postgres@127.0.0.1:55432/{name}"
+    url = new_pg_database()
+    yield url
+    name = url.rsplit("/", 1)[1]
     subprocess.run(
         ["psql", "-qX", pg_server, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
         check=False,

@@ -46,6 +46,9 @@ messages = Table(
     # What became of the automatic answers to it: why no acknowledgement or bounce went to its
     # sender, or which message carried the acknowledgement (copied into relay_log).
     Column("auto_reply", Text, nullable=True),
+    # The node that accepted it (its large parts live under that node's var_dir unless they
+    # are shared through the database).
+    Column("node_id", String(64), nullable=True),
 )
 
 
@@ -64,7 +67,12 @@ deliveries = Table(
     Column("next_attempt_at", DateTime, nullable=False),
     Column("last_reply", Text, nullable=True),
     Column("updated_at", DateTime, nullable=False),
+    # While in flight: the node that claimed it and until when its claim holds (database
+    # clock, naive UTC). A claim whose lease has passed is taken over by any node.
+    Column("node_id", String(64), nullable=True),
+    Column("lease_until", DateTime, nullable=True),
     Index("ix_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_deliveries_lease", "status", "lease_until"),
     Index("ix_deliveries_route_due", "route", "status", "next_attempt_at"),
     Index("ix_deliveries_message", "message_id"),
 )
@@ -349,4 +357,20 @@ job_runs = Table(
     Column("last_success_at", DateTime, nullable=True),  # naive UTC
     Column("last_failure_at", DateTime, nullable=True),
     Column("last_error", Text, nullable=True),  # the exception's type and message, short
+)
+
+
+# The `mailsvc serve` processes sharing the database, one row each (mailsvc.storage.nodes):
+# their heartbeats and roles, for the scheduler's leadership and `mailsvc cluster status`.
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("node_id", String(64), primary_key=True),
+    Column("host", Text, nullable=False, server_default=""),
+    Column("pid", Integer, nullable=False, server_default="0"),
+    Column("role", String(16), nullable=False, server_default="follower"),  # leader|follower
+    Column("started_at", DateTime, nullable=False),  # naive UTC
+    Column("heartbeat_at", DateTime, nullable=False),
+    Column("stopped_at", DateTime, nullable=True),  # a clean stop; NULL while running
+    Column("version", String(32), nullable=False, server_default=""),
 )

@@ -270,6 +270,11 @@ async def test_an_older_database_keeps_its_events_as_legacy_and_chains_the_new_o
         "ALTER TABLE distributions DROP COLUMN last_event_seq",
         "DROP TABLE alembic_version",
         "DROP TABLE job_runs",  # made by revision 0002, after the baseline
+        "DROP TABLE nodes",  # revision 0003
+        "DROP INDEX ix_deliveries_lease",
+        "ALTER TABLE deliveries DROP COLUMN node_id",
+        "ALTER TABLE deliveries DROP COLUMN lease_until",
+        "ALTER TABLE messages DROP COLUMN node_id",
     )
     engine = create_engine(f"sqlite+aiosqlite:///{path}")
     try:
