@@ -18,6 +18,15 @@ from mailsvc.directory.councillors import Councillors, CreatedAccount
 from mailsvc.mailbox import read_inbox
 from mailsvc.storage.register import os_audit_context
 from provisioning.directory import Directory
+from tests.conftest import new_pg_database, selected_database
+
+
+def service_database_url(tmp_path: Path) -> str:
+    """A fresh database for one test's service: SQLite under ``tmp_path``, or a new database on
+    the session's PostgreSQL when the suite runs with MAILSVC_TEST_DATABASE=postgresql."""
+    if selected_database() == "postgresql":
+        return new_pg_database()
+    return f"sqlite+aiosqlite:///{tmp_path / 'mailsvc.db'}"
 
 
 @pytest.fixture
@@ -29,7 +38,7 @@ def settings(stack_settings: Settings, local_stack: Any, tmp_path: Path) -> Sett
         # runs its own DNS server.
         smtp={"port": 0, "directory_cache_seconds": 0.0, "authentication_checks": False},
         submission={"port": 0},
-        database={"url": f"sqlite+aiosqlite:///{tmp_path / 'mailsvc.db'}"},
+        database={"url": service_database_url(tmp_path)},
         delivery={"retry_initial": 0.3, "retry_max_interval": 1.0, "workers": 2},
         # Acknowledgements queue mail of their own; the tests about them turn them on.
         relay={"acknowledge": False},

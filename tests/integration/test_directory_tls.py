@@ -36,7 +36,7 @@ from mailsvc.stack import LocalStack, free_ports
 from provisioning.directory import Directory, DirectoryError, DirectoryUnavailable
 from provisioning.passwords import hash_password
 
-from .conftest import make_message, smtp_send, wait_for_inbox
+from .conftest import make_message, service_database_url, smtp_send, wait_for_inbox
 from .test_provisioning import ROW_ZOLC, roster
 
 
@@ -302,7 +302,7 @@ def remote_directory_settings(
         },
         smtp={"port": 0, "directory_cache_seconds": 0.0, "authentication_checks": False},
         submission={"port": 0},
-        database={"url": f"sqlite+aiosqlite:///{tmp_path / 'mailsvc.db'}"},
+        database={"url": service_database_url(tmp_path)},
         delivery={"retry_initial": 0.3, "retry_max_interval": 1.0, "workers": 2},
         relay={"acknowledge": False},
         web={"port": 0},
