@@ -76,12 +76,24 @@ async def _mailstore(settings: Settings) -> Result:
         await client.close()
 
 
+def _database_label(url: str) -> str:
+    """The engine, and for a server where it is (never the password):
+    "postgresql+asyncpg 127.0.0.1:5433/mailsvc"."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if not parsed.host:  # SQLite, or a server through its Unix socket
+        return parsed.drivername
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.drivername} {parsed.host}{port}/{parsed.database}"
+
+
 async def _database(settings: Settings) -> tuple[Result, AsyncEngine | None]:
     """Reachable, and its schema at this version's revision (or empty: made at the first
     start). Nothing is created or changed. The engine is returned when the schema is current."""
     from mailsvc.storage import schema
 
-    backend = settings.database_url.split("://")[0]
+    backend = _database_label(settings.database_url)
     engine = create_engine(settings.database_url)
     try:
         found = await schema.state(engine)

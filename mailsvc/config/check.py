@@ -296,6 +296,12 @@ def _check_stack_directory(s: Settings) -> None:
             "(Samba's Active Directory domain controller)"
         )
     _check_positive("stack.provision_timeout", s.stack.provision_timeout)
+    if s.stack.database not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            f"stack.database = {s.stack.database!r}: expected 'sqlite' (a file under var_dir) "
+            "or 'postgresql' (the stack's own PostgreSQL cluster)"
+        )
+    _check_port("stack.pg_port", s.stack.pg_port)
     try:
         address = ipaddress.ip_address(s.stack.samba_host)
     except ValueError:

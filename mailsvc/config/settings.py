@@ -4,6 +4,7 @@ them all with the values derived from them (what an empty setting means)."""
 from __future__ import annotations
 
 import dataclasses
+import urllib.parse
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -132,6 +133,13 @@ class StackSettings:
     samba_tool: str = "/usr/bin/samba-tool"
     # Seconds `samba-tool domain provision` may take (once per var_dir; ~15 s on an idle core).
     provision_timeout: float = 300.0
+    # The service's database when database.url is empty: "sqlite" (var_dir/mailsvc.db) or
+    # "postgresql" (a private cluster the stack runs from var_dir/postgres on host:pg_port).
+    database: str = "sqlite"
+    pg_port: int = 5433
+    # PostgreSQL's bin directory (initdb, postgres, pg_dump...); empty: the newest
+    # /usr/lib/postgresql/<version>/bin.
+    postgres_bin: str = ""
 
 
 @dataclass(frozen=True)
@@ -433,6 +441,27 @@ class ClusterSettings:
     heartbeat_seconds: float = 5.0
 
 
+# The stack's PostgreSQL cluster (stack.database = "postgresql"): the service's role and
+# database, and the secret (under var_dir/secrets, made by `mailsvc stack up`) with its password.
+STACK_PG_ROLE = "mailsvc"
+STACK_PG_DATABASE = "mailsvc"
+STACK_PG_SECRET = "postgres-mailsvc"  # noqa: S105 - the secret's file name
+
+
+def stack_postgres_url(settings: Settings) -> str:
+    """The SQLAlchemy URL of the stack's cluster for the service (role mailsvc). The password is
+    read from the secret store's file as it is now: `mailsvc stack up` creates it."""
+    try:
+        secret = settings.var_dir / "secrets" / STACK_PG_SECRET
+        password = secret.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        password = ""  # the stack never ran: the connection fails with an authentication error
+    host = settings.stack.host
+    host = f"[{host}]" if ":" in host else host
+    auth = f"{STACK_PG_ROLE}:{urllib.parse.quote(password, safe='')}" if password else STACK_PG_ROLE
+    return f"postgresql+asyncpg://{auth}@{host}:{settings.stack.pg_port}/{STACK_PG_DATABASE}"
+
+
 @dataclass(frozen=True)
 class Settings:
     domain: str = "rada.miasto.example"
@@ -477,7 +506,11 @@ class Settings:
 
     @property
     def database_url(self) -> str:
-        return self.database.url or f"sqlite+aiosqlite:///{self.var_dir / 'mailsvc.db'}"
+        if self.database.url:
+            return self.database.url
+        if self.stack.database == "postgresql":
+            return stack_postgres_url(self)
+        return f"sqlite+aiosqlite:///{self.var_dir / 'mailsvc.db'}"
 
     @property
     def lmtp_address(self) -> tuple[str, int]:

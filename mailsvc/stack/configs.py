@@ -320,6 +320,11 @@ def environment(directory: Path) -> jinja2.Environment:
     return env
 
 
+def render_template(name: str, **context: object) -> str:
+    """templates/stack/``name`` with ``context`` (values already escaped, or ints)."""
+    return _render(name, **context)
+
+
 def _render(name: str, **context: object) -> str:
     # TEMPLATES_DIR is read at call time, as templating.render does.
     return environment(templating.TEMPLATES_DIR / "stack").get_template(name).render(context)

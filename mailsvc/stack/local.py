@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from mailsvc.stack.layout import (
     tail,
     write_atomic,
 )
+from mailsvc.stack.postgres import INSTALL_COMMAND as POSTGRES_INSTALL_COMMAND
+from mailsvc.stack.postgres import PostgresCluster
 from mailsvc.stack.supervise import (
     POLL_INTERVAL,
     accepts,
@@ -57,8 +60,9 @@ from provisioning.passwords import ssha_hash
 
 # The servers of the default stack (stack.directory = "openldap").
 SERVICES = ("slapd", "dovecot")
-# Every server a var_dir may run: "samba" takes slapd's place with stack.directory = "samba".
-ALL_SERVICES = ("slapd", "samba", "dovecot")
+# Every server a var_dir may run: "samba" takes slapd's place with stack.directory = "samba";
+# "postgres" runs with stack.database = "postgresql".
+ALL_SERVICES = ("slapd", "samba", "dovecot", "postgres")
 _DIRECTORY_SERVER = {"openldap": "slapd", "samba": "samba"}
 
 _LOG_TAIL_LINES = 15
@@ -90,10 +94,14 @@ class ServiceStatus:
 class LocalStack:
     """The local directory and Dovecot of one var_dir: configure, start, check, stop."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, durable: bool = True) -> None:
+        """``durable=False``: the PostgreSQL cluster runs without fsync (the tests' own)."""
         self.settings = settings
         self.paths = Paths.of(settings.var_dir.absolute())
-        self.services = (_DIRECTORY_SERVER[settings.stack.directory], "dovecot")
+        self.services: tuple[str, ...] = (_DIRECTORY_SERVER[settings.stack.directory], "dovecot")
+        if settings.stack.database == "postgresql":
+            self.services += ("postgres",)
+        self.postgres = PostgresCluster(settings, self.paths, durable=durable)
 
     # -- public API ----------------------------------------------------------------------
 
@@ -107,7 +115,7 @@ class LocalStack:
         """Stop the servers this var_dir runs and wait until they are gone; return their names.
         A directory server of the other stack.directory that still runs is stopped too."""
         with self._locked():
-            return self._stop(("dovecot", "samba", "slapd"))
+            return self._stop(("dovecot", "samba", "slapd", "postgres"))
 
     def status(self) -> list[ServiceStatus]:
         """Each server: running means our process is alive and listening on all its ports."""
@@ -121,15 +129,15 @@ class LocalStack:
         return statuses
 
     def start_service(self, name: str) -> None:
-        """Start one server ("slapd", "samba" or "dovecot") if it is not running; wait until it
-        answers."""
+        """Start one server ("slapd", "samba", "dovecot" or "postgres") if it is not running;
+        wait until it answers."""
         self._check_name(name)
         with self._locked():
             self._start((name,))
 
     def stop_service(self, name: str) -> None:
-        """Stop one server ("slapd", "samba" or "dovecot") if it is running; wait until it is
-        gone."""
+        """Stop one server ("slapd", "samba", "dovecot" or "postgres") if it is running; wait
+        until it is gone."""
         self._check_name(name)
         with self._locked():
             self._stop((name,))
@@ -170,6 +178,8 @@ class LocalStack:
         missing += [str(path) for path in configs.SUPPORT_FILES if not path.exists()]
         if "samba" in self.services:
             missing += samba.missing_parts(self.settings)
+        if "postgres" in self.services:
+            missing += self.postgres.missing_binaries()
         return missing
 
     # -- starting ------------------------------------------------------------------------
@@ -181,6 +191,8 @@ class LocalStack:
             command = INSTALL_COMMAND
             if "samba" in self.services:
                 command += f" && {SAMBA_INSTALL_COMMAND}"
+            if "postgres" in self.services:
+                command += f" && {POSTGRES_INSTALL_COMMAND.removeprefix('apt-get update && ')}"
             raise StackError(
                 f"the local stack needs {', '.join(missing)}, which this machine lacks; "
                 f"install them with: {command}"
@@ -200,6 +212,8 @@ class LocalStack:
             self._wait_ready(waiting, launched, deadline)
             if "slapd" in names:
                 self._sync_reader_password()
+            if "postgres" in names:
+                self.postgres.ensure_database()
         except BaseException:
             # Leave things as they were: what this call started goes away again.
             self._stop(list(launched), launched)
@@ -215,6 +229,8 @@ class LocalStack:
             self._configure_slapd()
         elif name == "samba":
             samba.configure(self.settings, self.paths)
+        elif name == "postgres":
+            self.postgres.prepare()
         else:
             self._configure_dovecot()
         pid = spawn(self._argv(name), self.paths.log(name))
@@ -250,6 +266,8 @@ class LocalStack:
             return accepts(host, self.settings.stack.ldap_port) and self._ldap_bind_ok()
         if name == "samba":
             return accepts(self.settings.stack.samba_host, 636) and self._samba_bind_ok()
+        if name == "postgres":
+            return self.postgres.answers()
         return banner(host, self.settings.stack.imap_port, b"* OK") and banner(
             host, self.settings.stack.lmtp_port, b"220", quit_command=b"QUIT\r\n"
         )
@@ -271,6 +289,7 @@ class LocalStack:
             "imap": "imap_port",
             "imaps": "imaps_port",
             "lmtp": "lmtp_port",
+            "postgresql": "pg_port",
         }[label]
         raise StackError(
             f"cannot start {name}: {label} port {host}:{port} is already in use{by}; "
@@ -287,7 +306,8 @@ class LocalStack:
         for name in names:
             if name not in targets and (pid := self._running_pid(name)) is not None:
                 targets[name] = pid
-        terminate(targets)
+        # PostgreSQL's SIGTERM waits for every client to leave; SIGINT disconnects them.
+        terminate(targets, signals={"postgres": signal.SIGINT})
         for name in names:
             self.paths.pid_file(name).unlink(missing_ok=True)
         if "dovecot" in names and self.paths.base_dir_is_external:
@@ -300,6 +320,8 @@ class LocalStack:
         stack = self.settings.stack
         if name == "samba":
             return samba.argv(self.settings, self.paths)
+        if name == "postgres":
+            return self.postgres.argv()
         if name == "slapd":
             exe = shutil.which(stack.slapd) or stack.slapd
             # "-d none" keeps slapd in the foreground and prints only messages that are always
@@ -316,6 +338,8 @@ class LocalStack:
             return find_running(
                 self.paths.pid_file(name), samba.recogniser(self.settings, self.paths)
             )
+        if name == "postgres":
+            return self.postgres.running_pid(self.paths.pid_file(name))
         config = self.paths.slapd_conf if name == "slapd" else self.paths.dovecot_conf
         executable = Path(self._argv(name)[0]).name
         return running_pid(self.paths.pid_file(name), executable, config)
@@ -497,6 +521,8 @@ class LocalStack:
             return list(samba.SHOWN_PORTS)
         if name == "slapd":
             return [("ldap", stack.ldap_port)]
+        if name == "postgres":
+            return [("postgresql", stack.pg_port)]
         imaps = [("imaps", stack.imaps_port)] if stack.imaps_port else []
         return [("imap", stack.imap_port), *imaps, ("lmtp", stack.lmtp_port)]
 

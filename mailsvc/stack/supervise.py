@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +62,17 @@ def spawn(argv: list[str], log: Path) -> int:
     return pid
 
 
-def terminate(targets: dict[str, int], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM the servers (name -> pid) and wait until they and their children are gone;
+def terminate(
+    targets: dict[str, int],
+    timeout: float = STOP_TIMEOUT,
+    signals: Mapping[str, signal.Signals] | None = None,
+) -> None:
+    """SIGTERM the servers (name -> pid; ``signals`` may name another signal for a server, such
+    as PostgreSQL's fast shutdown, SIGINT) and wait until they and their children are gone;
     SIGKILL what is left after ``timeout``."""
-    for pid in targets.values():
+    for name, pid in targets.items():
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, (signals or {}).get(name, signal.SIGTERM))
     # Each server leads its own process group (its session): wait for all of it, so that
     # no Dovecot child still holds a port when this returns.
     if not _wait_groups_gone(list(targets.values()), timeout):
@@ -131,14 +136,20 @@ def leader_holding(pid: int, executable: str, path: Path) -> bool:
 
 
 def run(
-    argv: list[str], *, input_text: str | None = None, timeout: float = 60.0
+    argv: list[str],
+    *,
+    input_text: str | None = None,
+    timeout: float = 60.0,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a short tool (slaptest, slapadd, samba-tool); its stdout and stderr together in
-    ``stdout``; ``input_text`` is its standard input (a password kept off the command line)."""
+    """Run a short tool (slaptest, slapadd, samba-tool, psql); its stdout and stderr together in
+    ``stdout``; ``input_text`` is its standard input (a password kept off the command line),
+    ``env`` its whole environment (default: ours)."""
     try:
         return subprocess.run(
             argv,
             input=input_text,
+            env=dict(env) if env is not None else None,
             stdin=None if input_text is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
