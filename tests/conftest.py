@@ -8,9 +8,12 @@ session (``local_stack``), or privately for tests that stop and start servers
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import os
 import shutil
 import tempfile
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ import pytest
 
 from mailsvc.config import DEFAULT_CONFIG, Settings, load_settings
 from mailsvc.stack import LocalStack, free_ports
+from mailsvc.stack.postgres import PostgresCluster
 
 with warnings.catch_warnings():
     # pyasn1 0.6 deprecates names that ldap3 2.9 still imports. Import it once here, quietly,
@@ -100,42 +104,113 @@ def new_stack_settings() -> Iterator[Callable[[], Settings]]:
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------
-# Interim: a developer's PostgreSQL on 127.0.0.1:55432 (user postgres, trust). Replaced by a
-# private cluster under the session's var_dir (mailsvc.stack) with the same fixture names.
-_PG_ADMIN = "postgresql://postgres@127.0.0.1:55432/postgres"
+# One private cluster per test process (each xdist worker has its own), started by the stack's
+# own code (mailsvc.stack.postgres) on the first use into a temporary var_dir, without fsync
+# (durable=False), and stopped at the end of the session. Tests connect as its superuser.
+_PG_CLUSTER: dict[str, Settings] = {}
+_PG_TEMPLATE: dict[str, str] = {}
+
+
+def _pg_settings() -> Settings:
+    """Settings of this process's cluster, started on the first call."""
+    settings = _PG_CLUSTER.get("settings")
+    if settings is not None:
+        return settings
+    (port,) = free_ports(1)
+    base = load_settings(DEFAULT_CONFIG, env={})
+    settings = base.with_changes(
+        var_dir=Path(tempfile.mkdtemp(prefix="mspg", dir="/tmp")),
+        stack={"host": LOOPBACK, "pg_port": port, "database": "postgresql"},
+    )
+    try:
+        LocalStack(settings, durable=False).start_service("postgres")
+    except BaseException:
+        shutil.rmtree(settings.var_dir, ignore_errors=True)
+        raise
+    _PG_CLUSTER["settings"] = settings
+    atexit.register(_stop_pg_cluster)  # also when the session ends without its finaliser
+    return settings
+
+
+def _stop_pg_cluster() -> None:
+    settings = _PG_CLUSTER.pop("settings", None)
+    _PG_TEMPLATE.clear()
+    if settings is None:
+        return
+    try:
+        LocalStack(settings, durable=False).stop_service("postgres")
+    finally:
+        shutil.rmtree(settings.var_dir, ignore_errors=True)
+
+
+def _pg_cluster() -> PostgresCluster:
+    settings = _pg_settings()
+    return LocalStack(settings, durable=False).postgres
 
 
 def pg_admin_url() -> str:
-    """The session's PostgreSQL server: its admin URL (libpq form)."""
-    return _PG_ADMIN
+    """This process's PostgreSQL server: its superuser's URL (libpq form, password included)."""
+    return _pg_cluster().url("postgres")
 
 
-def new_pg_database() -> str:
-    """A fresh, empty PostgreSQL database on the session's server: its SQLAlchemy URL."""
-    import subprocess
-    import uuid
+def _sqlalchemy_url(database: str) -> str:
+    return "postgresql+asyncpg" + _pg_cluster().url(database).removeprefix("postgresql")
 
+
+def new_pg_database(template: str | None = None) -> str:
+    """A fresh PostgreSQL database on this process's server: its SQLAlchemy URL (asyncpg).
+    Empty, or a copy of the database ``template`` (which nobody may be connected to)."""
     name = "t" + uuid.uuid4().hex[:16]
-    admin = pg_admin_url()
-    subprocess.run(["psql", "-qX", admin, "-c", f"CREATE DATABASE {name}"], check=True)
-    return f"postgresql+asyncpg://postgres@127.0.0.1:55432/{name}"
+    copy = f" TEMPLATE {template}" if template else ""
+    _pg_cluster().psql(f"CREATE DATABASE {name}{copy};\n")
+    return _sqlalchemy_url(name)
+
+
+def migrated_pg_database() -> str:
+    """A fresh database already at the schema's head revision, as the service's first start
+    would leave it (a copy of a template migrated once per process): its SQLAlchemy URL."""
+    template = _PG_TEMPLATE.get("name")
+    if template is None:
+        url = new_pg_database()
+        asyncio.run(_upgrade(url))
+        template = url.rsplit("/", 1)[1]
+        _PG_TEMPLATE["name"] = template
+    return new_pg_database(template)
+
+
+async def _upgrade(url: str) -> None:
+    from mailsvc.storage import schema
+    from mailsvc.storage.db import create_engine
+
+    engine = create_engine(url)
+    try:
+        await schema.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def drop_pg_database(url: str) -> None:
+    """Drop a database new_pg_database() made, disconnecting whoever is still on it."""
+    name = url.rsplit("/", 1)[1]
+    _pg_cluster().psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);\n")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pg_cluster_stopped() -> Iterator[None]:
+    """Stops this process's cluster at the end of the session, if a test started it."""
+    yield
+    _stop_pg_cluster()
 
 
 @pytest.fixture(scope="session")
 def pg_server() -> str:
-    """The session's PostgreSQL server: its admin URL (libpq form)."""
+    """This process's PostgreSQL server: its superuser's URL (libpq form)."""
     return pg_admin_url()
 
 
 @pytest.fixture
 def pg_url(pg_server: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test: its SQLAlchemy URL (asyncpg)."""
-    import subprocess
-
     url = new_pg_database()
     yield url
-    name = url.rsplit("/", 1)[1]
-    subprocess.run(
-        ["psql", "-qX", pg_server, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
-        check=False,
-    )
+    drop_pg_database(url)
