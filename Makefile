@@ -10,6 +10,9 @@ APT_PACKAGES += samba samba-dsdb-modules samba-vfs-modules samba-ad-provision
 # Tools the tests use beside the servers: systemd-analyze (the unit `mailsvc init` writes, and
 # libseccomp for its system call filter), openssl s_client (TLS protocol refusals).
 APT_PACKAGES += systemd libseccomp2 openssl
+# PostgreSQL for stack.database = "postgresql" and the tests' second pass (initdb, postgres,
+# pg_dump and pg_restore from /usr/lib/postgresql/<version>/bin).
+APT_PACKAGES += postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Every installed distribution comes from this lock, each file checked against its sha256.
 LOCK := requirements.lock
@@ -17,14 +20,22 @@ LOCK_TOOL := .cache/lock-tool
 UV_VERSION := 0.13.9
 LOCK_ARGS ?=
 
-.PHONY: run test lint unit system-deps venv lock stack-up stack-down check bench clean
+.PHONY: run test test-postgresql lint unit system-deps venv lock stack-up stack-down check bench clean
 
 run: system-deps venv ## set everything up and run the service (Ctrl-C stops it)
 	$(BIN)/mailsvc run
 
 # Each worker runs whole files with a stack of its own (slapd, Dovecot on free loopback ports).
-test: system-deps venv lint ## set everything up and run the whole test suite
+# First the whole suite with the service on SQLite, then the integration tests again with it on
+# PostgreSQL (each worker starts a private cluster of its own).
+test: system-deps venv lint ## set everything up and run the whole test suite (SQLite, then PostgreSQL)
 	$(BIN)/pytest -q -ra -n auto --dist loadfile
+	$(MAKE) --no-print-directory test-postgresql
+
+# The files marked no_database do not use the suite's database: they ran in the first pass.
+test-postgresql: system-deps venv ## the integration tests with the service on PostgreSQL
+	MAILSVC_TEST_DATABASE=postgresql $(BIN)/pytest -q -ra -n auto --dist loadfile \
+	  -m "not no_database" tests/integration
 
 unit: venv ## only the pure unit tests (no servers)
 	$(BIN)/pytest -q tests/unit

@@ -16,6 +16,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from mailsvc.relay.smtp.server import ConnectionLimiter, CouncilSMTP
 
+# Not in the PostgreSQL pass (make test-postgresql): the DATA reader over TCP only.
+pytestmark = pytest.mark.no_database
+
 LIMIT = 200_000
 
 

@@ -28,6 +28,10 @@ from mailsvc.cli.main import main
 from mailsvc.config import Settings, load_settings
 from mailsvc.stack import free_ports
 
+# Not in the PostgreSQL pass (make test-postgresql):
+# `mailsvc init`'s service runs on its own SQLite default.
+pytestmark = pytest.mark.no_database
+
 SYSTEMD_ANALYZE = "/usr/bin/systemd-analyze"
 PR_SET_MDWE, PR_GET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 66, 1
 

@@ -40,6 +40,9 @@ from mailsvc.stack.configs import DovecotIdentity
 from mailsvc.stack.layout import Paths, make_traversable, private_dir, remove_private_dir, tail
 from mailsvc.stack.supervise import accepts, alive, banner, ldap_bind, spawn, terminate
 
+# Not in the PostgreSQL pass (make test-postgresql): the system's slapd and Dovecot only.
+pytestmark = pytest.mark.no_database
+
 DOMAIN = "rada.miasto.example"
 STOCK_DOVECOT = Path("/etc/dovecot")
 

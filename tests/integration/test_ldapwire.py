@@ -17,6 +17,9 @@ from provisioning.directory import Directory
 from provisioning.errors import DirectoryError, DirectoryUnavailable
 from provisioning.ldapwire import LdapBindError, LdapResult, LdapWire
 
+# Not in the PostgreSQL pass (make test-postgresql): slapd only.
+pytestmark = pytest.mark.no_database
+
 SPECIAL = 'KWW "Niezależni" (lista 5) * a\\b, c+d <e> f=g; h'
 DISTRICT = "Okręg *)(uid=*"
 ODD_LOCAL = 'x *()\\,+"<>;= y'  # mail is IA5String: the special characters, but ASCII

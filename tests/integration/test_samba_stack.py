@@ -24,7 +24,8 @@ from mailsvc.stack.supervise import port_in_use
 
 from .test_cli import run_cli
 
-pytestmark = pytest.mark.integration
+# Not in the PostgreSQL pass (make test-postgresql): Samba's AD DC only.
+pytestmark = [pytest.mark.integration, pytest.mark.no_database]
 
 TIMINGS: dict[str, float] = {}
 

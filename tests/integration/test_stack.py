@@ -19,7 +19,8 @@ from mailsvc.config import Settings
 from mailsvc.stack import INSTALL_COMMAND, LocalStack, StackError, master_credentials
 from provisioning.passwords import hash_password
 
-pytestmark = pytest.mark.integration
+# Not in the PostgreSQL pass (make test-postgresql): slapd and Dovecot only.
+pytestmark = [pytest.mark.integration, pytest.mark.no_database]
 
 SENDER = "resident@example.org"
 

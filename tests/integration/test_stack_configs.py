@@ -20,7 +20,8 @@ from mailsvc.stack.layout import Paths
 from mailsvc.stack.ldif import dn_key, parse_dn
 from tests.unit.stack.scenarios import ROOTPW_HASH, default_settings
 
-pytestmark = pytest.mark.integration
+# Not in the PostgreSQL pass (make test-postgresql): configuration files only.
+pytestmark = [pytest.mark.integration, pytest.mark.no_database]
 
 # Valid DNs whose values hold what slapd.conf's quoting must carry: quotes, backslashes, '#',
 # an escaped comma, and text that would be an access rule of its own if it got out.

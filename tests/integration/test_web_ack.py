@@ -24,6 +24,9 @@ from mailsvc.web.app import create_app
 from mailsvc.web.http import content_disposition
 from mailsvc.web.server import WebServer, WebServerError, web_server
 
+# Not in the PostgreSQL pass (make test-postgresql): an in-memory backend.
+pytestmark = pytest.mark.no_database
+
 KEY = b"0123456789abcdef0123456789abcdef"
 RECIPIENT, DISTRIBUTION = 7, 3
 SHA = "ab" * 32

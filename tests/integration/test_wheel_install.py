@@ -36,6 +36,10 @@ from mailsvc import resources
 from mailsvc.stack import free_ports
 from mailsvc.storage import schema
 
+# Not in the PostgreSQL pass (make test-postgresql):
+# the installed wheel runs on its own SQLite default.
+pytestmark = pytest.mark.no_database
+
 ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
 # What the subprocess reports about the mailsvc it imports.
