@@ -31,6 +31,8 @@ from sqlalchemy.engine import URL, make_url
 
 from mailsvc.backup.archive import BackupError
 from mailsvc.config import Settings
+from mailsvc.stack import LocalStack, StackError
+from mailsvc.stack.postgres import tool
 from mailsvc.storage.db import BUSY_TIMEOUT, create_engine, private_database_file
 from mailsvc.storage.spool import spool_name, spool_path
 
@@ -179,7 +181,7 @@ async def _run(argv: list[str], env: dict[str, str], what: str) -> None:
     except FileNotFoundError:
         raise BackupError(
             f"{argv[0]} is not installed; it is needed to {what} "
-            "(apt-get install postgresql-client)"
+            "(apt-get install postgresql-client, or set stack.postgres_bin)"
         ) from None
     try:
         output, _ = await asyncio.wait_for(proc.communicate(), _DUMP_TIMEOUT)
@@ -209,7 +211,7 @@ async def _postgres(settings: Settings, staging: Path) -> Snapshot:
                 await locker.rollback()
             # The exporting transaction stays open while pg_dump imports its snapshot.
             argv = [
-                "pg_dump",
+                tool(settings, "pg_dump"),
                 "--format=custom",
                 f"--snapshot={snapshot_id}",
                 f"--file={snap.file}",
@@ -244,10 +246,29 @@ async def check_postgres_empty(settings: Settings) -> None:
         )
 
 
+def stack_cluster(settings: Settings) -> bool:
+    """Whether the database is the stack's own PostgreSQL cluster (under var_dir)."""
+    return settings.stack.database == "postgresql" and not settings.database.url
+
+
+async def restore_into_stack_cluster(staged: Path, settings: Settings) -> None:
+    """Create the stack's cluster in the restored var_dir, pg_restore into its database
+    mailsvc, and stop it again."""
+    stack = LocalStack(settings)
+    try:
+        await asyncio.to_thread(stack.start_service, "postgres")
+        try:
+            await restore_postgres(staged, settings)
+        finally:
+            await asyncio.to_thread(stack.stop_service, "postgres")
+    except StackError as exc:
+        raise BackupError(f"could not run the stack's PostgreSQL cluster: {exc}") from exc
+
+
 async def restore_postgres(staged: Path, settings: Settings) -> None:
     """pg_restore into the configured database (checked empty by check_postgres_empty)."""
     argv = [
-        "pg_restore",
+        tool(settings, "pg_restore"),
         "--no-owner",
         "--no-privileges",
         "--exit-on-error",

@@ -85,7 +85,7 @@ async def _check_target(settings: Settings, manifest: dict[str, Any]) -> None:
         target = database.sqlite_file(settings)
         if target.exists():
             raise BackupError(f"a database already exists at {target}: move it away first")
-    else:
+    elif not database.stack_cluster(settings):  # the stack's own is made anew in var_dir
         await database.check_postgres_empty(settings)
     saved_dir = manifest["directory"]
     if saved_dir["kind"] == "slapcat" and directory.kind_for(settings) == "slapcat":
@@ -144,6 +144,11 @@ async def _place(settings: Settings, manifest: dict[str, Any], staging: Path) ->
     if db["kind"] == "sqlite":
         target = await asyncio.to_thread(database.restore_sqlite, staged_db, settings)
         db_target = str(target)
+    elif database.stack_cluster(settings):
+        # The secrets are back in var_dir: the cluster is made with the saved passwords,
+        # loaded, and stopped again (`mailsvc stack up` starts it with the rest).
+        await database.restore_into_stack_cluster(staged_db, settings)
+        db_target = f"the stack's PostgreSQL cluster ({settings.var_dir.absolute() / 'postgres'})"
     else:
         await database.restore_postgres(staged_db, settings)
         db_target = "database.url (PostgreSQL)"

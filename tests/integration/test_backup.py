@@ -8,11 +8,13 @@ import asyncio
 import email
 import shutil
 import stat
+import tarfile
 from collections.abc import Callable
 from email import policy
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from mailsvc.app import open_parts, start_service
 from mailsvc.backup import directory as backup_directory
@@ -21,11 +23,12 @@ from mailsvc.config import Settings
 from mailsvc.directory.councillors import Councillors
 from mailsvc.domain.receipt_states import EventKind
 from mailsvc.mailbox import read_inbox
-from mailsvc.stack import LocalStack
+from mailsvc.stack import LocalStack, free_ports
 from mailsvc.storage.register import os_audit_context
 from mailsvc.storage.spool import spool_path
 from provisioning.directory import Directory
 from provisioning.passwords import ssha_hash
+from tests.conftest import new_pg_database
 from tests.integration.conftest import (
     _wipe_directory,
     make_message,
@@ -49,18 +52,40 @@ def _cli(settings: Settings, *argv: str) -> int:
     return result
 
 
+def _members(archive: Path) -> list[str]:
+    with tarfile.open(archive) as tar:
+        return tar.getnames()
+
+
 async def _states(settings: Settings, number: str) -> dict[str, EventKind]:
     async with open_parts(settings) as parts:
         matrix = await parts.distributions().matrix(number)
     return {row.address: row.cells[0].state.state for row in matrix.rows}
 
 
+def _on(database: str, settings: Settings) -> Settings:
+    """``database``: "suite", the suite's (SQLite, or with MAILSVC_TEST_DATABASE=postgresql a
+    database of the tests' own cluster); "stack", the stack's own PostgreSQL cluster."""
+    if database == "stack":
+        (pg_port,) = free_ports(1)
+        return settings.with_changes(
+            stack={"database": "postgresql", "pg_port": pg_port}, database={"url": ""}
+        )
+    return settings
+
+
+@pytest.mark.parametrize(
+    "database",
+    # The stack's cluster is the same in both passes of `make test`: the first runs it.
+    ["suite", pytest.param("stack", marks=pytest.mark.no_database)],
+)
 async def test_backup_while_running_then_restore_into_an_empty_var_dir(
     new_stack_settings: Callable[[], Settings],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    database: str,
 ) -> None:
-    settings = new_stack_settings().with_changes(
+    settings = _on(database, new_stack_settings()).with_changes(
         language="en",
         # A body over 1 KiB goes to its own spool file: the queue's files must come back too.
         smtp={"port": 0, "authentication_checks": False, "spool_threshold": 1024},
@@ -117,11 +142,22 @@ async def test_backup_while_running_then_restore_into_an_empty_var_dir(
         people[1].address: EventKind.ACKNOWLEDGED,
     }
 
-    # Disaster: everything under var_dir is gone.
+    kind = make_url(settings.database_url).get_backend_name()
+    assert f"database ({kind}" in out
+    if database == "stack":
+        assert not any(name.startswith("var/postgres/") for name in _members(archive))
+
+    # Disaster: everything under var_dir is gone (and a server's database with it).
     await asyncio.to_thread(stack.down)
     shutil.rmtree(settings.var_dir)
+    if settings.database.url.startswith("postgresql"):
+        settings = settings.with_changes(database={"url": new_pg_database()})
     assert await asyncio.to_thread(_cli, settings, "restore", str(archive)) == 0
-    assert "Restored the backup" in capsys.readouterr().out
+    restored = capsys.readouterr().out
+    assert "Restored the backup" in restored
+    if database == "stack":  # made anew from the saved secrets, loaded, and stopped again
+        assert (settings.var_dir / "postgres" / "initialized").is_file()
+        assert not {s.name: s for s in stack.status()}["postgres"].running
     assert spool_path(settings.var_dir, spooled.pop()).is_file()
     await asyncio.to_thread(stack.up)
 
