@@ -253,3 +253,35 @@ def test_the_opened_check_refuses_clear_text_imap_to_another_machine(host: str) 
     load_settings(env={**env, "MAILSVC_CLIENTS__IMAP_SECURITY": "starttls"})
     load_settings(env={**env, "MAILSVC_DISTRIBUTION__IMAP_CHECK_INTERVAL": "0"})
     load_settings(env={**env, "MAILSVC_CLIENTS__IMAP_HOST": "127.0.0.1"})
+
+
+def test_stack_database_postgresql_points_the_default_url_at_the_stacks_cluster(
+    tmp_path: Path,
+) -> None:
+    env = {
+        "MAILSVC_STACK__DATABASE": "postgresql",
+        "MAILSVC_STACK__PG_PORT": "6543",
+        "MAILSVC_VAR_DIR": str(tmp_path),
+    }
+    s = load_settings(env=env)
+    # Before the stack ever ran there is no password yet.
+    assert s.database_url == "postgresql+asyncpg://mailsvc@127.0.0.1:6543/mailsvc"
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "postgres-mailsvc").write_text("pa/ss@word\n", encoding="ascii")
+    assert s.database_url == "postgresql+asyncpg://mailsvc:pa%2Fss%40word@127.0.0.1:6543/mailsvc"
+    # An explicit database.url wins over the stack's cluster.
+    other = "postgresql+asyncpg://u:p@db.example/mailsvc"
+    assert load_settings(env={**env, "MAILSVC_DATABASE__URL": other}).database_url == other
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"MAILSVC_STACK__DATABASE": "mysql"}, "stack.database = 'mysql': expected 'sqlite'"),
+        ({"MAILSVC_STACK__PG_PORT": "0"}, "stack.pg_port = 0: expected a TCP port"),
+    ],
+)
+def test_stack_database_settings_are_checked(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(env=env)
+    assert fragment in str(info.value)
