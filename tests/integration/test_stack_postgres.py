@@ -19,6 +19,7 @@ from mailsvc.config import Settings
 from mailsvc.directory.councillors import Councillors
 from mailsvc.stack import LocalStack, StackError, free_ports
 from mailsvc.stack.supervise import port_in_use
+from mailsvc.storage import schema
 from mailsvc.storage.db import create_engine
 from mailsvc.storage.register import os_audit_context
 from mailsvc.storage.tables import messages
@@ -77,6 +78,12 @@ async def test_stack_runs_postgresql_for_the_service_and_keeps_its_data(
     assert (url.host, url.port) == ("127.0.0.1", settings.stack.pg_port)
     assert url.password == secret.read_text().strip()
 
+    # Empty until the first start makes the schema (open_parts, as the clerk commands do).
+    engine = create_engine(settings.database_url)
+    try:
+        assert (await schema.state(engine)).status is schema.Status.EMPTY
+    finally:
+        await engine.dispose()
     async with open_parts(settings) as parts:
         account = await Councillors(settings, parts.directory, parts.register).add(
             "Ewa", "Baza", os_audit_context("pytest")
