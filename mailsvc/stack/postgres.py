@@ -147,6 +147,9 @@ class PostgresCluster:
         return [*self._as_owner(), str(self.program("postgres")), "-D", str(self.data)]
 
     def running_pid(self, pid_file: Path) -> int | None:
+        if not self.data.is_dir():  # never made here: nothing to look for among the processes
+            pid_file.unlink(missing_ok=True)
+            return None
         return running_pid(pid_file, "postgres", self.data)
 
     def url(self, database: str = STACK_PG_DATABASE) -> str:
