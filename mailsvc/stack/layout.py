@@ -173,8 +173,11 @@ def remove_private_dir(path: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def make_traversable(var_dir: Path, uid: int, gid: int) -> None:
-    """Let the mail user reach var_dir/mail: var_dir may be 0700 (mkdtemp); parents must allow."""
+def make_traversable(
+    var_dir: Path, uid: int, gid: int, who: str = "Dovecot delivers mail as the user 'mail', who"
+) -> None:
+    """Let the mail user (or PostgreSQL's, ``who`` says) reach below var_dir: var_dir may be
+    0700 (mkdtemp) and gets o+x; its parents must already allow."""
     info = var_dir.stat()
     if not info.st_mode & stat.S_IXOTH:
         os.chmod(var_dir, stat.S_IMODE(info.st_mode) | stat.S_IXOTH)
@@ -187,6 +190,6 @@ def make_traversable(var_dir: Path, uid: int, gid: int) -> None:
         if info.st_gid == gid and info.st_mode & stat.S_IXGRP:
             continue
         raise StackError(
-            f"Dovecot delivers mail as the user 'mail', who cannot enter {parent}; "
+            f"{who} cannot enter {parent}; "
             f"allow it (chmod o+x {parent}) or choose a var_dir elsewhere"
         )

@@ -165,7 +165,8 @@ class PostgresCluster:
         owner = self._owner()
         self.dir.mkdir(mode=0o700, exist_ok=True)
         if owner is not None:
-            make_traversable(self.var_dir, owner.pw_uid, owner.pw_gid)
+            who = f"PostgreSQL runs as the user {SYSTEM_USER!r} (it refuses root), who"
+            make_traversable(self.var_dir, owner.pw_uid, owner.pw_gid, who)
             os.chown(self.dir, owner.pw_uid, owner.pw_gid)
         if not self.initialized.exists():
             self._initdb(owner)
