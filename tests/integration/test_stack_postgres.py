@@ -136,3 +136,16 @@ async def test_pg_url_is_an_empty_database_on_the_tests_own_cluster(pg_url: str)
             assert fsync == "off"
     finally:
         await engine.dispose()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as an ordinary user the cluster runs as that user")
+def test_a_var_dir_the_user_postgres_cannot_reach_is_refused(
+    new_stack_settings: Callable[[], Settings],
+) -> None:
+    settings = _postgres_settings(new_stack_settings)
+    closed = settings.var_dir / "closed"  # 0700, root's: postgres cannot pass through it
+    closed.mkdir(mode=0o700)
+    inner = settings.with_changes(var_dir=closed / "var")
+    with pytest.raises(StackError, match=r"user 'postgres' \(it refuses root\).*cannot enter"):
+        LocalStack(inner).start_service("postgres")
+    assert not (closed / "var" / "postgres" / "data").exists()
