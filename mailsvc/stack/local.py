@@ -99,8 +99,8 @@ class LocalStack:
         self.settings = settings
         self.paths = Paths.of(settings.var_dir.absolute())
         self.services: tuple[str, ...] = (_DIRECTORY_SERVER[settings.stack.directory], "dovecot")
-        if settings.stack.database == "postgresql":
-            self.services += ("postgres",)
+        if settings.stack.database == "postgresql" and not settings.database.url:
+            self.services += ("postgres",)  # the service's database: its own cluster
         self.postgres = PostgresCluster(settings, self.paths, durable=durable)
 
     # -- public API ----------------------------------------------------------------------

@@ -27,6 +27,7 @@ import os
 import pwd
 import re
 import shutil
+import urllib.parse
 from pathlib import Path
 
 from mailsvc import secret_store
@@ -154,7 +155,7 @@ class PostgresCluster:
 
     def url(self, database: str = STACK_PG_DATABASE) -> str:
         """libpq URL of the superuser (password included: for tools, never printed)."""
-        password = admin_password(self.settings)
+        password = urllib.parse.quote(admin_password(self.settings), safe="")
         return f"postgresql://{ADMIN_ROLE}:{password}@{url_host(self.host)}:{self.port}/{database}"
 
     # -- preparing -----------------------------------------------------------------------
