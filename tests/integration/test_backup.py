@@ -26,6 +26,7 @@ from mailsvc.storage.register import os_audit_context
 from mailsvc.storage.spool import spool_path
 from provisioning.directory import Directory
 from provisioning.passwords import ssha_hash
+from tests.conftest import new_pg_database, selected_database
 from tests.integration.conftest import (
     _wipe_directory,
     make_message,
@@ -117,9 +118,12 @@ async def test_backup_while_running_then_restore_into_an_empty_var_dir(
         people[1].address: EventKind.ACKNOWLEDGED,
     }
 
-    # Disaster: everything under var_dir is gone.
+    # Disaster: everything under var_dir is gone (on PostgreSQL, the database server with it:
+    # the restore goes into a new, empty database).
     await asyncio.to_thread(stack.down)
     shutil.rmtree(settings.var_dir)
+    if selected_database() == "postgresql":
+        settings = settings.with_changes(database={"url": new_pg_database()})
     assert await asyncio.to_thread(_cli, settings, "restore", str(archive)) == 0
     assert "Restored the backup" in capsys.readouterr().out
     assert spool_path(settings.var_dir, spooled.pop()).is_file()
