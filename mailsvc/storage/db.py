@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -101,9 +102,10 @@ def is_temporary(exc: BaseException) -> bool:
         orig = exc
     if orig is None:
         return False
-    # Refused, reset or timed out at the socket, or the host not found (asyncpg's connect
-    # raises these unwrapped).
-    if isinstance(orig, OSError):
+    # Refused, reset or timed out at the socket, the host unreachable or not found (asyncpg's
+    # connect raises these unwrapped). Not a file's errors (FileNotFoundError, PermissionError):
+    # those say nothing about the server and would only fail again.
+    if isinstance(orig, (ConnectionError, TimeoutError, socket.gaierror)) or type(orig) is OSError:
         return True
     code = _sqlstate(orig)
     if code is not None:

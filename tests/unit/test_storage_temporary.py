@@ -87,7 +87,11 @@ def test_socket_errors_are_temporary() -> None:
     assert is_temporary(OSError("Multiple exceptions: [Errno 111] Connect call failed"))
     assert is_temporary(asyncpg.InterfaceError("connection is closed"))
     assert not is_temporary(asyncpg.InterfaceError("the server expects 2 arguments, 1 passed"))
+    assert is_temporary(socket.gaierror(-3, "Temporary failure in name resolution"))
     assert not is_temporary(ValueError("A string literal cannot contain NUL (0x00) characters."))
+    # A unit's own file errors say nothing about the server.
+    assert not is_temporary(FileNotFoundError(2, "No such file or directory"))
+    assert not is_temporary(PermissionError(13, "Permission denied"))
 
 
 def _free_port() -> int:
