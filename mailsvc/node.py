@@ -14,6 +14,7 @@ import secrets
 import socket
 
 from mailsvc.config import Settings
+from mailsvc.tmpfiles import writer_tmp
 
 NODE_ID_FILE = "node-id"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -31,7 +32,7 @@ def node_id(settings: Settings) -> str:
     host = _UNSAFE.sub("-", socket.gethostname().split(".")[0]).strip("-.") or "node"
     made = f"{host[:48]}-{secrets.token_hex(3)}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{NODE_ID_FILE}.{os.getpid()}")
+    tmp = writer_tmp(path)
     tmp.write_text(made + "\n", encoding="ascii")
     try:
         os.link(tmp, path)  # another process made it first: theirs is the node's id

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mailsvc.config import Settings
+from mailsvc.tmpfiles import writer_tmp
 from provisioning.passwords import generate_password
 
 
@@ -28,7 +29,7 @@ def load_or_create_secret(
         pass
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     value = generate(length)
-    tmp = path.with_suffix(".tmp")
+    tmp = writer_tmp(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(value + "\n")

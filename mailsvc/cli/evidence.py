@@ -24,6 +24,7 @@ from mailsvc.domain.evidence_chain import Break, BreakKind
 from mailsvc.domain.wording import count_of
 from mailsvc.errors import MailsvcError
 from mailsvc.receipts.evidence.verify import CheckedDistribution, SessionCheck, verify_session
+from mailsvc.tmpfiles import writer_tmp
 
 # Exit statuses of `evidence verify`.
 WHOLE, BROKEN, NO_SESSION = 0, 1, 2
@@ -250,7 +251,7 @@ async def _export(settings: Settings, args: argparse.Namespace, engine: AsyncEng
 
 def _write(output: Path, data: bytes) -> None:
     """Whole or not at all: a temporary file beside it, then renamed."""
-    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
+    tmp = writer_tmp(output)
     tmp.write_bytes(data)
     os.replace(tmp, output)
 

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from mailsvc.relay.delivery.body import documents_dir, private_dirs, private_file
+from mailsvc.tmpfiles import writer_tmp
 
 
 def document_path(var_dir: Path, sha256: str) -> Path:
@@ -25,7 +26,7 @@ def store_document(var_dir: Path, source: Path) -> tuple[str, Path]:
     if target.exists():
         return sha, target
     private_dirs(var_dir, target.parent)
-    tmp = target.with_suffix(f".tmp{os.getpid()}")
+    tmp = writer_tmp(target)
     with source.open("rb") as src, private_file(tmp) as out:
         shutil.copyfileobj(src, out, 1024 * 1024)
         out.flush()

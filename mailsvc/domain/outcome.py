@@ -54,6 +54,19 @@ class Reply:
         return f"{self.code} {self.text}"
 
 
+# C0 controls but tab and newline, DEL, and C1 controls: never meaningful in a reply's text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def stored_text(text: str) -> str:
+    """``text`` from another server (a reply, an error quoting it) as it may be stored and
+    shown: every control character but tab and newline becomes "?". A NUL byte would be
+    refused by PostgreSQL's text type, and escapes or carriage returns would mislead whoever
+    reads the queue, the logs or the receipts' evidence."""
+    text = text.replace("\r\n", "\n")
+    return _CONTROL.sub("?", text)
+
+
 def enhanced_code(text: str) -> str | None:
     """The enhanced status code at the start of a reply's text ('5.2.2'), if any."""
     match = _ENHANCED.match(text)

@@ -69,3 +69,19 @@ def classify_recipient(address: str, domains: Collection[str]) -> LocalRecipient
     ):
         return Refusal(RefusalKind.UNKNOWN_USER, "no such mailbox")
     return LocalRecipient(local, domain)
+
+
+def header_nul_line(content: bytes) -> int | None:
+    """The number (from 1) of the first header line of a raw message that holds a NUL byte, or
+    None. RFC 5322 allows NUL nowhere in a message; the header's fields are read into text that
+    the database stores (PostgreSQL's text type cannot hold NUL), so such a message is refused
+    at DATA rather than taken with 250 and failing later."""
+    end = len(content)
+    for blank in (b"\r\n\r\n", b"\n\n"):
+        found = content.find(blank)
+        if found != -1:
+            end = min(end, found)
+    if content.startswith((b"\r\n", b"\n")):
+        end = 0  # an empty header: everything after the blank line is body
+    at = content.find(b"\0", 0, end)
+    return None if at == -1 else content.count(b"\n", 0, at) + 1

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mailsvc.domain.outcome import stored_text
 from mailsvc.domain.receipt_states import EventKind, EventSource
 from mailsvc.domain.vocabulary import reason_label
 from mailsvc.receipts.parse import DeliveryReport, ReportRecipient, is_rejection, scan
@@ -147,4 +148,6 @@ def _evidence(report: DeliveryReport, entry: ReportRecipient) -> str:
     if entry.final_recipient and entry.final_recipient != entry.address:
         head += f" (final recipient <{entry.final_recipient}>)"
     head += ", the token's delivery"
-    return head + "\n" + report.evidence
+    # The report's own text: a control character (a NUL, which PostgreSQL's text refuses) is
+    # shown as "?" rather than failing the report again at every retry of its sender.
+    return stored_text(head + "\n" + report.evidence)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from mailsvc.storage import schema
@@ -38,6 +40,80 @@ def is_busy(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", None) if isinstance(exc, DBAPIError) else exc
     code = getattr(orig, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF in _BUSY_CODES
+
+
+# PostgreSQL SQLSTATEs (and classes: two characters) after which the same work may succeed
+# later: the server is going away or is not there yet, it ran out of connections or resources,
+# or it chose this transaction as the loser of a conflict (serialization, deadlock, a lock
+# that could not be had). Anything else (bad data, a broken query, a violated constraint)
+# fails again when retried.
+_TEMPORARY_SQLSTATE_CLASSES = frozenset(
+    {
+        "08",  # connection exception: refused, lost, rejected
+        "53",  # insufficient resources: too many connections, disk full, out of memory
+        "58",  # system error: I/O error on the server
+    }
+)
+_TEMPORARY_SQLSTATES = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "55P03",  # lock_not_available
+        "57014",  # query_canceled (statement or lock timeout, pg_cancel_backend)
+        "57P01",  # admin_shutdown (fast or smart shutdown, pg_terminate_backend)
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now (starting up, shutting down, in recovery)
+        "57P05",  # idle_session_timeout
+    }
+)
+# The driver's words for a connection that is gone, when it has no SQLSTATE to give.
+_CLOSED_CONNECTION = ("connection is closed", "connection was closed")
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a driver error, of SQLAlchemy's adapter of one, or of the error it
+    adapts (asyncpg's own exception is its ``__cause__``)."""
+    seen: BaseException | None = exc
+    for _ in range(3):
+        if seen is None:
+            return None
+        code = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if isinstance(code, str) and len(code) == 5:
+            return code
+        seen = seen.__cause__
+    return None
+
+
+def is_temporary(exc: BaseException) -> bool:
+    """True when ``exc`` says the database cannot do the work right now but may later: SQLite's
+    lock held by another connection (``is_busy``); PostgreSQL refusing or losing the connection,
+    shutting down or starting up, out of connections, or cancelling this transaction in a
+    serialization failure or a deadlock. The caller answers 4xx or retries, never gives up on
+    the mail (``StorageUnavailable``)."""
+    if is_busy(exc):
+        return True
+    if isinstance(exc, PoolTimeout):  # every pooled connection in use for pool_timeout
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:  # SQLAlchemy saw the connection drop
+            return True
+        orig: BaseException | None = exc.orig
+    else:
+        orig = exc
+    if orig is None:
+        return False
+    # Refused, reset or timed out at the socket, the host unreachable or not found (asyncpg's
+    # connect raises these unwrapped). Not a file's errors (FileNotFoundError, PermissionError):
+    # those say nothing about the server and would only fail again.
+    if isinstance(orig, (ConnectionError, TimeoutError, socket.gaierror)) or type(orig) is OSError:
+        return True
+    code = _sqlstate(orig)
+    if code is not None:
+        return code in _TEMPORARY_SQLSTATES or code[:2] in _TEMPORARY_SQLSTATE_CLASSES
+    text = str(orig).lower()
+    return type(orig).__name__.endswith("InterfaceError") and any(
+        words in text for words in _CLOSED_CONNECTION
+    )
 
 
 def secure_delete_pragma() -> str:

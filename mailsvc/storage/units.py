@@ -23,8 +23,10 @@ work is one plain function of a synchronous SQLAlchemy ``Connection``, run in on
   ``run_sync``: the same function, the same single transaction.
 
 Callers get the function's result, or its exception; SQLite's lock still held by another
-connection after the busy timeout is raised as ``StorageUnavailable`` (a temporary failure: the
-caller retries, or answers 4xx), never as a driver error that could be taken for a broken unit.
+connection after the busy timeout, and a temporary failure of a PostgreSQL server (down,
+restarting, out of connections, a serialization failure or deadlock: ``db.is_temporary``), are
+raised as ``StorageUnavailable`` (a temporary failure: the caller retries, or answers 4xx),
+never as a driver error that could be taken for a broken unit.
 
 A unit is durable (its commit fsync'd before ``run`` returns) unless the caller passes
 ``durable=False``: then the commit is ordered but not flushed (SQLite WAL ``synchronous=NORMAL``,
@@ -50,6 +52,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
@@ -57,6 +60,7 @@ from mailsvc.errors import StorageUnavailable
 from mailsvc.storage.db import (
     BUSY_TIMEOUT,
     is_busy,
+    is_temporary,
     private_database_file,
     secure_delete_pragma,
 )
@@ -66,6 +70,14 @@ T = TypeVar("T")
 
 def busy_error(exc: BaseException) -> StorageUnavailable:
     return StorageUnavailable(f"the database is busy (locked by another connection): {exc}")
+
+
+def unavailable_error(exc: BaseException) -> StorageUnavailable:
+    """A temporary failure of the database server (``is_temporary``): down, starting, out of
+    connections, or a transaction that lost a conflict. The unit was not committed, or (the
+    connection lost during COMMIT) its commit was not confirmed: the caller answers 4xx, and a
+    sender's retry may then store a message twice, never lose one."""
+    return StorageUnavailable(f"the database is temporarily unavailable: {exc!r}")
 
 
 class Units(Protocol):
@@ -95,9 +107,11 @@ class EngineUnits:
                 if not durable and conn.dialect.name == "postgresql":
                     await conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 return await conn.run_sync(work)
-        except DBAPIError as exc:
+        except (DBAPIError, OSError, PoolTimeout) as exc:
             if is_busy(exc):
                 raise busy_error(exc) from exc
+            if is_temporary(exc):
+                raise unavailable_error(exc) from exc
             raise
 
     async def close(self) -> None:

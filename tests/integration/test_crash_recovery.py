@@ -43,6 +43,7 @@ class Server:
             MAILSVC_SMTP__AUTHENTICATION_CHECKS="false",
             MAILSVC_SMTP__MAX_MESSAGES_PER_IP_PER_MINUTE="100000",
             MAILSVC_SUBMISSION__ENABLED="false",
+            MAILSVC_WEB__PORT="0",  # not the default 8025, which a parallel test may hold
             MAILSVC_RELAY__ACKNOWLEDGE="false",
             MAILSVC_DELIVERY__RETRY_INITIAL="0.2",
             MAILSVC_DELIVERY__RETRY_MAX_INTERVAL="1",

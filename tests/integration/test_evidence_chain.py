@@ -10,8 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from mailsvc.app import Parts, start_service
 from mailsvc.config import Settings
@@ -38,8 +40,25 @@ def read_verify_heads(out: str) -> str:
     return " ".join(line.rsplit(" ", 1)[-1] for line in out.splitlines() if "#" in line)
 
 
-def database(settings: Settings) -> Path:
-    return Path(settings.database_url.split("///", 1)[1])
+async def rewrite_evidence(settings: Settings, recipient_id: int, evidence: str) -> int:
+    """Change the evidence of a recipient's delivered event with the database's own client
+    library (sqlite3, or asyncpg on PostgreSQL); returns the event's id."""
+    url = make_url(settings.database_url)
+    find = "SELECT id FROM receipt_events WHERE recipient_id = {} AND kind = 'delivered'"
+    change = "UPDATE receipt_events SET evidence = {} WHERE id = {}"
+    if url.get_backend_name() == "postgresql":
+        conn = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(False))
+        try:
+            event_id = int(await conn.fetchval(find.format("$1"), recipient_id))
+            await conn.execute(change.format("$1", "$2"), evidence, event_id)
+        finally:
+            await conn.close()
+        return event_id
+    assert url.database is not None
+    with sqlite3.connect(url.database) as db:
+        (event_id,) = db.execute(find.format("?"), (recipient_id,)).fetchone()
+        db.execute(change.format("?", "?"), (evidence, event_id))
+    return int(event_id)
 
 
 async def test_schedule_deliver_open_acknowledge_verify_tamper_verify(
@@ -92,17 +111,10 @@ async def test_schedule_deliver_open_acknowledge_verify_tamper_verify(
     finally:
         await service.stop()
 
-    # Someone with the database file rewrites the evidence of a delivery.
+    # Someone with access to the database (its file, or a PostgreSQL login) rewrites the
+    # evidence of a delivery, outside mailsvc.
     target = next(r for r in recipients if r.address == people[2].address)
-    with sqlite3.connect(database(settings)) as conn:
-        (event_id,) = conn.execute(
-            "SELECT id FROM receipt_events WHERE recipient_id = ? AND kind = 'delivered'",
-            (target.id,),
-        ).fetchone()
-        conn.execute(
-            "UPDATE receipt_events SET evidence = 'LMTP: 550 5.1.1 user unknown' WHERE id = ?",
-            (event_id,),
-        )
+    event_id = await rewrite_evidence(settings, target.id, "LMTP: 550 5.1.1 user unknown")
     run = await cli("evidence", "verify", session.number)
     assert run.status == 1, run.out + run.err
     assert "PRZERWANY" in run.out

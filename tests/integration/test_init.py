@@ -41,7 +41,11 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
     """One `mailsvc init` for the module: its directory and what it printed."""
     directory = tmp_path_factory.mktemp("init") / "srv"
     out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), pytest.MonkeyPatch.context() as env:
+        # As an operator runs it: none of the test run's MAILSVC_* variables (such as
+        # MAILSVC_TEST_DATABASE, which is no setting and would be refused as a typo).
+        for name in [n for n in os.environ if n.startswith("MAILSVC_")]:
+            env.delenv(name)
         status = main(
             [
                 "init",

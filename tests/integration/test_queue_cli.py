@@ -102,9 +102,10 @@ async def test_a_bounce_that_cannot_be_written_keeps_a_dead_letter_that_retry_re
 async def test_an_unexpected_client_error_is_dead_and_delete_removes_it(
     outbound: Service, settings: Settings
 ) -> None:
-    # A corrupt row (a control character in an address) makes the SMTP client raise.
+    # A corrupt row (a control character in an address) makes the SMTP client raise. (Not a
+    # NUL: no PostgreSQL text column can hold one, so such a row cannot exist there.)
     queue_id = await outbound.queue.enqueue(
-        "a@example.org", ["bad\x00address@gmina.example"], b"Subject: x\r\n\r\nx\r\n", origin="x"
+        "a@example.org", ["bad\x01address@gmina.example"], b"Subject: x\r\n\r\nx\r\n", origin="x"
     )
     outbound.workers.wake()
     await wait_status(outbound, queue_id, lambda s: s == ["dead"])

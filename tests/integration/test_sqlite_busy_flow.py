@@ -22,9 +22,17 @@ from mailsvc.domain.receipt_states import EventKind
 from mailsvc.mailbox import read_inbox
 from mailsvc.relay.delivery.worker import DeliveryWorkers
 from mailsvc.storage.units import ThreadUnits
+from tests.conftest import selected_database
 from tests.sqlite_lock import held_by_another_process, writer_process
 
 from .conftest import make_message, smtp_send
+
+# SQLite's own behaviour (one writer at a time, its busy timeout, its lock held by another
+# process): PostgreSQL has row locks and no busy timeout. Its temporary failures are covered by
+# tests/integration/test_database_outage.py and tests/unit/test_storage_temporary.py.
+pytestmark = pytest.mark.skipif(
+    selected_database() != "sqlite", reason="SQLite's database lock and busy timeout"
+)
 
 
 def database_path(settings: Settings) -> Path:

@@ -126,6 +126,11 @@ UPSTREAM = [
         f"{SERVER} CouncilSMTP.smtp_DATA",
     ),
     Upstream(
+        "aiosmtpd.smtp:SMTP.handle_exception",
+        "33be80d97d2d75ee2ad40cbf08ee45d49d1ab9f4b2ad1fb3b5c597dc8d735f22",
+        f"{SERVER} CouncilSMTP.handle_exception (451 instead of its 500 with the error's text)",
+    ),
+    Upstream(
         "aiosmtpd.smtp:SMTP._set_post_data_state",
         "1dc8a8abca2a81644a605b8ebf427fc7472eeadf5149dd3cf2591fa86b2256e9",
         f"{SERVER} CouncilSMTP.smtp_DATA",

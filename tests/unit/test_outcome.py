@@ -81,3 +81,14 @@ async def test_sending_as_a_group_while_the_directory_is_down_is_a_451(error: Ex
         cast(Any, None), session, Envelope(), f"rada@{settings.domain}", []
     )
     assert reply == replies.S451_DIRECTORY
+
+
+def test_reply_text_is_stored_without_control_characters() -> None:
+    """A server's reply may carry any byte; what is stored (and shown, and hashed into the
+    receipts' evidence) has no NUL, escape or carriage return, and keeps its lines."""
+    from mailsvc.domain.outcome import stored_text
+
+    assert stored_text("550 5.1.1 no\x00such \x1b[31muser\x7f") == "550 5.1.1 no?such ?[31muser?"
+    assert stored_text("452-first\r\n452 second\tline") == "452-first\n452 second\tline"
+    assert stored_text("bare\rcarriage\x85return") == "bare?carriage?return"
+    assert stored_text("Łódź: skrzynka pełna") == "Łódź: skrzynka pełna"

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from mailsvc.domain.relay import LocalRecipient, Refusal, RefusalKind, classify_recipient
+from mailsvc.domain.relay import (
+    LocalRecipient,
+    Refusal,
+    RefusalKind,
+    classify_recipient,
+    header_nul_line,
+)
 from mailsvc.relay.smtp.replies import refusal_reply
 
 DOMAINS = ("rada.miasto.example",)
@@ -65,3 +71,20 @@ def test_reply_texts_cannot_be_split_by_crlf_in_addresses() -> None:
 def test_ended_mandate_reply_names_the_office() -> None:
     reply = refusal_reply(RefusalKind.MANDATE_ENDED, "a@rada", "biuro@rada.miasto.example")
     assert reply.startswith("550 5.1.6") and "biuro@rada.miasto.example" in reply
+
+
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [
+        (b"From: a@example.org\r\nSubject: x\r\n\r\nbody\r\n", None),
+        (b"From: a@example.org\r\nSubject: x\0y\r\n\r\nbody\r\n", 2),
+        (b"Subject: \0\r\n\r\n", 1),
+        (b"From: a@example.org\r\nX: folded\r\n \0continued\r\n\r\n", 3),
+        (b"From: a@example.org\nSubject: x\0\n\nbody\n", 2),  # bare LF line ends
+        (b"From: a@example.org\r\n\r\nbody with \0 is not the header's\r\n", None),
+        (b"\r\nSubject: \0 in the body of a message without header\r\n", None),
+        (b"From: a@example.org\r\nSubject: no body at all \0", 2),
+    ],
+)
+def test_a_nul_byte_in_the_header_is_found_with_its_line(content: bytes, line: int | None) -> None:
+    assert header_nul_line(content) == line

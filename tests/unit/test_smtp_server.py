@@ -275,3 +275,51 @@ def test_the_message_id_is_found_as_the_email_parser_finds_it() -> None:
         assert header_message_id(content) == expected, content
         found += expected is not None
     assert found > 1000  # the cases do exercise a found Message-ID
+
+
+class _Failing:
+    """A handler with a bug: RCPT of "bug@…" raises, and so does every DATA."""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address.startswith("bug@"):
+            raise RuntimeError("handler bug at RCPT with secret internals")
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        raise KeyError("handler bug at DATA")
+
+
+async def test_an_exception_escaping_a_handler_is_451_and_the_session_goes_on() -> None:
+    """aiosmtpd answers a handler's exception with "500 Error: (type) text", a permanent
+    refusal that also shows internals; ours is 451 4.3.0, and the transaction starts over."""
+    import smtplib
+
+    settings = load_settings(env={})
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(smtp_factory(settings, _Failing()), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    def converse() -> list[tuple[int, bytes]]:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.ehlo("client.example")
+            said = [client.mail("a@example.org")]
+            said.append(client.rcpt("bug@rada.example"))
+            said.append(client.rcpt("ok@rada.example"))
+            said.append(client.data(b"Subject: x\r\n\r\nbody\r\n"))
+            # The failed DATA ended the transaction: a new one may begin at once.
+            said.append(client.mail("a@example.org"))
+            said.append(client.rcpt("ok@rada.example"))
+            said.append(client.rset())
+            return said
+
+    try:
+        said = await asyncio.to_thread(converse)
+    finally:
+        server.close()
+        await server.wait_closed()
+    codes = [code for code, _ in said]
+    assert codes == [250, 451, 250, 451, 250, 250, 250], said
+    assert said[1][1] == said[3][1] == b"4.3.0 Local error, please try again later"

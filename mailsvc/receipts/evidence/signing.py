@@ -34,6 +34,7 @@ from pyhanko_certvalidator import ValidationContext
 from mailsvc.config import Settings
 from mailsvc.errors import MailsvcError
 from mailsvc.secret_store import load_or_create_secret, secret_path
+from mailsvc.tmpfiles import writer_tmp
 
 SELF_SIGNED_FILE = "evidence-signing.p12"
 SELF_SIGNED_PASSWORD = "evidence-signing.pass"  # noqa: S105 (a file name)
@@ -139,7 +140,7 @@ def _make_self_signed(path: Path, password: bytes, council: str) -> None:
         b"evidence", key, cert, None, serialization.BestAvailableEncryption(password)
     )
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp = writer_tmp(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)

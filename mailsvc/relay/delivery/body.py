@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mailsvc.storage.spool import fsync_dir, spool_path, unstuff
+from mailsvc.tmpfiles import writer_tmp
 
 # 57 input bytes make one 76-character base64 line; read whole lines at a time.
 _LINE_INPUT = 57
@@ -80,7 +81,7 @@ def encode_part(source: Path, part_headers: bytes, var_dir: Path) -> str:
     if target.exists():
         return name
     private_dirs(var_dir, directory)
-    tmp = target.with_suffix(f".tmp{os.getpid()}")
+    tmp = writer_tmp(target)
     with source.open("rb") as src, private_file(tmp) as out:
         out.write(part_headers + b"\r\n")
         while block := src.read(_LINE_INPUT * _READ_LINES):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mailsvc.config import DeliverySettings, Settings
-from mailsvc.domain.outcome import Outcome, Reply, settle
+from mailsvc.domain.outcome import Outcome, Reply, settle, stored_text
 from mailsvc.domain.receipt_states import EventKind, EventSource
 from mailsvc.errors import StorageUnavailable, TemporaryFailure
 from mailsvc.relay.counters import DELIVERIES, Counters
@@ -334,7 +334,7 @@ class DeliveryWorkers:
                 status, next_at = decide(
                     reply, attempts, message.received_at, self.settings.delivery
                 )
-                outcomes.append((delivery_id, status, str(reply)[:2000], next_at))
+                outcomes.append((delivery_id, status, stored_text(str(reply))[:2000], next_at))
                 if status == "failed":
                     failures.append(Failure(rcpt, reply, expired=reply.temporary))
                 elif status == "delivered":

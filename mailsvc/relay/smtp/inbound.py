@@ -37,7 +37,12 @@ from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
 
 from mailsvc.config import Settings
-from mailsvc.domain.relay import LocalRecipient, RefusalKind, classify_recipient
+from mailsvc.domain.relay import (
+    LocalRecipient,
+    RefusalKind,
+    classify_recipient,
+    header_nul_line,
+)
 from mailsvc.errors import StorageUnavailable
 from mailsvc.receipts.sink import ReportSink
 from mailsvc.relay.counters import Counters
@@ -243,6 +248,9 @@ class InboundHandler(AdvertisesExtensions):
         content = envelope.original_content
         if content is None:
             content = envelope.content if isinstance(envelope.content, bytes) else b""
+        refused = refuse_nul_header(content, envelope.mail_from or "", _peer_ip(session))
+        if refused is not None:
+            return refused
         # A large body arrived in its own file; ``content`` is then only the message's header.
         spooled: SpooledBody | None = getattr(envelope, "spooled", None)
         if self.reports is not None:
@@ -406,6 +414,18 @@ def dns_resolver(spec: str) -> dns.resolver.Resolver | None:
     resolver.timeout = 1.0
     resolver.lifetime = 5.0
     return resolver
+
+
+def refuse_nul_header(content: bytes, sender: str, client: str) -> str | None:
+    """550 5.6.0 for a message with a NUL byte in its header (``header_nul_line``), else None:
+    before anything of it reaches the database (reports included)."""
+    line = header_nul_line(content)
+    if line is None:
+        return None
+    log.warning(
+        "DATA from <%s> (%s) refused: NUL byte in header line %d", _clean(sender), client, line
+    )
+    return replies.S550_NUL_IN_HEADER.format(line=line)
 
 
 def valid_sender(address: str) -> bool:

@@ -59,6 +59,10 @@ S553_FROM_NOT_OWNED = (
     "553 5.7.1 {field}: <{address}>: you may send only as your own address or a group you belong to"
 )
 S550_NO_FROM = "550 5.6.0 The message has no From field"
+S550_NUL_IN_HEADER = (
+    "550 5.6.0 Header line {line} of the message contains a NUL byte, which mail may not contain"
+    " (RFC 5322)"
+)
 S451_SEND_LIMIT = "451 4.7.1 Sending limit for this hour reached, please try again later"
 # The local capture (the embedded default's smarthost).
 S250_CAPTURED = "250 2.0.0 OK: captured as {name}"
@@ -149,6 +153,7 @@ _REASONS: tuple[tuple[str, str], ...] = (
     (S550_OWN_DOMAIN_SENDER, "own_domain_unauthenticated"),
     (S550_OWN_DOMAIN_FROM, "own_domain_unauthenticated"),
     (S550_NO_FROM, "no_from"),
+    (S550_NUL_IN_HEADER, "nul_in_header"),
     (S552_TOO_BIG, "too_big"),
     (S553_BAD_SYNTAX, "bad_recipient"),
     (S553_SENDER_NOT_OWNED, "sender_not_owned"),

@@ -518,6 +518,16 @@ class CouncilSMTP(SMTP):
         self.envelope.content = content
         self.envelope.original_content = original_content
         self.envelope.spooled = spooled  # type: ignore[attr-defined]
+        try:
+            status = await self._call_data_hook()
+        finally:
+            # Over even when the hook raised (handle_exception answers 451 then): the client's
+            # retry starts again from MAIL, not into a half-finished transaction.
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _call_data_hook(self) -> Any:
+        assert self.envelope is not None
         status: Any = MISSING
         if "DATA" in self._handle_hooks:
             status = await self._call_handler_hook("DATA")
@@ -538,8 +548,18 @@ class CouncilSMTP(SMTP):
                 status = await status
             if status is None:
                 status = MISSING
-        self._set_post_data_state()  # type: ignore[no-untyped-call]
-        await self.push("250 OK" if status is MISSING else status)
+        return status
+
+    # Overrides aiosmtpd SMTP.handle_exception: pinned by tests/unit/test_aiosmtpd_pin.py.
+    async def handle_exception(self, error: Exception) -> str:
+        """An exception escaping a command (a handler's bug, a failure nobody foresaw): aiosmtpd
+        would answer "500 Error: (its type) its text", a permanent refusal that also shows the
+        client our internals. Nothing says the client was wrong, so 451 (try again later)."""
+        if hasattr(self.event_handler, "handle_exception"):
+            return str(await self.event_handler.handle_exception(error))
+        peer = self.session.peer if self.session is not None else None
+        log.error("%r SMTP session exception", peer, exc_info=error)
+        return replies.S451_LOCAL_ERROR
 
     # Replaces the reading in aiosmtpd SMTP.smtp_DATA, on asyncio StreamReader internals:
     # pinned by tests/unit/test_aiosmtpd_pin.py.

@@ -26,7 +26,14 @@ from mailsvc.errors import StorageUnavailable
 from mailsvc.receipts.sink import ReportSink
 from mailsvc.relay.counters import AUTH_FAILURES, Counters
 from mailsvc.relay.smtp import replies
-from mailsvc.relay.smtp.inbound import _clean, _peer_ip, _tls_details, message_ids, smtp_factory
+from mailsvc.relay.smtp.inbound import (
+    _clean,
+    _peer_ip,
+    _tls_details,
+    message_ids,
+    refuse_nul_header,
+    smtp_factory,
+)
 from mailsvc.relay.smtp.reports import accept_reports
 from mailsvc.relay.smtp.server import AdvertisesExtensions
 from mailsvc.storage.guard import (
@@ -269,6 +276,9 @@ class SubmissionHandler(AdvertisesExtensions):
         if login is None:
             return replies.S530_AUTH_REQUIRED
         content = envelope.original_content or b""
+        refused = refuse_nul_header(content, login, _peer_ip(session))
+        if refused is not None:
+            return refused
         if self.reports is not None:
             reply = await accept_reports(self.reports, envelope, content)
             if reply is not None:

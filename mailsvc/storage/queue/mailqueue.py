@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from mailsvc.domain.outcome import stored_text
 from mailsvc.errors import StorageUnavailable
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import admin
@@ -288,6 +289,7 @@ class MailQueue:
 
     async def mark_dead(self, message_id: int, error: str) -> None:
         """An unexpected error: keep the message and say why (never drop it)."""
+        error = stored_text(error)
 
         def mark(conn: Connection) -> None:
             conn.execute(

@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
+from mailsvc.domain.outcome import stored_text
 from mailsvc.storage import acks, autoreplies, sqlite_fast
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue.model import AckRequest, Outgoing, ReceiptUpdate, route_for
@@ -208,7 +209,7 @@ def record_rows(
         conn.execute(
             update(messages)
             .where(messages.c.id == message_id)
-            .values(status="dead", error=error[:10000])
+            .values(status="dead", error=stored_text(error)[:10000])
         )
     settle(conn, message_id)
     return queued
