@@ -21,6 +21,7 @@ from mailsvc.directory.clerks import Clerks
 from mailsvc.directory.councillors import Councillors
 from mailsvc.distribution.ackpage import AckPages
 from mailsvc.distribution.service import Distributions
+from mailsvc.node import node_id
 from mailsvc.receipts.sink import ReportSink
 from mailsvc.relay.counters import Counters
 from mailsvc.relay.delivery.capture import CaptureSink, capture_dir, running_capture
@@ -37,6 +38,7 @@ from mailsvc.relay.smtp.submission import (
 from mailsvc.relay.smtp.tls import ServerTls, server_tls
 from mailsvc.storage.db import create_engine, create_schema
 from mailsvc.storage.jobruns import JobRuns
+from mailsvc.storage.nodes import Heartbeat
 from mailsvc.storage.queue import MailQueue
 from mailsvc.storage.register import Register
 from mailsvc.storage.relaylog import RelayLog
@@ -155,7 +157,14 @@ class Parts:
 
 def open_queue(settings: Settings, engine: AsyncEngine) -> MailQueue:
     """The queue; recipients in the council's domain go to the mailbox store, others out."""
-    return MailQueue(engine, local_domains=(settings.domain,))
+    # The node's id names its claims where several nodes may share the queue (PostgreSQL).
+    leased = engine.dialect.name == "postgresql"
+    return MailQueue(
+        engine,
+        local_domains=(settings.domain,),
+        node=node_id(settings) if leased else None,
+        lease_seconds=settings.cluster.lease_seconds,
+    )
 
 
 @asynccontextmanager
@@ -208,6 +217,8 @@ class Service:
     tls: list[ServerTls] = field(default_factory=list)
     # Implicit-TLS submission (submission.tls_port), when on.
     submission_tls: asyncio.Server | None = None
+    # This node's row in the nodes table (mailsvc.storage.nodes), kept fresh while it runs.
+    heartbeat: Heartbeat | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -266,6 +277,8 @@ class Service:
             await self.scheduler.stop()
         await self.parts.relay_log.close()
         await self.workers.stop()
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
         await self.parts.queue.close()
         if self.capture is not None:
             await self.capture.stop()
@@ -317,8 +330,26 @@ async def start_web(settings: Settings, parts: Parts) -> WebServer:
     return server
 
 
-async def start_service(settings: Settings, *, scheduler: bool = True) -> Service:
-    """Start delivery first (so the backlog drains), then jobs, then accept mail."""
+def _role_of(service: Service, scheduler: bool) -> Callable[[], str]:
+    """The node's role for the nodes table: the scheduler's leadership once the service has
+    one (``service.leadership.role``), else "leader" when this node runs the scheduler."""
+
+    def role() -> str:
+        leadership = getattr(service, "leadership", None)
+        if leadership is not None:
+            value = leadership.role
+            return str(value() if callable(value) else value)
+        return "leader" if scheduler else "follower"
+
+    return role
+
+
+async def start_service(
+    settings: Settings, *, scheduler: bool = True, role: Callable[[], str] | None = None
+) -> Service:
+    """Start delivery first (so the backlog drains), then jobs, then accept mail.
+
+    ``role`` tells the node's role in the nodes table (default: ``_role_of``)."""
     from mailsvc.jobs import JobContext, job_specs, start_scheduler
 
     # The DKIM keys before anything is opened: a missing one is one ConfigError here, not a
@@ -344,6 +375,13 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
     parts.on_queued = workers.wake
     service = Service(settings, parts, workers, capture=capture, counters=counters)
     try:
+        service.heartbeat = Heartbeat(
+            engine,
+            node_id(settings),
+            settings.cluster.heartbeat_seconds,
+            role or _role_of(service, scheduler),
+        )
+        await service.heartbeat.start()
         distributions = parts.distributions()
         if settings.web.enabled:
             service.web = await start_web(settings, parts)

@@ -43,6 +43,23 @@ class Snapshot:
     # Councillors' receipts of distributions started within the window: state -> count.
     receipts: dict[str, int] = field(default_factory=dict)
     jobs: dict[str, JobRun] = field(default_factory=dict)
+    # In-flight deliveries by (node id, "held" or "expired" lease); "" for a claim without a
+    # node (SQLite's single node).
+    leases: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+async def _leases(conn: AsyncConnection, now: datetime) -> dict[tuple[str, str], int]:
+    expired = deliveries.c.lease_until.is_not(None) & (deliveries.c.lease_until < now)
+    rows = await conn.execute(
+        select(deliveries.c.node_id, expired.label("expired"), func.count())
+        .where(deliveries.c.status == "inflight")
+        .group_by(deliveries.c.node_id, "expired")
+    )
+    out: dict[tuple[str, str], int] = {}
+    for node, gone, count in rows.all():
+        key = (node or "", "expired" if gone else "held")
+        out[key] = out.get(key, 0) + count
+    return out
 
 
 async def _queue(conn: AsyncConnection) -> tuple[dict[str, int], datetime | None]:
@@ -124,5 +141,6 @@ async def take(engine: AsyncEngine, *, receipt_days: int, now: datetime | None =
         depth, oldest = await _queue(conn)
         progress = await _distributions(conn)
         receipts = await _receipts(conn, now - timedelta(days=receipt_days))
+        leases = await _leases(conn, now)
     jobs = await JobRuns(engine).all()
-    return Snapshot(now, depth, oldest, progress, receipts, jobs)
+    return Snapshot(now, depth, oldest, progress, receipts, jobs, leases)
