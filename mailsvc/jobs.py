@@ -150,6 +150,7 @@ class JobRunner:
         self.cluster_specs: list[JobSpec] = []
         # Job ids of cluster-wide runs (interval jobs and one-off distribution jobs).
         self._cluster_ids: set[str] = set()
+        self.stopped = False
 
     def _track(
         self, run: Callable[[], Awaitable[object]], job_id: str, *, record: bool = False
@@ -209,6 +210,8 @@ class JobRunner:
     def role_changed(self, role: Role) -> None:
         """The leadership's listener: lead = add the cluster-wide jobs; follow = remove them
         and cancel their runs in progress at once (another node may be starting them)."""
+        if self.stopped:
+            return
         if role == LEADER:
             assert self.ctx is not None
             for spec in self.cluster_specs:
@@ -265,7 +268,9 @@ class JobRunner:
             )
 
     async def stop(self, grace: float = 10.0) -> None:
-        self.scheduler.shutdown(wait=False)
+        self.stopped = True
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         if not self.running:
             return
         _, late = await asyncio.wait(set(self.running), timeout=grace)
