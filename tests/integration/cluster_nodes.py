@@ -1,4 +1,6 @@
-"""A cluster of real `mailsvc serve` processes on one PostgreSQL database, for the node tests.
+"""Several nodes on one PostgreSQL database for the cluster tests: real `mailsvc serve` processes
+(:class:`ClusterNodes`, test_cluster_nodes.py) and, at the end, settings and helpers for services
+started in the test's own process (test_cluster_leader.py).
 
 Every node is the worktree's own ``mailsvc serve`` in a process of its own (with its delivery
 child: ``delivery.separate_process`` stays on), with its own var_dir and free ports, in front of
@@ -31,12 +33,13 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mailsvc import secret_store
+from mailsvc.app import Service
 from mailsvc.config import Settings
 from mailsvc.stack import free_ports
 
@@ -304,8 +307,8 @@ class ClusterNodes:
 
     async def leader(self, within: float = 30.0) -> Node:
         """The node whose status row says "leader" (waits until exactly one does)."""
-        data = await self.wait_status(lambda d: len(leaders(d)) == 1, within)
-        found = leaders(data)
+        data = await self.wait_status(lambda d: len(status_leaders(d)) == 1, within)
+        found = status_leaders(data)
         assert len(found) == 1, f"not exactly one leader: {data}"
         return self.node(found[0])
 
@@ -327,7 +330,7 @@ class ClusterNodes:
         return sums
 
 
-def leaders(status: dict[str, Any]) -> list[str]:
+def status_leaders(status: dict[str, Any]) -> list[str]:
     """Node ids of the status rows that are up and say "leader"."""
     return [n["node_id"] for n in status["nodes"] if n["role"] == "leader" and n["state"] == "up"]
 
@@ -400,3 +403,52 @@ class LmtpDelay:
                     await asyncio.sleep(delay)
                 writer.write(chunk)
                 await writer.drain()
+
+
+# -- services in the test's own process (in-process helpers of test_cluster_leader.py) ------
+
+# Followers try for the lead often, so that a takeover takes about a second here.
+RETRY = 0.5
+
+
+def first_node(settings: Settings, pg_url: str) -> Settings:
+    """The stack's own node (its var_dir holds the stack's secrets) on ``pg_url``."""
+    return settings.with_changes(
+        database={"url": pg_url},
+        cluster={"node_id": "node-a", "leader_retry_seconds": RETRY},
+    )
+
+
+def other_node(first: Settings, var_dir: Path, name: str) -> Settings:
+    """Another node joining through database.url, directory.* and the stack's LMTP alone: its
+    own var_dir, the directory passwords given explicitly."""
+    return first.with_changes(
+        var_dir=var_dir,
+        directory={
+            "admin_password": secret_store.admin_password(first),
+            "reader_password": secret_store.reader_password(first),
+        },
+        cluster={"node_id": name, "leader_retry_seconds": RETRY},
+    )
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[Any]], within: float = 20.0, interval: float = 0.1
+) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        value = await check()
+        if value or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(interval)
+
+
+def leaders(services: list[Service]) -> list[str]:
+    return [s.settings.cluster.node_id for s in services if s.leadership.role == "leader"]
+
+
+def cluster_jobs(service: Service) -> list[str]:
+    """The cluster-wide jobs scheduled on ``service`` (none on a follower)."""
+    assert service.scheduler is not None
+    jobs: list[str] = service.scheduler.cluster_jobs_running()
+    return jobs

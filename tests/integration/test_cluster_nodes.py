@@ -32,7 +32,7 @@ from mailsvc.mailbox import read_inbox
 from mailsvc.storage.register import os_audit_context
 from provisioning.directory import Directory
 
-from .cluster_nodes import LOOPBACK, ClusterNodes, LmtpDelay, leaders, state_of
+from .cluster_nodes import LOOPBACK, ClusterNodes, LmtpDelay, state_of, status_leaders
 
 PEOPLE = (("Łukasz", "Żółć"), ("Anna", "Nowak"), ("Piotr", "Kowalski"), ("Ewa", "Dąbrowska"))
 # A takeover is reported in the log of the node that takes the delivery over (C.md: a line
@@ -325,11 +325,11 @@ async def test_cluster_status_shows_three_nodes_one_leader_and_a_killed_node_dow
     cluster = await make_cluster()
     names = sorted(n.name for n in cluster.nodes)
     status = await cluster.wait_status(
-        lambda d: all(state_of(d, n) == "up" for n in names) and len(leaders(d)) == 1
+        lambda d: all(state_of(d, n) == "up" for n in names) and len(status_leaders(d)) == 1
     )
     assert sorted(r["node_id"] for r in status["nodes"]) == names
     assert all(state_of(status, n) == "up" for n in names), status
-    assert len(leaders(status)) == 1, status
+    assert len(status_leaders(status)) == 1, status
     assert status["heartbeat_seconds"] == cluster.heartbeat_seconds
     assert status["down_after_seconds"] == 3 * cluster.heartbeat_seconds
     for row in status["nodes"]:
@@ -340,17 +340,17 @@ async def test_cluster_status_shows_three_nodes_one_leader_and_a_killed_node_dow
 
     # The leader killed: shown down once its heartbeat is 3 × heartbeat_seconds old, and
     # another node leads; a node stopped cleanly is shown stopped.
-    leader = cluster.node(leaders(status)[0])
+    leader = cluster.node(status_leaders(status)[0])
     leader.kill()
     down = await cluster.wait_status(
-        lambda d: state_of(d, leader.name) == "down" and len(leaders(d)) == 1,
+        lambda d: state_of(d, leader.name) == "down" and len(status_leaders(d)) == 1,
         within=3 * cluster.heartbeat_seconds + 20,
     )
     assert state_of(down, leader.name) == "down", down
     row = next(r for r in down["nodes"] if r["node_id"] == leader.name)
     assert row["heartbeat_age_seconds"] >= down["down_after_seconds"]
-    assert leaders(down) != [leader.name] and len(leaders(down)) == 1, down
-    follower = next(n for n in cluster.nodes if n.running and n.name not in leaders(down))
+    assert status_leaders(down) != [leader.name] and len(status_leaders(down)) == 1, down
+    follower = next(n for n in cluster.nodes if n.running and n.name not in status_leaders(down))
     await follower.stop()
     stopped = await cluster.wait_status(lambda d: state_of(d, follower.name) == "stopped")
     assert state_of(stopped, follower.name) == "stopped", stopped

@@ -172,6 +172,7 @@ async def test_check_fails_on_an_expiring_certificate_low_disk_and_a_late_schedu
         "dns",
         "disk",
         "scheduler",
+        "scheduler-leader",
     ]
     ok, detail = _result(results, "tls-cert")
     assert not ok and "2 days left, fewer than 14" in detail
