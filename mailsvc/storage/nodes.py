@@ -175,11 +175,11 @@ def cluster_status(conn: Connection, heartbeat_seconds: float) -> list[NodeStatu
     now = _read_now(conn)
     down_after = DOWN_AFTER_HEARTBEATS * heartbeat_seconds
     rows = conn.execute(select(nodes).order_by(nodes.c.node_id)).all()
-    expired = func.sum(case((deliveries.c.lease_until < now, 1), else_=0))
+    lapsed = func.sum(case((deliveries.c.lease_until < now, 1), else_=0))
     held: dict[str | None, list[int]] = {
         node: [int(count), int(gone or 0)]
         for node, count, gone in conn.execute(
-            select(deliveries.c.node_id, func.count(), expired)
+            select(deliveries.c.node_id, func.count(), lapsed)
             .where(deliveries.c.status == "inflight")
             .group_by(deliveries.c.node_id)
         ).all()
