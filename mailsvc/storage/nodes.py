@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal, select, update
+from sqlalchemy import ColumnElement, case, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -175,16 +175,15 @@ def cluster_status(conn: Connection, heartbeat_seconds: float) -> list[NodeStatu
     now = _read_now(conn)
     down_after = DOWN_AFTER_HEARTBEATS * heartbeat_seconds
     rows = conn.execute(select(nodes).order_by(nodes.c.node_id)).all()
-    held: dict[str | None, list[int]] = {}
-    for node, lease_until, count in conn.execute(
-        select(deliveries.c.node_id, deliveries.c.lease_until < now, func.count())
-        .where(deliveries.c.status == "inflight")
-        .group_by(deliveries.c.node_id, deliveries.c.lease_until < now)
-    ).all():
-        counts = held.setdefault(node, [0, 0])
-        counts[0] += count
-        if lease_until:
-            counts[1] += count
+    lapsed = func.sum(case((deliveries.c.lease_until < now, 1), else_=0))
+    held: dict[str | None, list[int]] = {
+        node: [int(count), int(gone or 0)]
+        for node, count, gone in conn.execute(
+            select(deliveries.c.node_id, func.count(), lapsed)
+            .where(deliveries.c.status == "inflight")
+            .group_by(deliveries.c.node_id)
+        ).all()
+    }
     # Claims without a node (SQLite's single node) belong to the only node there is.
     unowned = held.pop(None, [0, 0]) if len(rows) == 1 else [0, 0]
     out = []

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailsvc.domain.receipt_states import EventKind, EventSource, ReceiptEvent, derive_state
@@ -49,16 +49,17 @@ class Snapshot:
 
 
 async def _leases(conn: AsyncConnection, now: datetime) -> dict[tuple[str, str], int]:
-    expired = deliveries.c.lease_until.is_not(None) & (deliveries.c.lease_until < now)
+    expired = func.sum(case((deliveries.c.lease_until < now, 1), else_=0))
     rows = await conn.execute(
-        select(deliveries.c.node_id, expired.label("expired"), func.count())
+        select(deliveries.c.node_id, func.count(), expired)
         .where(deliveries.c.status == "inflight")
-        .group_by(deliveries.c.node_id, "expired")
+        .group_by(deliveries.c.node_id)
     )
     out: dict[tuple[str, str], int] = {}
-    for node, gone, count in rows.all():
-        key = (node or "", "expired" if gone else "held")
-        out[key] = out.get(key, 0) + count
+    for node, count, gone in rows.all():
+        gone = int(gone or 0)
+        out[(node or "", "held")] = int(count) - gone
+        out[(node or "", "expired")] = gone
     return out
 
 
