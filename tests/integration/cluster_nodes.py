@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from mailsvc import secret_store
 from mailsvc.app import Service
 from mailsvc.config import Settings
@@ -188,6 +190,7 @@ class ClusterNodes:
     lmtp: tuple[str, int] | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
+    _engine: AsyncEngine | None = None
 
     def __post_init__(self) -> None:
         for i in range(self.count):
@@ -263,6 +266,8 @@ class ClusterNodes:
 
     async def stop(self) -> None:
         await asyncio.gather(*(node.stop() for node in self.nodes), return_exceptions=True)
+        if self._engine is not None:
+            await self._engine.dispose()
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -311,6 +316,24 @@ class ClusterNodes:
         found = status_leaders(data)
         assert len(found) == 1, f"not exactly one leader: {data}"
         return self.node(found[0])
+
+    async def inflight(self, node: Node) -> int:
+        """Deliveries the database shows in flight with ``node`` right now (one query, much
+        quicker than the status command: for timing a kill)."""
+        from sqlalchemy import text
+
+        from mailsvc.storage.db import create_engine
+
+        if self._engine is None:
+            self._engine = create_engine(self.database_url)
+        async with self._engine.connect() as conn:
+            found = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM deliveries WHERE status = 'inflight' AND node_id = :node"
+                ),
+                {"node": node.name},
+            )
+        return int(found or 0)
 
     async def metrics(self, node: Node) -> dict[str, float]:
         """A running node's /metrics, summed per metric name (labels dropped)."""

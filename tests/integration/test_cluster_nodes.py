@@ -155,10 +155,13 @@ async def test_mail_to_three_nodes_loses_nothing_when_one_is_killed_twice(
         accepted: dict[str, CreatedAccount] = {}
         broken: set[str] = set()
         gate = asyncio.Semaphore(6)
-        # The victim is killed once 30 messages got 250, and again at 90.
-        milestones = [(30, asyncio.Event()), (90, asyncio.Event())]
+        # The victim is killed once 30 messages got 250, and again once 30 more did after it
+        # was back.
+        progress = asyncio.Condition()
 
         async def send(i: int) -> None:
+            # Paced, so that the sending outlasts two kills and restarts (about 45 s).
+            await asyncio.sleep(i * 0.3)
             subject = f"cluster-{i:03d}"
             rcpt = councillors[i % len(councillors)]
             for attempt in range(30):
@@ -169,9 +172,8 @@ async def test_mail_to_three_nodes_loses_nothing_when_one_is_killed_twice(
                     )
                 if result == "250":
                     accepted[subject] = rcpt
-                    for threshold, reached in milestones:
-                        if len(accepted) >= threshold:
-                            reached.set()
+                    async with progress:
+                        progress.notify_all()
                     return
                 if result == "broken":
                     broken.add(subject)
@@ -180,12 +182,18 @@ async def test_mail_to_three_nodes_loses_nothing_when_one_is_killed_twice(
         inflight_at_kill: list[int] = []
 
         async def kill_twice() -> None:
-            for _, reached in milestones:
-                await reached.wait()
-                status = await cluster.status()
-                row = next(r for r in status["nodes"] if r["node_id"] == victim.name)
-                inflight_at_kill.append(int(row["inflight"]))
+            for _ in range(2):
+                threshold = min(len(accepted) + 30, total - 10)
+                async with progress:
+                    await progress.wait_for(lambda: len(accepted) >= threshold)  # noqa: B023
+                # Killed while it holds deliveries (looked at for at most 10 s).
+                for _ in range(200):
+                    held = await cluster.inflight(victim)
+                    if held:
+                        break
+                    await asyncio.sleep(0.05)
                 victim.kill()
+                inflight_at_kill.append(held)
                 await asyncio.sleep(1.5)
                 await victim.start()
 
