@@ -107,10 +107,16 @@ class Heartbeat:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Register the node (a failure here is the database's, and stops the start)."""
-        await self._run_sync(
-            lambda conn: upsert_node(conn, self.node, self._role(), host=self.host, pid=self.pid)
-        )
+        """Register the node and start beating. A database that cannot be written now (busy,
+        unreachable) does not stop the service: the next beat registers it."""
+        try:
+            await self._run_sync(
+                functools.partial(
+                    upsert_node, node=self.node, role=self._role(), host=self.host, pid=self.pid
+                )
+            )
+        except Exception as exc:
+            log.warning("node %s: not registered yet (next heartbeat): %s", self.node, exc)
         self._task = asyncio.create_task(self._beat(), name="node-heartbeat")
 
     async def stop(self) -> None:

@@ -377,9 +377,14 @@ class MailQueue:
         # deliveries in flight at the crash, attempted again (at-least-once), and what the
         # same transaction queued (a bounce, an acknowledgement) is lost with them and made
         # again then. Unflushed commits become durable with the next enqueue's fsync.
-        queued = await self.units.run(record, durable=False, inline=True)
-        for delivery_id, *_ in outcomes:
-            self.held.pop(delivery_id, None)
+        # No longer renewed from here on (a renewal after this commit would find the rows
+        # settled and take them for lost); held again if the unit fails.
+        recording = {o[0]: self.held.pop(o[0]) for o in outcomes if o[0] in self.held}
+        try:
+            queued = await self.units.run(record, durable=False, inline=True)
+        except BaseException:
+            self.held.update(recording)
+            raise
         if late:
             log.warning(
                 "message %d: outcome of deliveries %s not applied: their claim was taken over "
