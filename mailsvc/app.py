@@ -450,6 +450,8 @@ async def start_service(
                 distributions=distributions,
                 relay_log=parts.relay_log,
                 runs=JobRuns(engine, units=parts.queue.units),
+                queue=parts.queue,
+                shared=SharedFiles(engine, settings.var_dir, node_id(settings)),
             )
             service.scheduler = start_scheduler(jobs, specs, service.leadership)
         reports = ReportSink(distributions.store, distributions.signer, settings.domain)

@@ -26,8 +26,10 @@ from mailsvc.relay.delivery import capture
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.jobruns import JobRuns
 from mailsvc.storage.leader import LEADER, Leadership, Role
+from mailsvc.storage.queue import MailQueue
 from mailsvc.storage.register import AuditContext, os_audit_context
 from mailsvc.storage.relaylog import RelayLog
+from mailsvc.storage.shared_files import SharedFiles
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,9 @@ class JobContext:
     runner: JobRunner | None = None
     # Where each job's last success and failure are written (for /metrics, `mailsvc check`).
     runs: JobRuns | None = None
+    # The queue and the shared files (several nodes on PostgreSQL: spooled bodies' copies).
+    queue: MailQueue | None = None
+    shared: SharedFiles | None = None
 
 
 CLUSTER = "cluster"
@@ -78,6 +83,19 @@ async def relay_log_upkeep(ctx: JobContext) -> object:
     if purged:
         log.info("relay log: purged %d entries older than %s", purged, cutoff)
     return refreshed, purged
+
+
+async def relay_log_and_shared_upkeep(ctx: JobContext) -> object:
+    """The relay log's upkeep, and (PostgreSQL) the shared copies of spooled bodies that no
+    message needs any more."""
+    done = await relay_log_upkeep(ctx)
+    if ctx.shared is None or ctx.queue is None or not ctx.shared.enabled:
+        return done
+    in_use = await ctx.queue.spool_files_in_use()
+    forgotten = await ctx.shared.forget_spool(in_use, ctx.settings.smtp.timeout + 60)
+    if forgotten:
+        log.info("shared files: %d spooled bodies no message needs forgotten", forgotten)
+    return done, forgotten
 
 
 async def capture_purge(ctx: JobContext) -> object:
@@ -125,7 +143,7 @@ def job_specs(
     """Every job of the service, with stable ids. Nothing is discovered by magic."""
     specs = [
         JobSpec("councillor-lifecycle", lifecycle_interval, councillor_lifecycle),
-        JobSpec("relay-log-upkeep", upkeep_interval, relay_log_upkeep),
+        JobSpec("relay-log-upkeep", upkeep_interval, relay_log_and_shared_upkeep),
         JobSpec("capture-purge", upkeep_interval, capture_purge, NODE),
     ]
     if distribution is not None:

@@ -29,9 +29,10 @@ from mailsvc.distribution.errors import DistributionError, unknown_distribution
 from mailsvc.distribution.links import RecipientLinks
 from mailsvc.distribution.mail import HeadTemplate, Pack, PackDocument, SessionFacts, prepare_pack
 from mailsvc.domain.receipt_states import EventKind, EventSource
-from mailsvc.relay.delivery.body import PartedBody
+from mailsvc.relay.delivery.body import PartedBody, parts_dir
 from mailsvc.storage.queue import ORIGIN_DISTRIBUTION, MailQueue
 from mailsvc.storage.sessions import CouncilSessionRow, DistributionRow, ReceiptStore
+from mailsvc.storage.shared_files import SharedFiles
 from provisioning.directory import CouncillorEntry
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,9 @@ class Sender:
         docs = await self.store.documents_by_id(dist.document_ids)
         positions = {i.id: i.position for i in await self.store.agenda(session.id)}
         pack_docs = []
+        shared = SharedFiles(self.store.engine, self.settings.var_dir)
+        # Attached on another node: fetched from the database (PostgreSQL).
+        await shared.fetch([document_path(self.settings.var_dir, d.sha256) for d in docs])
         for d in docs:
             path = document_path(self.settings.var_dir, d.sha256)
             if not path.is_file():
@@ -202,7 +206,7 @@ class Sender:
                 )
             )
         facts = await session_facts(self.store, session)
-        return await asyncio.to_thread(
+        pack = await asyncio.to_thread(
             prepare_pack,
             self.settings,
             distribution_id=dist.id,
@@ -211,6 +215,10 @@ class Sender:
             note=dist.note,
             documents=pack_docs,
         )
+        # The encoded parts, for the delivery workers of the other nodes.
+        directory = parts_dir(self.settings.var_dir)
+        await shared.publish([directory / name for name in pack.part_names])
+        return pack
 
     async def _queue_chunk(
         self,

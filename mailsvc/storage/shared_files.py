@@ -26,6 +26,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import delete, select, text
@@ -165,6 +166,26 @@ class SharedFiles:
         async with self.engine.begin() as conn:
             result = await conn.execute(delete(shared_files).where(shared_files.c.name.in_(names)))
         return int(result.rowcount or 0)
+
+    async def forget_spool(self, in_use: set[str], older_than: float) -> int:
+        """Remove the shared copies of spooled bodies no kept message names any more (their
+        message delivered or expired), once older than ``older_than`` seconds (a copy is
+        published just before its message is queued). Returns how many went."""
+        if not self.enabled:
+            return 0
+        cutoff = utcnow() - timedelta(seconds=older_than)
+        async with self.engine.begin() as conn:
+            names = (
+                await conn.execute(
+                    select(shared_files.c.name).where(
+                        shared_files.c.name.like("spool/%"), shared_files.c.created_at < cutoff
+                    )
+                )
+            ).scalars()
+            gone = [n for n in names if n.removeprefix("spool/") not in in_use]
+            if gone:
+                await conn.execute(delete(shared_files).where(shared_files.c.name.in_(gone)))
+        return len(gone)
 
     async def sync(self, paths: Sequence[Path], make_missing: Callable[[], object]) -> None:
         """At start-up: the files every node must have the same of (the secrets). Under one

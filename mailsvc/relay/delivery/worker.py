@@ -56,6 +56,7 @@ from mailsvc.storage.queue import (
     backoff,
 )
 from mailsvc.storage.queue.wakeups import QueueListener
+from mailsvc.storage.shared_files import SharedFiles
 from mailsvc.storage.spool import remove_orphans
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class DeliveryWorkers:
         self.local_domains = (settings.domain,)
         # Keys are read by start() or drain(), in a thread; a missing one stops them there.
         self.signer = DkimSigner.from_settings(settings)
+        self.shared = SharedFiles(queue.engine, settings.var_dir, settings.cluster.node_id)
         self._pool = {
             ROUTE_LMTP: settings.delivery.workers,
             ROUTE_SMTP: smarthost_workers or settings.smarthost.workers,
@@ -341,6 +343,8 @@ class DeliveryWorkers:
             started = utcnow()
             body: bytes | PartedBody = message.body
             if message.parts is not None:
+                # Spooled or encoded on another node: fetched from the database (PostgreSQL).
+                await self.shared.fetch_parts(message.parts)
                 body = PartedBody.from_stored(message.body, message.parts, self.settings.var_dir)
                 body.check()
             # Delivery reports only for what we track, and only where the smarthost's 250 is
