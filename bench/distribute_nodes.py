@@ -34,7 +34,7 @@ from mailsvc.config import Settings
 
 SESSION_NUMBER = "N/2027"
 REPO = Path(__file__).resolve().parent.parent
-STALL_SECONDS = 300.0
+STALL_SECONDS = 120.0
 
 
 @dataclass
@@ -79,10 +79,11 @@ def base_env(settings: Settings, attach_max_bytes: int) -> dict[str, str]:
 
 
 def count_messages(mail_root: Path) -> int:
+    """Messages in every Maildir under ``mail_root`` (<domain>/<local part>/{new,cur})."""
     total = 0
     if not mail_root.is_dir():
         return 0
-    for box in mail_root.iterdir():
+    for box in (b for domain in mail_root.iterdir() for b in domain.iterdir()):
         for sub in ("new", "cur"):
             try:
                 with os.scandir(box / sub) as entries:

@@ -197,6 +197,8 @@ def mailsvc_env(settings: Settings, ports: dict[str, int], tree: Path) -> dict[s
             "MAILSVC_SMTP__HOST": LOOPBACK,
             "MAILSVC_SMTP__PORT": str(ports["smtp"]),
             "MAILSVC_SUBMISSION__PORT": str(ports["submission"]),
+            # A free port: another run (or a developer's `make run`) may hold the default.
+            "MAILSVC_WEB__PORT": str(free_ports(1)[0]),
             "MAILSVC_PROVISIONING__SEND_WELCOME": "false",
             # The load comes from one IP: the shipped per-IP rate limit (120/min) would turn a
             # benchmark into a test of the limiter. Postfix ships with no message rate limit.
@@ -821,7 +823,8 @@ def main(argv: list[str] | None = None) -> int:
             "backend: Dovecot + slapd CPU ms/msg in the same pass; other %: CPU used by anything "
             "else on the machine during the pass (% of one core; high values mean a noisy run);\n"
             "pg×N (--nodes): N mailsvc nodes on one PostgreSQL database, the load's sessions "
-            "spread over their SMTP ports (no latency pass); CPU ms/msg: all their processes; "
+            "spread over their SMTP ports (latency pass: to the first node); CPU ms/msg: all their "
+            "processes; "
             "DB ms: PostgreSQL's CPU ms/msg (its own cluster)."
         )
         if args.json:

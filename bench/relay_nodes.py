@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from relay_procs import child_pids, cpu_seconds, peak_rss_bytes, reset_peak
@@ -260,6 +261,18 @@ class NodeProcesses:
                 proc.wait(10)
 
 
+def idle_cost(
+    pids: Callable[[], list[int]], postgres: PrivatePostgres, seconds: float = 5.0
+) -> tuple[float, float]:
+    """CPU ms per second of the idle nodes and of PostgreSQL meanwhile (after a settling
+    second): the fixed cost that every message rate pays on top of its per-message cost."""
+    time.sleep(1.0)
+    nodes0, db0 = cpu_seconds(pids()), postgres.cpu_seconds() or 0.0
+    time.sleep(seconds)
+    nodes1, db1 = cpu_seconds(pids()), postgres.cpu_seconds() or 0.0
+    return 1000 * (nodes1 - nodes0) / seconds, 1000 * (db1 - db0) / seconds
+
+
 def make_target(
     target_base: type,
     settings: Settings,
@@ -286,6 +299,12 @@ def make_target(
             super().__init__(f"pg×{count}", self.nodes.ports[0])
             self.ports = self.nodes.ports
             self.postgres = postgres
+            self.idle = idle_cost(self.nodes.pids, postgres)
+            print(
+                f"  {self.name}: idle, the nodes use {self.idle[0]:.1f} ms CPU per second and "
+                f"PostgreSQL {self.idle[1]:.1f} (heartbeats, lease renewals, polling)",
+                flush=True,
+            )
 
         def pids(self) -> list[int]:
             return self.nodes.pids()
