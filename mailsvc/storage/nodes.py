@@ -23,7 +23,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, literal, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -64,8 +63,16 @@ def upsert_node(conn: Connection, node: str, role: str, *, host: str, pid: int) 
         "heartbeat_at": now,
         "stopped_at": None,
     }
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(nodes).values(**values)
+    # The dialect's own INSERT … ON CONFLICT (both have the same on_conflict_do_update).
+    stmt: Any
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(nodes).values(**values)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(nodes).values(**values)
     changed = {k: v for k, v in values.items() if k != "node_id"}
     conn.execute(stmt.on_conflict_do_update(index_elements=[nodes.c.node_id], set_=changed))
 
