@@ -429,6 +429,7 @@ async def start_service(
             node_id(settings),
             settings.cluster.heartbeat_seconds,
             role or _role_of(service, scheduler),
+            units=parts.queue.units,
         )
         await service.heartbeat.start()
         distributions = parts.distributions()

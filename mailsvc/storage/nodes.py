@@ -23,13 +23,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, literal, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailsvc import __version__
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.tables import deliveries, nodes
+from mailsvc.storage.units import EngineUnits, Units
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,16 @@ def upsert_node(conn: Connection, node: str, role: str, *, host: str, pid: int) 
         "heartbeat_at": now,
         "stopped_at": None,
     }
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(nodes).values(**values)
+    # The dialect's own INSERT … ON CONFLICT (both have the same on_conflict_do_update).
+    stmt: Any
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(nodes).values(**values)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(nodes).values(**values)
     changed = {k: v for k, v in values.items() if k != "node_id"}
     conn.execute(stmt.on_conflict_do_update(index_elements=[nodes.c.node_id], set_=changed))
 
@@ -97,8 +105,13 @@ class Heartbeat:
         node: str,
         interval: float,
         role: Callable[[], str],
+        *,
+        units: Units | None = None,
     ) -> None:
         self.engine = engine
+        # The queue's units of work when given: on SQLite the beats then take turns with the
+        # queue's writes on its own thread instead of holding the engine's one connection.
+        self.units: Units = units or EngineUnits(engine)
         self.node = node
         self.interval = interval
         self.role = role
@@ -139,8 +152,8 @@ class Heartbeat:
             return "unknown"
 
     async def _run_sync(self, work: Callable[[Connection], Any]) -> Any:
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(work)
+        # Not flushed: a beat lost to a power failure is only an older heartbeat.
+        return await self.units.run(work, durable=False)
 
     async def _beat(self) -> None:
         while True:

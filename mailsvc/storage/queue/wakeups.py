@@ -20,8 +20,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import URL, make_url
 
 from mailsvc.storage.queue.leases import CHANNEL
@@ -71,9 +71,12 @@ class QueueListener:
         self._wake(routes)
 
     async def _run(self) -> None:
+        # Imported here: a SQLite node never loads the driver.
+        import asyncpg  # type: ignore[import-untyped]
+
         pause = _PAUSE_FIRST
         while True:
-            conn: asyncpg.Connection | None = None
+            conn: Any = None
             try:
                 conn = await asyncpg.connect(self._dsn, timeout=_CONNECT_TIMEOUT)
                 lost = asyncio.Event()
