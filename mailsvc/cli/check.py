@@ -232,13 +232,17 @@ async def scheduler(
     return "scheduler", True, _t(settings, "check.scheduler.ok", jobs=len(specs), ago=ago)
 
 
-async def leader(settings: Settings, engine: AsyncEngine | None) -> Result:
+async def leader(
+    settings: Settings, engine: AsyncEngine | None, *, database_ok: bool = False
+) -> Result:
     """Which node leads the scheduler (mailsvc.storage.leader)."""
     from mailsvc.storage.leader import scheduler_leader
 
     if not settings.database_url.startswith("postgresql"):
         return "scheduler-leader", True, _t(settings, "check.leader.sole")
     if engine is None:
+        if database_ok:  # empty: no service has used it yet
+            return "scheduler-leader", True, _t(settings, "check.leader.none")
         return "scheduler-leader", False, "database unavailable"
     node = await scheduler_leader(engine)
     if node is not None:
@@ -271,7 +275,7 @@ async def run_checks(
             results.append(("dns", True, _t(settings, "check.dns.off")))
         results.append(await disk(settings, min_free_mb))
         results.append(await scheduler(settings, engine, now, database_ok=database[1]))
-        results.append(await leader(settings, engine))
+        results.append(await leader(settings, engine, database_ok=database[1]))
     finally:
         if engine is not None:
             await engine.dispose()
