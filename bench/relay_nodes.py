@@ -299,10 +299,10 @@ def make_target(
             super().__init__(f"pg×{count}", self.nodes.ports[0])
             self.ports = self.nodes.ports
             self.postgres = postgres
-            self.idle = idle_cost(self.nodes.pids, postgres)
+            self.idle_ms = idle_cost(self.nodes.pids, postgres)
             print(
-                f"  {self.name}: idle, the nodes use {self.idle[0]:.1f} ms CPU per second and "
-                f"PostgreSQL {self.idle[1]:.1f} (heartbeats, lease renewals, polling)",
+                f"  {self.name}: idle, the nodes use {self.idle_ms[0]:.1f} ms CPU per second and "
+                f"PostgreSQL {self.idle_ms[1]:.1f} (heartbeats, lease renewals, polling)",
                 flush=True,
             )
 
