@@ -938,7 +938,7 @@ def main(argv: list[str] | None = None) -> int:
             wipe_mailboxes(mail_root)
             node_runs = run_nodes(
                 settings, args.attach_max_bytes, node_counts, pack, count, mail_root,
-                list(pids), work / "nodes",
+                lambda: sum(_tree_cpu(pid) for pid in pids), work / "nodes",
             )  # fmt: skip
     except BenchError as exc:
         raise SystemExit(f"benchmark failed: {exc}") from None

@@ -19,6 +19,7 @@ import asyncio
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -128,7 +129,7 @@ def run_target(
     pack: list[PackFile],
     expected: int,
     mail_root: Path,
-    backend_pids: list[int],
+    backend_cpu: Callable[[], float],
     work: Path,
 ) -> NodesRun:
     run = NodesRun(name, expected)
@@ -148,7 +149,7 @@ def run_target(
         time.sleep(2.0)  # leadership settled, start-up work done
         cpu0 = cpu_seconds(nodes.pids())
         db0 = postgres.cpu_seconds() if postgres else None
-        back0 = cpu_seconds(backend_pids)
+        back0 = backend_cpu()
         t0 = time.monotonic()
         asyncio.run(schedule_now(clerk, pack))
         last, last_change = 0, time.monotonic()
@@ -167,7 +168,7 @@ def run_target(
         run.nodes_cpu_s = cpu_seconds(nodes.pids()) - cpu0
         db1 = postgres.cpu_seconds() if postgres else None
         run.db_cpu_s = db1 - db0 if db0 is not None and db1 is not None else None
-        run.backend_cpu_s = cpu_seconds(backend_pids) - back0
+        run.backend_cpu_s = backend_cpu() - back0
     except Exception as exc:  # report it beside the other targets' figures
         run.error = repr(exc)[:500]
     finally:
@@ -190,10 +191,11 @@ def run_nodes(
     pack: list[PackFile],
     expected: int,
     mail_root: Path,
-    backend_pids: list[int],
+    backend_cpu: Callable[[], float],
     work: Path,
 ) -> list[NodesRun]:
-    """sqlite×1, then pg×N for each N in ``counts``."""
+    """sqlite×1, then pg×N for each N in ``counts``. ``backend_cpu``: CPU seconds so far of
+    Dovecot and slapd with all their processes."""
     env = base_env(settings, attach_max_bytes)
     runs = []
     sqlite_dir = work / "sqlite-node"
@@ -202,7 +204,7 @@ def run_nodes(
     print("  nodes: sqlite×1 …", end="", flush=True)
     run = run_target(
         "sqlite×1", settings, env, sqlite_url, 1, None, pack, expected, mail_root,
-        backend_pids, work,
+        backend_cpu, work,
     )  # fmt: skip
     runs.append(run)
     print(f" {fmt(runs[-1].per_s, 1)} deliveries/s {runs[-1].error}")
@@ -213,7 +215,7 @@ def run_nodes(
             print(f"  nodes: pg×{n} …", end="", flush=True)
             run = run_target(
                 f"pg×{n}", settings, env, postgres.create_database(), n, postgres, pack,
-                expected, mail_root, backend_pids, work,
+                expected, mail_root, backend_cpu, work,
             )  # fmt: skip
             runs.append(run)
             print(f" {fmt(runs[-1].per_s, 1)} deliveries/s {runs[-1].error}")
