@@ -61,8 +61,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from distribute_lmtp import Replay, replay
+from distribute_nodes import NodesRun, run_nodes
+from distribute_nodes import report as nodes_report
 from distribute_pack import PackFile, make_pack
 from provision import StackSpec, fsync_probe, machine, make_council, write_roster
+from relay_nodes import parse_nodes
 
 from mailsvc import eventloop
 from mailsvc.config import Settings
@@ -867,7 +870,13 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_ROUNDS,
         help=f"mailsvc + replay pairs, one session each, to even out other work ({DEFAULT_ROUNDS})",
     )
+    parser.add_argument(
+        "--nodes",
+        help="then the same notice through `mailsvc serve` nodes: one on SQLite and N on one "
+        "PostgreSQL for each N listed, e.g. 1,2 (bench/distribute_nodes.py)",
+    )
     args = parser.parse_args(argv)
+    node_counts = parse_nodes(args.nodes)
     count = args.recipients or (QUICK_RECIPIENTS if args.quick else DEFAULT_RECIPIENTS)
     args.recipients = count
     if count < 1 or args.pack_mb <= 0:
@@ -900,6 +909,7 @@ def main(argv: list[str] | None = None) -> int:
     fsync_ms = fsync_probe(work)
     progress = max(1, count // 10)
     rounds: list[tuple[dict[str, Any], dict[str, Any], Rendered]] = []
+    node_runs: list[NodesRun] = []
     try:
         _step(f"making the pack: {PACK_DOCUMENTS} PDFs, {args.pack_mb:g} MB")
         docs_dir = work / "pack"
@@ -923,6 +933,13 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append((ours, peer, r))
             # The next send encodes its part files afresh, as the first one did.
             shutil.rmtree(parts_dir(settings.var_dir), ignore_errors=True)
+        if node_counts:
+            _step(f"nodes: sqlite×1, then pg×{', pg×'.join(map(str, node_counts))}")
+            wipe_mailboxes(mail_root)
+            node_runs = run_nodes(
+                settings, args.attach_max_bytes, node_counts, pack, count, mail_root,
+                lambda: sum(_tree_cpu(pid) for pid in pids), work / "nodes",
+            )  # fmt: skip
     except BenchError as exc:
         raise SystemExit(f"benchmark failed: {exc}") from None
     finally:
@@ -938,6 +955,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     info["disk"] = f"fdatasync of 4 KiB in /tmp {fsync_ms:.2f} ms (median of 50)"
     report(args, pack, made, rounds, info)
+    if node_counts:
+        print("\n".join(nodes_report(node_runs, args.pack_mb)))
     return 0
 
 

@@ -59,6 +59,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import ldap3  # noqa: F401
 
+from relay_nodes import PrivatePostgres, make_target, parse_nodes  # noqa: E402
 from relay_postfix import SMTP_SOURCE, LdapTable, PrivatePostfix, postfix_missing  # noqa: E402
 from relay_procs import (  # noqa: E402
     RssSampler,
@@ -131,6 +132,7 @@ class Run:
     peak_pss_mb: float | None = None
     cpu_ms_per_msg: float | None = None
     backend_cpu_ms_per_msg: float | None = None  # Dovecot + slapd, shared by both relays
+    db_cpu_ms_per_msg: float | None = None  # PostgreSQL (--nodes targets)
     client_cpu_ms_per_msg: float | None = None  # smtp-source
     other_cpu_pct: float | None = None  # everything else on the machine, % of one core
     errors: list[str] = field(default_factory=list)
@@ -195,6 +197,8 @@ def mailsvc_env(settings: Settings, ports: dict[str, int], tree: Path) -> dict[s
             "MAILSVC_SMTP__HOST": LOOPBACK,
             "MAILSVC_SMTP__PORT": str(ports["smtp"]),
             "MAILSVC_SUBMISSION__PORT": str(ports["submission"]),
+            # A free port: another run (or a developer's `make run`) may hold the default.
+            "MAILSVC_WEB__PORT": str(free_ports(1)[0]),
             "MAILSVC_PROVISIONING__SEND_WELCOME": "false",
             # The load comes from one IP: the shipped per-IP rate limit (120/min) would turn a
             # benchmark into a test of the limiter. Postfix ships with no message rate limit.
@@ -322,9 +326,16 @@ def wait_delivered(settings: Settings, expected: int, deadline: float) -> tuple[
 
 
 def smtp_source(
-    port: int, count: int, sessions: int, size: int, recipients: list[str], timeout: float
+    port: int | list[int],
+    count: int,
+    sessions: int,
+    size: int,
+    recipients: list[str],
+    timeout: float,
 ) -> list[str]:
-    """One smtp-source process per session, each to its own recipient; returns errors."""
+    """One smtp-source process per session, each to its own recipient (and, given several
+    ports, sessions spread over them in turn); returns errors."""
+    ports = port if isinstance(port, list) else [port]
     procs = []
     for i in range(sessions):
         share = count // sessions + (1 if i < count % sessions else 0)
@@ -332,7 +343,7 @@ def smtp_source(
             continue
         argv = [SMTP_SOURCE, "-s", "1", "-m", str(share), "-l", str(size)]
         argv += ["-f", SENDER, "-t", recipients[i % len(recipients)], "-M", "bench.example.net"]
-        argv += ["-S", "relay benchmark", f"{LOOPBACK}:{port}"]
+        argv += ["-S", "relay benchmark", f"{LOOPBACK}:{ports[i % len(ports)]}"]
         procs.append(
             subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -371,9 +382,18 @@ def latency_client(
 class Target(abc.ABC):
     """A relay under test: its port and how to account for its processes."""
 
+    # Whether the latency pass (bench/relay_load.py, one port) runs for this target.
+    latency = True
+
     def __init__(self, name: str, port: int) -> None:
         self.name = name
         self.port = port
+        # Where the load goes: several nodes' ports (--nodes), sessions spread over them.
+        self.ports = [port]
+
+    def db_cpu_seconds(self) -> float | None:
+        """CPU time of the target's database server so far (PostgreSQL), if it has one."""
+        return None
 
     @abc.abstractmethod
     def pids(self) -> list[int]:
@@ -451,12 +471,13 @@ class Bench:
         target.reset_peak()
         cpu0 = cpu_seconds(target.pids())
         backend0 = cpu_seconds(self.backend_pids())
+        db0 = target.db_cpu_seconds()
         busy0, mine0 = busy_cpu_seconds(), own_cpu_seconds()
         spy = start_profiler(target, profile) if profile else None
         with RssSampler(target.pids) as sampler:
             t0 = time.monotonic()
             run.errors += smtp_source(
-                target.port, count, cell.sessions, cell.size, self.recipients, limit
+                target.ports, count, cell.sessions, cell.size, self.recipients, limit
             )
             t_accepted = time.monotonic()
             delivered, t_delivered = wait_delivered(self.settings, count, t_accepted + limit)
@@ -464,9 +485,14 @@ class Bench:
             stop_profiler(spy)
         cpu1 = cpu_seconds(target.pids())
         backend1 = cpu_seconds(self.backend_pids())
+        db1 = target.db_cpu_seconds()
         busy1, mine1 = busy_cpu_seconds(), own_cpu_seconds()
         relay, backend = cpu1 - cpu0, backend1 - backend0
+        db = db1 - db0 if db0 is not None and db1 is not None else 0.0
         other = (busy1 - busy0) - relay - backend - (mine1[0] - mine0[0]) - (mine1[1] - mine0[1])
+        other -= db
+        if db0 is not None and db1 is not None:
+            run.db_cpu_ms_per_msg = 1000 * db / count
         run.client_cpu_ms_per_msg = 1000 * (mine1[1] - mine0[1]) / count
         run.other_cpu_pct = max(0.0, 100 * other / (t_delivered - t0))
         run.delivered = delivered
@@ -479,7 +505,7 @@ class Bench:
         run.backend_cpu_ms_per_msg = 1000 * backend / count
         run.peak_rss_mb = target.peak_rss(sampler.peak) / MB
         run.peak_pss_mb = sampler.peak_pss / MB
-        if cell.memory:  # the point is memory and throughput: no latency pass
+        if cell.memory or not target.latency:  # memory cell, nodes: no latency pass
             self.settle(target)
             return run
         # 2. latency with our own client
@@ -595,12 +621,13 @@ def table(runs: list[Run], cells: list[Cell]) -> str:
     header = (
         f"{'cell':<13} {'relay':<8} {'accepted/s':>10} {'delivered/s':>11} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'RSS MB':>7} {'PSS MB':>7} {'CPU ms/msg':>10} {'backend':>7} "
-        f"{'other %':>7}"
+        f"{'other %':>7} {'DB ms':>6}"
     )
     lines = [header, "-" * len(header)]
     for cell in cells:
         by = {r.target: r for r in runs if r.cell == cell.label}
-        for name in ("mailsvc", "postfix"):
+        nodes = sorted(name for name in by if name.startswith("pg×"))
+        for name in ("mailsvc", "postfix", *nodes):
             r = by.get(name)
             if r is None:
                 continue
@@ -609,7 +636,7 @@ def table(runs: list[Run], cells: list[Cell]) -> str:
                 f"{fmt(r.delivered_per_s):>11} {fmt(r.p50_ms, 1):>7} {fmt(r.p99_ms, 1):>7} "
                 f"{fmt(r.peak_rss_mb, 1):>7} {fmt(r.peak_pss_mb, 1):>7} "
                 f"{fmt(r.cpu_ms_per_msg, 2):>10} {fmt(r.backend_cpu_ms_per_msg, 2):>7} "
-                f"{fmt(r.other_cpu_pct):>7}"
+                f"{fmt(r.other_cpu_pct):>7} {fmt(r.db_cpu_ms_per_msg, 2):>6}"
             )
         m, p = by.get("mailsvc"), by.get("postfix")
         if m and p:
@@ -681,9 +708,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1, help="runs per cell; the median is shown")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--keep", action="store_true", help="keep the var_dir (logs) at the end")
+    p.add_argument(
+        "--nodes",
+        help="also N mailsvc nodes on one PostgreSQL, for each N listed (e.g. 1,2): targets "
+        "pg×N (a private PostgreSQL, or MAILSVC_BENCH_PG); cells default to 1k:10,100k:10",
+    )
     args = p.parse_args(argv)
     count = 300 if args.quick else args.messages
-    cells = parse_cells(args.only)
+    node_counts = parse_nodes(args.nodes)
+    cells = parse_cells(args.only or ("1k:10,100k:10" if node_counts else None))
     profile_cell = parse_cells(args.profile_cell)[0]
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     timeout = args.timeout or max(60.0, count / 10)
@@ -705,6 +738,8 @@ def main(argv: list[str] | None = None) -> int:
     stack = LocalStack(settings)
     mailsvc: MailsvcProcess | None = None
     postfix: PrivatePostfix | None = None
+    postgres = PrivatePostgres() if node_counts else None
+    node_targets: list[Any] = []
     runs: list[Run] = []  # per cell and relay: the median of its attempts
     all_runs: list[Run] = []
     try:
@@ -738,6 +773,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             postfix.start()
             targets_by_name["postfix"] = PostfixTarget(postfix)
+        if postgres is not None:
+            postgres.start()
+            base_env = mailsvc_env(settings, ports, args.mailsvc_tree.resolve())
+            base_env.update(item.split("=", 1) for item in args.mailsvc_env)
+            for n in node_counts:
+                target = make_target(
+                    Target, settings, base_env, postgres, n, args.mailsvc_tree.resolve()
+                )
+                node_targets.append(target)
+                targets_by_name[target.name] = target
         for target in targets_by_name.values():
             bench.warm_up(target)
         for i, cell in enumerate(cells):
@@ -776,7 +821,11 @@ def main(argv: list[str] | None = None) -> int:
             "processes; PSS: summed proportional set "
             "size (shared pages split), sampled every 0.1 s;\nCPU ms/msg: the relay's processes; "
             "backend: Dovecot + slapd CPU ms/msg in the same pass; other %: CPU used by anything "
-            "else on the machine during the pass (% of one core; high values mean a noisy run)."
+            "else on the machine during the pass (% of one core; high values mean a noisy run);\n"
+            "pg×N (--nodes): N mailsvc nodes on one PostgreSQL database, the load's sessions "
+            "spread over their SMTP ports (latency pass: to the first node); CPU ms/msg: all their "
+            "processes; "
+            "DB ms: PostgreSQL's CPU ms/msg (its own cluster)."
         )
         if args.json:
             args.json.write_text(
@@ -801,6 +850,10 @@ def main(argv: list[str] | None = None) -> int:
             mailsvc.stop()
         if postfix is not None:
             postfix.stop()
+        for target in node_targets:
+            target.stop()
+        if postgres is not None:
+            postgres.stop()
         stack.down()
         if args.keep:
             print(f"kept {settings.var_dir}")

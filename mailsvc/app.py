@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,7 +21,9 @@ from mailsvc.config import Settings
 from mailsvc.directory.clerks import Clerks
 from mailsvc.directory.councillors import Councillors
 from mailsvc.distribution.ackpage import AckPages
+from mailsvc.distribution.links import RECEIPTS_KEY, signer_for
 from mailsvc.distribution.service import Distributions
+from mailsvc.node import node_id
 from mailsvc.receipts.sink import ReportSink
 from mailsvc.relay.counters import Counters
 from mailsvc.relay.delivery.capture import CaptureSink, capture_dir, running_capture
@@ -37,10 +40,13 @@ from mailsvc.relay.smtp.submission import (
 from mailsvc.relay.smtp.tls import ServerTls, server_tls
 from mailsvc.storage.db import create_engine, create_schema
 from mailsvc.storage.jobruns import JobRuns
+from mailsvc.storage.leader import Leadership, leadership_for
+from mailsvc.storage.nodes import Heartbeat
 from mailsvc.storage.queue import MailQueue
 from mailsvc.storage.register import Register
 from mailsvc.storage.relaylog import RelayLog
 from mailsvc.storage.sessions import ReceiptStore
+from mailsvc.storage.shared_files import SharedFiles
 from provisioning.directory import Directory, DirectoryConfig
 
 if TYPE_CHECKING:
@@ -155,7 +161,14 @@ class Parts:
 
 def open_queue(settings: Settings, engine: AsyncEngine) -> MailQueue:
     """The queue; recipients in the council's domain go to the mailbox store, others out."""
-    return MailQueue(engine, local_domains=(settings.domain,))
+    # The node's id names its claims where several nodes may share the queue (PostgreSQL).
+    leased = engine.dialect.name == "postgresql"
+    return MailQueue(
+        engine,
+        local_domains=(settings.domain,),
+        node=node_id(settings) if leased else None,
+        lease_seconds=settings.cluster.lease_seconds,
+    )
 
 
 @asynccontextmanager
@@ -208,6 +221,10 @@ class Service:
     tls: list[ServerTls] = field(default_factory=list)
     # Implicit-TLS submission (submission.tls_port), when on.
     submission_tls: asyncio.Server | None = None
+    # This node's row in the nodes table (mailsvc.storage.nodes), kept fresh while it runs.
+    heartbeat: Heartbeat | None = None
+    # Whether this node leads the scheduler's cluster-wide jobs (mailsvc.storage.leader).
+    leadership: Leadership = field(default_factory=lambda: Leadership("follower"))
 
     @property
     def engine(self) -> AsyncEngine:
@@ -264,8 +281,11 @@ class Service:
             await self.metrics.stop()
         if self.scheduler is not None:
             await self.scheduler.stop()
+        await self.leadership.stop()
         await self.parts.relay_log.close()
         await self.workers.stop()
+        if self.heartbeat is not None:
+            await self.heartbeat.stop()
         await self.parts.queue.close()
         if self.capture is not None:
             await self.capture.stop()
@@ -317,16 +337,76 @@ async def start_web(settings: Settings, parts: Parts) -> WebServer:
     return server
 
 
-async def start_service(settings: Settings, *, scheduler: bool = True) -> Service:
-    """Start delivery first (so the backlog drains), then jobs, then accept mail."""
+def _role_of(service: Service, scheduler: bool) -> Callable[[], str]:
+    """The node's role for the nodes table: the scheduler's leadership once the service has
+    one (``service.leadership.role``), else "leader" when this node runs the scheduler."""
+
+    def role() -> str:
+        leadership = getattr(service, "leadership", None)
+        if leadership is not None:
+            value = leadership.role
+            return str(value() if callable(value) else value)
+        return "leader" if scheduler else "follower"
+
+    return role
+
+
+def shared_secret_paths(settings: Settings) -> list[Path]:
+    """The secrets under var_dir that every node of a cluster must have the same of."""
+    from mailsvc.mailstore import MASTER_SECRET_NAME
+    from mailsvc.receipts.evidence.signing import SELF_SIGNED_FILE, SELF_SIGNED_PASSWORD
+    from mailsvc.web.auth import SECRET_NAME as COOKIE_KEY
+
+    names = [RECEIPTS_KEY, COOKIE_KEY, MASTER_SECRET_NAME]
+    if not settings.evidence.signing_certificate:
+        names += [SELF_SIGNED_PASSWORD, SELF_SIGNED_FILE]
+    paths = [secret_store.secret_path(settings, name) for name in names]
+    if settings.dkim.enabled:
+        paths += [settings.dkim_key_file(selector) for selector in settings.dkim.selectors]
+    return paths
+
+
+def _make_secrets(settings: Settings) -> None:
+    """Every shared secret that is still missing here (each is made once, on first use)."""
+    from mailsvc.mailstore import master_secret
+    from mailsvc.receipts.evidence.signing import identity
+    from mailsvc.web.auth import SECRET_NAME as COOKIE_KEY
+
+    signer_for(settings)
+    secret_store.load_or_create_secret(settings, COOKIE_KEY, length=48)
+    master_secret(settings)
+    if not settings.evidence.signing_certificate:
+        identity(settings)
+
+
+async def share_secrets(settings: Settings, engine: AsyncEngine) -> SharedFiles:
+    """PostgreSQL: fetch the secrets other nodes made, make the missing ones, publish them
+    (mailsvc.storage.shared_files). SQLite: nothing (files only, made on first use)."""
+    shared = SharedFiles(engine, settings.var_dir, node_id(settings))
+    await shared.sync(shared_secret_paths(settings), lambda: _make_secrets(settings))
+    return shared
+
+
+async def start_service(
+    settings: Settings, *, scheduler: bool = True, role: Callable[[], str] | None = None
+) -> Service:
+    """Start delivery first (so the backlog drains), then jobs, then accept mail.
+
+    ``role`` tells the node's role in the nodes table (default: ``_role_of``)."""
     from mailsvc.jobs import JobContext, job_specs, start_scheduler
 
-    # The DKIM keys before anything is opened: a missing one is one ConfigError here, not a
-    # delivery process that dies at every start.
-    signer = DkimSigner.from_settings(settings)
-    if signer is not None:
-        await asyncio.to_thread(signer.load)
     engine = await open_database(settings)
+    try:
+        # Several nodes on PostgreSQL: the secrets one node made are every node's.
+        await share_secrets(settings, engine)
+        # The DKIM keys before anything else is started: a missing one is one ConfigError
+        # here, not a delivery process that dies at every start.
+        signer = DkimSigner.from_settings(settings)
+        if signer is not None:
+            await asyncio.to_thread(signer.load)
+    except BaseException:
+        await engine.dispose()
+        raise
     directory = open_directory(settings)
     parts = Parts(settings, engine, directory, Register(engine), open_queue(settings, engine))
     capture = None
@@ -344,6 +424,14 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
     parts.on_queued = workers.wake
     service = Service(settings, parts, workers, capture=capture, counters=counters)
     try:
+        service.heartbeat = Heartbeat(
+            engine,
+            node_id(settings),
+            settings.cluster.heartbeat_seconds,
+            role or _role_of(service, scheduler),
+            units=parts.queue.units,
+        )
+        await service.heartbeat.start()
         distributions = parts.distributions()
         if settings.web.enabled:
             service.web = await start_web(settings, parts)
@@ -354,6 +442,8 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
             from mailsvc.metrics import start_metrics
 
             service.metrics = await start_metrics(settings, counters, [s.id for s in specs])
+        service.leadership = leadership_for(settings, scheduler=scheduler)
+        await service.leadership.start()
         if scheduler:
             jobs = JobContext(
                 settings=settings,
@@ -361,8 +451,10 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
                 distributions=distributions,
                 relay_log=parts.relay_log,
                 runs=JobRuns(engine, units=parts.queue.units),
+                queue=parts.queue,
+                shared=SharedFiles(engine, settings.var_dir, node_id(settings)),
             )
-            service.scheduler = start_scheduler(jobs, specs)
+            service.scheduler = start_scheduler(jobs, specs, service.leadership)
         reports = ReportSink(distributions.store, distributions.signer, settings.domain)
         service.reader = open_reader_directory(settings)
         recipients = CachedRecipients(service.reader, settings.smtp.directory_cache_seconds)

@@ -152,6 +152,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "{job}: no successful run",
     },
     "check.scheduler.error": {"pl": "ostatni błąd: {error}", "en": "last error: {error}"},
+    "check.leader.sole": {"pl": "jedyny węzeł (SQLite)", "en": "sole node (SQLite)"},
+    "check.leader.node": {"pl": "harmonogramem kieruje węzeł {node}", "en": "node {node} leads"},
+    "check.leader.none": {
+        "pl": "żaden węzeł nie kieruje harmonogramem (czy `mailsvc serve` działa?)",
+        "en": "no node leads the scheduler (is `mailsvc serve` running?)",
+    },
     "serve.ready": {
         "pl": "mailsvc przyjmuje pocztę na {host}:{port} (Ctrl-C kończy)",
         "en": "mailsvc accepting mail on {host}:{port} (Ctrl-C stops)",

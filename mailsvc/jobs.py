@@ -1,5 +1,12 @@
 """APScheduler wiring. Jobs are thin calls into use cases; their state lives in the database,
-so a job that was due while the service was down simply runs at start-up."""
+so a job that was due while the service was down simply runs at start-up.
+
+Jobs are of two scopes. *Cluster-wide* jobs act on what all nodes share (the database, the
+directory, the mailboxes): distributions and their one-off jobs, reminders, the IMAP opened
+check, the councillors' lifecycle, the relay log's upkeep. They run only on the node that leads
+the scheduler (mailsvc.storage.leader): they are added when the node becomes the leader and
+removed — their runs in progress cancelled — the moment it stops being it. *Node-local* jobs
+look after this node's own var_dir (the capture purge) and run on every node."""
 
 from __future__ import annotations
 
@@ -18,8 +25,11 @@ from mailsvc.distribution.service import Distributions
 from mailsvc.relay.delivery import capture
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.jobruns import JobRuns
+from mailsvc.storage.leader import LEADER, Leadership, Role
+from mailsvc.storage.queue import MailQueue
 from mailsvc.storage.register import AuditContext, os_audit_context
 from mailsvc.storage.relaylog import RelayLog
+from mailsvc.storage.shared_files import SharedFiles
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +46,13 @@ class JobContext:
     runner: JobRunner | None = None
     # Where each job's last success and failure are written (for /metrics, `mailsvc check`).
     runs: JobRuns | None = None
+    # The queue and the shared files (several nodes on PostgreSQL: spooled bodies' copies).
+    queue: MailQueue | None = None
+    shared: SharedFiles | None = None
+
+
+CLUSTER = "cluster"
+NODE = "node"
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,8 @@ class JobSpec:
     id: str
     seconds: float
     run: Callable[[JobContext], Awaitable[object]]
+    # CLUSTER: only on the scheduler's leader; NODE: on every node (its own var_dir).
+    scope: str = CLUSTER
 
 
 async def councillor_lifecycle(ctx: JobContext) -> object:
@@ -64,6 +83,19 @@ async def relay_log_upkeep(ctx: JobContext) -> object:
     if purged:
         log.info("relay log: purged %d entries older than %s", purged, cutoff)
     return refreshed, purged
+
+
+async def relay_log_and_shared_upkeep(ctx: JobContext) -> object:
+    """The relay log's upkeep, and (PostgreSQL) the shared copies of spooled bodies that no
+    message needs any more."""
+    done = await relay_log_upkeep(ctx)
+    if ctx.shared is None or ctx.queue is None or not ctx.shared.enabled:
+        return done
+    in_use = await ctx.queue.spool_files_in_use()
+    forgotten = await ctx.shared.forget_spool(in_use, ctx.settings.smtp.timeout + 60)
+    if forgotten:
+        log.info("shared files: %d spooled bodies no message needs forgotten", forgotten)
+    return done, forgotten
 
 
 async def capture_purge(ctx: JobContext) -> object:
@@ -111,8 +143,8 @@ def job_specs(
     """Every job of the service, with stable ids. Nothing is discovered by magic."""
     specs = [
         JobSpec("councillor-lifecycle", lifecycle_interval, councillor_lifecycle),
-        JobSpec("relay-log-upkeep", upkeep_interval, relay_log_upkeep),
-        JobSpec("capture-purge", upkeep_interval, capture_purge),
+        JobSpec("relay-log-upkeep", upkeep_interval, relay_log_and_shared_upkeep),
+        JobSpec("capture-purge", upkeep_interval, capture_purge, NODE),
     ]
     if distribution is not None:
         specs.append(JobSpec("distributions-sync", distribution.sync_interval, distributions_sync))
@@ -124,12 +156,19 @@ def job_specs(
 
 class JobRunner:
     """The scheduler plus the job runs in progress, so a stop can wait for them (a run cut off
-    while the database is being closed would leave its connection behind)."""
+    while the database is being closed would leave its connection behind), and the
+    leadership: cluster-wide jobs are scheduled while this node leads, and only then."""
 
-    def __init__(self, runs: JobRuns | None = None) -> None:
+    def __init__(self, runs: JobRuns | None = None, leadership: Leadership | None = None) -> None:
         self.scheduler = AsyncIOScheduler(timezone="UTC")
-        self.running: set[asyncio.Task[None]] = set()
+        self.running: dict[asyncio.Task[None], str] = {}
         self.runs = runs
+        self.leadership = leadership if leadership is not None else Leadership(LEADER)
+        self.ctx: JobContext | None = None
+        self.cluster_specs: list[JobSpec] = []
+        # Job ids of cluster-wide runs (interval jobs and one-off distribution jobs).
+        self._cluster_ids: set[str] = set()
+        self.stopped = False
 
     def _track(
         self, run: Callable[[], Awaitable[object]], job_id: str, *, record: bool = False
@@ -139,11 +178,11 @@ class JobRunner:
         async def tracked() -> None:
             task = asyncio.current_task()
             assert task is not None
-            self.running.add(task)
+            self.running[task] = job_id
             try:
                 await run()
             except asyncio.CancelledError:
-                log.info("job %s interrupted by shutdown; it runs again at the next start", job_id)
+                log.info("job %s interrupted (shutdown or leadership lost); it runs again", job_id)
             except Exception as exc:  # a failing job is logged and retried at its next run
                 log.exception("job %s failed", job_id)
                 if record:
@@ -152,7 +191,7 @@ class JobRunner:
                 if record:
                     await self._record(job_id, None)
             finally:
-                self.running.discard(task)
+                self.running.pop(task, None)
 
         return tracked
 
@@ -167,15 +206,63 @@ class JobRunner:
         except Exception as exc:  # the job's work is done; only its record is missing
             log.warning("job %s: its run could not be recorded: %s", job_id, exc)
 
+    def add_interval(self, ctx: JobContext, spec: JobSpec) -> None:
+        async def run(spec: JobSpec = spec) -> None:
+            await spec.run(ctx)
+
+        if spec.scope == CLUSTER:
+            self._cluster_ids.add(spec.id)
+        self.scheduler.add_job(
+            self._track(run, spec.id, record=True),
+            "interval",
+            seconds=spec.seconds,
+            id=spec.id,
+            name=spec.id,
+            next_run_time=datetime.now().astimezone(),  # also once at start-up (or lead)
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,
+            replace_existing=True,
+        )
+
+    def role_changed(self, role: Role) -> None:
+        """The leadership's listener: lead = add the cluster-wide jobs; follow = remove them
+        and cancel their runs in progress at once (another node may be starting them)."""
+        if self.stopped:
+            return
+        if role == LEADER:
+            assert self.ctx is not None
+            for spec in self.cluster_specs:
+                self.add_interval(self.ctx, spec)
+            return
+        for job in self.scheduler.get_jobs():
+            if job.id in self._cluster_ids or job.id.startswith("distribution-"):
+                job.remove()
+        for task, job_id in list(self.running.items()):
+            if job_id in self._cluster_ids or job_id.startswith("distribution-"):
+                task.cancel()
+
+    def cluster_jobs_running(self) -> list[str]:
+        """Ids of the cluster-wide jobs scheduled here (empty on a follower)."""
+        return sorted(
+            job.id
+            for job in self.scheduler.get_jobs()
+            if job.id in self._cluster_ids or job.id.startswith("distribution-")
+        )
+
     async def plan_distributions(self, ctx: JobContext) -> None:
         """One date job per scheduled distribution, at its due time; jobs of distributions
         that are no longer scheduled are removed. The table is the truth: this runs at start-up
-        and after every look at it."""
+        and after every look at it — on the leader only."""
+        if not self.leadership.is_leader:
+            return
         service = ctx.distributions
         wanted = {
             f"distribution-{d.id}": d
             for d in await service.store.distributions(statuses=("scheduled",))
         }
+        if not self.leadership.is_leader:  # lost while reading: the new leader plans
+            return
         for job in self.scheduler.get_jobs():
             if job.id.startswith("distribution-") and job.id not in wanted:
                 job.remove()
@@ -199,7 +286,9 @@ class JobRunner:
             )
 
     async def stop(self, grace: float = 10.0) -> None:
-        self.scheduler.shutdown(wait=False)
+        self.stopped = True
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         if not self.running:
             return
         _, late = await asyncio.wait(set(self.running), timeout=grace)
@@ -209,24 +298,21 @@ class JobRunner:
             await asyncio.wait(late)
 
 
-def start_scheduler(ctx: JobContext, specs: list[JobSpec]) -> JobRunner:
-    runner = JobRunner(ctx.runs)
+def start_scheduler(
+    ctx: JobContext, specs: list[JobSpec], leadership: Leadership | None = None
+) -> JobRunner:
+    """Node-local jobs at once; cluster-wide ones now if this node leads (the sole node of a
+    SQLite database always does), else when it comes to lead."""
+    runner = JobRunner(ctx.runs, leadership)
     ctx.runner = runner
+    runner.ctx = ctx
+    runner.cluster_specs = [s for s in specs if s.scope == CLUSTER]
+    runner._cluster_ids = {s.id for s in runner.cluster_specs}
     for spec in specs:
-
-        async def run(spec: JobSpec = spec) -> None:
-            await spec.run(ctx)
-
-        runner.scheduler.add_job(
-            runner._track(run, spec.id, record=True),
-            "interval",
-            seconds=spec.seconds,
-            id=spec.id,
-            name=spec.id,
-            next_run_time=datetime.now().astimezone(),  # also once at start-up
-            coalesce=True,
-            max_instances=1,
-            misfire_grace_time=None,
-        )
+        if spec.scope != CLUSTER:
+            runner.add_interval(ctx, spec)
     runner.scheduler.start()
+    runner.leadership.add_listener(runner.role_changed)
+    if runner.leadership.is_leader:
+        runner.role_changed(LEADER)
     return runner

@@ -30,7 +30,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailsvc.config import Settings
 from mailsvc.errors import MailsvcError
-from mailsvc.relay.counters import AUTH_FAILURES, DELIVERIES, LABELS, SMTP_SESSIONS, Counters
+from mailsvc.relay.counters import (
+    AUTH_FAILURES,
+    DELIVERIES,
+    LABELS,
+    LATE_OUTCOMES,
+    SMTP_SESSIONS,
+    TAKEOVERS,
+    Counters,
+)
 from mailsvc.storage import snapshot
 from mailsvc.storage.db import create_engine
 from mailsvc.storage.queue import ROUTES
@@ -48,6 +56,9 @@ _COUNTER_HELP = {
     "smtp_refusals": "SMTP 4xx/5xx replies and refused connections, by fixed reason code",
     AUTH_FAILURES: "Failed AUTH on the submission port",
     DELIVERIES: "Recorded outcomes of delivery attempts (one per recipient and attempt)",
+    TAKEOVERS: "In-flight deliveries this node took over from another whose lease expired"
+    " (each a possible duplicate)",
+    LATE_OUTCOMES: "Delivery outcomes not applied: the claim had been taken over by another node",
 }
 # Series shown as 0 before anything happened, so that rate() has a start.
 _KNOWN: dict[str, list[tuple[str, ...]]] = {
@@ -56,6 +67,8 @@ _KNOWN: dict[str, list[tuple[str, ...]]] = {
     DELIVERIES: [
         (route, outcome) for route in ROUTES for outcome in ("delivered", "deferred", "failed")
     ],
+    TAKEOVERS: [()],
+    LATE_OUTCOMES: [()],
 }
 
 
@@ -111,6 +124,15 @@ class ServiceCollector(Collector):
         age = (snap.taken_at - snap.oldest_waiting).total_seconds() if snap.oldest_waiting else 0
         oldest.add_metric([], max(0.0, age))
         yield oldest
+        leases = GaugeMetricFamily(
+            "mailsvc_delivery_leases",
+            "In-flight deliveries by the node holding their claim and whether its lease still"
+            " holds (held) or has passed (expired: due for takeover)",
+            labels=["node", "state"],
+        )
+        for (node, state), count in sorted(snap.leases.items()):
+            leases.add_metric([node, state], float(count))
+        yield leases
         progress = GaugeMetricFamily(
             "mailsvc_distribution_recipients",
             "Recipients of each distribution being sent or still delivered, by state",

@@ -10,7 +10,10 @@ One line per check, exit status 1 when any fails:
   so does a domain that cannot be in public DNS (``rada.miasto.example``) without a resolver;
 - disk: at least ``--min-free-mb`` free where var_dir is;
 - scheduler: every scheduled job succeeded within three of its intervals (plus a minute); a
-  database where no job ever ran (the service has not run yet) is not judged.
+  database where no job ever ran (the service has not run yet) is not judged;
+- scheduler-leader: the node that leads the scheduler (PostgreSQL: the holder of the advisory
+  lock, by its connection's application_name), or "sole node (SQLite)"; nobody leading is a
+  failure once jobs have run.
 """
 
 from __future__ import annotations
@@ -241,6 +244,25 @@ async def scheduler(
     return "scheduler", True, _t(settings, "check.scheduler.ok", jobs=len(specs), ago=ago)
 
 
+async def leader(
+    settings: Settings, engine: AsyncEngine | None, *, database_ok: bool = False
+) -> Result:
+    """Which node leads the scheduler (mailsvc.storage.leader)."""
+    from mailsvc.storage.leader import scheduler_leader
+
+    if not settings.database_url.startswith("postgresql"):
+        return "scheduler-leader", True, _t(settings, "check.leader.sole")
+    if engine is None:
+        if database_ok:  # empty: no service has used it yet
+            return "scheduler-leader", True, _t(settings, "check.leader.none")
+        return "scheduler-leader", False, "database unavailable"
+    node = await scheduler_leader(engine)
+    if node is not None:
+        return "scheduler-leader", True, _t(settings, "check.leader.node", node=node)
+    ran = bool(await JobRuns(engine).all())
+    return "scheduler-leader", not ran, _t(settings, "check.leader.none")
+
+
 async def run_checks(
     settings: Settings,
     *,
@@ -265,6 +287,7 @@ async def run_checks(
             results.append(("dns", True, _t(settings, "check.dns.off")))
         results.append(await disk(settings, min_free_mb))
         results.append(await scheduler(settings, engine, now, database_ok=database[1]))
+        results.append(await leader(settings, engine, database_ok=database[1]))
     finally:
         if engine is not None:
             await engine.dispose()

@@ -22,6 +22,7 @@ from mailsvc.app import cli_command_line, open_directory, open_parts, start_serv
 from mailsvc.cli import backup as cli_backup
 from mailsvc.cli import check as cli_check
 from mailsvc.cli import clerks as cli_clerks
+from mailsvc.cli import cluster as cli_cluster
 from mailsvc.cli import councillors as cli_councillors
 from mailsvc.cli import db as cli_db
 from mailsvc.cli import dns as cli_dns
@@ -419,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_init.add_parser(sub)
     cli_backup.add_parser(sub)
     cli_db.add_parser(sub)
+    cli_cluster.add_parser(sub)
 
     p = sub.add_parser("relay", help="residents' mail: statistics (aggregates only)")
     rsub = p.add_subparsers(dest="action", required=True)

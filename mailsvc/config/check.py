@@ -454,6 +454,11 @@ def _check_cluster(s: Settings) -> None:
             f"(3 x cluster.heartbeat_seconds = {3 * c.heartbeat_seconds:g}), or a node's claims "
             "would expire while it is alive"
         )
+    if not 0 < c.leader_retry_seconds <= 60:
+        raise ConfigError(
+            f"cluster.leader_retry_seconds = {c.leader_retry_seconds!r}: expected seconds "
+            "greater than 0 and at most 60 (how often a follower tries to lead the scheduler)"
+        )
 
 
 def _check_mta_sts(m: MtaStsSettings) -> None:

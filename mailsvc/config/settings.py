@@ -439,6 +439,8 @@ class ClusterSettings:
     lease_seconds: float = 120.0
     # Seconds between a node's heartbeats (its nodes row and its leases are renewed).
     heartbeat_seconds: float = 5.0
+    # Seconds between a follower's tries to become the scheduler's leader (0 < x <= 60).
+    leader_retry_seconds: float = 3.0
 
 
 # The stack's PostgreSQL cluster (stack.database = "postgresql"): the service's role and

@@ -15,6 +15,7 @@ from mailsvc.distribution.documents import document_path
 from mailsvc.distribution.links import RecipientLinks
 from mailsvc.domain.receipt_states import EventKind, EventSource, ReceiptEvent
 from mailsvc.storage.sessions import ReceiptStore
+from mailsvc.storage.shared_files import SharedFiles
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,8 @@ class AckPages:
         for d in await self.store.documents_by_id(dist.document_ids):
             if d.sha256 == sha256:
                 path = document_path(self.settings.var_dir, d.sha256)
+                # Attached on another node: fetched from the database (PostgreSQL).
+                await SharedFiles(self.store.engine, self.settings.var_dir).fetch([path])
                 return (
                     DocumentFile(path, d.filename, d.media_type, d.size) if path.is_file() else None
                 )

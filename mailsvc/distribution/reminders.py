@@ -1,6 +1,10 @@
 """Reminders: at the configured offsets (hours after sending, or before the session) each
 councillor who has not acknowledged a notice or supplement is reminded once per round, and
-the office gets the round's summary with the print list of those still without it."""
+the office gets the round's summary with the print list of those still without it.
+
+Once per round however many nodes run it: the round's row (unique per distribution and round)
+is written first, INSERT … ON CONFLICT DO NOTHING, in the transaction that queues the round's
+reminders and summary; the run that did not write it queues nothing."""
 
 from __future__ import annotations
 
@@ -117,6 +121,11 @@ class Reminders:
                 print_list_pdf=pdf,
             )
         async with self.queue.engine.begin() as conn:
+            # The round's row first: the claim of its reminders (another node's run of the
+            # same round, at the same time, waits for ours and then finds it taken).
+            if not await self.store.claim_reminder_round(conn, dist.id, key, len(pending)):
+                log.info("distribution %d: reminder %s already sent by another node", dist.id, key)
+                return 0
             for r in pending:
                 body = render_reminder(
                     self.settings,
@@ -141,7 +150,6 @@ class Reminders:
                 await self.queue.insert(
                     conn, "", [self.settings.office_address], summary, "", ORIGIN_LOCAL
                 )
-            await self.store.insert_reminder_round(conn, dist.id, key, len(pending))
         if pending and self.on_queued is not None:
             self.on_queued()
         log.info(

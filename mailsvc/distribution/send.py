@@ -4,6 +4,12 @@ The database is the truth. Sending a distribution writes, per recipient and in o
 the recipient row (unique per distribution and address), its queued message and its "queued"
 event: a crash at any point leaves each recipient either fully queued or not at all, and the
 next run skips those already done — each councillor gets each distribution exactly once.
+
+Several nodes: the recipient row is the claim. It is written with INSERT … ON CONFLICT DO
+NOTHING in the transaction that queues the message, and only the rows this transaction wrote
+get a message; so two senders of one distribution at once (a leader that lost its lead
+mid-send and the node that took over, or a clerk's `mailsvc distribute send`) share the
+recipients between them and none is queued twice.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from mailsvc.distribution.errors import DistributionError, unknown_distribution
 from mailsvc.distribution.links import RecipientLinks
 from mailsvc.distribution.mail import HeadTemplate, Pack, PackDocument, SessionFacts, prepare_pack
 from mailsvc.domain.receipt_states import EventKind, EventSource
-from mailsvc.relay.delivery.body import PartedBody
+from mailsvc.relay.delivery.body import PartedBody, parts_dir
 from mailsvc.storage.queue import ORIGIN_DISTRIBUTION, MailQueue
 from mailsvc.storage.sessions import CouncilSessionRow, DistributionRow, ReceiptStore
+from mailsvc.storage.shared_files import SharedFiles
 from provisioning.directory import CouncillorEntry
 
 log = logging.getLogger(__name__)
@@ -134,9 +141,10 @@ class Sender:
             }
         expires = self.links.link_expiry(session)
         heads = HeadTemplate(self.settings, pack) if pack is not None else None
+        queued = 0
         for start in range(0, len(todo), SEND_CHUNK):
             assert heads is not None
-            await self._queue_chunk(
+            queued += await self._queue_chunk(
                 dist, heads, todo[start : start + SEND_CHUNK], originals, expires
             )
             if self.on_queued is not None:
@@ -149,10 +157,10 @@ class Sender:
             dist.id,
             dist.kind,
             session.number,
-            len(todo),
-            len(recipients) - len(todo),
+            queued,
+            len(recipients) - queued,
         )
-        return SendResult(dist.id, len(todo), len(recipients) - len(todo), late)
+        return SendResult(dist.id, queued, len(recipients) - queued, late)
 
     async def _recipients(self, dist: DistributionRow) -> list[tuple[str, str, str]]:
         """(address, display name, role) of the councillors active now, plus the copies."""
@@ -178,6 +186,9 @@ class Sender:
         docs = await self.store.documents_by_id(dist.document_ids)
         positions = {i.id: i.position for i in await self.store.agenda(session.id)}
         pack_docs = []
+        shared = SharedFiles(self.store.engine, self.settings.var_dir)
+        # Attached on another node: fetched from the database (PostgreSQL).
+        await shared.fetch([document_path(self.settings.var_dir, d.sha256) for d in docs])
         for d in docs:
             path = document_path(self.settings.var_dir, d.sha256)
             if not path.is_file():
@@ -195,7 +206,7 @@ class Sender:
                 )
             )
         facts = await session_facts(self.store, session)
-        return await asyncio.to_thread(
+        pack = await asyncio.to_thread(
             prepare_pack,
             self.settings,
             distribution_id=dist.id,
@@ -204,6 +215,10 @@ class Sender:
             note=dist.note,
             documents=pack_docs,
         )
+        # The encoded parts, for the delivery workers of the other nodes.
+        directory = parts_dir(self.settings.var_dir)
+        await shared.publish([directory / name for name in pack.part_names])
+        return pack
 
     async def _queue_chunk(
         self,
@@ -212,7 +227,9 @@ class Sender:
         chunk: Sequence[tuple[str, str, str]],
         originals: dict[str, str],
         expires: datetime,
-    ) -> None:
+    ) -> int:
+        """Queue one chunk's messages with their claims; returns how many this call queued
+        (a recipient another sender claimed meanwhile is left to it)."""
         now = self.clock.now()
         valid_until = self.clock.to_local(expires).date().isoformat()
         links = self.links
@@ -225,7 +242,7 @@ class Sender:
         ]
         # One transaction per chunk, a handful of statements each (not a few per recipient).
         async with self.queue.engine.begin() as conn:
-            recipient_ids = await self.store.insert_recipients(
+            claimed = await self.store.claim_recipients(
                 conn,
                 distribution_id=dist.id,
                 recipients=[
@@ -234,10 +251,21 @@ class Sender:
                 ],
                 at=now,
             )
+            mine = [
+                (entry, message_id, claimed[entry[0]])
+                for entry, message_id in zip(chunk, message_ids, strict=True)
+                if entry[0] in claimed
+            ]
+            if len(mine) < len(chunk):
+                log.info(
+                    "distribution %d: %d recipients already queued by another sender",
+                    dist.id,
+                    len(chunk) - len(mine),
+                )
+            if not mine:
+                return 0
             items: list[tuple[str, Sequence[str], bytes, str | None]] = []
-            for (address, name, _), message_id, recipient_id in zip(
-                chunk, message_ids, recipient_ids, strict=True
-            ):
+            for (address, name, _), message_id, recipient_id in mine:
                 downloads = (
                     {
                         d.id: links.download_url(recipient_id, d.sha256, expires)
@@ -260,7 +288,7 @@ class Sender:
                 items.append((return_path, [address], head, parts))
             queued = await self.queue.insert_many(conn, items, "", ORIGIN_DISTRIBUTION)
             await self.store.set_queue_messages(
-                conn, [(r, row) for r, (row, _) in zip(recipient_ids, queued, strict=True)]
+                conn, [(r, row) for (_, _, r), (row, _) in zip(mine, queued, strict=True)]
             )
             await self.store.insert_events(
                 conn,
@@ -272,8 +300,7 @@ class Sender:
                         f"queued as {message_id} for <{address}>",
                         now,
                     )
-                    for (address, _, _), message_id, recipient_id in zip(
-                        chunk, message_ids, recipient_ids, strict=True
-                    )
+                    for (address, _, _), message_id, recipient_id in mine
                 ],
             )
+        return len(mine)

@@ -12,6 +12,7 @@ from mailsvc.distribution.documents import store_document
 from mailsvc.distribution.errors import DistributionError, in_language
 from mailsvc.domain.vocabulary import DOCUMENT_KINDS, SESSION_KINDS
 from mailsvc.storage.sessions import CouncilSessionRow, DocumentRow, ReceiptStore
+from mailsvc.storage.shared_files import SharedFiles
 
 
 class Sessions:
@@ -129,7 +130,9 @@ class Sessions:
                     f"{path}: cannot be read ({exc.strerror})",
                 )
             ) from None
-        sha, _ = await asyncio.to_thread(store_document, self.settings.var_dir, path)
+        sha, stored = await asyncio.to_thread(store_document, self.settings.var_dir, path)
+        # Several nodes: the one that sends (or serves the download) may be another.
+        await SharedFiles(self.store.engine, self.settings.var_dir).publish([stored])
         if sha != info.sha256:
             raise DistributionError(
                 self._t(

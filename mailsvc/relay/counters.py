@@ -19,11 +19,16 @@ SMTP_SESSIONS = "smtp_sessions"  # (server,): connections accepted
 SMTP_REFUSALS = "smtp_refusals"  # (server, reason): 4xx/5xx replies and refused connections
 AUTH_FAILURES = "smtp_auth_failures"  # (reason,): failed AUTH on the submission port
 DELIVERIES = "deliveries"  # (route, outcome): recorded outcomes of delivery attempts
+# Claims with leases (several nodes on PostgreSQL; the names MailQueue reports them under):
+TAKEOVERS = "delivery_takeovers"  # (): in-flight deliveries taken over after their lease
+LATE_OUTCOMES = "delivery_late_outcomes"  # (): outcomes not applied (claim taken over)
 LABELS: dict[str, tuple[str, ...]] = {
     SMTP_SESSIONS: ("server",),
     SMTP_REFUSALS: ("server", "reason"),
     AUTH_FAILURES: ("reason",),
     DELIVERIES: ("route", "outcome"),
+    TAKEOVERS: (),
+    LATE_OUTCOMES: (),
 }
 MAX_SERIES = 100
 

@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, Select, and_, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -483,6 +485,43 @@ class ReceiptStore:
         return [int(r[0]) for r in result]
 
     @staticmethod
+    async def claim_recipients(
+        conn: AsyncConnection,
+        *,
+        distribution_id: int,
+        recipients: Sequence[tuple[str, str, str, str]],
+        at: datetime,
+    ) -> dict[str, int]:
+        """Like ``insert_recipients``, but a recipient another sender has already written (the
+        unique distribution and address) is left out instead of failing the transaction:
+        INSERT … ON CONFLICT DO NOTHING. The row is the claim: written in the transaction that
+        queues the message, it makes the message go once however many nodes (a leader that
+        lost its lead mid-send, the one that took over) send the distribution at once — on
+        PostgreSQL the second insert waits for the first transaction and then does nothing.
+        Returns address -> recipient id of the rows this call wrote."""
+        if not recipients:
+            return {}
+        dialect = pg_dialect if conn.dialect.name == "postgresql" else sqlite_dialect
+        result = await conn.execute(
+            dialect.insert(distribution_recipients)
+            .on_conflict_do_nothing(index_elements=["distribution_id", "address"])
+            .returning(distribution_recipients.c.id, distribution_recipients.c.address),
+            [
+                {
+                    "distribution_id": distribution_id,
+                    "address": address,
+                    "name": name,
+                    "role": role,
+                    "message_id": message_id,
+                    "queue_message_id": None,
+                    "created_at": at,
+                }
+                for address, name, role, message_id in recipients
+            ],
+        )
+        return {str(r.address): int(r.id) for r in result}
+
+    @staticmethod
     async def set_queue_messages(conn: AsyncConnection, pairs: Sequence[tuple[int, int]]) -> None:
         """``(recipient id, queue message id)`` for several recipients, in one statement."""
         if pairs:
@@ -599,3 +638,23 @@ class ReceiptStore:
                 reminded=reminded,
             )
         )
+
+    @staticmethod
+    async def claim_reminder_round(
+        conn: AsyncConnection, distribution_id: int, offset_key: str, reminded: int
+    ) -> bool:
+        """The round's row, unless another sender has written it (ON CONFLICT DO NOTHING):
+        the claim of the round's reminders, written first in their transaction. False: the
+        round is someone else's (the caller rolls back what it did)."""
+        dialect = pg_dialect if conn.dialect.name == "postgresql" else sqlite_dialect
+        result = await conn.execute(
+            dialect.insert(reminder_rounds)
+            .on_conflict_do_nothing(index_elements=["distribution_id", "offset_key"])
+            .values(
+                distribution_id=distribution_id,
+                offset_key=offset_key,
+                done_at=utcnow(),
+                reminded=reminded,
+            )
+        )
+        return bool(result.rowcount == 1)

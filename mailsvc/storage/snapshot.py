@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mailsvc.domain.receipt_states import EventKind, EventSource, ReceiptEvent, derive_state
@@ -43,6 +43,24 @@ class Snapshot:
     # Councillors' receipts of distributions started within the window: state -> count.
     receipts: dict[str, int] = field(default_factory=dict)
     jobs: dict[str, JobRun] = field(default_factory=dict)
+    # In-flight deliveries by (node id, "held" or "expired" lease); "" for a claim without a
+    # node (SQLite's single node).
+    leases: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+async def _leases(conn: AsyncConnection, now: datetime) -> dict[tuple[str, str], int]:
+    expired = func.sum(case((deliveries.c.lease_until < now, 1), else_=0))
+    rows = await conn.execute(
+        select(deliveries.c.node_id, func.count(), expired)
+        .where(deliveries.c.status == "inflight")
+        .group_by(deliveries.c.node_id)
+    )
+    out: dict[tuple[str, str], int] = {}
+    for node, count, gone in rows.all():
+        gone = int(gone or 0)
+        out[(node or "", "held")] = int(count) - gone
+        out[(node or "", "expired")] = gone
+    return out
 
 
 async def _queue(conn: AsyncConnection) -> tuple[dict[str, int], datetime | None]:
@@ -124,5 +142,6 @@ async def take(engine: AsyncEngine, *, receipt_days: int, now: datetime | None =
         depth, oldest = await _queue(conn)
         progress = await _distributions(conn)
         receipts = await _receipts(conn, now - timedelta(days=receipt_days))
+        leases = await _leases(conn, now)
     jobs = await JobRuns(engine).all()
-    return Snapshot(now, depth, oldest, progress, receipts, jobs)
+    return Snapshot(now, depth, oldest, progress, receipts, jobs, leases)

@@ -374,3 +374,18 @@ nodes = Table(
     Column("stopped_at", DateTime, nullable=True),  # a clean stop; NULL while running
     Column("version", String(32), nullable=False, server_default=""),
 )
+
+
+# Files every node needs, kept in the database by the node that made them (PostgreSQL with
+# several nodes; see mailsvc.storage.shared_files). Readable by whoever has the database role.
+shared_files = Table(
+    "shared_files",
+    metadata,
+    # The file's path under var_dir, "/"-separated: secrets/dkim-mail.pem, spool/<name>...
+    Column("name", String(255), primary_key=True),
+    Column("content", LargeBinary, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("node_id", String(64), nullable=False, server_default=""),
+    Column("created_at", DateTime, nullable=False),  # naive UTC
+)

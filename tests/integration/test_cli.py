@@ -101,6 +101,7 @@ async def test_check_reports_each_part_and_fails_when_one_is_down(
         "dns",
         "disk",
         "scheduler",
+        "scheduler-leader",
     ]
     bad = await asyncio.to_thread(run_cli, settings, "check", MAILSVC_DELIVERY__LMTP_PORT="1")
     assert bad.returncode == 1

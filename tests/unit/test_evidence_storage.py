@@ -271,6 +271,7 @@ async def test_an_older_database_keeps_its_events_as_legacy_and_chains_the_new_o
         "DROP TABLE alembic_version",
         "DROP TABLE job_runs",  # made by revision 0002, after the baseline
         "DROP TABLE nodes",  # revision 0003
+        "DROP TABLE shared_files",  # revision 0004
         "DROP INDEX ix_deliveries_lease",
         "ALTER TABLE deliveries DROP COLUMN node_id",
         "ALTER TABLE deliveries DROP COLUMN lease_until",

@@ -125,6 +125,7 @@ async def test_a_database_from_before_migrations_is_upgraded_with_every_row(
     after = rows(path)
     assert after.pop("job_runs") == []  # revision 0002's table, new and empty
     assert after.pop("nodes") == []  # revision 0003's table, new and empty
+    assert after.pop("shared_files") == []  # revision 0004's table, new and empty
     # Revision 0003's columns, added at the end and empty on every existing row.
     for table, added in (("messages", 1), ("deliveries", 2)):
         assert all(row[-added:] == (None,) * added for row in after[table]), table

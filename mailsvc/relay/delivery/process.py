@@ -211,6 +211,7 @@ def _read_exactly(fd: int, size: int) -> bytes:
 async def _child(settings: Settings, smarthost: tuple[str, int] | None) -> None:
     # Only what delivery needs (not the web pages, the scheduler, the directory): a quick
     # start. The parent has created the schema already.
+    from mailsvc.node import node_id
     from mailsvc.relay.delivery.worker import DeliveryWorkers
     from mailsvc.storage.db import create_engine
     from mailsvc.storage.queue import MailQueue
@@ -220,7 +221,12 @@ async def _child(settings: Settings, smarthost: tuple[str, int] | None) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, lambda: None)  # the parent decides
     engine = create_engine(settings.database_url)
-    queue = MailQueue(engine, local_domains=(settings.domain,))
+    queue = MailQueue(
+        engine,
+        local_domains=(settings.domain,),
+        node=node_id(settings) if engine.dialect.name == "postgresql" else None,
+        lease_seconds=settings.cluster.lease_seconds,
+    )
     counts: list[bytes] = []  # until the pipe to the parent is open: only before the start
     pipe: asyncio.WriteTransport | None = None
 

@@ -31,6 +31,7 @@ from mailsvc.errors import StorageUnavailable, TemporaryFailure
 from mailsvc.relay.counters import DELIVERIES, Counters
 from mailsvc.relay.delivery.ack import ack_refusal, acknowledgement_day, build_acknowledgement
 from mailsvc.relay.delivery.body import PartedBody
+from mailsvc.relay.delivery.claims import LeaseRenewal, renewal_interval
 from mailsvc.relay.delivery.dsn import Failure, bounce_refusal, build_dsn
 from mailsvc.relay.delivery.lmtp import LmtpClient
 from mailsvc.relay.delivery.smarthost import SmarthostClient
@@ -54,6 +55,8 @@ from mailsvc.storage.queue import (
     ReceiptUpdate,
     backoff,
 )
+from mailsvc.storage.queue.wakeups import QueueListener
+from mailsvc.storage.shared_files import SharedFiles
 from mailsvc.storage.spool import remove_orphans
 
 log = logging.getLogger(__name__)
@@ -126,11 +129,21 @@ class DeliveryWorkers:
         self.local_domains = (settings.domain,)
         # Keys are read by start() or drain(), in a thread; a missing one stops them there.
         self.signer = DkimSigner.from_settings(settings)
+        self.shared = SharedFiles(queue.engine, settings.var_dir, settings.cluster.node_id)
         self._pool = {
             ROUTE_LMTP: settings.delivery.workers,
             ROUTE_SMTP: smarthost_workers or settings.smarthost.workers,
         }
         self._wake = {route: asyncio.Event() for route in ROUTES}
+        # Seconds a dispatcher waits at most before it looks at the queue again unprompted (for
+        # rows other processes or nodes added without a wake-up reaching it).
+        self.max_idle = _MAX_IDLE
+        # Several nodes (PostgreSQL): the leases of this node's claims kept alive, and the
+        # other nodes' enqueues heard (both started with the workers).
+        self.renewal = LeaseRenewal(queue, renewal_interval(settings))
+        self.listener: QueueListener | None = None
+        if counters is not None:
+            queue.on_lease_event = lambda name, n: counters.inc(name, by=n)
         # Per route: claimed messages waiting for a worker, how many workers are busy, and a
         # signal that one became free (the dispatcher claims only for free workers).
         self._work: dict[str, asyncio.Queue[QueuedMessage]] = {
@@ -148,6 +161,14 @@ class DeliveryWorkers:
         """Called after a message is queued: deliver now rather than at the next poll."""
         for event in self._wake.values():
             event.set()
+
+    def wake_routes(self, routes: Sequence[str]) -> None:
+        """Another node queued deliveries on ``routes``: one claim round on each (a wake-up
+        arriving while one is pending adds nothing)."""
+        for route in routes:
+            event = self._wake.get(route)
+            if event is not None:
+                event.set()
 
     def client(self, route: str) -> Transport:
         """A new, unconnected client for ``route``."""
@@ -186,6 +207,10 @@ class DeliveryWorkers:
         if released:
             log.warning("%d deliveries were in flight at the last stop; retrying them", released)
         await self.remove_spool_orphans()
+        if self.queue.leased:
+            self.renewal.start()
+            self.listener = QueueListener(self.queue.engine.url, self.wake_routes, ROUTES)
+            self.listener.start()
         self._tasks = [
             asyncio.create_task(self._run(route), name=f"delivery-{route}-{i}")
             for route, size in self._pool.items()
@@ -227,12 +252,16 @@ class DeliveryWorkers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self.listener is not None:
+            await self.listener.stop()
+            self.listener = None
         leftover = []
         for work in self._work.values():
             while not work.empty():
                 leftover.append(work.get_nowait())
         with contextlib.suppress(Exception):  # otherwise released at the next start
             await self.queue.release(leftover)
+        await self.renewal.stop()
 
     async def _dispatch(self, route: str) -> None:
         """Claim work for this route's free workers: a few messages per transaction, and no
@@ -261,7 +290,8 @@ class DeliveryWorkers:
             if claim.more:
                 continue
             due_in = claim.next_due_in
-            timeout = _MAX_IDLE if due_in is None else min(_MAX_IDLE, max(due_in, 0.05))
+            idle = self.max_idle
+            timeout = idle if due_in is None else min(idle, max(due_in, 0.05))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout)
 
@@ -313,6 +343,8 @@ class DeliveryWorkers:
             started = utcnow()
             body: bytes | PartedBody = message.body
             if message.parts is not None:
+                # Spooled or encoded on another node: fetched from the database (PostgreSQL).
+                await self.shared.fetch_parts(message.parts)
                 body = PartedBody.from_stored(message.body, message.parts, self.settings.var_dir)
                 body.check()
             # Delivery reports only for what we track, and only where the smarthost's 250 is

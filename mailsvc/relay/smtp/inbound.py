@@ -68,6 +68,7 @@ from mailsvc.relay.smtp.server import (
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import ORIGIN_INBOUND, MailQueue
 from mailsvc.storage.relaylog import RelayEntry, RelayLog
+from mailsvc.storage.shared_files import SharedFiles
 from mailsvc.storage.spool import SpooledBody, spool_dir, stored_parts
 from provisioning.directory import CouncillorEntry
 from provisioning.errors import DirectoryError, DirectoryUnavailable
@@ -117,6 +118,7 @@ class InboundHandler(AdvertisesExtensions):
         self.misses = MissCounter(_MISS_WINDOW)
         self.own_domains = settings.relay.own_domain_list(settings.domain)
         self.resolver = dns_resolver(settings.smtp.dns_resolver)
+        self.shared = SharedFiles(queue.engine, settings.var_dir, settings.cluster.node_id)
 
     async def handle_MAIL(
         self,
@@ -285,6 +287,8 @@ class InboundHandler(AdvertisesExtensions):
             return refusal
         client = _peer_ip(session)
         try:
+            if spooled is not None:  # several nodes: another one may have to deliver it
+                await self.shared.publish([spooled.path])
             queue_id = await self.queue.enqueue(
                 envelope.mail_from or "",
                 list(envelope.rcpt_tos),

@@ -4,7 +4,10 @@
 - ``mailqueue``: ``MailQueue``, the repository the service uses (enqueue with group commit,
   claim, record outcomes, operators' commands);
 - ``claim``, ``writes``, ``admin``: its units of work (one transaction each);
-- ``statements``: the hot path's prebuilt SQL (SQLAlchemy, and raw for the sqlite3 driver).
+- ``statements``: the hot path's prebuilt SQL (SQLAlchemy, and raw for the sqlite3 driver);
+- ``leases``: claims with leases for several nodes on PostgreSQL (SKIP LOCKED, takeover of
+  expired claims, renewal, outcomes only from the claim's holder, NOTIFY at enqueue);
+- ``wakeups``: ``QueueListener``, each node's LISTEN for the other nodes' enqueues.
 
 Everything the rest of the service uses is importable from here.
 """

@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Sequence
+import logging
+import os
+import socket
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from mailsvc.domain.outcome import stored_text
 from mailsvc.errors import StorageUnavailable
 from mailsvc.storage.db import utcnow
-from mailsvc.storage.queue import admin
+from mailsvc.storage.queue import admin, leases
 from mailsvc.storage.queue.claim import Claim, claim_rows
 from mailsvc.storage.queue.model import (
     AckRequest,
@@ -41,6 +44,12 @@ from mailsvc.storage.spool import spool_name
 from mailsvc.storage.tables import deliveries, messages
 from mailsvc.storage.units import Units, units_for
 
+log = logging.getLogger(__name__)
+
+# What ``on_lease_event`` is called with (and the counters' names for them).
+TAKEOVERS = "delivery_takeovers"
+LATE_OUTCOMES = "delivery_late_outcomes"
+
 
 class MailQueue:
     """Repository over the queue tables. Every write is one committed transaction.
@@ -50,11 +59,28 @@ class MailQueue:
     a message costs three thread hops rather than one per statement.
     """
 
-    def __init__(self, engine: AsyncEngine, local_domains: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        local_domains: Sequence[str] | None = None,
+        *,
+        node: str | None = None,
+        lease_seconds: float = 120.0,
+    ) -> None:
         self.engine = engine
         self.local_domains = (
             None if local_domains is None else tuple(d.lower() for d in local_domains)
         )
+        # Claims with leases (mailsvc.storage.queue.leases) on PostgreSQL, where several nodes
+        # may share the queue; SQLite has one node and keeps its fast path.
+        self.leased = engine.dialect.name == "postgresql"
+        self.node = node or f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+        self.lease_seconds = lease_seconds
+        # The deliveries this queue holds in flight under a lease: delivery id -> message id
+        # (renewed by mailsvc.relay.delivery.claims while they are attempted).
+        self.held: dict[int, int] = {}
+        # Called with (TAKEOVERS or LATE_OUTCOMES, how many): the delivery workers count them.
+        self.on_lease_event: Callable[[str, int], None] | None = None
         self.units: Units = units_for(engine)
         self._pending_enqueues: list[tuple[tuple[Any, ...], asyncio.Future[str]]] = []
         self._committer: asyncio.Task[None] | None = None
@@ -197,7 +223,12 @@ class MailQueue:
         return await conn.run_sync(insert)
 
     async def release_claims(self) -> int:
-        """At start-up: deliveries left in flight by a crash become due again (at-least-once)."""
+        """At start-up: deliveries left in flight by a crash become due again (at-least-once).
+
+        With leases only this node's own claims (a restarted node): another node's may be
+        in progress, and are taken over only once their lease has passed."""
+        if self.leased:
+            return await self.units.run(functools.partial(leases.release_own, node=self.node))
 
         def release(conn: Connection) -> int:
             now = utcnow()
@@ -229,14 +260,71 @@ class MailQueue:
         # Not flushed: a claim lost to a power failure is a delivery in flight, retried anyway.
         # Inline when it can be: a claim without fsync is shorter than the hand-off to the
         # database thread and back.
+        if self.leased:
+            return await self._claim_leased(route, limit)
         return await self.units.run(
             functools.partial(claim_rows, route=route, limit=limit), durable=False, inline=True
         )
+
+    async def _claim_leased(self, route: str | None, limit: int) -> Claim:
+        leased = await self.units.run(
+            functools.partial(
+                leases.claim_leased,
+                route=route,
+                limit=limit,
+                node=self.node,
+                lease_seconds=self.lease_seconds,
+            ),
+            durable=False,
+        )
+        for message in leased.claim.messages:
+            for delivery_id, _, _ in message.deliveries:
+                self.held[delivery_id] = message.id
+        for t in leased.takeovers:
+            log.warning(
+                "queue %s: delivery %d to <%s> taken over from node %s, whose lease expired: "
+                "a duplicate is possible if that node's attempt reached the recipient",
+                t.queue_id,
+                t.delivery_id,
+                t.recipient,
+                t.old_node,
+            )
+        if leased.takeovers and self.on_lease_event is not None:
+            self.on_lease_event(TAKEOVERS, len(leased.takeovers))
+        return leased.claim
+
+    async def renew_leases(self) -> int:
+        """Extend the lease of every claim this queue holds; returns how many are held. A
+        claim found taken over (its lease passed before this renewal) is logged and dropped
+        from the held ones: its outcome will not be applied."""
+        ids = list(self.held)
+        if not self.leased or not ids:
+            return len(ids)
+        kept = await self.units.run(
+            functools.partial(
+                leases.renew, ids=ids, node=self.node, lease_seconds=self.lease_seconds
+            ),
+            durable=False,
+        )
+        for delivery_id in ids:
+            # Not renewed and not recorded meanwhile: another node took it over.
+            if delivery_id not in kept and self.held.pop(delivery_id, None) is not None:
+                log.warning(
+                    "delivery %d: lease lost to another node before it was renewed; its "
+                    "outcome here will not be applied",
+                    delivery_id,
+                )
+        return len(self.held)
 
     async def release(self, claimed: Sequence[QueuedMessage]) -> None:
         """Give claimed but unattempted deliveries back (a graceful stop)."""
         ids = [d[0] for m in claimed for d in m.deliveries]
         if not ids:
+            return
+        for delivery_id in ids:
+            self.held.pop(delivery_id, None)
+        if self.leased:
+            await self.units.run(functools.partial(leases.release_some, ids=ids, node=self.node))
             return
 
         def release(conn: Connection) -> None:
@@ -268,7 +356,10 @@ class MailQueue:
         sent) is added to the message's ``auto_reply``, with the acknowledgement's own.
         """
 
+        late: list[int] = []
+
         def record(conn: Connection) -> list[str]:
+            late.clear()  # a unit run again starts over
             return record_rows(
                 conn,
                 self.local_domains,
@@ -279,19 +370,50 @@ class MailQueue:
                 error,
                 receipts,
                 note,
+                node=self.node if self.leased else None,
+                late=late,
             )
 
         # Not flushed (see mailsvc.storage.units): outcomes lost to a power failure are
         # deliveries in flight at the crash, attempted again (at-least-once), and what the
         # same transaction queued (a bounce, an acknowledgement) is lost with them and made
         # again then. Unflushed commits become durable with the next enqueue's fsync.
-        return await self.units.run(record, durable=False, inline=True)
+        # No longer renewed from here on (a renewal after this commit would find the rows
+        # settled and take them for lost); held again if the unit fails.
+        recording = {o[0]: self.held.pop(o[0]) for o in outcomes if o[0] in self.held}
+        try:
+            queued = await self.units.run(record, durable=False, inline=True)
+        except BaseException:
+            self.held.update(recording)
+            raise
+        if late:
+            log.warning(
+                "message %d: outcome of deliveries %s not applied: their claim was taken over "
+                "by another node after its lease expired (that node attempts them again)",
+                message_id,
+                ", ".join(map(str, late)),
+            )
+            if self.on_lease_event is not None:
+                self.on_lease_event(LATE_OUTCOMES, len(late))
+        return queued
 
     async def mark_dead(self, message_id: int, error: str) -> None:
         """An unexpected error: keep the message and say why (never drop it)."""
         error = stored_text(error)
 
+        for delivery_id, held_by in list(self.held.items()):
+            if held_by == message_id:
+                del self.held[delivery_id]
+
         def mark(conn: Connection) -> None:
+            if self.leased:
+                leases.mark_dead(conn, message_id, self.node, error[:2000])
+                conn.execute(
+                    update(messages)
+                    .where(messages.c.id == message_id)
+                    .values(status="dead", error=error[:10000])
+                )
+                return
             conn.execute(
                 update(deliveries)
                 .where(deliveries.c.message_id == message_id, deliveries.c.status == "inflight")

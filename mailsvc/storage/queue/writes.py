@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from mailsvc.domain.outcome import stored_text
 from mailsvc.storage import acks, autoreplies, sqlite_fast
 from mailsvc.storage.db import utcnow
+from mailsvc.storage.queue import leases
 from mailsvc.storage.queue.model import AckRequest, Outgoing, ReceiptUpdate, route_for
 from mailsvc.storage.queue.statements import (
     INSERT_DELIVERY,
@@ -32,7 +33,7 @@ from mailsvc.storage.queue.statements import (
 )
 from mailsvc.storage.sessions import add_delivery_events
 from mailsvc.storage.spool import stored_size
-from mailsvc.storage.tables import messages
+from mailsvc.storage.tables import deliveries, messages
 
 
 def insert_rows(
@@ -89,22 +90,22 @@ def insert_many_rows(
         ],
     )
     row_ids = [int(r[0]) for r in result]
-    conn.execute(
-        INSERT_DELIVERY,
-        [
-            {
-                "message_id": message_id,
-                "recipient": rcpt,
-                "route": route_for(rcpt, local_domains),
-                "status": "queued",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "updated_at": now,
-            }
-            for message_id, (_, recipients, _, _) in zip(row_ids, items, strict=True)
-            for rcpt in recipients
-        ],
-    )
+    rows = [
+        {
+            "message_id": message_id,
+            "recipient": rcpt,
+            "route": route_for(rcpt, local_domains),
+            "status": "queued",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "updated_at": now,
+        }
+        for message_id, (_, recipients, _, _) in zip(row_ids, items, strict=True)
+        for rcpt in recipients
+    ]
+    conn.execute(INSERT_DELIVERY, rows)
+    if conn.dialect.name == "postgresql" and rows:  # wake the other nodes at the commit
+        leases.notify(conn, [str(row["route"]) for row in rows])
     return list(zip(row_ids, queue_ids, strict=True))
 
 
@@ -155,9 +156,30 @@ def record_rows(
     error: str | None,
     receipts: ReceiptUpdate | None,
     note: str | None = None,
+    *,
+    node: str | None = None,
+    late: list[int] | None = None,
 ) -> list[str]:
+    """Store an attempt's outcomes and what they cause, in the caller's transaction.
+
+    ``node`` (claims with leases, PostgreSQL): only outcomes of deliveries still claimed by
+    this node are stored; the ids of the others (taken over by another node after their lease
+    passed) are appended to ``late``. When none is still ours nothing is written: the node
+    that took them over makes its own attempt, bounce, acknowledgement and receipts.
+    """
     now = utcnow()
     queued: list[str] = []
+    if node is not None:
+        ours = leases.still_mine(conn, [o[0] for o in outcomes], node)
+        if len(ours) < len(outcomes):
+            gone = [o for o in outcomes if o[0] not in ours]
+            if late is not None:
+                late.extend(o[0] for o in gone)
+            if not ours:
+                return []
+            outcomes = [o for o in outcomes if o[0] in ours]
+            if receipts is not None:
+                receipts = _receipts_of(receipts, conn, [o[0] for o in gone])
     raw = sqlite_fast.driver(conn)
     if raw is not None:
         stamp = sqlite_fast.datetime_to_db(now)
@@ -213,6 +235,14 @@ def record_rows(
         )
     settle(conn, message_id)
     return queued
+
+
+def _receipts_of(receipts: ReceiptUpdate, conn: Connection, gone: Sequence[int]) -> ReceiptUpdate:
+    """``receipts`` without the events of the deliveries in ``gone``."""
+    recipients = set(
+        conn.execute(select(deliveries.c.recipient).where(deliveries.c.id.in_(gone))).scalars()
+    )
+    return ReceiptUpdate(tuple(e for e in receipts.events if e[0] not in recipients))
 
 
 def _acknowledge(
