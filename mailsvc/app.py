@@ -337,20 +337,6 @@ async def start_web(settings: Settings, parts: Parts) -> WebServer:
     return server
 
 
-def _role_of(service: Service, scheduler: bool) -> Callable[[], str]:
-    """The node's role for the nodes table: the scheduler's leadership once the service has
-    one (``service.leadership.role``), else "leader" when this node runs the scheduler."""
-
-    def role() -> str:
-        leadership = getattr(service, "leadership", None)
-        if leadership is not None:
-            value = leadership.role
-            return str(value() if callable(value) else value)
-        return "leader" if scheduler else "follower"
-
-    return role
-
-
 def shared_secret_paths(settings: Settings) -> list[Path]:
     """The secrets under var_dir that every node of a cluster must have the same of."""
     from mailsvc.mailstore import MASTER_SECRET_NAME
@@ -387,18 +373,14 @@ async def share_secrets(settings: Settings, engine: AsyncEngine) -> SharedFiles:
     return shared
 
 
-async def start_service(
-    settings: Settings, *, scheduler: bool = True, role: Callable[[], str] | None = None
-) -> Service:
-    """Start delivery first (so the backlog drains), then jobs, then accept mail.
-
-    ``role`` tells the node's role in the nodes table (default: ``_role_of``)."""
+async def start_service(settings: Settings, *, scheduler: bool = True) -> Service:
+    """Start delivery first (so the backlog drains), then jobs, then accept mail."""
     from mailsvc.jobs import JobContext, job_specs, start_scheduler
 
     engine = await open_database(settings)
     try:
         # Several nodes on PostgreSQL: the secrets one node made are every node's.
-        await share_secrets(settings, engine)
+        shared = await share_secrets(settings, engine)
         # The DKIM keys before anything else is started: a missing one is one ConfigError
         # here, not a delivery process that dies at every start.
         signer = DkimSigner.from_settings(settings)
@@ -419,16 +401,19 @@ async def start_service(
     if settings.delivery.separate_process:
         workers = DeliveryProcess(settings, smarthost=smarthost, counters=counters)
     else:
-        workers = DeliveryWorkers(parts.queue, settings, smarthost=smarthost, counters=counters)
+        workers = DeliveryWorkers(
+            parts.queue, settings, smarthost=smarthost, counters=counters, shared=shared
+        )
     await workers.start()
     parts.on_queued = workers.wake
     service = Service(settings, parts, workers, capture=capture, counters=counters)
+    service.leadership = leadership_for(settings, scheduler=scheduler)
     try:
         service.heartbeat = Heartbeat(
             engine,
             node_id(settings),
             settings.cluster.heartbeat_seconds,
-            role or _role_of(service, scheduler),
+            lambda: service.leadership.role,
             units=parts.queue.units,
         )
         await service.heartbeat.start()
@@ -442,7 +427,6 @@ async def start_service(
             from mailsvc.metrics import start_metrics
 
             service.metrics = await start_metrics(settings, counters, [s.id for s in specs])
-        service.leadership = leadership_for(settings, scheduler=scheduler)
         await service.leadership.start()
         if scheduler:
             jobs = JobContext(
@@ -452,7 +436,7 @@ async def start_service(
                 relay_log=parts.relay_log,
                 runs=JobRuns(engine, units=parts.queue.units),
                 queue=parts.queue,
-                shared=SharedFiles(engine, settings.var_dir, node_id(settings)),
+                shared=shared,
             )
             service.scheduler = start_scheduler(jobs, specs, service.leadership)
         reports = ReportSink(distributions.store, distributions.signer, settings.domain)
@@ -466,6 +450,7 @@ async def start_service(
             relay_log=parts.relay_log,
             reports=reports,
             counters=counters,
+            shared=shared,
         )
         tls = server_tls(settings)
         if tls is not None:

@@ -24,6 +24,7 @@ from mailsvc.storage.tables import deliveries, messages
 def test_every_refusal_of_ours_has_its_own_code_and_names_no_address() -> None:
     values = {"address": "jan@example.org", "office": "biuro@rada.example", "domain": "rada"}
     values |= {"port": "587", "seconds": "30", "field": "From", "queue_id": "q", "name": "n"}
+    values |= {"line": "3"}
     ours = [
         value.format(**values)
         for name, value in vars(replies).items()

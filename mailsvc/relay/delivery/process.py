@@ -215,6 +215,7 @@ async def _child(settings: Settings, smarthost: tuple[str, int] | None) -> None:
     from mailsvc.relay.delivery.worker import DeliveryWorkers
     from mailsvc.storage.db import create_engine
     from mailsvc.storage.queue import MailQueue
+    from mailsvc.storage.shared_files import SharedFiles
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -237,7 +238,10 @@ async def _child(settings: Settings, smarthost: tuple[str, int] | None) -> None:
         else:
             pipe.write(line)  # buffered by the transport: never blocks a worker
 
-    workers = DeliveryWorkers(queue, settings, smarthost=smarthost, counters=Counters(forward))
+    shared = SharedFiles(engine, settings.var_dir, node_id(settings))
+    workers = DeliveryWorkers(
+        queue, settings, smarthost=smarthost, counters=Counters(forward), shared=shared
+    )
     try:
         await workers.start()
         # The pipe from the parent: wake-ups, then end of file.

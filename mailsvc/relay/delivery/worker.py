@@ -24,6 +24,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from mailsvc.config import DeliverySettings, Settings
 from mailsvc.domain.outcome import Outcome, Reply, settle, stored_text
 from mailsvc.domain.receipt_states import EventKind, EventSource
@@ -120,6 +122,7 @@ class DeliveryWorkers:
         smarthost: tuple[str, int] | None = None,
         smarthost_workers: int | None = None,
         counters: Counters | None = None,
+        shared: SharedFiles | None = None,
     ) -> None:
         self.queue = queue
         # Recorded outcomes by route, for /metrics.
@@ -129,7 +132,8 @@ class DeliveryWorkers:
         self.local_domains = (settings.domain,)
         # Keys are read by start() or drain(), in a thread; a missing one stops them there.
         self.signer = DkimSigner.from_settings(settings)
-        self.shared = SharedFiles(queue.engine, settings.var_dir, settings.cluster.node_id)
+        # Several nodes (PostgreSQL): bodies spooled and parts encoded on another node.
+        self.shared = shared
         self._pool = {
             ROUTE_LMTP: settings.delivery.workers,
             ROUTE_SMTP: smarthost_workers or settings.smarthost.workers,
@@ -344,7 +348,7 @@ class DeliveryWorkers:
             body: bytes | PartedBody = message.body
             if message.parts is not None:
                 # Spooled or encoded on another node: fetched from the database (PostgreSQL).
-                await self.shared.fetch_parts(message.parts)
+                await self._fetch_parts(message.parts)
                 body = PartedBody.from_stored(message.body, message.parts, self.settings.var_dir)
                 body.check()
             # Delivery reports only for what we track, and only where the smarthost's 250 is
@@ -410,8 +414,10 @@ class DeliveryWorkers:
             raise  # the claim is released at the next start (at-least-once)
         except StorageUnavailable as exc:
             # The database is busy or down (and the workers are stopping): not the message's
-            # fault. Its deliveries stay in flight and are attempted again at the next start.
+            # fault. Its deliveries stay in flight and are attempted again at the next start
+            # (one node), or once their lease passes (several nodes: no longer renewed here).
             log.warning("queue %s: outcome not recorded, retried later: %s", message.queue_id, exc)
+            self.queue.let_go(message.id)
             return []
         except Exception:
             error = traceback.format_exc()
@@ -422,6 +428,16 @@ class DeliveryWorkers:
                 await self.queue.mark_dead(message.id, error)
                 self._count(message.route, ["dead"] * len(message.deliveries))
             return []
+
+    async def _fetch_parts(self, parts: str) -> None:
+        """The parts another node wrote; a database or disk fault while fetching them is
+        temporary (the delivery is tried again), not the message's fault."""
+        if self.shared is None:
+            return
+        try:
+            await self.shared.fetch_parts(parts)
+        except (OSError, SQLAlchemyError) as exc:
+            raise StorageUnavailable(f"the message's parts could not be fetched: {exc}") from exc
 
     def _count(self, route: str, statuses: list[str]) -> None:
         if self.counters is not None:

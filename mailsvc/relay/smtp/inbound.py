@@ -104,6 +104,7 @@ class InboundHandler(AdvertisesExtensions):
         relay_log: RelayLog | None = None,
         reports: ReportSink | None = None,
         counters: Counters | None = None,
+        shared: SharedFiles | None = None,
     ) -> None:
         self.relay_log = relay_log
         # Sessions and refusals of this server, for /metrics.
@@ -118,7 +119,8 @@ class InboundHandler(AdvertisesExtensions):
         self.misses = MissCounter(_MISS_WINDOW)
         self.own_domains = settings.relay.own_domain_list(settings.domain)
         self.resolver = dns_resolver(settings.smtp.dns_resolver)
-        self.shared = SharedFiles(queue.engine, settings.var_dir, settings.cluster.node_id)
+        # Several nodes (PostgreSQL): a spooled body is published for the node that delivers it.
+        self.shared = shared
 
     async def handle_MAIL(
         self,
@@ -287,8 +289,8 @@ class InboundHandler(AdvertisesExtensions):
             return refusal
         client = _peer_ip(session)
         try:
-            if spooled is not None:  # several nodes: another one may have to deliver it
-                await self.shared.publish([spooled.path])
+            if spooled is not None and self.shared is not None:
+                await self.shared.publish([spooled.path])  # another node may deliver it
             queue_id = await self.queue.enqueue(
                 envelope.mail_from or "",
                 list(envelope.rcpt_tos),

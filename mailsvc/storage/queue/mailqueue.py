@@ -397,13 +397,17 @@ class MailQueue:
                 self.on_lease_event(LATE_OUTCOMES, len(late))
         return queued
 
-    async def mark_dead(self, message_id: int, error: str) -> None:
-        """An unexpected error: keep the message and say why (never drop it)."""
-        error = stored_text(error)
-
+    def let_go(self, message_id: int) -> None:
+        """Stop renewing the leases of this message's claims: their outcome will not be
+        recorded here, so once the lease passes any node (this one too) claims them again."""
         for delivery_id, held_by in list(self.held.items()):
             if held_by == message_id:
                 del self.held[delivery_id]
+
+    async def mark_dead(self, message_id: int, error: str) -> None:
+        """An unexpected error: keep the message and say why (never drop it)."""
+        error = stored_text(error)
+        self.let_go(message_id)
 
         def mark(conn: Connection) -> None:
             if self.leased:
