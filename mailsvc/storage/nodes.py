@@ -12,7 +12,6 @@ once it said so.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -27,6 +26,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mailsvc import __version__
+from mailsvc.eventloop import cancel_and_wait
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.tables import deliveries, nodes
 from mailsvc.storage.units import EngineUnits, Units
@@ -135,9 +135,7 @@ class Heartbeat:
     async def stop(self) -> None:
         """A clean stop: the row says so (other nodes then show it stopped, not down)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
             try:
                 await self._run_sync(lambda conn: mark_stopped(conn, self.node, self._role()))

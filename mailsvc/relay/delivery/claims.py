@@ -13,10 +13,10 @@ claims are lost to another node only if that lasts longer than the lease.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from mailsvc.config import Settings
+from mailsvc.eventloop import cancel_and_wait
 from mailsvc.storage.queue import MailQueue
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,8 @@ class LeaseRenewal:
             self._task = asyncio.create_task(self._run(), name="lease-renewal")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL, make_url
 
+from mailsvc.eventloop import cancel_and_wait
 from mailsvc.storage.queue.leases import CHANNEL
 
 log = logging.getLogger(__name__)
@@ -59,11 +60,8 @@ class QueueListener:
         self._task = asyncio.create_task(self._run(), name="queue-listener")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self.notifications += 1
