@@ -27,9 +27,10 @@ run: system-deps venv ## set everything up and run the service (Ctrl-C stops it)
 
 # Each worker runs whole files with a stack of its own (slapd, Dovecot on free loopback ports).
 # First the whole suite with the service on SQLite, then the integration tests again with it on
-# PostgreSQL (each worker starts a private cluster of its own).
+# PostgreSQL (each worker starts a private cluster of its own). The several-nodes tests always
+# use PostgreSQL: they run in the second pass only.
 test: system-deps venv lint ## set everything up and run the whole test suite (SQLite, then PostgreSQL)
-	$(BIN)/pytest -q -ra -n auto --dist loadfile
+	$(BIN)/pytest -q -ra -n auto --dist loadfile -m "not postgresql_only"
 	$(MAKE) --no-print-directory test-postgresql
 
 # The files marked no_database do not use the suite's database: they ran in the first pass.

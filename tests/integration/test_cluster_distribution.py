@@ -44,7 +44,8 @@ from tests.integration.test_distribution_flow import (
     wait_for_count,
 )
 
-pytestmark = pytest.mark.asyncio
+# Several nodes on one PostgreSQL whatever the suite's database: run in the PostgreSQL pass.
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgresql_only]
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ from tests.integration.cluster_nodes import (
     wait_until,
 )
 
-pytestmark = pytest.mark.asyncio
+# Several nodes on one PostgreSQL whatever the suite's database: run in the PostgreSQL pass.
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgresql_only]
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ from tests.integration.conftest import make_message
 from tests.integration.test_submission import auth_plain, tls_client
 from tests.integration.test_web_clerk import sign_in
 
-pytestmark = pytest.mark.asyncio
+# Several nodes on one PostgreSQL whatever the suite's database: run in the PostgreSQL pass.
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgresql_only]
 
 
 @pytest.fixture

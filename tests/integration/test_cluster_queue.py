@@ -32,6 +32,9 @@ from mailsvc.storage.tables import deliveries, nodes
 from .conftest import make_message, wait_for_inbox
 from .test_cli import run_cli
 
+# Several nodes on one PostgreSQL whatever the suite's database: run in the PostgreSQL pass.
+pytestmark = pytest.mark.postgresql_only
+
 
 @pytest.fixture
 def settings(settings: Settings, pg_url: str) -> Settings:

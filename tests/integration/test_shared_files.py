@@ -26,7 +26,8 @@ from tests.integration.cluster_nodes import first_node, other_node
 from tests.integration.conftest import make_message, smtp_send, wait_for_inbox
 from tests.integration.test_distribution_flow import session_with_pdf
 
-pytestmark = pytest.mark.asyncio
+# Several nodes on one PostgreSQL whatever the suite's database: run in the PostgreSQL pass.
+pytestmark = [pytest.mark.asyncio, pytest.mark.postgresql_only]
 
 
 @pytest.fixture
