@@ -25,6 +25,7 @@ from mailsvc.config import Settings
 from mailsvc.storage import schema
 from mailsvc.storage.schema import SchemaVersionError
 from provisioning.directory import Directory
+from tests.conftest import new_pg_database
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "pre_migration.sql"
 
@@ -76,6 +77,8 @@ async def test_the_service_starts_on_a_database_from_before_migrations_after_db_
     settings = settings.with_changes(delivery={"separate_process": False})
     url = make_url(settings.database_url)
     if url.get_backend_name() == "postgresql":
+        # An empty database (the fixture's is migrated already), filled as before migrations.
+        settings = settings.with_changes(database={"url": new_pg_database()})
         queued = await _pre_migration_postgresql(settings.database_url, tmp_path)
     else:
         assert url.database is not None
@@ -96,6 +99,8 @@ async def test_the_service_starts_on_a_database_from_before_migrations_after_db_
         assert [m.mail_from if m else None for m in shown] == ["mieszkaniec@example.org", ""]
         checks = {name: (ok, detail) for name, ok, detail in await run_checks(settings)}
         driver = f"{url.get_backend_name()}+{url.get_driver_name()}"
-        assert checks["database"] == (True, f"{driver}, schema {schema.head()}")
+        ok, detail = checks["database"]
+        assert ok and detail.startswith(driver), detail
+        assert detail.endswith(f", schema {schema.head()}"), detail
     finally:
         await service.stop()
