@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import bindparam, delete, or_, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -42,6 +42,21 @@ log = logging.getLogger(__name__)
 
 # The transaction-level advisory lock of the start-up sync ("shar", 1).
 SYNC_LOCK = (0x73686172, 1)
+# A file is stored in rows of at most this many bytes (the first row under the file's name, the
+# next ones under ``name#chunkN``), read and written one row at a time: publishing or fetching
+# a 20 MB spooled body holds one chunk in memory, not the body.
+CHUNK = 256 * 1024
+_CHUNK_MARK = "#chunk"
+
+
+def chunk_name(name: str, index: int) -> str:
+    """The row of a file's ``index``-th chunk (0: the file's own name)."""
+    return name if index == 0 else f"{name}{_CHUNK_MARK}{index}"
+
+
+def file_of_row(name: str) -> str:
+    """The file a row belongs to."""
+    return name.split(_CHUNK_MARK, 1)[0]
 
 
 def _write_private(path: Path, content: bytes) -> None:
@@ -105,27 +120,36 @@ class SharedFiles:
 
     async def publish(self, paths: Iterable[Path], conn: AsyncConnection | None = None) -> int:
         """Put these files (under var_dir) in the database unless they are there already (a
-        file's content is fixed once published); ``conn``: in the caller's transaction.
-        Returns how many were read and offered."""
+        file's content is fixed once published), a chunk at a time; ``conn``: in the caller's
+        transaction. Returns how many were offered."""
         if not self.enabled:
             return 0
-        found: list[tuple[str, bytes]] = []
-        for path in paths:
-            name = self.name_of(path)
-            if name is None:
-                continue
-            content = await asyncio.to_thread(path.read_bytes)
-            found.append((name, content))
+        found = [(name, path) for path in paths if (name := self.name_of(path)) is not None]
         if not found:
             return 0
         if conn is not None:
-            for name, content in found:
-                await self._insert(conn, name, content)
+            for name, path in found:
+                await self._publish_file(conn, name, path)
         else:
             async with self.engine.begin() as own:
-                for name, content in found:
-                    await self._insert(own, name, content)
+                for name, path in found:
+                    await self._publish_file(own, name, path)
         return len(found)
+
+    async def _publish_file(self, conn: AsyncConnection, name: str, path: Path) -> None:
+        fh = await asyncio.to_thread(path.open, "rb")
+        try:
+            index = 0
+            while True:
+                chunk = await asyncio.to_thread(fh.read, CHUNK)
+                if index > 0 and not chunk:
+                    return
+                await self._insert(conn, chunk_name(name, index), chunk)
+                index += 1
+                if len(chunk) < CHUNK:
+                    return
+        finally:
+            await asyncio.to_thread(fh.close)
 
     async def fetch(self, paths: Iterable[Path]) -> list[Path]:
         """Write back the files among ``paths`` that are missing here from their shared copy;
@@ -142,17 +166,42 @@ class SharedFiles:
         if not wanted or not self.enabled:
             return list(wanted.values())
         async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(shared_files.c.name, shared_files.c.content).where(
-                        shared_files.c.name.in_(list(wanted))
-                    )
-                )
-            ).all()
-        for row in rows:
-            await asyncio.to_thread(_write_private, wanted.pop(row.name), bytes(row.content))
-            log.info("shared file %s fetched from the database", row.name)
+            for name in list(wanted):
+                if await self._fetch_file(conn, name, wanted[name]):
+                    del wanted[name]
+                    log.info("shared file %s fetched from the database", name)
         return list(wanted.values())
+
+    async def _fetch_file(self, conn: AsyncConnection, name: str, path: Path) -> bool:
+        """Write ``name``'s chunks to ``path`` (atomically, 0600); False: not shared."""
+        query = select(shared_files.c.content).where(shared_files.c.name == bindparam("row"))
+        first = (await conn.execute(query, {"row": name})).scalar_one_or_none()
+        if first is None:
+            return False
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = await asyncio.to_thread(
+            tempfile.mkstemp, dir=path.parent, prefix=f".{path.name}."
+        )
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                chunk: bytes | None = bytes(first)
+                index = 0
+                while chunk is not None:
+                    await asyncio.to_thread(fh.write, chunk)
+                    if len(chunk) < CHUNK:
+                        break
+                    index += 1
+                    row = await conn.execute(query, {"row": chunk_name(name, index)})
+                    found = row.scalar_one_or_none()
+                    chunk = bytes(found) if found is not None else None
+                await asyncio.to_thread(fh.flush)
+                await asyncio.to_thread(os.fsync, fh.fileno())
+            await asyncio.to_thread(os.replace, tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return True
 
     async def fetch_parts(self, parts_json: str | None) -> None:
         """Before a message with parts on disk is delivered: fetch those this node lacks
@@ -170,8 +219,12 @@ class SharedFiles:
         """Remove shared copies no longer needed (a spooled body delivered everywhere)."""
         if not names or not self.enabled:
             return 0
+        rows = or_(
+            shared_files.c.name.in_(names),
+            *(shared_files.c.name.startswith(n + _CHUNK_MARK, autoescape=True) for n in names),
+        )
         async with self.engine.begin() as conn:
-            result = await conn.execute(delete(shared_files).where(shared_files.c.name.in_(names)))
+            result = await conn.execute(delete(shared_files).where(rows))
         return int(result.rowcount or 0)
 
     async def forget_spool(self, in_use: set[str], older_than: float) -> int:
@@ -189,7 +242,7 @@ class SharedFiles:
                     )
                 )
             ).scalars()
-            gone = [n for n in names if n.removeprefix("spool/") not in in_use]
+            gone = [n for n in names if file_of_row(n).removeprefix("spool/") not in in_use]
             if gone:
                 await conn.execute(delete(shared_files).where(shared_files.c.name.in_(gone)))
         return len(gone)

@@ -18,7 +18,7 @@ from mailsvc.config import Settings
 from mailsvc.distribution.documents import document_path
 from mailsvc.receipts.tokens import TokenSigner
 from mailsvc.storage.db import create_engine, create_schema
-from mailsvc.storage.shared_files import SharedFiles
+from mailsvc.storage.shared_files import CHUNK, SharedFiles, chunk_name
 from mailsvc.storage.tables import shared_files
 from provisioning.directory import Directory
 from tests.conftest import new_pg_database
@@ -144,5 +144,48 @@ async def test_on_sqlite_nothing_is_shared(tmp_path: Path) -> None:
         async with engine.connect() as conn:
             count = (await conn.execute(select(func.count()).select_from(shared_files))).scalar()
         assert count == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_a_large_file_is_shared_in_chunks_and_comes_back_whole(
+    pg_url: str, tmp_path: Path
+) -> None:
+    engine = create_engine(pg_url)
+    try:
+        await create_schema(engine)
+        one = SharedFiles(engine, tmp_path / "one", "node-1")
+        two = SharedFiles(engine, tmp_path / "two", "node-2")
+        body = bytes(range(256)) * (CHUNK // 256) * 3 + b"the tail\r\n"  # 3 chunks and a bit
+        exact = b"x" * CHUNK  # exactly one chunk: no empty second row
+        for name, content in (("spool/big.msg", body), ("spool/exact.msg", exact)):
+            (tmp_path / "one" / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / "one" / name).write_bytes(content)
+        await one.publish(
+            [tmp_path / "one" / "spool/big.msg", tmp_path / "one" / "spool/exact.msg"]
+        )
+        async with engine.connect() as conn:
+            rows = dict(
+                (await conn.execute(select(shared_files.c.name, shared_files.c.size))).all()
+            )
+        assert rows == {
+            "spool/big.msg": CHUNK,
+            chunk_name("spool/big.msg", 1): CHUNK,
+            chunk_name("spool/big.msg", 2): CHUNK,
+            chunk_name("spool/big.msg", 3): len(b"the tail\r\n"),
+            "spool/exact.msg": CHUNK,
+        }
+        missing = await two.fetch(
+            [tmp_path / "two" / "spool/big.msg", tmp_path / "two" / "spool/exact.msg"]
+        )
+        assert missing == []
+        assert (tmp_path / "two" / "spool/big.msg").read_bytes() == body
+        assert (tmp_path / "two" / "spool/exact.msg").read_bytes() == exact
+        assert (tmp_path / "two" / "spool/big.msg").stat().st_mode & 0o077 == 0
+        # Forgetting a file forgets all its chunks, and only its own.
+        assert await one.forget(["spool/big.msg"]) == 4
+        async with engine.connect() as conn:
+            left = (await conn.execute(select(shared_files.c.name))).scalars().all()
+        assert left == ["spool/exact.msg"]
     finally:
         await engine.dispose()
