@@ -38,8 +38,8 @@ from .cluster_nodes import LOOPBACK, ClusterNodes, LmtpDelay, state_of, status_l
 pytestmark = pytest.mark.postgresql_only
 
 PEOPLE = (("Łukasz", "Żółć"), ("Anna", "Nowak"), ("Piotr", "Kowalski"), ("Ewa", "Dąbrowska"))
-# A takeover is reported in the log of the node that takes the delivery over (docs/operations.md: a line
-# naming the old node and saying that a duplicate is possible).
+# A takeover is reported in the log of the node that takes the delivery over: a line naming
+# the old node and saying that a duplicate is possible (docs/operations.md).
 TAKEOVER_LINE = re.compile(r"take ?over|taken over|took over", re.IGNORECASE)
 # The relay's 250 after the dot names the message's queue id, which its log lines name too.
 QUEUED = re.compile(r"queued as (\w+)")
