@@ -409,6 +409,8 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
     service = Service(settings, parts, workers, capture=capture, counters=counters)
     service.leadership = leadership_for(settings, scheduler=scheduler)
     try:
+        # Before the first heartbeat, so that the nodes table shows the role from the start.
+        await service.leadership.start()
         service.heartbeat = Heartbeat(
             engine,
             node_id(settings),
@@ -427,7 +429,6 @@ async def start_service(settings: Settings, *, scheduler: bool = True) -> Servic
             from mailsvc.metrics import start_metrics
 
             service.metrics = await start_metrics(settings, counters, [s.id for s in specs])
-        await service.leadership.start()
         if scheduler:
             jobs = JobContext(
                 settings=settings,
