@@ -26,17 +26,16 @@ from typing import Any
 import pytest
 
 from mailsvc.app import Service
-from mailsvc.config import Settings
+from mailsvc.config import DEFAULT_CONFIG, Settings, load_settings
 from mailsvc.stack import free_ports
+from mailsvc.stack.postgres import bin_dir
 
 from .conftest import make_message, wait_for_deliveries, wait_for_inbox
 
 STORAGE_451 = b"4.3.0 Message could not be stored, please try again later"
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-pytestmark = pytest.mark.skipif(
-    not (PG_BIN / "initdb").exists(), reason="PostgreSQL 15 server binaries are not installed"
-)
+# PostgreSQL's programs as the stack finds them (the newest installed version; `make test`
+# installs Debian's postgresql package).
+PG_BIN = bin_dir(load_settings(DEFAULT_CONFIG, env={}))
 
 
 class PrivateCluster:
