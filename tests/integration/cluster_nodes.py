@@ -51,6 +51,21 @@ MAILSVC = Path(sys.executable).parent / "mailsvc"
 START_TIMEOUT = 90.0
 
 
+PORT_ATTEMPTS = 4
+
+
+def port_env(smtp: int, submission: int, web: int, metrics: int) -> dict[str, str]:
+    """A node's listening addresses as settings."""
+    return {
+        "MAILSVC_SMTP__HOST": LOOPBACK,
+        "MAILSVC_SMTP__PORT": str(smtp),
+        "MAILSVC_SUBMISSION__PORT": str(submission),
+        "MAILSVC_WEB__HOST": LOOPBACK,
+        "MAILSVC_WEB__PORT": str(web),
+        "MAILSVC_METRICS__PORT": str(metrics),
+    }
+
+
 def _children(pid: int) -> list[int]:
     """Direct children of ``pid`` (its delivery process), from /proc."""
     found: list[int] = []
@@ -113,8 +128,29 @@ class Node:
             return []
         return [self.pid, *_children(self.pid)]
 
+    def new_ports(self) -> None:
+        """Fresh free ports for this node (its settings included)."""
+        self.smtp_port, self.submission_port, self.web_port, self.metrics_port = free_ports(4)
+        self.env.update(
+            port_env(self.smtp_port, self.submission_port, self.web_port, self.metrics_port)
+        )
+
     async def start(self, within: float = START_TIMEOUT) -> None:
-        """Start ``mailsvc serve``; returns once it greets on its SMTP port."""
+        """Start ``mailsvc serve``; returns once it greets on its SMTP port.
+
+        A port the kernel reported free may be taken by someone else (another test's process,
+        an outgoing connection) before the node binds it: when the node says so, it gets fresh
+        ports and is started again (a few times at most); any other failure is raised."""
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                await self._start_once(within)
+                return
+            except RuntimeError as exc:
+                if attempt + 1 == PORT_ATTEMPTS or "address already in use" not in str(exc):
+                    raise
+                self.new_ports()
+
+    async def _start_once(self, within: float) -> None:
         assert not self.running, f"{self.name} is running"
         self.var_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
@@ -200,17 +236,8 @@ class ClusterNodes:
             env = self.base_env()
             env.update(self.join_env(var_dir))
             env.update(self.tuning_env())
-            env.update(
-                {
-                    "MAILSVC_CLUSTER__NODE_ID": name,
-                    "MAILSVC_SMTP__HOST": LOOPBACK,
-                    "MAILSVC_SMTP__PORT": str(smtp),
-                    "MAILSVC_SUBMISSION__PORT": str(submission),
-                    "MAILSVC_WEB__HOST": LOOPBACK,
-                    "MAILSVC_WEB__PORT": str(web),
-                    "MAILSVC_METRICS__PORT": str(metrics),
-                }
-            )
+            env.update({"MAILSVC_CLUSTER__NODE_ID": name})
+            env.update(port_env(smtp, submission, web, metrics))
             env.update(self.extra)
             self.nodes.append(Node(name, var_dir, smtp, submission, web, metrics, env))
 
