@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 def directory_config(settings: Settings) -> DirectoryConfig:
     """The directory library's config from our settings (same names where they overlap)."""
-    d = settings.directory
+    d = settings.ldap
     explicit: dict[str, Any] = {
         "url": settings.ldap_url,
         "bind_dn": d.admin_dn,
@@ -81,7 +81,7 @@ def open_reader_directory(settings: Settings) -> Directory:
     entries but never their password hashes, and it can change nothing."""
     config = dataclasses.replace(
         directory_config(settings),
-        bind_dn=settings.directory.reader_dn,
+        bind_dn=settings.ldap.reader_dn,
         bind_password=secret_store.reader_password(settings),
     )
     return Directory(config)

@@ -72,12 +72,16 @@ MESSAGES: dict[str, dict[str, str]] = {
     "stack.samba": {
         "pl": (
             "katalog Samba AD: {url}  baza {base_dn}\n"
-            "  logowanie {principal} ({admin_dn}), hasło: {password}\n"
+            "  konto usługi {service_dn} (uprawnienia tylko na {units}),\n"
+            "    hasło: {service_password}\n"
+            "  administrator domeny {principal}, hasło: {password}\n"
             "  certyfikat do zaufania (directory.ca_file): {ca_file}"
         ),
         "en": (
             "Samba AD directory: {url}  base {base_dn}\n"
-            "  bind as {principal} ({admin_dn}), password: {password}\n"
+            "  service account {service_dn} (rights on {units} only),\n"
+            "    password: {service_password}\n"
+            "  domain administrator {principal}, password: {password}\n"
             "  certificate to trust (directory.ca_file): {ca_file}"
         ),
     },

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mailsvc.config import Settings
+from provisioning.directory import Directory
 from provisioning.passwords import Argon2Params, hash_password, hash_passwords
 
 
@@ -30,3 +31,21 @@ async def hash_new_password(settings: Settings, password: str) -> str:
 def hash_new_password_blocking(settings: Settings, password: str) -> str:
     """For synchronous code with no event loop (the embedded stack's start-up)."""
     return hash_password(password, argon2_params(settings))
+
+
+async def hashes_for(
+    settings: Settings, directory: Directory, passwords: Sequence[str]
+) -> list[str | None]:
+    """What ``directory`` is given beside each new password: its hash where the service hashes
+    (OpenLDAP), nothing where the directory hashes it itself (Active Directory)."""
+    if not directory.stores_hashes:
+        return [None] * len(passwords)
+    return list(await hash_new_passwords(settings, passwords))
+
+
+async def set_new_password(
+    settings: Settings, directory: Directory, dn: str, password: str
+) -> None:
+    """Give ``dn`` the new ``password`` (hashed first where the directory stores hashes)."""
+    (hashed,) = await hashes_for(settings, directory, [password])
+    await directory.set_password(dn, password, hashed)

@@ -279,7 +279,7 @@ def _next_steps(
         keys=", ".join(f"{s.name} ({s.algorithm})" for s in values.selectors),
         units=[directory / "systemd" / name for name in UNIT_NAMES],
         hostname=values.hostname,
-        reader_dn=settings.directory.reader_dn,
+        reader_dn=settings.ldap.reader_dn,
         packages=PACKAGES,
         system_dir=files,
         slapd_conf=files / system.SLAPD_CONF,

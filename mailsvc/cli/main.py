@@ -98,19 +98,24 @@ def _print_samba(settings: Settings) -> None:
     if settings.stack.directory != "samba":
         return
     ad = settings.samba_directory
-    # Where the password is, never the password itself.
-    where = "directory.admin_password"
+    d = settings.ldap
+    # Where the passwords are, never the passwords themselves.
+    where = service = "directory.admin_password"
     if not settings.directory.admin_password:
         where = str(secret_store.secret_path(settings, "samba-admin"))
+        service = str(secret_store.secret_path(settings, "ldap-admin"))
+    units = ", ".join(rdn for rdn in (d.councillors_rdn, d.groups_rdn, d.staff_rdn))
     _print(
         settings,
         "stack.samba",
         url=ad.url,
-        base_dn=ad.base_dn,
+        base_dn=d.base_dn,
+        service_dn=d.admin_dn,
+        units=units,
+        service_password=service,
         principal=ad.admin_principal,
-        admin_dn=ad.admin_dn,
         password=where,
-        ca_file=ad.ca_file,
+        ca_file=d.ca_file,
     )
 
 
@@ -268,14 +273,6 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     """make run: stack up, sample council, hints, serve; Ctrl-C stops what this started."""
     from mailsvc.stack import LocalStack
 
-    if settings.stack.directory == "samba":
-        # Said before anything starts: the sample council would fail at the first entry.
-        raise ConfigError(
-            "stack.directory = 'samba': the service's directory adapter does not speak Active "
-            "Directory yet, so `mailsvc run` cannot use Samba's AD DC; `mailsvc stack up` runs "
-            "it (and `mailsvc stack status` shows how to reach it), or set "
-            "stack.directory = 'openldap'"
-        )
     stack = LocalStack(settings)
     was_running = all(st.running for st in stack.status())
     started = time.monotonic()
@@ -331,7 +328,7 @@ async def _import_sample(settings: Settings, roster: Path) -> None:
 
 async def _demo_login(settings: Settings) -> tuple[str, str]:
     """A fresh password for the first sample councillor, so the demo login is known."""
-    from mailsvc.passwords import hash_new_password
+    from mailsvc.passwords import set_new_password
     from provisioning.passwords import generate_password
 
     directory = open_directory(settings)
@@ -343,7 +340,7 @@ async def _demo_login(settings: Settings) -> tuple[str, str]:
             raise MailsvcError("no councillors in the directory")
         first = next((e for e in entries if e.address.startswith("lukasz.zolc@")), entries[0])
         password = generate_password()
-        await directory.set_password(first.dn, await hash_new_password(settings, password))
+        await set_new_password(settings, directory, first.dn, password)
         return first.address, password
     finally:
         await directory.close()

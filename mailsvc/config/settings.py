@@ -175,13 +175,19 @@ class SambaDirectory:
             admin_dn=f"CN=Administrator,CN=Users,{base_dn}",
             admin_principal=f"Administrator@{realm}",
             samba_dir=samba_dir,
-            ca_file=samba_dir / "tls" / "cert.pem",
+            # A copy of samba/tls/cert.pem outside samba/ (0700): Dovecot's auth process, which
+            # does not run as root, reads it too.
+            ca_file=var_dir / "samba-ca.pem",
         )
 
 
 @dataclass(frozen=True)
 class DirectorySettings:
     url: str = ""
+    # "openldap" or "ad" (Active Directory: user and group objects, unicodePwd,
+    # userAccountControl); empty: "ad" with the stack's Samba (stack.directory = "samba"),
+    # else "openldap". With "ad", settings left at their OpenLDAP defaults take AD's (AD_DEFAULTS).
+    kind: str = ""
     base_dn: str = "dc=rada,dc=miasto,dc=example"
     admin_dn: str = "cn=admin,dc=rada,dc=miasto,dc=example"
     admin_password: str = field(default="", repr=False)
@@ -224,6 +230,43 @@ class DirectorySettings:
     @property
     def staff_dn(self) -> str:
         return f"{self.staff_rdn},{self.base_dn}"
+
+
+# What directory.kind = "ad" changes where a setting was left at its OpenLDAP default.
+AD_DEFAULTS = {
+    "person_object_class": "user",
+    "status_attribute": "userAccountControl",
+    "external_id_attribute": "employeeID",
+    "group_object_class": "group",
+    "councillors_rdn": "OU=councillors",
+    "groups_rdn": "OU=groups",
+    "staff_rdn": "OU=staff",
+}
+# The stack's Samba: the service's own accounts, in the domain's Users container.
+SAMBA_ADMIN_CN = "mailsvc-admin"
+SAMBA_READER_CN = "mailsvc-reader"
+
+
+def effective_directory(
+    d: DirectorySettings, stack_directory: str, samba: SambaDirectory
+) -> DirectorySettings:
+    """``d`` with what an empty or default setting means: the kind, AD's attributes with
+    kind = "ad", and the stack's Samba (address, base, accounts, CA) when it runs one."""
+    kind = d.kind or ("ad" if stack_directory == "samba" else "openldap")
+    defaults = DirectorySettings()
+    changes: dict[str, Any] = {"kind": kind}
+    if kind == "ad":
+        changes.update(
+            {k: v for k, v in AD_DEFAULTS.items() if getattr(d, k) == getattr(defaults, k)}
+        )
+    if stack_directory == "samba" and not d.url:
+        base = samba.base_dn if d.base_dn == defaults.base_dn else d.base_dn
+        changes.update(url=samba.url, base_dn=base, ca_file=d.ca_file or str(samba.ca_file))
+        if d.admin_dn == defaults.admin_dn:
+            changes["admin_dn"] = f"CN={SAMBA_ADMIN_CN},CN=Users,{base}"
+        if d.reader_dn == defaults.reader_dn:
+            changes["reader_dn"] = f"CN={SAMBA_READER_CN},CN=Users,{base}"
+    return dataclasses.replace(d, **changes)
 
 
 @dataclass(frozen=True)
@@ -498,8 +541,14 @@ class Settings:
 
     # Derived values: one place decides what an empty setting means.
     @property
+    def ldap(self) -> DirectorySettings:
+        """The directory settings with every derived value filled in (see
+        ``effective_directory``): what the service and Dovecot use."""
+        return effective_directory(self.directory, self.stack.directory, self.samba_directory)
+
+    @property
     def ldap_url(self) -> str:
-        return self.directory.url or f"ldap://{self.stack.host}:{self.stack.ldap_port}"
+        return self.ldap.url or f"ldap://{self.stack.host}:{self.stack.ldap_port}"
 
     @property
     def samba_directory(self) -> SambaDirectory:

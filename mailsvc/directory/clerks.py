@@ -8,7 +8,6 @@ in as well); removing such a clerk only takes the account out of the group.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from dataclasses import dataclass, field
@@ -16,11 +15,12 @@ from dataclasses import dataclass, field
 from mailsvc import i18n
 from mailsvc.config import Settings
 from mailsvc.errors import MailsvcError
+from mailsvc.passwords import hashes_for, set_new_password
 from mailsvc.storage.register import AuditContext, Register, RegisterWrite
 from provisioning.directory import CouncillorEntry, Directory
 from provisioning.errors import NamingError
 from provisioning.naming import candidate_local_parts, is_reserved
-from provisioning.passwords import generate_password, hash_password
+from provisioning.passwords import generate_password
 
 # Lower-case letters, digits, dot, hyphen, underscore; a letter or digit at both ends.
 _LOGIN = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
@@ -121,9 +121,9 @@ class Clerks:
                 raise ClerkExists(self._t("clerks.taken", address=address))
         await self.directory.ensure_staff_tree()  # a directory made before staff had one
         password = generate_password(self.settings.provisioning.password_length)
-        hashed = await asyncio.to_thread(hash_password, password)  # may be a slow scheme
+        (hashed,) = await hashes_for(self.settings, self.directory, [password])
         request = self.directory.staff_request(
-            login=login, display_name=name, password_hash=hashed, email=email
+            login=login, display_name=name, password=password, password_hash=hashed, email=email
         )
         (outcome,) = await self.directory.add_many([request])
         if isinstance(outcome, Exception):
@@ -190,9 +190,7 @@ class Clerks:
             raise ClerkNotFound(self._t("clerks.not_found", login=login))
         login = self._clerk(entry, "staff", in_group=True).login
         password = generate_password(self.settings.provisioning.password_length)
-        await self.directory.set_password(
-            entry.dn, await asyncio.to_thread(hash_password, password)
-        )
+        await set_new_password(self.settings, self.directory, entry.dn, password)
         address = entry.address or self.address(login)
         await self._audit(context, address, "clerk-reset-password", dn=entry.dn)
         return NewClerk(login, entry.display_name, address, entry.dn, password)
@@ -221,8 +219,7 @@ class Clerks:
 
     @staticmethod
     def _clerk(entry: CouncillorEntry, kind: str, *, in_group: bool) -> Clerk:
-        uid = (entry.attributes.get("uid") or ("",))[0]
-        login = uid if kind == "staff" and uid else entry.address
+        login = entry.login if kind == "staff" and entry.login else entry.address
         return Clerk(
             login=login,
             name=entry.display_name,

@@ -19,7 +19,7 @@ from typing import Any
 
 from mailsvc.config import Settings
 from mailsvc.errors import MailsvcError
-from mailsvc.passwords import hash_new_password, hash_new_passwords
+from mailsvc.passwords import hashes_for, set_new_password
 from mailsvc.storage.db import utcnow
 from mailsvc.storage.queue import MailQueue
 from mailsvc.storage.register import AuditContext, Register, RegisterRow, RegisterWrite
@@ -176,7 +176,7 @@ class Councillors:
         addresses |= {e.address for e in await self.directory.list_councillors(brief=True)}
         staff = await self.directory.list_staff()
         addresses |= {e.address for e in staff}
-        logins = {uid.lower() for e in staff for uid in e.attributes.get("uid", ())}
+        logins = {e.login.lower() for e in staff if e.login}
         return {a[: -len(suffix)] for a in addresses if a.endswith(suffix)} | logins
 
     async def plan(self, entries: Sequence[RosterEntry], today: date | None = None) -> Plan:
@@ -205,16 +205,23 @@ class Councillors:
         if not creates:
             return []
         taken = await self.taken_local_parts()
+        # Active Directory: the account name derived from a local part (sAMAccountName) must
+        # be free in the whole domain too, where other people's accounts live.
+        logins = await self.directory.taken_logins()
+        login_for = self.directory.dialect.login_for
+
+        def is_taken(local: str) -> bool:
+            return local in taken or (bool(logins) and login_for(local).lower() in logins)
+
         reserved = set(self.settings.committee_names) | {
             committee_group(s) for s in self.settings.committee_names
         }
         chosen: list[tuple[Create, str]] = []
         for create in creates:
             e = create.entry
-            local = choose_local_part(
-                e.given_names, e.surname, taken.__contains__, extra_reserved=reserved
-            )
+            local = choose_local_part(e.given_names, e.surname, is_taken, extra_reserved=reserved)
             taken.add(local)
+            logins.add(login_for(local).lower())
             chosen.append((create, local))
         return chosen
 
@@ -272,7 +279,7 @@ class Councillors:
         length = self.settings.provisioning.password_length
         passwords = [generate_password(length) for _ in chunk]
         # The slow part of an import: the whole chunk at once, on every core, off the loop.
-        hashes = await hash_new_passwords(self.settings, passwords)
+        hashes = await hashes_for(self.settings, self.directory, passwords)
         prepared = []
         for (create, local), password, password_hash in zip(chunk, passwords, hashes, strict=True):
             e = create.entry
@@ -281,6 +288,7 @@ class Councillors:
                 address=f"{local}@{self.domain}",
                 given_name=" ".join(e.given_names.split()),
                 surname=e.surname,
+                password=password,
                 password_hash=password_hash,
                 extra=self._attrs(e),
             )
@@ -323,16 +331,11 @@ class Councillors:
         async def update_one(u: Update) -> RegisterWrite:
             e, ex = u.entry, u.existing
             changes: dict[str, Any] = {
-                "cn": [f"{e.given_names} {e.surname}"],
-                "displayName": [f"{e.given_names} {e.surname}"],
-                "givenName": [" ".join(e.given_names.split())],
-                "sn": [e.surname],
+                **self.directory.name_changes(" ".join(e.given_names.split()), e.surname),
                 **self._attrs(e),
             }
             if u.reactivate:
-                changes[self.directory.config.status_attribute] = [
-                    self.directory.config.active_value
-                ]
+                changes.update(self.directory.status_change(True))
             assert ex.dn is not None
             async with gate:
                 await self.directory.modify(ex.dn, changes)
@@ -487,9 +490,7 @@ class Councillors:
                     "password with mailsvc councillors reset-password"
                 )
         password = generate_password(self.settings.provisioning.password_length)
-        await self.directory.set_password(
-            entry.dn, await hash_new_password(self.settings, password)
-        )
+        await set_new_password(self.settings, self.directory, entry.dn, password)
         await self.register.audit_only(
             context, [RegisterWrite(entry.address, "reset-password", {}, None, None)]
         )

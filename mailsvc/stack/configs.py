@@ -235,7 +235,7 @@ def render_dovecot_ldap_conf(
 ) -> str:
     """Dovecot's LDAP passdb and userdb: ``mail_owner`` is the user and group (names or
     numbers) that the mailboxes under ``mail_root`` belong to."""
-    d = settings.directory
+    d = settings.ldap
     url = settings.ldap_url
     return _render(
         "dovecot-ldap.conf.ext.j2",
@@ -253,6 +253,7 @@ def render_dovecot_ldap_conf(
         mail_attribute=d.mail_attribute,
         status_attribute=d.status_attribute,
         disabled_value=d.disabled_value,
+        active_directory=d.kind == "ad",
         mail_uid=mail_owner[0],
         mail_gid=mail_owner[1],
         mail_root=mail_root,

@@ -15,6 +15,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -117,6 +118,9 @@ def configure(settings: Settings, paths: Paths) -> None:
     for sub in ("tls", "run", "private", "state", "cache"):
         (paths.samba_dir / sub).mkdir(mode=0o700, exist_ok=True)
     ensure_certificate(paths, settings.stack.samba_host, f"{ad.dc_name.lower()}.{settings.domain}")
+    # The certificate is its own CA: clients (Dovecot's unprivileged auth process among them)
+    # trust this public copy.
+    write_atomic(ad.ca_file, paths.samba_tls_cert.read_text(encoding="ascii"), 0o644)
     write_atomic(paths.smb_conf, configs.smb_conf(settings, paths), 0o600)
     if made_for is None:
         _provision(settings, paths)
@@ -190,3 +194,151 @@ def admin_bind(settings: Settings) -> int | None:
     ad = settings.samba_directory
     password = secret_store.samba_admin_password(settings)
     return ldap_bind(ad.url, ad.admin_principal, password, ad.ca_file)
+
+
+# -- the service's place in the domain -----------------------------------------------------------
+# Schema GUIDs of the classes the service creates, and of the Reset Password extended right
+# (MS-ADTS; the same in every AD forest).
+USER_CLASS = "bf967aba-0de6-11d0-a285-00aa003049e2"
+GROUP_CLASS = "bf967a9c-0de6-11d0-a285-00aa003049e2"
+RESET_PASSWORD_RIGHT = "00299570-246d-11d0-a768-00aa006e0529"  # noqa: S105 - a GUID
+# userAccountControl of the service's own accounts: a normal account whose password never
+# expires (it is a secret in var_dir/secrets, not a person's).
+_SERVICE_ACCOUNT_FLAGS = "66048"
+
+
+def delegation_aces(sid: str, container: str) -> list[str]:
+    """The ACEs that give the account ``sid`` the minimum rights on one of the service's
+    containers ("people": councillors or staff; "groups"), inherited by what it holds:
+    create and delete the objects of its class, read and write their attributes, and for
+    people reset their password. Nothing on the rest of the domain."""
+    if container == "groups":
+        return [
+            f"(OA;CI;CCDC;{GROUP_CLASS};;{sid})",
+            f"(OA;CIIO;RPWP;;{GROUP_CLASS};{sid})",
+        ]
+    return [
+        f"(OA;CI;CCDC;{USER_CLASS};;{sid})",
+        f"(OA;CIIO;RPWP;;{USER_CLASS};{sid})",
+        f"(OA;CIIO;CR;{RESET_PASSWORD_RIGHT};{USER_CLASS};{sid})",
+    ]
+
+
+def sid_text(raw: bytes) -> str:
+    """A binary objectSid as S-1-5-21-… (MS-DTYP 2.4.2.2)."""
+    if len(raw) < 8 or len(raw) != 8 + 4 * raw[1]:
+        raise ValueError(f"not a SID: {raw.hex()}")
+    authority = int.from_bytes(raw[2:8], "big")
+    subs = [int.from_bytes(raw[8 + 4 * i : 12 + 4 * i], "little") for i in range(raw[1])]
+    return "-".join(["S", str(raw[0]), str(authority), *map(str, subs)])
+
+
+def seed(settings: Settings, paths: Paths) -> None:
+    """Make the domain ready for the service (idempotent, on every `stack up`): the
+    councillors', groups' and staff containers; the service's account (directory.admin_dn)
+    with rights delegated on those containers only, never a domain admin; the read-only
+    account Dovecot and RCPT checks bind as (directory.reader_dn); their passwords those of
+    var_dir/secrets."""
+    import ldap3
+
+    d = settings.ldap
+    ad = settings.samba_directory
+    conn = connection_as_administrator(settings)
+    try:
+        for dn in (d.councillors_dn, d.groups_dn, d.staff_dn):
+            if not _exists(conn, dn):
+                name = dn.split(",", 1)[0].split("=", 1)[1]
+                _check(conn, conn.add(dn, ["top", "organizationalUnit"], {"ou": name}), dn)
+        accounts = (
+            (d.admin_dn, secret_store.admin_password(settings)),
+            (d.reader_dn, secret_store.reader_password(settings)),
+        )
+        for dn, password in accounts:
+            value = f'"{password}"'.encode("utf-16-le")
+            if _exists(conn, dn):
+                change = {"unicodePwd": [(ldap3.MODIFY_REPLACE, [value])]}
+                _check(conn, conn.modify(dn, change), dn)
+                continue
+            name = dn.split(",", 1)[0].split("=", 1)[1]
+            attributes = {
+                "sAMAccountName": name,
+                "userPrincipalName": f"{name}@{ad.realm.lower()}",
+                "unicodePwd": value,
+                "userAccountControl": _SERVICE_ACCOUNT_FLAGS,
+                "description": "mailsvc: service account (made by mailsvc stack up)",
+            }
+            _check(
+                conn,
+                conn.add(dn, ["top", "person", "organizationalPerson", "user"], attributes),
+                dn,
+            )
+        conn.search(d.admin_dn, "(objectClass=*)", ldap3.BASE, attributes=["objectSid"])
+        raw = conn.response[0]["raw_attributes"]["objectSid"][0] if conn.response else b""
+        sid = sid_text(raw)
+    finally:
+        conn.unbind()
+    _delegate(settings, paths, sid)
+
+
+def _delegate(settings: Settings, paths: Paths, sid: str) -> None:
+    """Add the delegation ACEs once per account (samba-tool on the DC's own database)."""
+    marker = paths.samba_dir / "delegated"
+    try:
+        if marker.read_text(encoding="ascii").strip() == sid:
+            return
+    except FileNotFoundError:
+        pass
+    d = settings.ldap
+    tool = shutil.which(settings.stack.samba_tool) or settings.stack.samba_tool
+    sam = paths.samba_dir / "private" / "sam.ldb"
+    targets = ((d.councillors_dn, "people"), (d.staff_dn, "people"), (d.groups_dn, "groups"))
+    for dn, kind in targets:
+        sddl = "".join(delegation_aces(sid, kind))
+        command = [
+            tool,
+            "dsacl",
+            "set",
+            f"--configfile={paths.smb_conf}",
+            "-H",
+            f"tdb://{sam}",
+            f"--objectdn={dn}",
+            f"--sddl={sddl}",
+        ]
+        result = run(command, timeout=120)
+        if result.returncode != 0:
+            raise StackError(
+                f"`samba-tool dsacl set` on {dn} failed (exit {result.returncode}): "
+                f"{result.stdout.strip()[-2000:]}"
+            )
+    write_atomic(marker, f"{sid}\n", 0o600)
+
+
+def connection_as_administrator(settings: Settings) -> Any:
+    """A bound LDAPS connection as the domain's Administrator (the stack's own work only)."""
+    from mailsvc.stack.supervise import ldap_connection
+
+    ad = settings.samba_directory
+    password = secret_store.samba_admin_password(settings)
+    conn = ldap_connection(ad.url, ad.admin_principal, password, ad.ca_file)
+    if not conn.bind():
+        raise StackError(f"samba at {ad.url} refuses the Administrator's bind: {conn.result}")
+    return conn
+
+
+def _exists(conn: Any, dn: str) -> bool:
+    import ldap3
+
+    if conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=["1.1"]):
+        return True
+    if conn.result.get("result") == 32:  # noSuchObject
+        return False
+    raise StackError(f"samba: cannot read {dn}: {conn.result.get('description')}")
+
+
+def _check(conn: Any, ok: bool, dn: str) -> None:
+    if not ok:
+        result = conn.result or {}
+        raise StackError(
+            f"samba refused a change of {dn}: {result.get('description')} "
+            f"{result.get('message', '')}".strip()
+        )

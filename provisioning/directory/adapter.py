@@ -13,6 +13,7 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, parse_dn
 
 from provisioning.directory.bulk import add_entries
+from provisioning.directory.dialect import dialect_for
 from provisioning.directory.entries import (
     ALREADY_EXISTS,
     NO_SUCH_OBJECT,
@@ -34,6 +35,8 @@ class Directory:
 
     def __init__(self, config: DirectoryConfig) -> None:
         self.config = config
+        # What differs between OpenLDAP and Active Directory (config.kind).
+        self.dialect = dialect_for(config.kind, config)
         self._ldap = ConnectionPool(config)
 
     # -- connection handling -------------------------------------------------------------
@@ -60,7 +63,7 @@ class Directory:
             "sn",
             "cn",
             "displayName",
-            c.status_attribute,
+            *self.dialect.status_attributes(),
             c.external_id_attribute,
             c.district_attribute,
             c.club_attribute,
@@ -70,7 +73,6 @@ class Directory:
 
     def _entry(self, raw: Mapping[str, Any], *, keep_raw: bool = True) -> CouncillorEntry:
         attrs = raw["attributes"]
-        status_values = [str(v) for v in attrs.get(self.config.status_attribute, [])]
         c = self.config
         return CouncillorEntry(
             external_id=first_value(attrs.get(c.external_id_attribute)) or None,
@@ -83,7 +85,8 @@ class Directory:
             given_name=first_value(attrs.get("givenName")),
             surname=first_value(attrs.get("sn")),
             display_name=first_value(attrs.get("displayName")) or first_value(attrs.get("cn")),
-            active=self.config.disabled_value not in status_values,
+            active=self.dialect.is_active(attrs),
+            login=first_value(attrs.get(self.dialect.login_attribute)),
             attributes={
                 k: tuple(str(x) for x in v) if isinstance(v, list) else (str(v),)
                 for k, v in attrs.items()
@@ -105,18 +108,18 @@ class Directory:
         """The councillor entry holding ``address`` (active or not), or None if there is none.
 
         Reads the person attributes plus uid and objectClass, never the password hash."""
-        wanted = [*self.person_attributes(), "uid", "objectClass"]
+        wanted = [*self.person_attributes(), self.dialect.login_attribute, "objectClass"]
         return await self._find(address, wanted, keep_raw=True)
 
     async def find_recipient(self, address: str) -> CouncillorEntry | None:
         """Like ``find_by_address`` with only what a RCPT check needs (address and status)."""
-        wanted = [self.config.mail_attribute, self.config.status_attribute]
+        wanted = [self.config.mail_attribute, *self.dialect.status_attributes()]
         return await self._find(address, wanted, keep_raw=False)
 
     async def find_staff(self, address: str, login: str | None = None) -> CouncillorEntry | None:
         """The staff entry (a clerk of the web panel, under ``staff_dn``) holding ``address``, or
         whose login (uid) is ``login``; None if there is none or the subtree does not exist."""
-        wanted = [*self.person_attributes(), "uid"]
+        wanted = [*self.person_attributes(), self.dialect.login_attribute]
         base, filt = self.config.staff_dn, staff_filter(self.config, address, login)
         return await self._find(address, wanted, keep_raw=True, base=base, filt=filt)
 
@@ -164,13 +167,14 @@ class Directory:
     ) -> list[CouncillorEntry]:
         """Every councillor entry (paged search). ``brief``: address, DN and status only."""
         c = self.config
-        wanted = [c.mail_attribute, c.status_attribute] if brief else self.person_attributes()
+        status = self.dialect.status_attributes()
+        wanted = [c.mail_attribute, *status] if brief else self.person_attributes()
         return await self._list(c.councillors_dn, wanted, page_size, keep_raw=False)
 
     async def list_staff(self) -> list[CouncillorEntry]:
-        """Every entry of the staff subtree, with its uid among ``attributes`` (none when the
-        subtree does not exist yet)."""
-        wanted = [*self.person_attributes(), "uid"]
+        """Every entry of the staff subtree, with its login (none when the subtree does not
+        exist yet)."""
+        wanted = [*self.person_attributes(), self.dialect.login_attribute]
         return await self._list(self.config.staff_dn, wanted, 2000, keep_raw=True, missing_ok=True)
 
     async def _list(
@@ -206,6 +210,40 @@ class Directory:
                 controls = conn.result.get("controls") or {}
                 cookie = controls.get("1.2.840.113556.1.4.319", {}).get("value", {}).get("cookie")
                 if not cookie:
+                    return out
+
+        return await self._ldap.run(op)
+
+    async def taken_logins(self) -> set[str]:
+        """Active Directory: every account name (sAMAccountName, lower case) in the domain,
+        which a new person's must differ from; OpenLDAP: empty (the login is the local part,
+        unique as the entry's RDN)."""
+        if self.dialect.kind != "ad":
+            return set()
+        attribute = self.dialect.login_attribute
+
+        def op(conn: ldap3.Connection) -> set[str]:
+            out: set[str] = set()
+            cookie: bytes | None = None
+            while True:
+                ok = conn.search(
+                    self.config.base_dn,
+                    f"({attribute}=*)",
+                    ldap3.SUBTREE,
+                    attributes=[attribute],
+                    paged_size=1000,
+                    paged_cookie=cookie,
+                )
+                check_result(conn, ok or conn.result.get("result") == 0, "list account names")
+                out.update(
+                    first_value(r["attributes"].get(attribute)).lower()
+                    for r in conn.response or []
+                    if r.get("type") == "searchResEntry"
+                )
+                controls = conn.result.get("controls") or {}
+                cookie = controls.get("1.2.840.113556.1.4.319", {}).get("value", {}).get("cookie")
+                if not cookie:
+                    out.discard("")
                     return out
 
         return await self._ldap.run(op)
@@ -280,39 +318,54 @@ class Directory:
         address: str,
         given_name: str,
         surname: str,
-        password_hash: str,
+        password: str,
+        password_hash: str | None = None,
         extra: Mapping[str, str | Sequence[str]] | None = None,
     ) -> tuple[str, dict[str, Any]]:
-        """DN and attributes of a new councillor entry. Values are stored literally."""
+        """DN and attributes of a new councillor entry. Values are stored literally.
+
+        ``password_hash``: the hash the entry stores (OpenLDAP: see ``dialect.stores_hashes``);
+        Active Directory is given ``password`` itself and hashes it."""
         attributes: dict[str, Any] = {
-            "uid": local_part,
-            "cn": f"{given_name} {surname}",
+            **self.dialect.person_attributes(
+                login=self.dialect.login_for(local_part),
+                address=address,
+                password=password,
+                password_hash=password_hash,
+            ),
             "sn": surname,
             "givenName": given_name,
             "displayName": f"{given_name} {surname}",
             self.config.mail_attribute: address,
-            "userPassword": password_hash,
-            self.config.status_attribute: self.config.active_value,
         }
+        if self.dialect.kind != "ad":  # AD's cn is the RDN's value (the local part)
+            attributes["cn"] = f"{given_name} {surname}"
         for key, value in (extra or {}).items():
             if value:  # empty means "no value": LDAP has no empty attributes
                 attributes[key] = value
         return councillor_dn(self.config, local_part), attributes
 
     def staff_request(
-        self, *, login: str, display_name: str, password_hash: str, email: str | None = None
+        self,
+        *,
+        login: str,
+        display_name: str,
+        password: str,
+        password_hash: str | None = None,
+        email: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """DN and attributes of a new staff entry (a clerk) in the staff subtree. The surname
         (which the person class requires) is the last word of the name."""
         words = display_name.split()
         attributes: dict[str, Any] = {
-            "uid": login,
-            "cn": display_name,
+            **self.dialect.person_attributes(
+                login=login, address=email, password=password, password_hash=password_hash
+            ),
             "sn": words[-1] if words else login,
             "displayName": display_name,
-            "userPassword": password_hash,
-            self.config.status_attribute: self.config.active_value,
         }
+        if self.dialect.kind != "ad":
+            attributes["cn"] = display_name
         if len(words) > 1:
             attributes["givenName"] = " ".join(words[:-1])
         if email:
@@ -320,7 +373,7 @@ class Directory:
         return staff_dn(self.config, login), attributes
 
     def _person_classes(self) -> list[str]:
-        return ["top", "person", "organizationalPerson", self.config.person_object_class]
+        return self.dialect.person_classes()
 
     async def add_councillor(self, **fields: Any) -> str:
         """Create one councillor entry (see ``councillor_request``); returns its DN."""
@@ -359,12 +412,22 @@ class Directory:
 
         await self._ldap.run(op)
 
-    async def set_password(self, dn: str, password_hash: str) -> None:
-        await self.modify(dn, {"userPassword": [password_hash]})
+    @property
+    def stores_hashes(self) -> bool:
+        """Whether new passwords reach the directory as hashes the service made (OpenLDAP), or
+        in clear over TLS for the directory to hash (Active Directory)."""
+        return self.dialect.stores_hashes
+
+    async def set_password(self, dn: str, password: str, password_hash: str | None) -> None:
+        """Give ``dn`` a new password (``password_hash`` where ``stores_hashes``)."""
+        await self.modify(dn, self.dialect.password_change(password, password_hash))
 
     async def set_active(self, dn: str, active: bool) -> None:
-        value = self.config.active_value if active else self.config.disabled_value
-        await self.modify(dn, {self.config.status_attribute: [value]})
+        await self.modify(dn, self.dialect.status_change(active))
+
+    def status_change(self, active: bool) -> dict[str, list[Any]]:
+        """The attribute changes that enable or disable an account (for a larger modify)."""
+        return self.dialect.status_change(active)
 
     async def delete(self, dn: str) -> None:
         def op(conn: ldap3.Connection) -> None:
@@ -374,6 +437,15 @@ class Directory:
             check_result(conn, ok, f"delete {dn}")
 
         await self._ldap.run(op)
+
+    def name_changes(self, given_name: str, surname: str) -> dict[str, list[str]]:
+        """The attributes that change with a person's name. AD's cn is the entry's RDN (the
+        local part), which a modify may not touch."""
+        full = f"{given_name} {surname}"
+        changes = {"displayName": [full], "givenName": [given_name], "sn": [surname]}
+        if self.dialect.kind != "ad":
+            changes["cn"] = [full]
+        return changes
 
     def roster_attributes(
         self,
@@ -398,7 +470,8 @@ class Directory:
     # -- groups --------------------------------------------------------------------------
 
     def group_dn(self, name: str) -> str:
-        return f"cn={escape_rdn(name)},{self.config.groups_dn}"
+        prefix = "CN" if self.dialect.kind == "ad" else "cn"
+        return f"{prefix}={escape_rdn(name)},{self.config.groups_dn}"
 
     async def get_group(self, name: str) -> GroupEntry | None:
         """The group called ``name`` (e.g. "rada", "komisja-budzetowa"), or None."""
@@ -426,22 +499,22 @@ class Directory:
         """Make group ``name`` have exactly ``member_dns``; True if anything changed.
 
         groupOfNames needs at least one member, so an empty group holds the groups container
-        itself as a placeholder (never a person, so it expands to nobody).
+        itself as a placeholder (never a person, so it expands to nobody); an AD group may be
+        empty.
         """
-        wanted = sorted({dn.lower() for dn in member_dns}) or [self.config.groups_dn.lower()]
+        wanted = sorted({dn.lower() for dn in member_dns}) or self._placeholder()
         current = await self.get_group(name)
         dn = self.group_dn(name)
         if current is None:
             # Through the pipelined client: a council-wide group can hold tens of thousands of
             # member values, which ldap3's encoder takes seconds to write.
-            attributes = {
-                "cn": name,
+            attributes: dict[str, Any] = {
+                **self.dialect.group_attributes(name),
                 "description": description,
-                self.config.member_attribute: wanted,
             }
-            (result,) = await self.add_many(
-                [(dn, attributes)], ["top", self.config.group_object_class]
-            )
+            if wanted:
+                attributes[self.config.member_attribute] = wanted
+            (result,) = await self.add_many([(dn, attributes)], self.dialect.group_classes())
             if isinstance(result, Exception):
                 raise result
             return True
@@ -461,7 +534,7 @@ class Directory:
         if dn.lower() in group.members:
             return False
         changes: list[tuple[Any, list[str]]] = [(ldap3.MODIFY_ADD, [dn])]
-        if self.config.groups_dn.lower() in group.members:
+        if self.dialect.needs_placeholder and self.config.groups_dn.lower() in group.members:
             changes.append((ldap3.MODIFY_DELETE, [self.config.groups_dn]))
         await self._modify_members(group.dn, changes)
         return True
@@ -473,10 +546,13 @@ class Directory:
         if group is None or dn.lower() not in group.members:
             return False
         changes: list[tuple[Any, list[str]]] = [(ldap3.MODIFY_DELETE, [dn])]
-        if group.members == {dn.lower()}:
+        if self.dialect.needs_placeholder and group.members == {dn.lower()}:
             changes.append((ldap3.MODIFY_ADD, [self.config.groups_dn]))
         await self._modify_members(group.dn, changes)
         return True
+
+    def _placeholder(self) -> list[str]:
+        return [self.config.groups_dn.lower()] if self.dialect.needs_placeholder else []
 
     async def _modify_members(self, group_dn: str, changes: list[tuple[Any, list[str]]]) -> None:
         ops = {self.config.member_attribute: changes}

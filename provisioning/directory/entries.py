@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import escape_rdn
+
+from provisioning.directory.dialect import dialect_for
 
 # Result codes that mean "try again later", not "no".
 TEMPORARY_RESULTS = {
@@ -62,6 +63,9 @@ class DirectoryConfig:
     # ldap:// only: StartTLS on every connection before anything else is sent; a directory
     # that refuses it, or a certificate that does not verify, is an error (never clear text).
     starttls: bool = False
+    # "openldap" (inetOrgPerson, groupOfNames) or "ad" (Active Directory: user, group); what
+    # differs between them is in provisioning.directory.dialect.
+    kind: str = "openldap"
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,9 @@ class CouncillorEntry:
     role: str = ""
     phone: str | None = None
     attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The name the person signs in with besides the address (uid; sAMAccountName in AD), when
+    # it was read.
+    login: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,17 +107,19 @@ def person_filter(config: DirectoryConfig, address: str) -> str:
 
 
 def councillor_dn(config: DirectoryConfig, local_part: str) -> str:
-    return f"uid={escape_rdn(local_part)},{config.councillors_dn}"
+    return dialect_for(config.kind, config).person_dn(local_part, config.councillors_dn)
 
 
 def staff_dn(config: DirectoryConfig, login: str) -> str:
-    return f"uid={escape_rdn(login)},{config.staff_dn}"
+    return dialect_for(config.kind, config).person_dn(login, config.staff_dn)
 
 
 def staff_filter(config: DirectoryConfig, address: str, login: str | None) -> str:
-    """LDAP filter matching a staff entry by its address, or by its login (uid) when given."""
+    """LDAP filter matching a staff entry by its address, or by its login (uid; sAMAccountName
+    in AD) when given."""
     by_mail = f"({config.mail_attribute}={escape_filter_chars(address)})"
-    which = f"(|{by_mail}(uid={escape_filter_chars(login)}))" if login else by_mail
+    login_attribute = dialect_for(config.kind, config).login_attribute
+    which = f"(|{by_mail}({login_attribute}={escape_filter_chars(login)}))" if login else by_mail
     return f"(&(objectClass={escape_filter_chars(config.person_object_class)}){which})"
 
 

@@ -28,7 +28,7 @@ def test_the_default_domain_gives_realm_netbios_domain_and_base_dn() -> None:
     assert ad.url == "ldaps://127.0.3.89:636"
     assert ad.admin_dn == "CN=Administrator,CN=Users,DC=rada,DC=miasto,DC=example"
     assert ad.admin_principal == "Administrator@RADA.MIASTO.EXAMPLE"
-    assert ad.ca_file == Path("/srv/m/samba/tls/cert.pem")
+    assert ad.ca_file == Path("/srv/m/samba-ca.pem")
     assert ad.samba_dir == Paths.of(Path("/srv/m")).samba_dir
 
 
