@@ -29,14 +29,22 @@ run: system-deps venv ## set everything up and run the service (Ctrl-C stops it)
 # First the whole suite with the service on SQLite, then the integration tests again with it on
 # PostgreSQL (each worker starts a private cluster of its own). The several-nodes tests always
 # use PostgreSQL: they run in the second pass only.
-test: system-deps venv lint ## set everything up and run the whole test suite (SQLite, then PostgreSQL)
+test: system-deps venv lint ## set everything up and run the whole test suite (SQLite, PostgreSQL, Samba AD)
 	$(BIN)/pytest -q -ra -n auto --dist loadfile -m "not postgresql_only"
 	$(MAKE) --no-print-directory test-postgresql
+	$(MAKE) --no-print-directory test-samba
 
 # The files marked no_database do not use the suite's database: they ran in the first pass.
 test-postgresql: system-deps venv ## the integration tests with the service on PostgreSQL
 	MAILSVC_TEST_DATABASE=postgresql $(BIN)/pytest -q -ra -n auto --dist loadfile \
 	  -m "not no_database" tests/integration
+
+# The tests marked directory (roster import, addresses, groups, end of mandate, submission AUTH,
+# the clerks' panel, distributions) again, with each worker's stack running Samba's AD DC instead
+# of slapd and the service in directory.kind = "ad".
+test-samba: system-deps venv ## the directory-dependent tests against Samba's AD DC
+	MAILSVC_TEST_DIRECTORY=samba $(BIN)/pytest -q -ra -n auto --dist loadfile \
+	  -m "directory and not openldap_only" tests/integration
 
 unit: venv ## only the pure unit tests (no servers)
 	$(BIN)/pytest -q tests/unit

@@ -7,10 +7,13 @@ configuration is the one used everywhere and no hash runs on the event loop's th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from mailsvc.config import Settings
-from provisioning.directory import Directory
 from provisioning.passwords import Argon2Params, hash_password, hash_passwords
+
+if TYPE_CHECKING:  # ldap3 is slow to import, and the stack's start-up imports this module
+    from provisioning.directory import Directory
 
 
 def argon2_params(settings: Settings) -> Argon2Params:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
+import random
 import shutil
 import tempfile
 import uuid
@@ -43,6 +44,32 @@ def selected_database() -> str:
     return value
 
 
+# Which directory server the integration tests' stack runs: "openldap" (slapd, the embedded
+# default) or "samba" (Samba's AD DC, the service in directory.kind = "ad"; `make test` runs the
+# tests marked `directory` a third time so).
+TEST_DIRECTORY_ENV = "MAILSVC_TEST_DIRECTORY"
+
+
+def selected_directory() -> str:
+    value = os.environ.get(TEST_DIRECTORY_ENV, "openldap") or "openldap"
+    if value not in ("openldap", "samba"):
+        raise pytest.UsageError(f"{TEST_DIRECTORY_ENV} must be openldap or samba, not {value!r}")
+    return value
+
+
+def free_samba_host() -> str:
+    """A loopback address on which all of Samba's fixed ports are free (random, so that two
+    test processes, or two runs on one machine, do not meet)."""
+    from mailsvc.stack import samba
+    from mailsvc.stack.supervise import port_in_use
+
+    for _ in range(50):
+        host = f"127.{random.randint(64, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+        if not any(port_in_use(host, port) for _, port in samba.PORTS):
+            return host
+    raise AssertionError(f"ports {samba.PORTS} are taken on every loopback address tried")
+
+
 def _isolated_settings(*, imaps: bool = False) -> Settings:
     """The embedded default on a fresh short var_dir in /tmp and free ports.
 
@@ -54,9 +81,13 @@ def _isolated_settings(*, imaps: bool = False) -> Settings:
     ldap_port, imap_port, lmtp_port, smtp_port, imaps_port = free_ports(5)
     if selected_database() == "postgresql":
         base = base.with_changes(database={"url": new_pg_database()})
+    samba = {}
+    if selected_directory() == "samba":
+        samba = {"directory": "samba", "samba_host": free_samba_host()}
     return base.with_changes(
         var_dir=Path(tempfile.mkdtemp(prefix="ms", dir="/tmp")),
         stack={
+            **samba,
             "host": LOOPBACK,
             "ldap_port": ldap_port,
             "imap_port": imap_port,

@@ -212,6 +212,8 @@ class LocalStack:
             self._wait_ready(waiting, launched, deadline)
             if "slapd" in names:
                 self._sync_reader_password()
+            if "samba" in names:
+                samba.seed(self.settings, self.paths)
             if "postgres" in names:
                 self.postgres.ensure_database()
         except BaseException:

@@ -199,6 +199,7 @@ async def test_a_system_directory_is_exported_over_ldap_and_added_back_when_empt
         address=f"anna.nowak@{settings.domain}",
         given_name="Anna",
         surname="Nowak",
+        password=password,
         password_hash=ssha_hash(password),  # fast; what is kept is the hash as stored
     )
     await directory.sync_group("radni", [dn], "Wszyscy radni")

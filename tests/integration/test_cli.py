@@ -11,9 +11,14 @@ from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mailsvc.config import Settings
 from mailsvc.mailbox import read_inbox
 from provisioning.directory import Directory
+
+# Run against Samba's AD DC too (make test-samba): what the directory server may change.
+pytestmark = pytest.mark.directory
 
 
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -22,6 +27,8 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
         MAILSVC_VAR_DIR=str(settings.var_dir),
         MAILSVC_SMTP__PORT=str(settings.smtp.port or 2525),
         MAILSVC_STACK__LDAP_PORT=str(settings.stack.ldap_port),
+        MAILSVC_STACK__DIRECTORY=settings.stack.directory,
+        MAILSVC_STACK__SAMBA_HOST=settings.stack.samba_host,
         MAILSVC_STACK__IMAP_PORT=str(settings.stack.imap_port),
         MAILSVC_STACK__LMTP_PORT=str(settings.stack.lmtp_port),
         MAILSVC_DATABASE__URL=settings.database_url,

@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from mailsvc.app import Service, open_reader_directory
 from mailsvc.config import Settings
 from mailsvc.relay.smtp.recipients import CachedRecipients
 from provisioning.directory import Directory
 from tests.integration.conftest import make_message, smtp_send
+
+# Run against Samba's AD DC too (make test-samba): what the directory server may change.
+pytestmark = pytest.mark.directory
 
 
 async def test_the_reader_finds_a_recipient_with_only_its_address_and_status(

@@ -128,6 +128,7 @@ async def test_a_self_signed_directory_is_trusted_through_its_ca_file(
             address=f"tls.test@{stack_settings.domain}",
             given_name="Tomasz",
             surname="Szyfrowany",
+            password="x",
             password_hash="{SSHA}x",
         )
         (result,) = await directory.add_many([request])
@@ -152,6 +153,7 @@ async def test_without_its_ca_file_the_self_signed_directory_is_refused(
             address=f"tls.refused@{stack_settings.domain}",
             given_name="Anna",
             surname="Odrzucona",
+            password="x",
             password_hash="{SSHA}x",
         )
         results = await asyncio.wait_for(directory.add_many([request]), 30)
@@ -211,6 +213,7 @@ def add_request(directory: Directory, settings: Settings, local: str) -> Any:
         address=f"{local}@{settings.domain}",
         given_name="Tomasz",
         surname="Szyfrowany",
+        password="x",
         password_hash="{SSHA}x",
     )
 
@@ -241,7 +244,7 @@ async def test_with_starttls_reads_writes_and_password_checks_work(
         assert await directory.find_by_address(address) is None  # ldap3
         (dn,) = await directory.add_many([add_request(directory, stack_settings, "starttls.test")])
         assert isinstance(dn, str), dn  # ldapwire
-        await directory.set_password(dn, hash_password("Tajne-Haslo-1"))  # ldap3 modify
+        await directory.set_password(dn, "Tajne-Haslo-1", hash_password("Tajne-Haslo-1"))
         found = await reader.find_recipient(address)  # as RCPT lookups do
         assert found is not None and found.active
         assert await directory.authenticate(address, "Tajne-Haslo-1") is not None  # bind_as

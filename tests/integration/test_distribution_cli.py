@@ -68,6 +68,8 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "MAILSVC_VAR_DIR": str(settings.var_dir),
         "MAILSVC_STACK__HOST": settings.stack.host,
         "MAILSVC_STACK__LDAP_PORT": str(settings.stack.ldap_port),
+        "MAILSVC_STACK__DIRECTORY": settings.stack.directory,
+        "MAILSVC_STACK__SAMBA_HOST": settings.stack.samba_host,
         "MAILSVC_STACK__IMAP_PORT": str(settings.stack.imap_port),
         "MAILSVC_STACK__LMTP_PORT": str(settings.stack.lmtp_port),
         "MAILSVC_DATABASE__URL": settings.database_url,

@@ -36,7 +36,8 @@ from mailsvc.storage.db import utcnow
 from mailsvc.storage.tables import distributions as distributions_table
 from provisioning.directory import Directory
 
-pytestmark = pytest.mark.asyncio
+# Run against Samba's AD DC too (make test-samba): what the directory server may change.
+pytestmark = [pytest.mark.asyncio, pytest.mark.directory]
 
 
 def local_now() -> datetime:

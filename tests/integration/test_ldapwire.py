@@ -37,6 +37,7 @@ def requests(directory: Directory, count: int, prefix: str = "t") -> list[tuple[
                 address=address,
                 given_name="Łucja",
                 surname=f"Żółć-Gęślą {i}",
+                password="Sekret-1234",
                 password_hash="{SSHA}c2VrcmV0c2VjcmV0",
                 extra={
                     "employeeNumber": f"W{i}",

@@ -22,10 +22,14 @@ from mailsvc.storage.register import os_audit_context
 from mailsvc.storage.tables import audit_log, councillors
 from provisioning.directory import Directory
 from provisioning.errors import DirectoryUnavailable
+from provisioning.passwords import generate_password
 from provisioning.roster import RosterFileError
 
 from .conftest import make_message, smtp_send, wait_for_inbox
 from .test_cli import run_cli
+
+# Run against Samba's AD DC too (make test-samba): what the directory server may change.
+pytestmark = pytest.mark.directory
 
 SAMPLE = DEFAULT_CONFIG.parent / "sample-roster.csv"
 HEADER = (
@@ -389,12 +393,13 @@ async def test_windows_1250_roster_is_detected(
 async def test_directory_unreachable_is_reported_as_such(
     parts: Parts, tmp_path: Path, local_stack: Any
 ) -> None:
-    local_stack.stop_service("slapd")
+    server = local_stack.services[0]  # slapd, or Samba's AD DC
+    local_stack.stop_service(server)
     try:
         with pytest.raises(DirectoryUnavailable, match="unreachable"):
             await run_import(parts, roster(tmp_path, ROW_ZOLC), quiet=True)
     finally:
-        local_stack.start_service("slapd")
+        local_stack.start_service(server)
 
 
 class FailingDirectory(Directory):
@@ -446,8 +451,9 @@ async def test_an_entry_without_a_register_row_is_adopted_not_duplicated(
         address=f"lukasz.zolc@{settings.domain}",
         given_name="Łukasz",
         surname="Żółć",
+        password=generate_password(),
         password_hash="{SSHA}x",
-        extra={"employeeNumber": "R01", "l": "Okręg 1"},
+        extra={parts.directory.config.external_id_attribute: "R01", "l": "Okręg 1"},
     )
     plan, result, _, _ = await run_import(parts, roster(tmp_path, ROW_ZOLC), quiet=True)
     assert result is not None and result.created == []

@@ -33,6 +33,9 @@ from mailsvc.storage.db import utcnow
 from mailsvc.storage.tables import api_tokens, web_sessions
 from provisioning.directory import Directory
 
+# Run against Samba's AD DC too (make test-samba): what the directory server may change.
+pytestmark = pytest.mark.directory
+
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 SAMPLE_ROSTER = resources.config_dir() / "sample-roster.csv"
 
