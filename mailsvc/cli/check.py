@@ -54,13 +54,24 @@ def _t(settings: Settings, key: str, **values: Any) -> str:
     return i18n.text(settings.language, key, **values)
 
 
-async def _directory(settings: Settings) -> Result:
+async def _directory(settings: Settings) -> list[Result]:
+    """Reachable; and with Active Directory, the service account's delegated rights."""
     directory = open_directory(settings)
     try:
         await directory.ping()
-        return "directory", True, settings.ldap_url
+        results: list[Result] = [("directory", True, settings.ldap_url)]
+        if directory.dialect.kind == "ad":
+            missing = await directory.missing_rights()
+            account = settings.ldap.admin_dn
+            detail = (
+                f"{account} lacks rights the service needs: " + "; ".join(missing)
+                if missing
+                else f"{account} may create, change and remove councillors, staff and groups"
+            )
+            results.append(("directory-rights", not missing, detail))
+        return results
     except (ProvisioningError, MailsvcError) as exc:
-        return "directory", False, str(exc)
+        return [("directory", False, str(exc))]
     finally:
         await directory.close()
 
@@ -275,7 +286,7 @@ async def run_checks(
     results: list[Result] = [
         ("config", True, str(settings.source) if settings.source else "built-in")
     ]
-    results.append(await _directory(settings))
+    results += await _directory(settings)
     results.append(await _mailstore(settings))
     database, engine = await _database(settings)
     results.append(database)

@@ -29,6 +29,8 @@ from provisioning.directory.entries import (
 from provisioning.directory.pool import ConnectionPool, check_result
 from provisioning.errors import DirectoryError
 
+SIZE_LIMIT_EXCEEDED = 4
+
 
 class Directory:
     """Async facade over a small pool of ldap3 connections running in threads."""
@@ -278,6 +280,73 @@ class Directory:
                 if not cookie:
                     # Shorter DNs first: a parent is added back before its children.
                     return sorted(out, key=lambda e: len(parse_dn(e[0])))
+
+        return await self._ldap.run(op)
+
+    async def missing_rights(self) -> list[str]:
+        """Active Directory: what the service's account may not do that the service needs, one
+        line each (empty when nothing is missing), read from AD's constructed attributes:
+        ``allowedChildClassesEffective`` of each container (create the people and groups) and
+        ``allowedAttributesEffective`` of an entry in it (write what the service writes).
+        OpenLDAP grants by slapd.conf's ACLs, which no attribute shows: empty."""
+        if self.dialect.kind != "ad":
+            return []
+        c = self.config
+        people_writes = {
+            c.mail_attribute,
+            "displayName",
+            "givenName",
+            "sn",
+            "userAccountControl",
+            c.external_id_attribute,
+            c.district_attribute,
+            c.club_attribute,
+            c.role_attribute,
+            c.phone_attribute,
+        }
+        wanted = (
+            (c.councillors_dn, c.person_object_class, people_writes),
+            (c.staff_dn, c.person_object_class, people_writes),
+            (c.groups_dn, c.group_object_class, {c.member_attribute, "description"}),
+        )
+
+        def effective(conn: ldap3.Connection, dn: str, attribute: str) -> set[str] | None:
+            ok = conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=[attribute])
+            if not ok and conn.result.get("result") == NO_SUCH_OBJECT:
+                return None
+            check_result(conn, ok, f"read {attribute} of {dn}")
+            values = conn.response[0]["attributes"].get(attribute) if conn.response else []
+            return {str(v).lower() for v in values or []}
+
+        def op(conn: ldap3.Connection) -> list[str]:
+            missing: list[str] = []
+            for dn, object_class, writes in wanted:
+                classes = effective(conn, dn, "allowedChildClassesEffective")
+                if classes is None:
+                    missing.append(f"{dn} does not exist (or this account cannot see it)")
+                    continue
+                if object_class.lower() not in classes:
+                    missing.append(f"cannot create {object_class} objects in {dn}")
+                ok = conn.search(
+                    dn,
+                    f"(objectClass={escape_filter_chars(object_class)})",
+                    ldap3.LEVEL,
+                    attributes=["allowedAttributesEffective"],
+                    size_limit=1,
+                )
+                if not ok and conn.result.get("result") not in (0, SIZE_LIMIT_EXCEEDED):
+                    check_result(conn, ok, f"list {dn}")
+                entries = [r for r in conn.response or [] if r.get("type") == "searchResEntry"]
+                if not entries:
+                    continue  # nothing there yet to try the attribute rights on
+                values = entries[0]["attributes"].get("allowedAttributesEffective") or []
+                allowed = {str(v).lower() for v in values}
+                lacking = sorted(a for a in writes if a.lower() not in allowed)
+                if lacking:
+                    missing.append(
+                        f"cannot write {', '.join(lacking)} of the {object_class} objects in {dn}"
+                    )
+            return missing
 
         return await self._ldap.run(op)
 

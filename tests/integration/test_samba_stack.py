@@ -208,10 +208,13 @@ def test_stack_status_shows_samba_with_its_address_and_bind_settings(stack: Loca
     assert lines[1].split()[:2] == ["dovecot", "running"]
     ad = settings.samba_directory
     assert f"ldaps://{host}:636  base {ad.base_dn}" in proc.stdout
-    assert f"bind as {ad.admin_principal} ({ad.admin_dn})" in proc.stdout
+    assert f"service account {settings.ldap.admin_dn} (rights on " in proc.stdout
+    assert f"domain administrator {ad.admin_principal}" in proc.stdout
     assert str(settings.var_dir / "secrets" / "samba-admin") in proc.stdout
+    assert str(settings.var_dir / "secrets" / "ldap-admin") in proc.stdout
     assert f"directory.ca_file): {ad.ca_file}" in proc.stdout
     assert secret_store.samba_admin_password(settings) not in proc.stdout
+    assert secret_store.admin_password(settings) not in proc.stdout
 
 
 def test_down_leaves_no_samba_process_and_up_reuses_the_domain(stack: LocalStack) -> None:
@@ -237,11 +240,77 @@ def test_down_leaves_no_samba_process_and_up_reuses_the_domain(stack: LocalStack
     assert TIMINGS["second up (no provisioning)"] < settings.stack.start_timeout
 
 
-def test_run_refuses_samba_until_the_service_speaks_active_directory(
-    samba_settings: Settings,
+def _as_service(settings: Settings) -> ldap3.Connection:
+    d = settings.ldap
+    conn = connection(settings, d.admin_dn)
+    conn.password = secret_store.admin_password(settings)
+    assert conn.bind(), conn.result
+    return conn
+
+
+def test_the_service_account_is_no_domain_admin_and_may_touch_only_its_containers(
+    stack: LocalStack,
 ) -> None:
-    env = {"MAILSVC_STACK__DIRECTORY": "samba"}
-    proc = run_cli(samba_settings, "run", **env)
-    assert proc.returncode == 1
-    assert "`mailsvc stack up` runs it" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    settings = stack.settings
+    d, ad = settings.ldap, settings.samba_directory
+    conn = _as_service(settings)
+    try:
+        # Not in any administrators' group.
+        assert conn.search(d.admin_dn, "(objectClass=*)", ldap3.BASE, attributes=["memberOf"])
+        assert [str(g) for g in conn.entries[0].memberOf.values] == []
+        # Outside its containers it may read but not create, change or remove.
+        values = {"sAMAccountName": "intruz", "unicodePwd": '"Zle-Haslo-123"'.encode("utf-16-le")}
+        assert not conn.add(f"CN=intruz,CN=Users,{ad.base_dn}", ["user"], values)
+        assert conn.result["description"] == "insufficientAccessRights"
+        assert not conn.modify(ad.admin_dn, {"description": [(ldap3.MODIFY_REPLACE, ["x"])]})
+        assert conn.result["description"] == "insufficientAccessRights"
+        # Inside them it may, a user in the councillors' container and a group in the groups'.
+        dn = f"CN=proba.konta,{d.councillors_dn}"
+        password = '"Proba-Konta-123"'.encode("utf-16-le")
+        person = {"sAMAccountName": "proba.konta", "unicodePwd": password}
+        assert conn.add(dn, ["user"], {**person, "userAccountControl": "512"}), conn.result
+        change = {"unicodePwd": [(ldap3.MODIFY_REPLACE, ['"Inne-Haslo-456"'.encode("utf-16-le")])]}
+        assert conn.modify(dn, change), conn.result  # the Reset Password right
+        assert conn.delete(dn), conn.result
+        group = f"CN=proba-grupy,{d.groups_dn}"
+        assert conn.add(group, ["group"], {"sAMAccountName": "g-proba"}), conn.result
+        assert conn.delete(group), conn.result
+    finally:
+        conn.unbind()
+
+
+def test_check_says_which_right_the_service_account_lacks(stack: LocalStack) -> None:
+    settings = stack.settings
+    proc = run_cli(settings, "check", "--no-dns", MAILSVC_LANGUAGE="en")
+    rights = [line for line in proc.stdout.splitlines() if "directory-rights" in line]
+    assert len(rights) == 1 and "OK" in rights[0], proc.stdout + proc.stderr
+    # An account of the domain without the delegation: created by the Administrator.
+    ad = settings.samba_directory
+    admin = connection(settings, ad.admin_principal)
+    assert admin.bind()
+    plain = f"CN=bez-uprawnien,CN=Users,{ad.base_dn}"
+    password = "Bez-Uprawnien-1234"
+    values = {
+        "sAMAccountName": "bez-uprawnien",
+        "unicodePwd": f'"{password}"'.encode("utf-16-le"),
+        "userAccountControl": "66048",
+    }
+    try:
+        assert admin.add(plain, ["user"], values), admin.result
+        proc = run_cli(
+            settings,
+            "check",
+            "--no-dns",
+            MAILSVC_LANGUAGE="en",
+            MAILSVC_DIRECTORY__ADMIN_DN=plain,
+            MAILSVC_DIRECTORY__ADMIN_PASSWORD=password,
+        )
+        assert proc.returncode != 0
+        (line,) = [line for line in proc.stdout.splitlines() if "directory-rights" in line]
+        assert "FAIL" in line and f"{plain} lacks rights the service needs" in line
+        d = settings.ldap
+        for dn, cls in ((d.councillors_dn, "user"), (d.staff_dn, "user"), (d.groups_dn, "group")):
+            assert f"cannot create {cls} objects in {dn}" in line
+    finally:
+        admin.delete(plain)
+        admin.unbind()
