@@ -37,11 +37,16 @@ LOOPBACK = "127.0.0.1"
 TEST_DATABASE_ENV = "MAILSVC_TEST_DATABASE"
 
 
-def selected_database() -> str:
-    value = os.environ.get(TEST_DATABASE_ENV, "sqlite") or "sqlite"
-    if value not in ("sqlite", "postgresql"):
-        raise pytest.UsageError(f"{TEST_DATABASE_ENV} must be sqlite or postgresql, not {value!r}")
+def _selected(variable: str, choices: tuple[str, ...]) -> str:
+    """The value of ``variable``, one of ``choices`` (the first when unset)."""
+    value = os.environ.get(variable, "") or choices[0]
+    if value not in choices:
+        raise pytest.UsageError(f"{variable} must be {' or '.join(choices)}, not {value!r}")
     return value
+
+
+def selected_database() -> str:
+    return _selected(TEST_DATABASE_ENV, ("sqlite", "postgresql"))
 
 
 # Which directory server the integration tests' stack runs: "openldap" (slapd, the embedded
@@ -51,10 +56,7 @@ TEST_DIRECTORY_ENV = "MAILSVC_TEST_DIRECTORY"
 
 
 def selected_directory() -> str:
-    value = os.environ.get(TEST_DIRECTORY_ENV, "openldap") or "openldap"
-    if value not in ("openldap", "samba"):
-        raise pytest.UsageError(f"{TEST_DIRECTORY_ENV} must be openldap or samba, not {value!r}")
-    return value
+    return _selected(TEST_DIRECTORY_ENV, ("openldap", "samba"))
 
 
 def free_samba_host() -> str:
