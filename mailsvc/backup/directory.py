@@ -49,9 +49,13 @@ class Export:
 
 
 def kind_for(settings: Settings) -> str:
+    # Active Directory (the stack's Samba or the office's own) is backed up by its own tools:
+    # its entries carry SIDs, GUIDs and hashes that no LDAP add can put back.
+    if settings.ldap.kind == "ad":
+        return "none"
     if settings.directory.url:
         return "ldap"
-    return "none" if settings.stack.directory == "samba" else "slapcat"
+    return "slapcat"
 
 
 def _subtrees(settings: Settings) -> tuple[str, str, str]:
@@ -67,8 +71,9 @@ async def export(settings: Settings, staging: Path) -> Export:
             "none",
             None,
             0,
-            "stack.directory = 'samba': the embedded Samba AD DC is not saved by mailsvc backup; "
-            "stop it and use `samba-tool domain backup offline`",
+            "directory.kind = 'ad': Active Directory is not saved by mailsvc backup; back it up "
+            "with its own tools (the stack's Samba AD DC: stop it and use `samba-tool domain "
+            "backup offline`; Windows: a system state backup)",
         )
     if kind == "slapcat":
         count = await asyncio.to_thread(LocalStack(settings).export_directory, target)

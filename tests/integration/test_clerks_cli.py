@@ -26,6 +26,7 @@ from mailsvc.app import Parts, start_service
 from mailsvc.cli.councillors import run_import
 from mailsvc.config import Settings
 from mailsvc.stack import free_ports
+from mailsvc.stack.supervise import ldap_connection
 from mailsvc.storage.clerks import WebStore
 from provisioning.directory import Directory
 from provisioning.directory.entries import staff_dn
@@ -146,34 +147,34 @@ async def test_a_clerk_with_an_address_of_its_own_signs_in_with_either(
 
 
 def staff_container_exists(settings: Settings) -> bool:
-    conn = ldap3.Connection(
-        ldap3.Server(settings.ldap_url, get_info=ldap3.NONE),
-        user=settings.directory.admin_dn,
-        password=secret_store.admin_password(settings),
-        auto_bind=True,
+    """Whether the staff container exists, asked with a connection of the test's own."""
+    d = settings.ldap
+    ca_file = Path(d.ca_file) if d.ca_file else None
+    conn = ldap_connection(
+        settings.ldap_url, d.admin_dn, secret_store.admin_password(settings), ca_file
     )
+    assert conn.bind(), conn.result
     try:
-        return bool(
-            conn.search(
-                settings.directory.staff_dn, "(objectClass=*)", ldap3.BASE, attributes=["1.1"]
-            )
-        )
+        return bool(conn.search(d.staff_dn, "(objectClass=*)", ldap3.BASE, attributes=["1.1"]))
     finally:
         conn.unbind()
 
 
+# With Active Directory the containers are the domain administrator's: the service account,
+# rightly, may neither remove nor make them (the Samba stack's test_samba_stack shows it).
+@pytest.mark.openldap_only
 async def test_the_stack_makes_the_staff_subtree_and_clerks_add_remakes_it_when_missing(
     settings: Settings, directory: Directory
 ) -> None:
     assert await asyncio.to_thread(staff_container_exists, settings)  # made with the directory
-    await directory.delete(settings.directory.staff_dn)  # as in a directory made before it
+    await directory.delete(settings.ldap.staff_dn)  # as in a directory made before it
     assert not await asyncio.to_thread(staff_container_exists, settings)
     listed = await cli(settings, "clerks", "list", "--json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr
     await add_clerk(settings, "sekretariat", "Sekretariat Rady")
     assert await asyncio.to_thread(staff_container_exists, settings)
     [entry] = await directory.list_staff()
-    assert entry.dn.lower().endswith("," + settings.directory.staff_dn.lower())
+    assert entry.dn.lower().endswith("," + settings.ldap.staff_dn.lower())
 
 
 async def test_clerk_commands_refuse_clearly_and_exit_75_without_a_directory(
@@ -374,4 +375,4 @@ async def test_make_run_prints_the_panel_and_a_sample_clerk_login_that_works(
     assert "login: sekretariat" in again and password not in again and "hasło:" not in again
     assert "clerks reset-password sekretariat" in again
     staff = await directory.list_staff()
-    assert [e.attributes["uid"][0] for e in staff] == ["sekretariat"]
+    assert [e.login for e in staff] == ["sekretariat"]

@@ -99,9 +99,12 @@ async def test_check_reports_each_part_and_fails_when_one_is_down(
     names = [line.split()[0] for line in ok.stdout.splitlines()]
     # Nothing to judge yet for DNS (a domain not in public DNS), the certificate (none) and
     # the scheduler (no job has run in this database).
+    # Active Directory: the service account's delegated rights besides.
+    rights = ["directory-rights"] if settings.ldap.kind == "ad" else []
     assert names == [
         "config",
         "directory",
+        *rights,
         "mailstore",
         "database",
         "tls-cert",
