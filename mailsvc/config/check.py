@@ -214,6 +214,7 @@ def validate(s: Settings) -> None:
     _check_positive("smtp.max_recipients", s.smtp.max_recipients)
     _check_positive("stack.start_timeout", s.stack.start_timeout)
     _check_stack_directory(s)
+    _check_directory_kind(s)
     _check_positive("directory.timeout", s.directory.timeout)
     _check_positive("delivery.workers", s.delivery.workers)
     _check_positive("delivery.retry_initial", s.delivery.retry_initial)
@@ -286,6 +287,20 @@ def _check_service_imap(s: Settings) -> None:
             "check (distribution.imap_check_interval) would send Dovecot's master password "
             "unencrypted to another machine; set clients.imap_security = 'tls' (IMAPS, port "
             "993) or 'starttls' (port 143), or distribution.imap_check_interval = 0"
+        )
+
+
+def _check_directory_kind(s: Settings) -> None:
+    if s.directory.kind not in ("", "openldap", "ad"):
+        raise ConfigError(
+            f"directory.kind = {s.directory.kind!r}: expected 'openldap', 'ad' (Active "
+            "Directory) or empty (from stack.directory)"
+        )
+    d = s.ldap
+    if d.kind == "ad" and d.url.lower().startswith("ldap://") and not d.starttls:
+        raise ConfigError(
+            f"directory.kind = 'ad' with directory.url = {d.url!r}: Active Directory takes "
+            "passwords only over TLS; use ldaps:// or set directory.starttls = true"
         )
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from mailsvc.config import DEFAULT_CONFIG, load_settings
 from mailsvc.config.settings import AD_DEFAULTS, DirectorySettings, effective_directory
+from mailsvc.errors import ConfigError
 from mailsvc.stack.samba import delegation_aces, sid_text
 from provisioning.directory import DirectoryConfig
 from provisioning.directory.dialect import (
@@ -157,3 +158,20 @@ def test_sid_text_reads_a_binary_sid() -> None:
     assert sid_text(raw) == "S-1-5-21-1-2-1105"
     with pytest.raises(ValueError):
         sid_text(b"\x01\x05")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MAILSVC_DIRECTORY__KIND": "novell"}, "directory.kind = 'novell'"),
+        (
+            {"MAILSVC_DIRECTORY__KIND": "ad", "MAILSVC_DIRECTORY__URL": "ldap://127.0.0.1:389"},
+            "takes passwords only over TLS",
+        ),
+    ],
+)
+def test_a_directory_kind_that_cannot_work_is_refused_at_start(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(DEFAULT_CONFIG, env=env)
