@@ -223,6 +223,8 @@ def check_phone(value: str) -> str:
 
 
 def control_character(value: str) -> str | None:
+    if value.isprintable():  # no character of category Cc (nor any other unprintable one)
+        return None
     for char in value:
         if unicodedata.category(char) == "Cc":
             return char
