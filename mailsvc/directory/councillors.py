@@ -124,8 +124,7 @@ class Councillors:
         entries the register does not know are read in full and adopted.
         """
         entries = await self.directory.list_councillors(brief=True)
-        rows = await self.register.all()
-        by_address = {r.address: r for r in rows}
+        by_address = await self.register.roster_values()
         out = []
         for e in entries:
             reg = by_address.get(e.address)
