@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import smtplib
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -451,9 +452,11 @@ class WaitingDirectory(Directory):
         super().__init__(base.config)
         self.ready = ready
 
-    async def add_many(self, items: Any, *more: Any) -> list[str | Exception]:
+    async def add_many(
+        self, items: Sequence[tuple[str, Mapping[str, Any]]], object_classes: Any = None
+    ) -> list[str | Exception]:
         await asyncio.wait_for(self.ready.wait(), timeout=10)
-        return await super().add_many(items, *more)
+        return await super().add_many(items, object_classes)
 
 
 async def test_the_next_chunk_is_hashed_while_this_chunk_is_added(
