@@ -175,6 +175,7 @@ def _slug_part(text: str) -> str:
     return _HYPHEN_RUNS.sub("-", cleaned).strip("-")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def base_local_part(given_names: str, surname: str) -> str:
     """``first-given-name.surname``: ("Łukasz", "Żółć") → "lukasz.zolc".
 
