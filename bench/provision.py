@@ -4,15 +4,16 @@ One run, two private slapd servers (mailsvc.stack.LocalStack, same generated con
 loopback ports, temporary var_dirs under /tmp):
 
 1. first import of N synthetic councillors (all creations)          → entries/s
-2. the same roster again (must plan and apply 0 changes)            → wall time (goal ≤ 15 s)
+2. the same roster again (must plan and apply 0 changes)            → wall time (goal ≤ 5 s)
 3. the roster with 1 % of rows changed (club, district or phone)   → wall time, must be 1 % updates
 4. peer: ldapadd of the same N entries from LDIF into the 2nd slapd  → entries/s
-   ratio mailsvc / ldapadd (goal ≥ 0.7)
+   ratio mailsvc / ldapadd
 
 Every new councillor's password is hashed with Argon2id ({ARGON2}, the configured cost), tens of
 milliseconds of CPU each by design. The import hashes on its thread pool; ldapadd loads
-pre-computed hashes, as it is used, made beforehand on the same pool and timed apart: the report
-gives the import's hashing time and the ratio against ldapadd plus that hashing too.
+pre-computed hashes, as it is used, made beforehand on the same pool and timed apart. The
+ratio that has a goal (≥ 1.0) is mailsvc against ldapadd plus that hashing: the work both sides
+must do. The report gives the bare ratio against ldapadd too.
 
 Each import runs in its own child process (the code of `mailsvc councillors import --json`:
 ``run_import(parts, path, quiet=True)`` inside ``open_parts(settings)``), so its wall time and its
@@ -70,8 +71,8 @@ from provisioning.passwords import (
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_COUNT = 50_000
-GOAL_RATIO = 0.7
-GOAL_NO_CHANGE_SECONDS = 15.0
+GOAL_RATIO = 1.0  # mailsvc import / (ldapadd + hashing its LDIF)
+GOAL_NO_CHANGE_SECONDS = 5.0
 GOAL_PEAK_RSS_MB = 300.0
 MB = 1024 * 1024
 
@@ -513,7 +514,8 @@ class PhaseTimes:
         setattr(owner, attr, timed)
 
 
-HASHING_PHASE = "    of which: password hashing (Argon2id)"
+# Overlaps the adds of the chunk before: the next chunk is hashed while one is added.
+HASHING_PHASE = "  password hashing (Argon2id), overlapping the adds"
 
 
 def _instrument(phases: PhaseTimes, max_bytes: int | None) -> None:
@@ -527,10 +529,8 @@ def _instrument(phases: PhaseTimes, max_bytes: int | None) -> None:
     phases.wrap_async(Councillors, "plan", "plan (list directory + register, diff)")
     phases.wrap_async(Councillors, "choose_addresses", "choose addresses")
     phases.wrap_async(Councillors, "apply", "apply")
-    phases.wrap_async(
-        Councillors, "_create_chunk", "  creates: hashing, LDAP adds, register writes"
-    )
-    phases.wrap_async(councillors_module, "hash_new_passwords", HASHING_PHASE)
+    phases.wrap_async(Councillors, "_create_chunk", "  creates: LDAP adds")
+    phases.wrap_async(councillors_module, "hashes_for", HASHING_PHASE)
     phases.wrap_async(Councillors, "_update_chunk", "  updates: LDAP modifies + register writes")
     phases.wrap_async(Councillors, "sync_groups", "  sync groups")
     phases.wrap_async(Register, "write", "of which: register writes (SQLite)")
@@ -954,10 +954,10 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ),
         (
-            "ratio mailsvc / ldapadd",
+            "ratio mailsvc / bare ldapadd",
             "—" if ratio is None else f"{ratio:.2f}",
-            f"≥ {GOAL_RATIO}",
-            "" if ratio is None else _yes(ratio >= GOAL_RATIO),
+            "",
+            "",
         ),
         (
             "of the import: password hashing",
@@ -978,8 +978,8 @@ def main(argv: list[str] | None = None) -> int:
         (
             "ratio mailsvc / (ldapadd + hashing)",
             "—" if with_hashing is None else f"{with_hashing:.2f}",
-            "",
-            "",
+            f"≥ {GOAL_RATIO}",
+            "" if with_hashing is None else _yes(with_hashing >= GOAL_RATIO),
         ),
         (
             "Argon2id hashes/s",

@@ -7,6 +7,7 @@ candidate in a fixed order is used, so the same roster always yields the same ad
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import unicodedata
@@ -146,6 +147,9 @@ _WHITESPACE = re.compile(r"\s+")
 _MAX_CANDIDATES = 10_000
 
 
+# Names repeat (a roster of 50,000 has a few thousand distinct ones) and an import spells each
+# several times: checking the address, finding duplicates, matching against the register.
+@functools.lru_cache(maxsize=1 << 16)
 def transliterate(text: str) -> str:
     """Lowercase ASCII spelling of ``text``: "Łukasz Żółć" → "lukasz zolc".
 
@@ -162,6 +166,7 @@ def transliterate(text: str) -> str:
     return "".join(out).lower()
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _slug_part(text: str) -> str:
     """One side of ``given.surname``: transliterated, separators → hyphens, [a-z0-9-] only."""
     ascii_text = transliterate(text)
@@ -170,6 +175,7 @@ def _slug_part(text: str) -> str:
     return _HYPHEN_RUNS.sub("-", cleaned).strip("-")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def base_local_part(given_names: str, surname: str) -> str:
     """``first-given-name.surname``: ("Łukasz", "Żółć") → "lukasz.zolc".
 
@@ -261,6 +267,7 @@ def choose_local_part(
     )
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def normalise_name(text: str) -> str:
     """Key for matching people: "Łukasz  Żółć" and "lukasz zolc" both give "lukasz zolc"."""
     return _WHITESPACE.sub(" ", transliterate(text)).strip()

@@ -9,6 +9,7 @@ second run completes the rest (entries found in the directory but not in the reg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 from collections.abc import Callable, Sequence
@@ -38,6 +39,8 @@ _CHUNK = 1000
 _PARALLEL = 8  # directory connections used at once by bulk changes
 
 Progress = Callable[[int, int], None]
+# New passwords and their hashes, in order (no hashes where the directory hashes them itself).
+_Credentials = tuple[list[str], list[str | None]]
 
 
 class ClerkAccountProtected(MailsvcError):
@@ -124,8 +127,7 @@ class Councillors:
         entries the register does not know are read in full and adopted.
         """
         entries = await self.directory.list_councillors(brief=True)
-        rows = await self.register.all()
-        by_address = {r.address: r for r in rows}
+        by_address = await self.register.roster_values()
         out = []
         for e in entries:
             reg = by_address.get(e.address)
@@ -246,11 +248,22 @@ class Councillors:
         if plan.creates:
             if chosen is None or len(chosen) != len(plan.creates):
                 chosen = await self.choose_addresses(plan.creates)
-            # The register write of one chunk overlaps the directory adds of the next.
+            chunks = _chunks(chosen, _CHUNK)
+            # Three stages overlap: the passwords of the next chunk are hashed (all the CPUs)
+            # while this chunk's entries are added and the previous chunk's register rows are
+            # written (both mostly waiting for slapd's and SQLite's fsync).
+            hashing: asyncio.Task[_Credentials] | None = asyncio.create_task(
+                self._credentials(len(chunks[0]))
+            )
             writing: asyncio.Task[None] | None = None
             try:
-                for chunk in _chunks(chosen, _CHUNK):
-                    writes, unavailable = await self._create_chunk(chunk, result)
+                for number, chunk in enumerate(chunks):
+                    assert hashing is not None
+                    this_chunk, hashing = hashing, None
+                    credentials = await this_chunk
+                    if number + 1 < len(chunks):
+                        hashing = asyncio.create_task(self._credentials(len(chunks[number + 1])))
+                    writes, unavailable = await self._create_chunk(chunk, credentials, result)
                     if writing is not None:
                         await writing
                     writing = asyncio.create_task(self.register.write(context, writes))
@@ -258,6 +271,10 @@ class Councillors:
                         raise unavailable
                     tick(len(chunk))
             finally:
+                if hashing is not None:  # stopped early: the queued hashes are not needed
+                    hashing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await hashing
                 if writing is not None:
                     await writing
         for chunk in _chunks(plan.updates, _CHUNK):
@@ -271,15 +288,23 @@ class Councillors:
             await self._send_welcome(result.created)
         return result
 
-    async def _create_chunk(
-        self, chunk: Sequence[tuple[Create, str]], result: ApplyResult
-    ) -> tuple[list[RegisterWrite], Exception | None]:
-        """Add a chunk's entries; returns their register writes and the first temporary
-        failure (the caller writes the register, then stops on the failure)."""
+    async def _credentials(self, count: int) -> _Credentials:
+        """``count`` new passwords and their hashes (``hashes_for``)."""
         length = self.settings.provisioning.password_length
-        passwords = [generate_password(length) for _ in chunk]
+        passwords = [generate_password(length) for _ in range(count)]
         # The slow part of an import: the whole chunk at once, on every core, off the loop.
-        hashes = await hashes_for(self.settings, self.directory, passwords)
+        return passwords, await hashes_for(self.settings, self.directory, passwords)
+
+    async def _create_chunk(
+        self,
+        chunk: Sequence[tuple[Create, str]],
+        credentials: _Credentials,
+        result: ApplyResult,
+    ) -> tuple[list[RegisterWrite], Exception | None]:
+        """Add a chunk's entries with ``credentials`` (one password and hash each); returns
+        their register writes and the first temporary failure (the caller writes the
+        register, then stops on the failure)."""
+        passwords, hashes = credentials
         prepared = []
         for (create, local), password, password_hash in zip(chunk, passwords, hashes, strict=True):
             e = create.entry

@@ -44,6 +44,24 @@ class RegisterRow:
         return f"{self.given_names} {self.surname}"
 
 
+@dataclass(frozen=True, slots=True)
+class RosterValues:
+    """What a roster row says about a councillor, as the register holds it: what an import
+    compares (``provisioning.sync.COMPARED_FIELDS``), without the register's own columns."""
+
+    external_id: str | None
+    given_names: str
+    surname: str
+    district: str
+    club: str
+    role: str
+    committees: tuple[str, ...]
+    term_start: date | None
+    mandate_end: date | None
+    private_email: str | None
+    phone: str | None
+
+
 @dataclass(frozen=True)
 class AuditContext:
     """Who changes the directory, and with which command."""
@@ -74,6 +92,7 @@ class AuditEntry:
 
 
 _ROW_FIELDS = [f.name for f in fields(RegisterRow)]
+_ROSTER_FIELDS = [f.name for f in fields(RosterValues)]
 
 
 def _to_row(raw: Any) -> RegisterRow:
@@ -124,6 +143,18 @@ class Register:
             query = query.where(councillors.c.status != "removed")
         async with self.engine.connect() as conn:
             return [_to_row(r) for r in (await conn.execute(query)).all()]
+
+    async def roster_values(self) -> dict[str, RosterValues]:
+        """Address → roster values of every councillor in the register (removed ones too): all
+        an import plans with, read without the columns it does not compare."""
+        query = select(councillors.c.address, *(councillors.c[name] for name in _ROSTER_FIELDS))
+        committees = _ROSTER_FIELDS.index("committees")
+        out: dict[str, RosterValues] = {}
+        async with self.engine.connect() as conn:
+            for address, *values in (await conn.execute(query)).all():
+                values[committees] = tuple(c for c in (values[committees] or "").split(",") if c)
+                out[address] = RosterValues(*values)
+        return out
 
     async def get(self, address: str) -> RegisterRow | None:
         async with self.engine.connect() as conn:

@@ -12,7 +12,7 @@ import ldap3
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, parse_dn
 
-from provisioning.directory.bulk import add_entries
+from provisioning.directory.bulk import add_entries, list_brief
 from provisioning.directory.dialect import dialect_for
 from provisioning.directory.entries import (
     ALREADY_EXISTS,
@@ -168,6 +168,9 @@ class Directory:
         self, page_size: int = 2000, *, brief: bool = False
     ) -> list[CouncillorEntry]:
         """Every councillor entry (paged search). ``brief``: address, DN and status only."""
+        if brief:
+            status, active = self.dialect.status_attributes(), self.dialect.is_active
+            return await list_brief(self.config, self.ssl_context(), status, active, page_size)
         c = self.config
         status = self.dialect.status_attributes()
         wanted = [c.mail_attribute, *status] if brief else self.person_attributes()

@@ -17,7 +17,10 @@ from provisioning.ldapwire.protocol import (
     MAX_MESSAGE_ID,
     MODIFY_DN_RESPONSE,
     MODIFY_RESPONSE,
+    PAGED_RESULTS,
     SEARCH_RESULT_DONE,
+    SEARCH_RESULT_ENTRY,
+    SEARCH_RESULT_REFERENCE,
     LdapProtocolError,
     LdapResponse,
     LdapResult,
@@ -68,10 +71,14 @@ def _octets(value: str | bytes | bytearray) -> bytes:
     raise TypeError(f"an LDAP value must be str or bytes, not {type(value).__name__}")
 
 
-def _message(message_id: int, op: bytes) -> bytes:
+def _checked_id(message_id: int) -> int:
     if not 0 < message_id <= MAX_MESSAGE_ID:
         raise ValueError(f"messageID {message_id} is outside 1..{MAX_MESSAGE_ID}")
-    return _tlv(0x30, _integer(message_id) + op)
+    return message_id
+
+
+def _message(message_id: int, op: bytes) -> bytes:
+    return _tlv(0x30, _integer(_checked_id(message_id)) + op)
 
 
 def encode_bind_request(message_id: int, dn: str, password: str | bytes) -> bytes:
@@ -92,6 +99,63 @@ def encode_extended_request(message_id: int, name: str, value: bytes | None = No
 def encode_unbind_request(message_id: int) -> bytes:
     """LDAPMessage with an UnbindRequest ([APPLICATION 2] NULL)."""
     return _message(message_id, b"\x42\x00")
+
+
+# SearchRequest scopes and the alias dereferencing ldap3 asks for by default (derefAlways).
+BASE_OBJECT: Final = 0
+SINGLE_LEVEL: Final = 1
+WHOLE_SUBTREE: Final = 2
+_DEREF_ALWAYS: Final = 3
+
+
+def encode_search_request(
+    message_id: int,
+    base: str,
+    scope: int,
+    equal: tuple[str, str],
+    attributes: Sequence[str],
+    *,
+    page_size: int | None = None,
+    cookie: bytes = b"",
+) -> bytes:
+    """LDAPMessage with a SearchRequest for the entries under ``base`` whose attribute
+    ``equal[0]`` has the value ``equal[1]`` (an equalityMatch filter; the value is literal, no
+    escaping is needed or done), asking for ``attributes``; with ``page_size``, the paged
+    results control (not critical) with ``cookie`` (empty for the first page)."""
+    if scope not in (BASE_OBJECT, SINGLE_LEVEL, WHOLE_SUBTREE):
+        raise ValueError(f"unknown search scope {scope}")
+    body = (
+        _octets(base)
+        + bytes((0x0A, 1, scope, 0x0A, 1, _DEREF_ALWAYS))
+        + b"\x02\x01\x00\x02\x01\x00\x01\x01\x00"  # no size or time limit, typesOnly FALSE
+        + _tlv(0xA3, _attribute_type(equal[0]) + _octets(equal[1]))  # equalityMatch [3]
+        + _tlv(0x30, b"".join([_attribute_type(name) for name in attributes]))
+    )
+    message = _integer(_checked_id(message_id)) + _tlv(0x63, body)
+    if page_size is not None:
+        value = _tlv(0x30, _integer(page_size) + _octets(cookie))
+        control = _tlv(0x30, _octets(PAGED_RESULTS) + _octets(value))
+        message += _tlv(0xA0, control)  # controls [0]
+    return _tlv(0x30, message)
+
+
+def paged_cookie(controls: Sequence[tuple[str, bytes]]) -> bytes:
+    """The cookie of the paged results control among a SearchResultDone's ``controls``
+    (empty: that was the last page, or the directory does not page)."""
+    for oid, value in controls:
+        if oid != PAGED_RESULTS:
+            continue
+        tag, pos, end = _header(value, 0, len(value), "paged results")
+        if tag != 0x30:
+            raise LdapProtocolError(f"paged results: expected SEQUENCE, got 0x{tag:02x}")
+        tag, s, e = _header(value, pos, end, "paged results size")
+        if tag != 0x02:
+            raise LdapProtocolError(f"paged results size: expected INTEGER, got 0x{tag:02x}")
+        tag, s, e = _header(value, e, end, "paged results cookie")
+        if tag != 0x04:
+            raise LdapProtocolError(f"paged results cookie: expected OCTET STRING, got 0x{tag:02x}")
+        return value[s:e]
+    return b""
 
 
 _TYPE_CACHE: dict[str, bytes] = {}
@@ -226,10 +290,23 @@ def decode_message(buf: bytes, start: int = 0, end: int | None = None) -> LdapRe
         raise LdapProtocolError(f"messageID {message_id} is outside 0..{MAX_MESSAGE_ID}")
     tag, pos, op_end = _header(buf, e, stop, "protocolOp")
     op = tag & 0x1F
+    if tag == 0x64:  # SearchResultEntry
+        entry = _search_entry(buf, pos, op_end)
+        return LdapResponse(
+            message_id,
+            SEARCH_RESULT_ENTRY,
+            _FOUND,
+            entry=entry,
+            controls=_controls(buf, op_end, stop),
+        )
+    if tag == 0x73:  # SearchResultReference: a referral elsewhere, not followed
+        return LdapResponse(
+            message_id, SEARCH_RESULT_REFERENCE, _FOUND, controls=_controls(buf, op_end, stop)
+        )
     if tag & 0xE0 != 0x60 or op not in _RESULT_OPS:
         raise LdapProtocolError(
             f"protocolOp 0x{tag:02x} (message {message_id}) is not a response this client "
-            "understands (bind, add, extended)"
+            "understands (bind, search, add, extended)"
         )
     # LDAPResult: resultCode ENUMERATED, matchedDN, diagnosticMessage, then optional parts.
     tag, s, e = _header(buf, pos, op_end, "resultCode")
@@ -252,11 +329,70 @@ def decode_message(buf: bytes, start: int = 0, end: int | None = None) -> LdapRe
         tag, s, pos = _header(buf, pos, op_end, "response")
         if tag == 0x8A and op == EXTENDED_RESPONSE:
             response_name = _text(buf, s, pos)
-    # Controls [0] and any later extension elements are skipped, but must be well formed.
-    pos = op_end
+    return LdapResponse(
+        message_id,
+        op,
+        LdapResult(code, matched, diagnostic),
+        response_name,
+        controls=_controls(buf, op_end, stop),
+    )
+
+
+_FOUND: Final = LdapResult(0)
+
+
+def _controls(buf: bytes, pos: int, stop: int) -> tuple[tuple[str, bytes], ...]:
+    """The controls [0] of a message as (controlType, controlValue); later extension
+    elements are skipped, but must be well formed."""
+    out: list[tuple[str, bytes]] = []
     while pos < stop:
-        _, _, pos = _header(buf, pos, stop, "controls")
-    return LdapResponse(message_id, op, LdapResult(code, matched, diagnostic), response_name)
+        tag, s, pos = _header(buf, pos, stop, "controls")
+        if tag != 0xA0:
+            continue
+        while s < pos:
+            tag, c, s = _header(buf, s, pos, "control")
+            if tag != 0x30:
+                raise LdapProtocolError(f"control: expected SEQUENCE, got 0x{tag:02x}")
+            tag, t, e = _header(buf, c, s, "controlType")
+            if tag != 0x04:
+                raise LdapProtocolError(f"controlType: expected OCTET STRING, got 0x{tag:02x}")
+            oid, value = _text(buf, t, e), b""
+            while e < s:  # criticality BOOLEAN DEFAULT FALSE, controlValue OCTET STRING
+                tag, t, e = _header(buf, e, s, "control")
+                if tag == 0x04:
+                    value = bytes(buf[t:e])
+            out.append((oid, value))
+    return tuple(out)
+
+
+def _search_entry(buf: bytes, pos: int, end: int) -> tuple[str, dict[str, list[str]]]:
+    """objectName and PartialAttributeList of a SearchResultEntry (values as UTF-8 text)."""
+    tag, s, e = _header(buf, pos, end, "objectName")
+    if tag != 0x04:
+        raise LdapProtocolError(f"objectName: expected OCTET STRING (0x04), got 0x{tag:02x}")
+    dn = _text(buf, s, e)
+    tag, pos, stop = _header(buf, e, end, "attributes")
+    if tag != 0x30:
+        raise LdapProtocolError(f"attributes: expected SEQUENCE (0x30), got 0x{tag:02x}")
+    attributes: dict[str, list[str]] = {}
+    while pos < stop:
+        tag, s, pos = _header(buf, pos, stop, "attribute")
+        if tag != 0x30:
+            raise LdapProtocolError(f"attribute: expected SEQUENCE (0x30), got 0x{tag:02x}")
+        tag, t, e = _header(buf, s, pos, "attribute type")
+        if tag != 0x04:
+            raise LdapProtocolError(f"attribute type: expected OCTET STRING, got 0x{tag:02x}")
+        name = _text(buf, t, e)
+        tag, v, e = _header(buf, e, pos, "attribute values")
+        if tag != 0x31:
+            raise LdapProtocolError(f"attribute values: expected SET (0x31), got 0x{tag:02x}")
+        values = attributes.setdefault(name, [])
+        while v < e:
+            tag, t, v = _header(buf, v, e, "attribute value")
+            if tag != 0x04:
+                raise LdapProtocolError(f"attribute value: expected OCTET STRING, got 0x{tag:02x}")
+            values.append(_text(buf, t, v))
+    return dn, attributes
 
 
 class ResponseReader:

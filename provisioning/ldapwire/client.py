@@ -15,7 +15,9 @@ from provisioning.ldapwire.ber import (
     encode_add_request,
     encode_bind_request,
     encode_extended_request,
+    encode_search_request,
     encode_unbind_request,
+    paged_cookie,
 )
 from provisioning.ldapwire.protocol import (
     ADD_RESPONSE,
@@ -23,6 +25,9 @@ from provisioning.ldapwire.protocol import (
     ENCODING_ERROR,
     EXTENDED_RESPONSE,
     MAX_MESSAGE_ID,
+    SEARCH_RESULT_DONE,
+    SEARCH_RESULT_ENTRY,
+    SEARCH_RESULT_REFERENCE,
     SERVER_DOWN,
     START_TLS,
     SUCCESS,
@@ -32,6 +37,7 @@ from provisioning.ldapwire.protocol import (
     LdapProtocolError,
     LdapResponse,
     LdapResult,
+    LdapSearchError,
     LdapTimeoutError,
 )
 
@@ -41,6 +47,7 @@ _READ_SIZE: Final = 1 << 16
 # --- the client -------------------------------------------------------------------------------
 
 AddEntry = tuple[str, Mapping[str, str | bytes | Sequence[str | bytes]]]
+FoundEntry = tuple[str, dict[str, list[str]]]  # DN, attribute type → values (UTF-8 text)
 
 
 def _address(url: str) -> tuple[str, int, bool]:
@@ -318,6 +325,73 @@ class LdapWire:
             raise
         default = lost or stopped or LdapResult(SERVER_DOWN, "", "no answer")
         return [default if r is None else r for r in results]
+
+    async def search(
+        self,
+        base: str,
+        scope: int,
+        equal: tuple[str, str],
+        attributes: Sequence[str],
+        *,
+        page_size: int = 2000,
+    ) -> list[FoundEntry]:
+        """Every entry under ``base`` (``scope``: ``ber.WHOLE_SUBTREE`` etc.) whose attribute
+        ``equal[0]`` has the value ``equal[1]``, with ``attributes``; asked for a page of
+        ``page_size`` at a time (paged results control), each page decoded as it arrives.
+
+        LdapSearchError when the directory answers with an error (its code in ``result``);
+        LdapConnectionError (the connection is then closed) when it breaks or stays silent.
+        """
+        if self._broken is not None:
+            raise self._broken
+        found: list[FoundEntry] = []
+        cookie = b""
+        try:
+            while True:
+                message_id = self._next_id()
+                self._writer.write(
+                    encode_search_request(
+                        message_id,
+                        base,
+                        scope,
+                        equal,
+                        attributes,
+                        page_size=page_size,
+                        cookie=cookie,
+                    )
+                )
+                async with asyncio.timeout(self.timeout):
+                    await self._writer.drain()
+                done: LdapResponse | None = None
+                while done is None:
+                    for response in await self._receive():
+                        if response.message_id != message_id:
+                            raise LdapProtocolError(
+                                f"{self.url}: answer for message {response.message_id} while "
+                                f"searching with message {message_id}"
+                            )
+                        if response.op == SEARCH_RESULT_ENTRY and response.entry is not None:
+                            found.append(response.entry)
+                        elif response.op == SEARCH_RESULT_DONE:
+                            done = response
+                        elif response.op != SEARCH_RESULT_REFERENCE:
+                            raise LdapProtocolError(
+                                f"{self.url}: unexpected answer (protocolOp {response.op}) "
+                                f"to a search"
+                            )
+                if done.result.code != SUCCESS:
+                    break
+                cookie = paged_cookie(done.controls)
+                if not cookie:
+                    return found
+        except (OSError, TimeoutError, LdapProtocolError) as exc:
+            error = self._lost(exc)
+            self._abort(error)
+            raise error from exc
+        except BaseException:  # cancelled: the connection's state is unknown
+            self._abort()
+            raise
+        raise LdapSearchError(f"{self.url}: search of {base} failed: {done.result}", done.result)
 
     def _lost(self, exc: BaseException) -> LdapConnectionError:
         if isinstance(exc, LdapConnectionError):

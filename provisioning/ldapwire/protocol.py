@@ -71,7 +71,9 @@ START_TLS: Final = "1.3.6.1.4.1.1466.20037"
 # an LDAPResult. The client only sends StartTLS, binds and adds, so only 24, 1 and 9 are
 # expected.
 BIND_RESPONSE: Final = 1
+SEARCH_RESULT_ENTRY: Final = 4  # not an LDAPResult: a DN and its attributes
 SEARCH_RESULT_DONE: Final = 5
+SEARCH_RESULT_REFERENCE: Final = 19  # not an LDAPResult: URIs, skipped
 MODIFY_RESPONSE: Final = 7
 ADD_RESPONSE: Final = 9
 DELETE_RESPONSE: Final = 11
@@ -80,7 +82,10 @@ COMPARE_RESPONSE: Final = 15
 EXTENDED_RESPONSE: Final = 24
 
 MAX_MESSAGE_ID: Final = 2**31 - 1
-# A response to a bind or an add is a few dozen bytes; anything near this is not one.
+# The paged results control (RFC 2696): a search's pages and the cookie to ask for the next.
+PAGED_RESULTS: Final = "1.2.840.113556.1.4.319"
+# A response to a bind or an add is a few dozen bytes, a searched entry a few hundred;
+# anything near this is not one.
 DEFAULT_MAX_RESPONSE_BYTES: Final = 1 << 20
 
 # --- errors -----------------------------------------------------------------------------------
@@ -113,6 +118,14 @@ class LdapBindError(LdapError):
 # --- results and responses --------------------------------------------------------------------
 
 
+class LdapSearchError(LdapError):
+    """The directory answered a search with an error (``result``)."""
+
+    def __init__(self, message: str, result: LdapResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 @dataclass(frozen=True, slots=True)
 class LdapResult:
     """An LDAPResult: what the directory answered (or a client-side code: 81, 83, 85)."""
@@ -138,6 +151,9 @@ class LdapResponse:
     op: int  # protocolOp tag number, [APPLICATION op]
     result: LdapResult
     response_name: str | None = None  # ExtendedResponse only
+    # SearchResultEntry only (its ``result`` is then a plain success): DN, attribute → values.
+    entry: tuple[str, dict[str, list[str]]] | None = None
+    controls: tuple[tuple[str, bytes], ...] = ()  # (controlType, controlValue) of the message
 
     @property
     def is_notice_of_disconnection(self) -> bool:

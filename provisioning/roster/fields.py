@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -127,6 +128,7 @@ class CommitteeIndex:
     def __init__(self, committees: Mapping[str, str]) -> None:
         self._committees = dict(committees)
         self._by_key: dict[str, str] = {}
+        self._resolved: dict[str, str | None] = {}
         for slug, name in committees.items():
             name_key = _committee_key(name)
             for key in {_committee_key(slug), name_key, _without_komisja(name_key)}:
@@ -139,8 +141,13 @@ class CommitteeIndex:
                     )
 
     def resolve(self, text: str) -> str | None:
+        if text in self._resolved:
+            return self._resolved[text]
         key = _committee_key(text)
-        return self._by_key.get(key) or self._by_key.get(_without_komisja(key))
+        slug = self._by_key.get(key) or self._by_key.get(_without_komisja(key))
+        if len(self._resolved) < 4096:  # the spellings of one roster's committees
+            self._resolved[text] = slug
+        return slug
 
     def describe(self) -> str:
         return ", ".join(f"{slug} ({name})" for slug, name in self._committees.items())
@@ -165,6 +172,9 @@ class CellError(Exception):
     """A cell's value is unusable; the message says why and what to write instead."""
 
 
+# A roster repeats the same few dates and roles on thousands of rows: each spelling is read
+# once (errors are not cached, so every bad cell is still reported on its own line).
+@functools.lru_cache(maxsize=4096)
 def parse_date(value: str) -> date:
     if match := _ISO_DATE.fullmatch(value):
         year, month, day = (int(part) for part in match.groups())
@@ -178,6 +188,7 @@ def parse_date(value: str) -> date:
         raise CellError(f"date {value!r} does not exist") from None
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_role(value: str) -> str:
     if not value:
         return "radny"
@@ -223,6 +234,8 @@ def check_phone(value: str) -> str:
 
 
 def control_character(value: str) -> str | None:
+    if value.isprintable():  # no character of category Cc (nor any other unprintable one)
+        return None
     for char in value:
         if unicodedata.category(char) == "Cc":
             return char

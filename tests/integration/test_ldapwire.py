@@ -1,5 +1,6 @@
 """provisioning.ldapwire and Directory.add_many on the real slapd: pipelined adds read back by
-ldap3, duplicates, a wrong password, and slapd stopped part-way through."""
+ldap3, duplicates, a wrong password, slapd stopped part-way through, and the brief listing
+against ldap3's."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from mailsvc.app import open_directory
 from mailsvc.config import Settings
 from mailsvc.stack import LocalStack
 from provisioning.directory import Directory
+from provisioning.directory.bulk import list_brief
 from provisioning.errors import DirectoryError, DirectoryUnavailable
 from provisioning.ldapwire import LdapBindError, LdapResult, LdapWire
 
@@ -149,3 +151,32 @@ async def test_slapd_stopped_part_way_leaves_the_rest_temporary_and_a_rerun_comp
     finally:
         await directory.close()
         await watcher.close()
+
+
+async def test_the_brief_listing_is_what_ldap3_reads_page_by_page(directory: Directory) -> None:
+    # 120 entries in pages of 7 (the last one short), odd addresses among them, some disabled.
+    batch = requests(directory, 120)
+    dns = await directory.add_many(batch)
+    assert all(isinstance(dn, str) for dn in dns)
+    for dn in dns[::9]:
+        await directory.set_active(str(dn), False)
+    c, dialect = directory.config, directory.dialect
+    status = dialect.status_attributes()
+    wanted = [c.mail_attribute, *status]
+    by_ldap3 = await directory._list(c.councillors_dn, wanted, 2000, keep_raw=False)
+    ours = await list_brief(c, directory.ssl_context(), status, dialect.is_active, page_size=7)
+    assert len(ours) == 120 and sum(not e.active for e in ours) == 14
+    assert sorted(ours, key=lambda e: e.dn) == sorted(by_ldap3, key=lambda e: e.dn)
+    assert await directory.list_councillors(brief=True) == ours
+
+
+async def test_the_brief_listing_names_a_wrong_password_and_a_missing_subtree(
+    directory: Directory,
+) -> None:
+    c, dialect = directory.config, directory.dialect
+    status, context = dialect.status_attributes(), directory.ssl_context()
+    with pytest.raises(DirectoryError, match="refused the bind"):
+        await list_brief(replace(c, bind_password="wrong"), context, status, dialect.is_active)
+    with pytest.raises(DirectoryError, match="noSuchObject"):
+        missing = replace(c, councillors_dn="ou=nikt," + c.base_dn)
+        await list_brief(missing, context, status, dialect.is_active)

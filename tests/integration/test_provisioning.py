@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import smtplib
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -13,11 +14,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+import mailsvc.directory.councillors as councillors_module
 from mailsvc.app import Parts, Service
 from mailsvc.cli.councillors import run_import
 from mailsvc.config import DEFAULT_CONFIG, Settings
 from mailsvc.directory.roster_import import InvalidRoster
 from mailsvc.mailbox import MailboxLoginFailed, read_inbox
+from mailsvc.passwords import hashes_for
 from mailsvc.storage.register import os_audit_context
 from mailsvc.storage.tables import audit_log, councillors
 from provisioning.directory import Directory
@@ -440,6 +443,54 @@ async def test_a_failure_part_way_leaves_whole_entries_and_a_rerun_completes(
     assert len(final) == 25
     assert len({e.address for e in final}) == 25
     assert len({e.external_id for e in final}) == 25
+
+
+class WaitingDirectory(Directory):
+    """The real directory, except that additions wait until ``ready`` is set (or time out)."""
+
+    def __init__(self, base: Directory, ready: asyncio.Event) -> None:
+        super().__init__(base.config)
+        self.ready = ready
+
+    async def add_many(
+        self, items: Sequence[tuple[str, Mapping[str, Any]]], object_classes: Any = None
+    ) -> list[str | Exception]:
+        await asyncio.wait_for(self.ready.wait(), timeout=10)
+        return await super().add_many(items, object_classes)
+
+
+async def test_the_next_chunk_is_hashed_while_this_chunk_is_added(
+    parts: Parts, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hashing is most of a first import: the next chunk's passwords are hashed while this
+    # chunk's entries go to the directory, not after. Two chunks; the first one's additions
+    # are held until the second chunk's hashing has begun (they would wait for ever if the
+    # import hashed and added in turn).
+    monkeypatch.setattr(councillors_module, "_CHUNK", 2)
+    second_hashing = asyncio.Event()
+    hashed: list[int] = []
+    original = hashes_for
+
+    async def counting(settings: Settings, directory: Directory, passwords: Any) -> list[Any]:
+        hashed.append(len(passwords))
+        if len(hashed) == 2:
+            second_hashing.set()
+        return await original(settings, directory, passwords)
+
+    monkeypatch.setattr(councillors_module, "hashes_for", counting)
+    waiting = WaitingDirectory(parts.directory, second_hashing)
+    held = Parts(settings, parts.engine, waiting, parts.register, parts.queue)
+    try:
+        path = roster(tmp_path, ROW_ZOLC, ROW_NOWAK, ROW_WOJCIK)
+        _, result, _, _ = await run_import(held, path, quiet=True)
+    finally:
+        await waiting.close()
+    assert result is not None and not result.errors
+    assert hashed == [2, 1] and len(result.created) == 3
+    for account in result.created:
+        assert await parts.directory.check_password(account.dn, account.password)
+        row = await parts.register.get(account.address)
+        assert row is not None and row.dn == account.dn
 
 
 async def test_an_entry_without_a_register_row_is_adopted_not_duplicated(

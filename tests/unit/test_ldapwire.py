@@ -18,6 +18,9 @@ with warnings.catch_warnings():
     from ldap3.operation.add import add_operation
     from ldap3.operation.bind import bind_operation
     from ldap3.operation.extended import extended_operation
+    from ldap3.operation.search import search_operation
+    from ldap3.protocol.convert import build_controls_list
+    from ldap3.protocol.rfc2696 import paged_search_control
     from ldap3.protocol.rfc4511 import LDAPMessage, MessageID, ProtocolOp, UnbindRequest
     from pyasn1.codec.ber import decoder, encoder
 
@@ -28,6 +31,10 @@ from provisioning.ldapwire import (
     EXTENDED_RESPONSE,
     MAX_MESSAGE_ID,
     NOTICE_OF_DISCONNECTION,
+    PAGED_RESULTS,
+    SEARCH_RESULT_DONE,
+    SEARCH_RESULT_ENTRY,
+    SEARCH_RESULT_REFERENCE,
     SERVER_DOWN,
     START_TLS,
     TIMEOUT,
@@ -42,8 +49,11 @@ from provisioning.ldapwire import (
     encode_add_request,
     encode_bind_request,
     encode_extended_request,
+    encode_search_request,
     encode_unbind_request,
+    paged_cookie,
 )
+from provisioning.ldapwire.ber import BASE_OBJECT, WHOLE_SUBTREE
 
 CLASSES = ["top", "person", "organizationalPerson", "inetOrgPerson"]
 SPECIAL = 'KWW "Niezależni" (lista 5) * a\\b, c+d <e> f=g; h'
@@ -150,6 +160,84 @@ def test_extended_request_value_is_byte_for_byte_what_ldap3_sends() -> None:
     value = b"\x04\x03abc"
     expected = pyasn1_message(7, "extendedReq", extended_operation("1.2.3.4", value))
     assert encode_extended_request(7, "1.2.3.4", value) == expected
+
+
+SEARCH_CASES: list[tuple[str, int, str, int, tuple[str, str], list[str], int | None, bytes]] = [
+    ("subtree, first page", 2, "ou=radni,dc=rada,dc=pl", WHOLE_SUBTREE,
+     ("objectClass", "inetOrgPerson"), ["mail", "employeeType"], 2000, b""),
+    ("next page", 300, "ou=radni,dc=rada,dc=pl", WHOLE_SUBTREE,
+     ("objectClass", "inetOrgPerson"), ["mail"], 7, b"\x00\x01cookie\xff" * 20),
+    ("base object, not paged", 5, "cn=Zażółć,ou=grupy,dc=rada,dc=pl", BASE_OBJECT,
+     ("objectClass", "groupOfNames"), ["member"], None, b""),
+    ("special characters taken literally", MAX_MESSAGE_ID, "ou=x", WHOLE_SUBTREE,
+     ("l", SPECIAL), ["cn", "sn"], 100_000, b""),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("message_id", "base", "scope", "equal", "attributes", "page_size", "cookie"),
+    [case[1:] for case in SEARCH_CASES],
+    ids=[case[0] for case in SEARCH_CASES],
+)
+def test_search_request_is_byte_for_byte_what_ldap3_sends(
+    message_id: int,
+    base: str,
+    scope: int,
+    equal: tuple[str, str],
+    attributes: list[str],
+    page_size: int | None,
+    cookie: bytes,
+) -> None:
+    escaped = ldap3.utils.conv.escape_filter_chars(equal[1])
+    request = search_operation(
+        base, f"({equal[0]}={escaped})", scope, ldap3.DEREF_ALWAYS, attributes,
+        0, 0, False, False, True,
+    )  # fmt: skip
+    message = LDAPMessage()
+    message["messageID"] = MessageID(message_id)
+    message["protocolOp"] = ProtocolOp().setComponentByName("searchRequest", request)
+    if page_size is not None:
+        control = paged_search_control(False, page_size, cookie or None)
+        message["controls"] = build_controls_list([control])
+    ours = encode_search_request(
+        message_id, base, scope, equal, attributes, page_size=page_size, cookie=cookie
+    )
+    assert ours == bytes(encoder.encode(message))
+
+
+def test_search_answers_decode_to_entries_and_the_next_page_cookie() -> None:
+    entry = tlv(
+        0x64,
+        tlv(0x04, "uid=łucja,ou=radni".encode())
+        + tlv(
+            0x30,
+            tlv(0x30, tlv(0x04, b"mail") + tlv(0x31, tlv(0x04, b"lucja@rada.pl")))
+            + tlv(0x30, tlv(0x04, b"title") + tlv(0x31, tlv(0x04, b"radna") + tlv(0x04, b"")))
+            + tlv(0x30, tlv(0x04, b"description") + tlv(0x31, b"")),
+        ),
+    )
+    reference = tlv(0x73, tlv(0x04, b"ldap://elsewhere/ou=x"))
+    cookie = b"\x01\x02\x03"
+    paged = tlv(0x30, b"\x02\x01\x00" + tlv(0x04, cookie))
+    controls = tlv(0xA0, tlv(0x30, tlv(0x04, PAGED_RESULTS.encode()) + tlv(0x04, paged)))
+    stream = (
+        tlv(0x30, b"\x02\x01\x04" + entry)
+        + tlv(0x30, b"\x02\x01\x04" + reference)
+        + response(4, SEARCH_RESULT_DONE, 0, controls=controls)
+    )
+    found, ref, done = ResponseReader().feed(stream)
+    assert found == LdapResponse(
+        4,
+        SEARCH_RESULT_ENTRY,
+        LdapResult(0),
+        entry=(
+            "uid=łucja,ou=radni",
+            {"mail": ["lucja@rada.pl"], "title": ["radna", ""], "description": []},
+        ),
+    )
+    assert ref.op == SEARCH_RESULT_REFERENCE and ref.entry is None
+    assert done.op == SEARCH_RESULT_DONE and paged_cookie(done.controls) == cookie
+    assert paged_cookie(()) == b"" and paged_cookie((("1.2.3", b"x"),)) == b""
 
 
 @pytest.mark.parametrize("message_id", [1, 2, 128, MAX_MESSAGE_ID])
@@ -267,7 +355,7 @@ NOTICE = response(
                 0,
                 controls=tlv(0xA0, tlv(0x30, tlv(0x04, b"1.2.3") + tlv(0x04, b"v"))),
             ),
-            LdapResponse(10, ADD_RESPONSE, LdapResult(0)),
+            LdapResponse(10, ADD_RESPONSE, LdapResult(0), controls=(("1.2.3", b"v"),)),
         ),
         (
             response(1, BIND_RESPONSE, 14, extra=tlv(0x87, b"sasl")),
@@ -295,7 +383,7 @@ NOTICE = response(
         "4-byte lengths",
         "long diagnostic",
         "referral skipped",
-        "controls skipped",
+        "controls read",
         "serverSaslCreds skipped",
         "notice of disconnection",
         "diagnostic not UTF-8",
@@ -348,7 +436,15 @@ def test_responses_split_across_reads_and_several_in_one_read() -> None:
         (b"\x30\x05\x02\x01\x01\x69\x05", "runs past its enclosing element"),
         (b"\x30\x05\x02\x01\x01\x69\x00", "resultCode: truncated element"),
         (b"\x30\x06\x02\x01\x01\x1f\x81\x00", "multi-byte tag"),
-        (bytes.fromhex("300c02010164070a010004000400"), "not a response this client"),
+        (bytes.fromhex("300c02010177070a010004000400"), "not a response this client"),
+        (
+            tlv(0x30, b"\x02\x01\x01" + tlv(0x64, tlv(0x02, b"\x01") + tlv(0x30, b""))),
+            "objectName: expected OCTET STRING",
+        ),
+        (
+            tlv(0x30, b"\x02\x01\x01" + tlv(0x64, tlv(0x04, b"uid=a") + tlv(0x31, b""))),
+            "attributes: expected SEQUENCE",
+        ),
         (bytes.fromhex("300c020101690704010004000400"), "resultCode: expected ENUMERATED"),
         (bytes.fromhex("300c02010169070a010002000400"), "matchedDN: expected OCTET STRING"),
         (bytes.fromhex("300c02010169070a010004000200"), "diagnosticMessage: expected"),

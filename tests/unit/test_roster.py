@@ -599,3 +599,26 @@ def test_bom_file_with_an_invalid_line_names_it(tmp_path: Path) -> None:
 def test_committees_that_cannot_be_told_apart_are_a_configuration_error() -> None:
     with pytest.raises(ValueError, match="cannot be told apart"):
         parse(HEADER, row(), committees={"sport": "Komisja Sportu", "sportu": "Sportu"})
+
+
+def test_a_value_repeated_on_many_rows_is_reported_on_each_bad_one() -> None:
+    # Dates, roles and committees are read once per spelling; a bad one still gets a problem
+    # on every line it is on, and the good rows around them are all kept.
+    rows = []
+    for i in range(6):
+        bad = i % 2 == 1
+        rows.append(
+            row(
+                imie=f"Jan{chr(ord('a') + i)}",
+                id=f"R{i}",
+                poczatek="31.02.2024" if bad else "07.05.2024",
+                funkcja="sołtys" if bad else "radna",
+                komisje="Sportu" if bad else "Budżetowa",
+            )
+        )
+    roster = parse(HEADER, *rows)
+    assert [e.line for e in roster.entries] == [2, 4, 6]
+    assert {e.role for e in roster.entries} == {"radny"} and len(roster.entries) == 3
+    for line in (3, 5, 7):
+        columns = sorted(p.column or "" for p in roster.problems if p.line == line)
+        assert columns == ["funkcja", "komisje", "początek kadencji"], line
