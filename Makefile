@@ -33,7 +33,9 @@ test: system-deps venv lint ## set everything up and run the whole test suite (S
 	$(BIN)/pytest -q -ra -n auto --dist loadfile -m "not postgresql_only"
 	$(MAKE) --no-print-directory test-postgresql
 
-# The files marked no_database do not use the suite's database: they ran in the first pass.
+# The tests marked no_database ran in the first pass and are left out here: nothing they assert
+# is read from the service's database (directory, Dovecot, TLS, IMAP/LMTP clients, config), so
+# their outcome cannot differ by database. The rule in full is beside the marker (pyproject.toml).
 test-postgresql: system-deps venv ## the integration tests with the service on PostgreSQL
 	MAILSVC_TEST_DATABASE=postgresql $(BIN)/pytest -q -ra -n auto --dist loadfile \
 	  -m "not no_database" tests/integration

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from mailsvc.app import Service, open_reader_directory
 from mailsvc.config import Settings
 from mailsvc.relay.smtp.recipients import CachedRecipients
@@ -12,6 +14,7 @@ from provisioning.directory import Directory
 from tests.integration.conftest import make_message, smtp_send
 
 
+@pytest.mark.no_database  # the directory only
 async def test_the_reader_finds_a_recipient_with_only_its_address_and_status(
     settings: Settings, directory: Directory, add_councillor: Callable[[str, str], Any]
 ) -> None:
@@ -29,6 +32,7 @@ async def test_the_reader_finds_a_recipient_with_only_its_address_and_status(
         await reader.close()
 
 
+@pytest.mark.no_database  # the directory only
 async def test_the_full_lookup_never_carries_the_password_hash(
     directory: Directory, add_councillor: Callable[[str, str], Any]
 ) -> None:

@@ -18,7 +18,7 @@ from mailsvc.stack import free_ports
 from .test_cli import run_cli
 from .test_imapcheck import as_councillor, deliver, flags_seen_by_councillor, ok, scripted_server
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.no_database]  # Dovecot over IMAP only
 
 
 async def test_mailbox_command_lists_without_marking_anything_read(
