@@ -20,7 +20,7 @@ LOCK_TOOL := .cache/lock-tool
 UV_VERSION := 0.13.9
 LOCK_ARGS ?=
 
-.PHONY: run test test-postgresql lint unit system-deps venv lock stack-up stack-down check bench clean
+.PHONY: run test test-postgresql test-samba lint unit system-deps venv lock stack-up stack-down check bench clean
 
 run: system-deps venv ## set everything up and run the service (Ctrl-C stops it)
 	$(BIN)/mailsvc run
@@ -34,7 +34,9 @@ test: system-deps venv lint ## set everything up and run the whole test suite (S
 	$(MAKE) --no-print-directory test-postgresql
 	$(MAKE) --no-print-directory test-samba
 
-# The files marked no_database do not use the suite's database: they ran in the first pass.
+# The tests marked no_database ran in the first pass and are left out here: nothing they assert
+# is read from the service's database (directory, Dovecot, TLS, IMAP/LMTP clients, config), so
+# their outcome cannot differ by database. The rule in full is beside the marker (pyproject.toml).
 test-postgresql: system-deps venv ## the integration tests with the service on PostgreSQL
 	MAILSVC_TEST_DATABASE=postgresql $(BIN)/pytest -q -ra -n auto --dist loadfile \
 	  -m "not no_database" tests/integration

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import shutil
 import smtplib
+import tempfile
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,8 @@ from mailsvc.app import Parts, Service, open_directory, open_parts, start_servic
 from mailsvc.config import Settings
 from mailsvc.directory.councillors import Councillors, CreatedAccount
 from mailsvc.mailbox import read_inbox
+from mailsvc.storage import schema
+from mailsvc.storage.db import create_engine, private_database_file
 from mailsvc.storage.register import os_audit_context
 from provisioning.directory import Directory
 from tests.conftest import migrated_pg_database, selected_database
@@ -23,12 +28,42 @@ from tests.conftest import migrated_pg_database, selected_database
 
 def service_database_url(tmp_path: Path) -> str:
     """A fresh database for one test's service: SQLite under ``tmp_path``, or a new database on
-    the session's PostgreSQL when the suite runs with MAILSVC_TEST_DATABASE=postgresql (already
-    at the schema's head, as the first start would leave it: a copy of a template migrated once
-    per process is several times faster than migrating each)."""
+    the session's PostgreSQL when the suite runs with MAILSVC_TEST_DATABASE=postgresql. Either is
+    already at the schema's head, as the first start would leave it: a copy of a template
+    migrated once per process is several times faster than migrating each. (The first start on
+    an empty database: tests/unit/test_schema.py, test_wheel_install.py, test_init.py.)"""
     if selected_database() == "postgresql":
         return migrated_pg_database()
-    return f"sqlite+aiosqlite:///{tmp_path / 'mailsvc.db'}"
+    database = tmp_path / "mailsvc.db"
+    shutil.copyfile(_migrated_sqlite_template(), database)
+    private_database_file(str(database))
+    return f"sqlite+aiosqlite:///{database}"
+
+
+_SQLITE_TEMPLATE: dict[str, Path] = {}
+
+
+def _migrated_sqlite_template() -> Path:
+    """A SQLite file at the schema's head, made once per process and removed at its exit."""
+    template = _SQLITE_TEMPLATE.get("path")
+    if template is None:
+        template = Path(tempfile.mkdtemp(prefix="mssq", dir="/tmp")) / "head.db"
+        atexit.register(shutil.rmtree, template.parent, True)
+        # In a thread of its own: the caller may be a test's coroutine, in a running loop.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, _upgrade(f"sqlite+aiosqlite:///{template}")).result()
+        # The last connection closed has checkpointed the WAL: the file alone is the database.
+        assert not template.with_name(template.name + "-wal").exists()
+        _SQLITE_TEMPLATE["path"] = template
+    return template
+
+
+async def _upgrade(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await schema.upgrade(engine)
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture

@@ -177,6 +177,9 @@ async def test_the_stack_makes_the_staff_subtree_and_clerks_add_remakes_it_when_
     assert entry.dn.lower().endswith("," + settings.ldap.staff_dn.lower())
 
 
+# Refusals come from the directory; the audit rows of the two clerks made are checked on both
+# databases by test_a_clerk_added_by_the_cli_signs_in_and_is_locked_out_once_removed.
+@pytest.mark.no_database
 async def test_clerk_commands_refuse_clearly_and_exit_75_without_a_directory(
     settings: Settings, directory: Directory, add_councillor: Callable[[str, str], Any]
 ) -> None:

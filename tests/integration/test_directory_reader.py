@@ -17,6 +17,7 @@ from tests.integration.conftest import make_message, smtp_send
 pytestmark = pytest.mark.directory
 
 
+@pytest.mark.no_database  # the directory only
 async def test_the_reader_finds_a_recipient_with_only_its_address_and_status(
     settings: Settings, directory: Directory, add_councillor: Callable[[str, str], Any]
 ) -> None:
@@ -34,6 +35,7 @@ async def test_the_reader_finds_a_recipient_with_only_its_address_and_status(
         await reader.close()
 
 
+@pytest.mark.no_database  # the directory only
 async def test_the_full_lookup_never_carries_the_password_hash(
     directory: Directory, add_councillor: Callable[[str, str], Any]
 ) -> None:

@@ -114,6 +114,7 @@ def directory_at(
     return Directory(config)
 
 
+@pytest.mark.no_database  # the directory only
 async def test_a_self_signed_directory_is_trusted_through_its_ca_file(
     stack_settings: Settings, ldaps: Any
 ) -> None:
@@ -139,6 +140,7 @@ async def test_a_self_signed_directory_is_trusted_through_its_ca_file(
         await directory.close()
 
 
+@pytest.mark.no_database  # the directory only
 async def test_without_its_ca_file_the_self_signed_directory_is_refused(
     stack_settings: Settings, ldaps: Any
 ) -> None:
@@ -218,6 +220,7 @@ def add_request(directory: Directory, settings: Settings, local: str) -> Any:
     )
 
 
+@pytest.mark.no_database  # the directory only
 async def test_slapd_itself_refuses_a_bind_without_starttls(
     stack_settings: Settings, starttls: tuple[str, Path]
 ) -> None:
@@ -233,6 +236,7 @@ async def test_slapd_itself_refuses_a_bind_without_starttls(
         await directory.close()
 
 
+@pytest.mark.no_database  # the directory only
 async def test_with_starttls_reads_writes_and_password_checks_work(
     stack_settings: Settings, starttls: tuple[str, Path]
 ) -> None:
@@ -254,6 +258,7 @@ async def test_with_starttls_reads_writes_and_password_checks_work(
         await reader.close()
 
 
+@pytest.mark.no_database  # the directory only
 async def test_a_certificate_from_another_ca_is_a_clear_error(
     stack_settings: Settings, starttls: tuple[str, Path], tmp_path: Path
 ) -> None:
@@ -273,6 +278,7 @@ async def test_a_certificate_from_another_ca_is_a_clear_error(
         await directory.close()
 
 
+@pytest.mark.no_database  # the directory only
 async def test_a_directory_without_starttls_is_a_clear_error(
     stack_settings: Settings, local_stack: LocalStack
 ) -> None:

@@ -31,7 +31,8 @@ from mailsvc.receipts.imapcheck import (
 from mailsvc.relay.delivery.lmtp import LmtpClient
 from mailsvc.stack import free_ports, master_credentials
 
-pytestmark = pytest.mark.integration
+# The check reads Dovecot only; the database gets the audit rows of the councillors made.
+pytestmark = [pytest.mark.integration, pytest.mark.no_database]
 
 # "Sesje Rady.Wrzesień" in modified UTF-7, written out here rather than made by the code under
 # test; Dovecot's maildir layout uses "." between folder levels.

@@ -7,10 +7,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+
 from mailsvc.config import Settings
 from mailsvc.relay.delivery.lmtp import LmtpClient
 
 from .conftest import wait_for_inbox
+
+# Our LMTP client against Dovecot; the database gets the audit rows of the councillors made.
+pytestmark = pytest.mark.no_database
 
 BODY = b"From: jan@example.org\r\nSubject: lmtp\r\n\r\n.dot first\r\nline\r\n"
 

@@ -27,6 +27,9 @@ from mailsvc.relay.delivery.lmtp import LmtpClient, LmtpUnavailable, encode_data
 
 from .conftest import wait_for_inbox
 
+# Our LMTP client against Dovecot; the database gets the audit rows of the councillors made.
+pytestmark = pytest.mark.no_database
+
 RUNNERS: dict[str, Callable[[Coroutine[Any, Any, Any]], Any]] = {
     "asyncio": asyncio.run,
     "uvloop": uvloop.run,

@@ -18,8 +18,8 @@ from mailsvc.stack import free_ports
 from .test_cli import run_cli
 from .test_imapcheck import as_councillor, deliver, flags_seen_by_councillor, ok, scripted_server
 
-# Run against Samba's AD DC too (make test-samba): what the directory server may change.
-pytestmark = [pytest.mark.integration, pytest.mark.directory]
+# Dovecot over IMAP only; run against Samba's AD DC too (make test-samba).
+pytestmark = [pytest.mark.integration, pytest.mark.no_database, pytest.mark.directory]
 
 
 async def test_mailbox_command_lists_without_marking_anything_read(

@@ -22,7 +22,7 @@ from provisioning.passwords import Argon2Params, hash_password, ssha_hash
 
 from .test_provisioning import ROW_NOWAK, ROW_ZOLC, roster
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.no_database]  # slapd's hashes, binds, IMAP
 
 
 def admin_connection(settings: Settings) -> ldap3.Connection:

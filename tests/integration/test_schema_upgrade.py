@@ -81,8 +81,10 @@ async def test_the_service_starts_on_a_database_from_before_migrations_after_db_
         settings = settings.with_changes(database={"url": new_pg_database()})
         queued = await _pre_migration_postgresql(settings.database_url, tmp_path)
     else:
-        assert url.database is not None
-        queued = _pre_migration_sqlite(url.database)
+        # A file of its own: the suite's (tests/integration/conftest.py) is migrated already.
+        database = tmp_path / "pre_migration.db"
+        settings = settings.with_changes(database={"url": f"sqlite+aiosqlite:///{database}"})
+        queued = _pre_migration_sqlite(str(database))
 
     with pytest.raises(SchemaVersionError, match=r"before schema migrations.*mailsvc db upgrade"):
         await start_service(settings, scheduler=False)

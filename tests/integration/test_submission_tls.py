@@ -118,6 +118,7 @@ async def test_implicit_tls_submission_works_as_587_does(
     assert "using TLSv1.3" in ours[0] and f"authenticated sender: {author.address}" in ours[0]
 
 
+@pytest.mark.no_database  # TLS handshakes only
 async def test_intermediate_settings_on_every_tls_port_and_the_mta_sts_policy(
     service: Service, settings: Settings, tmp_path: Path
 ) -> None:
@@ -185,6 +186,7 @@ def serve_log(tmp_path: Path) -> Iterator[Path]:
         print(log.read_text()[-4000:])  # shown when the test fails
 
 
+@pytest.mark.no_database  # TLS handshakes only
 async def test_a_certificate_swapped_and_sighupped_is_served_to_the_next_connection(
     settings: Settings, add_councillor: Callable[..., Any], tmp_path: Path, serve_log: Path
 ) -> None:

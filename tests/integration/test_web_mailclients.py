@@ -88,6 +88,7 @@ def error_code(document: bytes) -> str | None:
     )
 
 
+@pytest.mark.no_database  # made from settings alone
 async def test_thunderbird_finds_imap_and_submission_on_both_paths(
     web: httpx.AsyncClient, settings: Settings
 ) -> None:
@@ -114,6 +115,7 @@ async def test_thunderbird_finds_imap_and_submission_on_both_paths(
             ]
 
 
+@pytest.mark.no_database  # made from settings alone
 async def test_thunderbird_gets_nothing_for_another_domain_and_garbage_is_never_echoed(
     web: httpx.AsyncClient,
 ) -> None:
@@ -127,6 +129,7 @@ async def test_thunderbird_gets_nothing_for_another_domain_and_garbage_is_never_
     parse(answer.content)
 
 
+@pytest.mark.no_database  # made from settings alone
 async def test_outlook_gets_imap_and_smtp_for_a_council_address(
     web: httpx.AsyncClient, settings: Settings
 ) -> None:
@@ -149,6 +152,7 @@ async def test_outlook_gets_imap_and_smtp_for_a_council_address(
     assert probe.status_code == 200 and error_code(probe.content) == "600"
 
 
+@pytest.mark.no_database  # made from settings alone
 async def test_outlook_gets_no_settings_for_another_domain_or_schema(
     web: httpx.AsyncClient, settings: Settings
 ) -> None:
@@ -186,6 +190,7 @@ async def listener() -> AsyncIterator[tuple[int, list[bytes]]]:
         await server.wait_closed()
 
 
+@pytest.mark.no_database  # made from settings alone
 async def test_xml_bombs_and_external_entities_get_400_without_expansion(
     web: httpx.AsyncClient, settings: Settings, listener: tuple[int, list[bytes]]
 ) -> None:
@@ -224,6 +229,7 @@ async def test_xml_bombs_and_external_entities_get_400_without_expansion(
     assert set(protocols(fine.content)) == {"IMAP", "SMTP"}
 
 
+@pytest.mark.no_database  # made from settings alone
 async def test_apple_profile_downloads_with_the_servers_and_no_password(
     web: httpx.AsyncClient, settings: Settings
 ) -> None:
