@@ -319,7 +319,8 @@ class Councillors:
             )
             prepared.append((create, local, password, request))
         # One thread hop per connection, each adding its share in sequence.
-        shares = [prepared[i::_PARALLEL] for i in range(_PARALLEL)]
+        parallel = min(_PARALLEL, self.directory.dialect.add_connections)
+        shares = [prepared[i::parallel] for i in range(parallel)]
         answers = await asyncio.gather(
             *(self.directory.add_many([p[3] for p in share]) for share in shares if share)
         )

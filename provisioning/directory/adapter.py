@@ -470,6 +470,7 @@ class Directory:
             self.ssl_context(),
             items,
             object_classes or self._person_classes(),
+            self.dialect.add_window,
         )
 
     async def modify(self, dn: str, changes: Mapping[str, Sequence[str] | None]) -> None:

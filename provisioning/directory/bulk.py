@@ -34,8 +34,10 @@ async def add_entries(
     ssl_context: ssl.SSLContext,
     items: Sequence[tuple[str, Mapping[str, Any]]],
     object_classes: Sequence[str],
+    window: int = 64,
 ) -> list[str | Exception]:
-    """One result per item, in order: its DN if added, else the error for that entry.
+    """One result per item, in order: its DN if added, else the error for that entry;
+    ``window`` requests in flight at most.
 
     After a temporary failure no further entries are sent (they get that failure too).
     """
@@ -53,6 +55,7 @@ async def add_entries(
                 items,
                 object_classes=object_classes,
                 stop_on=TEMPORARY_RESULTS,
+                window=window,
             )
     except LdapBindError as exc:
         if exc.result.code in TEMPORARY_RESULTS:

@@ -83,6 +83,10 @@ class Dialect:
     stores_hashes = True
     # groupOfNames needs a member: an empty group holds a placeholder (the groups container).
     needs_placeholder = True
+    # Bulk additions: connections used at once, and requests in flight on each. slapd answers
+    # thousands of adds a second on many threads.
+    add_connections = 8
+    add_window = 64
 
     def __init__(self, config: DialectConfig) -> None:
         self.config = config
@@ -151,6 +155,12 @@ class AdDialect(Dialect):
     login_attribute = "sAMAccountName"
     stores_hashes = False
     needs_placeholder = False
+    # A domain controller checks the password policy and hashes every new password on the add:
+    # Samba's one process adds about ten users a second, serving one connection's queue while
+    # the others wait. One connection with a short queue keeps each wait for an answer well
+    # inside directory.timeout; more would not add any speed.
+    add_connections = 1
+    add_window = 4
 
     def person_classes(self) -> list[str]:
         return list(AD_PERSON_CLASSES)

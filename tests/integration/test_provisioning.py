@@ -547,3 +547,21 @@ async def test_roster_import_never_disables_office_staff_in_the_clerks_group(
     assert clerk.address not in disabled  # the clerk is not a councillor of the roster
     still = await parts.directory.find_by_address(clerk.address)
     assert still is not None and still.active
+
+
+async def test_a_council_of_sixty_is_imported_at_once_within_the_directory_timeout(
+    parts: Parts, tmp_path: Path
+) -> None:
+    # A domain controller adds about ten users a second (it checks the policy and hashes each
+    # password), serving one connection's queue while the others wait: sent on eight
+    # connections with 64 requests in flight each, the adds of a council of 60 left some
+    # connection without an answer for longer than directory.timeout (5 s).
+    rows = [
+        f"Radny{n};Testowy{chr(ord('a') + n % 26)}{n};Okręg {n % 5};;radny;;07.05.2024;;;;T{n:03}"
+        for n in range(60)
+    ]
+    assert parts.settings.directory.timeout == 5.0
+    _plan, result, _, _ = await run_import(parts, roster(tmp_path, *rows), quiet=True)
+    assert result is not None and result.errors == []
+    assert len(result.created) == 60
+    assert len(await parts.directory.list_councillors(brief=True)) == 60
