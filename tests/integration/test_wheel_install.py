@@ -124,9 +124,7 @@ def installed() -> Iterator[Installed]:
         requirement.write_text(f"mailsvc @ {wheel.as_uri()} --hash=sha256:{digest}\n")
         # Run outside the checkout and without PYTHONPATH: pip would otherwise count the
         # checkout's mailsvc.egg-info as mailsvc already installed.
-        # --no-compile: the modules a run imports are compiled as it imports them; compiling
-        # every file of every dependency beforehand took a good part of the install's time.
-        pip = ["-m", "pip", "--python", venv / "bin" / "python", "install", "-q", "--no-compile"]
+        pip = ["-m", "pip", "--python", venv / "bin" / "python", "install", "-q"]
         locked = ["--require-hashes", "-c", ROOT / "requirements.lock", "-r", requirement]
         _run([sys.executable, *pip, *locked], 600, cwd=work, env=outside_env())
         yield Installed(venv, wheel, time.monotonic() - started)
