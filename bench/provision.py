@@ -530,7 +530,7 @@ def _instrument(phases: PhaseTimes, max_bytes: int | None) -> None:
     phases.wrap_async(
         Councillors, "_create_chunk", "  creates: hashing, LDAP adds, register writes"
     )
-    phases.wrap_async(councillors_module, "hash_new_passwords", HASHING_PHASE)
+    phases.wrap_async(councillors_module, "hashes_for", HASHING_PHASE)
     phases.wrap_async(Councillors, "_update_chunk", "  updates: LDAP modifies + register writes")
     phases.wrap_async(Councillors, "sync_groups", "  sync groups")
     phases.wrap_async(Register, "write", "of which: register writes (SQLite)")
