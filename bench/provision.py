@@ -805,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=("openldap", "samba"),
         default="openldap",
         help="samba: the service in directory.kind 'ad' against Samba's AD DC, beside ldapadd "
-        "and ldbadd (bench/provision_samba.py; run as root; use a small --count, e.g. 2000)",
+        "and ldbadd (bench/provision_samba.py; as root; ~7 users/s: a small --count, e.g. 500)",
     )
     parser.add_argument("--skip-ldbadd", action="store_true", help="--directory samba: no ldbadd")
     args = parser.parse_args(argv)
