@@ -800,9 +800,21 @@ def main(argv: list[str] | None = None) -> int:
         help="call apply() of FILE.py in the benchmark and in each import process first: "
         "try a change (monkeypatch) without editing the tree",
     )
+    parser.add_argument(
+        "--directory",
+        choices=("openldap", "samba"),
+        default="openldap",
+        help="samba: the service in directory.kind 'ad' against Samba's AD DC, beside ldapadd "
+        "and ldbadd (bench/provision_samba.py; as root; ~7 users/s: a small --count, e.g. 500)",
+    )
+    parser.add_argument("--skip-ldbadd", action="store_true", help="--directory samba: no ldbadd")
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
+    if args.directory == "samba":
+        import provision_samba  # bench/, beside this file, is on sys.path
+
+        return provision_samba.run(args)
 
     count: int = args.count
     work = Path(tempfile.mkdtemp(prefix="bench-provision-", dir="/tmp"))
