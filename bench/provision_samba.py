@@ -63,7 +63,6 @@ from mailsvc.stack import LocalStack, free_ports, samba
 from mailsvc.stack.supervise import port_in_use
 from provisioning import roster as roster_module
 
-
 # --- private Samba stacks -------------------------------------------------------------------
 
 
