@@ -229,7 +229,9 @@ async def test_clerk_commands_refuse_clearly_and_exit_75_without_a_directory(
     assert await directory.find_staff(f"sekretariat@{settings.domain}", "sekretariat")
 
     (port,) = free_ports(1)
-    down = f"ldap://127.0.0.1:{port}"
+    # Nobody listens there (AD is reached over TLS only: a plain URL is refused as config).
+    scheme = "ldaps" if settings.ldap.kind == "ad" else "ldap"
+    down = f"{scheme}://127.0.0.1:{port}"
     for args in (("list",), ("add", "ktos", "--name", "Kto Ś"), ("remove", "sekretariat")):
         proc = await cli(settings, "clerks", *args, MAILSVC_DIRECTORY__URL=down)
         assert proc.returncode == 75, (args, proc.stdout, proc.stderr)
