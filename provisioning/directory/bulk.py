@@ -5,7 +5,7 @@ DirectoryUnavailable), and the brief listing of every councillor an import plans
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from provisioning.directory.entries import (
@@ -29,6 +29,13 @@ from provisioning.ldapwire import (
 from provisioning.ldapwire.ber import WHOLE_SUBTREE
 
 
+def _connect(c: DirectoryConfig, ssl_context: ssl.SSLContext) -> Coroutine[Any, Any, LdapWire]:
+    """A bound ldapwire connection as the adapter's account, with the adapter's TLS."""
+    return LdapWire.connect(
+        c.url, c.bind_dn, c.bind_password, c.timeout, ssl_context=ssl_context, starttls=c.starttls
+    )
+
+
 async def add_entries(
     config: DirectoryConfig,
     ssl_context: ssl.SSLContext,
@@ -43,14 +50,7 @@ async def add_entries(
     """
     c = config
     try:
-        async with await LdapWire.connect(
-            c.url,
-            c.bind_dn,
-            c.bind_password,
-            c.timeout,
-            ssl_context=ssl_context,
-            starttls=c.starttls,
-        ) as wire:
+        async with await _connect(c, ssl_context) as wire:
             answers = await wire.add_many(
                 items,
                 object_classes=object_classes,
@@ -102,14 +102,7 @@ async def list_brief(
     asked = [c.mail_attribute, *status_attributes]
     spelling = {name.lower(): name for name in asked}
     try:
-        async with await LdapWire.connect(
-            c.url,
-            c.bind_dn,
-            c.bind_password,
-            c.timeout,
-            ssl_context=ssl_context,
-            starttls=c.starttls,
-        ) as wire:
+        async with await _connect(c, ssl_context) as wire:
             found = await wire.search(
                 c.councillors_dn,
                 WHOLE_SUBTREE,
