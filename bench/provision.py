@@ -43,7 +43,7 @@ import time
 import traceback
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from multiprocessing.connection import Connection
@@ -626,9 +626,16 @@ def run_import_in_child(
 # --- the peer ---------------------------------------------------------------------------------
 
 
-def ldap_count(settings: Settings, password_file: Path) -> int:
-    """Councillor entries in a directory, counted with ldapsearch as the admin."""
-    d = settings.directory
+def person_dns(
+    url: str,
+    bind_dn: str,
+    password_file: Path,
+    settings: Settings,
+    env: Mapping[str, str] | None = None,
+) -> set[str]:
+    """The DNs (lower case) of the person entries under the councillors' container, read with
+    ldapsearch (paged) as ``bind_dn``."""
+    d = settings.ldap
     result = subprocess.run(
         [
             "ldapsearch",
@@ -637,9 +644,9 @@ def ldap_count(settings: Settings, password_file: Path) -> int:
             "-o",
             "ldif-wrap=no",
             "-H",
-            settings.ldap_url,
+            url,
             "-D",
-            d.admin_dn,
+            bind_dn,
             "-y",
             str(password_file),
             "-b",
@@ -652,8 +659,20 @@ def ldap_count(settings: Settings, password_file: Path) -> int:
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     )
-    return sum(1 for line in result.stdout.splitlines() if line.startswith("dn:"))
+    dns = set()
+    for line in result.stdout.splitlines():
+        if line.startswith("dn:: "):
+            dns.add(base64.b64decode(line[5:]).decode("utf-8").lower())
+        elif line.startswith("dn: "):
+            dns.add(line[4:].lower())
+    return dns
+
+
+def ldap_count(settings: Settings, password_file: Path) -> int:
+    """Councillor entries in a directory, counted with ldapsearch as the admin."""
+    return len(person_dns(settings.ldap_url, settings.ldap.admin_dn, password_file, settings))
 
 
 def password_file(settings: Settings, directory: Path) -> Path:

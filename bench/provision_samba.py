@@ -52,6 +52,7 @@ from provision import (
     load_patch,
     machine,
     make_council,
+    person_dns,
     process_cpu,
     run_import_in_child,
     write_roster,
@@ -234,39 +235,8 @@ def run_ldbadd(settings: Settings, ldif: Path) -> tuple[float, float]:
 
 def councillor_dns(settings: Settings, pw: Path) -> set[str]:
     """The DNs of the user objects under the councillors' OU, read with ldapsearch over LDAPS."""
-    d = settings.ldap
-    result = subprocess.run(
-        [
-            "ldapsearch",
-            "-x",
-            "-LLL",
-            "-o",
-            "ldif-wrap=no",
-            "-H",
-            settings.samba_directory.url,
-            "-D",
-            settings.samba_directory.admin_dn,
-            "-y",
-            str(pw),
-            "-b",
-            d.councillors_dn,
-            "-E",
-            "pr=1000/noprompt",
-            f"(objectClass={d.person_object_class})",
-            "1.1",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=_ldap_env(settings),
-    )
-    dns = set()
-    for line in result.stdout.splitlines():
-        if line.startswith("dn:: "):
-            dns.add(base64.b64decode(line[5:]).decode("utf-8").lower())
-        elif line.startswith("dn: "):
-            dns.add(line[4:].lower())
-    return dns
+    ad = settings.samba_directory
+    return person_dns(ad.url, ad.admin_dn, pw, settings, env=_ldap_env(settings))
 
 
 # --- main ---------------------------------------------------------------------------------

@@ -205,13 +205,14 @@ def migrated_pg_database() -> str:
     template = _PG_TEMPLATE.get("name")
     if template is None:
         url = new_pg_database()
-        asyncio.run(_upgrade(url))
+        asyncio.run(upgrade_schema(url))
         template = url.rsplit("/", 1)[1]
         _PG_TEMPLATE["name"] = template
     return new_pg_database(template)
 
 
-async def _upgrade(url: str) -> None:
+async def upgrade_schema(url: str) -> None:
+    """Migrate the database at ``url`` to the schema's head."""
     from mailsvc.storage import schema
     from mailsvc.storage.db import create_engine
 

@@ -19,11 +19,10 @@ from mailsvc.app import Parts, Service, open_directory, open_parts, start_servic
 from mailsvc.config import Settings
 from mailsvc.directory.councillors import Councillors, CreatedAccount
 from mailsvc.mailbox import read_inbox
-from mailsvc.storage import schema
-from mailsvc.storage.db import create_engine, private_database_file
+from mailsvc.storage.db import private_database_file
 from mailsvc.storage.register import os_audit_context
 from provisioning.directory import Directory
-from tests.conftest import migrated_pg_database, selected_database
+from tests.conftest import migrated_pg_database, selected_database, upgrade_schema
 
 
 def service_database_url(tmp_path: Path) -> str:
@@ -51,19 +50,11 @@ def _migrated_sqlite_template() -> Path:
         atexit.register(shutil.rmtree, template.parent, True)
         # In a thread of its own: the caller may be a test's coroutine, in a running loop.
         with ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, _upgrade(f"sqlite+aiosqlite:///{template}")).result()
+            pool.submit(asyncio.run, upgrade_schema(f"sqlite+aiosqlite:///{template}")).result()
         # The last connection closed has checkpointed the WAL: the file alone is the database.
         assert not template.with_name(template.name + "-wal").exists()
         _SQLITE_TEMPLATE["path"] = template
     return template
-
-
-async def _upgrade(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        await schema.upgrade(engine)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture
