@@ -12,7 +12,7 @@ import ldap3
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, parse_dn
 
-from provisioning.directory.bulk import add_entries, list_brief
+from provisioning.directory.bulk import add_entries, list_brief, list_groups
 from provisioning.directory.dialect import dialect_for
 from provisioning.directory.entries import (
     ALREADY_EXISTS,
@@ -575,8 +575,26 @@ class Directory:
         itself as a placeholder (never a person, so it expands to nobody); an AD group may be
         empty.
         """
-        wanted = sorted({dn.lower() for dn in member_dns}) or self._placeholder()
-        current = await self.get_group(name)
+        return await self._sync_group(name, member_dns, description, await self.get_group(name))
+
+    async def sync_groups(self, wanted: Mapping[str, tuple[Iterable[str], str]]) -> int:
+        """``sync_group`` for each name → (member DNs, description), with one read of every
+        group; how many groups changed."""
+        current = {group.dn.lower(): group for group in await self.list_groups()}
+        changed = 0
+        for name, (members, description) in wanted.items():
+            found = current.get(self.group_dn(name).lower())
+            changed += await self._sync_group(name, members, description, found)
+        return changed
+
+    async def _sync_group(
+        self,
+        name: str,
+        member_dns: Iterable[str],
+        description: str,
+        current: GroupEntry | None,
+    ) -> bool:
+        wanted = set(map(str.lower, member_dns)) or set(self._placeholder())
         dn = self.group_dn(name)
         if current is None:
             # Through the pipelined client: a council-wide group can hold tens of thousands of
@@ -586,14 +604,14 @@ class Directory:
                 "description": description,
             }
             if wanted:
-                attributes[self.config.member_attribute] = wanted
+                attributes[self.config.member_attribute] = sorted(wanted)
             (result,) = await self.add_many([(dn, attributes)], self.dialect.group_classes())
             if isinstance(result, Exception):
                 raise result
             return True
-        if set(wanted) == set(current.members):
+        if wanted == current.members:
             return False
-        await self.modify(dn, {self.config.member_attribute: wanted})
+        await self.modify(dn, {self.config.member_attribute: sorted(wanted)})
         return True
 
     async def add_member(self, name: str, dn: str, description: str) -> bool:
@@ -636,29 +654,8 @@ class Directory:
         await self._ldap.run(op)
 
     async def list_groups(self) -> list[GroupEntry]:
-        def op(conn: ldap3.Connection) -> list[GroupEntry]:
-            ok = conn.search(
-                self.config.groups_dn,
-                f"(objectClass={escape_filter_chars(self.config.group_object_class)})",
-                ldap3.LEVEL,
-                attributes=["cn", self.config.member_attribute],
-            )
-            check_result(conn, ok or conn.result.get("result") == 0, "list groups")
-            out = []
-            for r in conn.response or []:
-                if r.get("type") != "searchResEntry":
-                    continue
-                members = r["attributes"].get(self.config.member_attribute, [])
-                out.append(
-                    GroupEntry(
-                        r["dn"],
-                        first_value(r["attributes"].get("cn")),
-                        frozenset(str(m).lower() for m in members),
-                    )
-                )
-            return out
-
-        return await self._ldap.run(op)
+        """Every group in the groups' container with its members (lowercased DNs)."""
+        return await list_groups(self.config, self.ssl_context())
 
     async def expand_group(self, name: str) -> list[CouncillorEntry] | None:
         """Active members of group ``name`` now (None if there is no such group)."""

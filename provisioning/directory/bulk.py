@@ -4,15 +4,18 @@ DirectoryUnavailable), and the brief listing of every councillor an import plans
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from provisioning.directory.entries import (
     ALREADY_EXISTS,
+    NO_SUCH_OBJECT,
     TEMPORARY_RESULTS,
     CouncillorEntry,
     DirectoryConfig,
+    GroupEntry,
     bind_refusal_hint,
 )
 from provisioning.errors import DirectoryError, DirectoryUnavailable
@@ -26,7 +29,9 @@ from provisioning.ldapwire import (
     LdapSearchError,
     LdapWire,
 )
-from provisioning.ldapwire.ber import WHOLE_SUBTREE
+from provisioning.ldapwire.ber import BASE_OBJECT, SINGLE_LEVEL, WHOLE_SUBTREE
+
+_T = TypeVar("_T")
 
 
 def _connect(c: DirectoryConfig, ssl_context: ssl.SSLContext) -> Coroutine[Any, Any, LdapWire]:
@@ -101,32 +106,17 @@ async def list_brief(
     c = config
     asked = [c.mail_attribute, *status_attributes]
     spelling = {name.lower(): name for name in asked}
-    try:
-        async with await _connect(c, ssl_context) as wire:
-            found = await wire.search(
-                c.councillors_dn,
-                WHOLE_SUBTREE,
-                ("objectClass", c.person_object_class),
-                asked,
-                page_size=page_size,
-            )
-    except LdapBindError as exc:
-        if exc.result.code in TEMPORARY_RESULTS:
-            raise DirectoryUnavailable(f"directory {c.url} busy: {exc.result}") from exc
-        raise DirectoryError(
-            f"directory {c.url} refused the bind as {c.bind_dn}: {exc.result.name}; "
-            f"{bind_refusal_hint(exc.result.code)}"
-        ) from exc
-    except LdapSearchError as exc:
-        if exc.result.code in TEMPORARY_RESULTS:
-            raise DirectoryUnavailable(
-                f"directory could not list {c.councillors_dn}: {exc.result}"
-            ) from exc
-        raise DirectoryError(f"directory refused to list {c.councillors_dn}: {exc.result}") from exc
-    except (LdapConnectionError, LdapProtocolError) as exc:
-        raise DirectoryUnavailable(f"directory unreachable: {exc}") from exc
-    except ValueError as exc:  # the URL or the credentials in the configuration
-        raise DirectoryError(f"cannot connect to the directory: {exc}") from exc
+
+    async def search(wire: LdapWire) -> list[tuple[str, dict[str, list[str]]]]:
+        return await wire.search(
+            c.councillors_dn,
+            WHOLE_SUBTREE,
+            ("objectClass", c.person_object_class),
+            asked,
+            page_size=page_size,
+        )
+
+    found = await _read(c, ssl_context, search, f"list {c.councillors_dn}")
     out = []
     for dn, attributes in found:
         values = {spelling.get(name.lower(), name): v for name, v in attributes.items()}
@@ -142,3 +132,123 @@ async def list_brief(
             )
         )
     return out
+
+
+async def _read(
+    c: DirectoryConfig,
+    ssl_context: ssl.SSLContext,
+    work: Callable[[LdapWire], Coroutine[Any, Any, _T]],
+    what: str,
+) -> _T:
+    """``work`` on a connection bound as the adapter's account, its failures in the adapter's
+    terms: DirectoryUnavailable when the directory is busy or unreachable, else
+    DirectoryError naming ``what`` was refused."""
+    try:
+        async with await _connect(c, ssl_context) as wire:
+            return await work(wire)
+    except LdapBindError as exc:
+        if exc.result.code in TEMPORARY_RESULTS:
+            raise DirectoryUnavailable(f"directory {c.url} busy: {exc.result}") from exc
+        raise DirectoryError(
+            f"directory {c.url} refused the bind as {c.bind_dn}: {exc.result.name}; "
+            f"{bind_refusal_hint(exc.result.code)}"
+        ) from exc
+    except LdapSearchError as exc:
+        if exc.result.code in TEMPORARY_RESULTS:
+            raise DirectoryUnavailable(f"directory could not {what}: {exc.result}") from exc
+        raise DirectoryError(f"directory refused to {what}: {exc.result}") from exc
+    except (LdapConnectionError, LdapProtocolError) as exc:
+        raise DirectoryUnavailable(f"directory unreachable: {exc}") from exc
+    except ValueError as exc:  # the URL or the credentials in the configuration
+        raise DirectoryError(f"cannot connect to the directory: {exc}") from exc
+
+
+# "member;range=0-1499": Active Directory hands out at most MaxValRange (1,500) values of a
+# multi-valued attribute per answer and names the slice it sent; "*" ends the last slice.
+_RANGE = re.compile(r"^(?P<name>[^;]+);range=(?P<low>\d+)-(?P<high>\d+|\*)$", re.IGNORECASE)
+
+
+# One group is one answer: the council-wide group of 50,000 members is about 3.3 MB. 32 MiB holds
+# half a million members and still bounds what one answer may make this process hold.
+GROUP_MAX_BYTES = 32 << 20
+
+
+async def list_groups(
+    config: DirectoryConfig,
+    ssl_context: ssl.SSLContext,
+    page_size: int = 500,
+    slice_size: int | None = None,
+) -> list[GroupEntry]:
+    """Every group right under the groups' container with all its members (lowercased DNs),
+    read without ldap3: the council-wide group of a large roster has tens of thousands of
+    members, which ldap3 decodes in about a second. A member list handed out in slices
+    (Active Directory's ranged retrieval: past MaxValRange values it sends a slice unasked)
+    is read to its end. ``slice_size`` asks for slices of that size from the start (tests
+    use it: Samba slices only when asked)."""
+    c = config
+    member = c.member_attribute
+    asked = member if slice_size is None else f"{member};range=0-{slice_size - 1}"
+
+    async def read(wire: LdapWire) -> list[GroupEntry]:
+        wire.max_response_bytes = GROUP_MAX_BYTES
+        try:
+            found = await wire.search(
+                c.groups_dn,
+                SINGLE_LEVEL,
+                ("objectClass", c.group_object_class),
+                ["cn", asked],
+                page_size=page_size,
+            )
+        except LdapSearchError as exc:
+            if exc.result.code == NO_SUCH_OBJECT:  # no container yet: no groups yet
+                return []
+            raise
+        out = []
+        for dn, attributes in found:
+            name, members, next_low = "", [], None
+            for attribute, values in attributes.items():
+                if attribute.lower() == "cn":
+                    name = values[0] if values else ""
+                elif attribute.lower() == member.lower():
+                    members.extend(values)
+                elif (ranged := _RANGE.match(attribute)) and ranged["name"].lower() == (
+                    member.lower()
+                ):
+                    members.extend(values)
+                    if ranged["high"] != "*":
+                        next_low = int(ranged["high"]) + 1
+            while next_low is not None:
+                next_low = await _next_slice(wire, c, dn, members, next_low, slice_size)
+            out.append(GroupEntry(dn, name, frozenset(map(str.lower, members))))
+        return out
+
+    return await _read(c, ssl_context, read, f"list the groups in {c.groups_dn}")
+
+
+async def _next_slice(
+    wire: LdapWire,
+    c: DirectoryConfig,
+    dn: str,
+    members: list[str],
+    low: int,
+    slice_size: int | None,
+) -> int | None:
+    """Appends the next slice of ``dn``'s members, from ``low`` on, to ``members``; the low
+    end of the slice after it, or None when this was the last one."""
+    high = "*" if slice_size is None else str(low + slice_size - 1)
+    asked = f"{c.member_attribute};range={low}-{high}"
+    found = await wire.search(dn, BASE_OBJECT, ("objectClass", c.group_object_class), [asked])
+    next_low = None
+    got = 0
+    for _, attributes in found:
+        for attribute, values in attributes.items():
+            ranged = _RANGE.match(attribute)
+            if ranged and ranged["name"].lower() == c.member_attribute.lower():
+                members.extend(values)
+                got += len(values)
+                if ranged["high"] != "*":
+                    next_low = int(ranged["high"]) + 1
+    if next_low is not None and not got:
+        # A directory that keeps answering empty slices would keep this loop going forever.
+        raise LdapProtocolError(f"{dn}: an empty slice of {c.member_attribute} before its end")
+    return next_low

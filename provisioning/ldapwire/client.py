@@ -151,6 +151,16 @@ class LdapWire:
     def closed(self) -> bool:
         return self._broken is not None
 
+    @property
+    def max_response_bytes(self) -> int:
+        """The largest single answer accepted (DEFAULT_MAX_RESPONSE_BYTES unless raised for
+        an entry known to be large, such as a group of tens of thousands of members)."""
+        return self._responses.max_message_bytes
+
+    @max_response_bytes.setter
+    def max_response_bytes(self, limit: int) -> None:
+        self._responses.max_message_bytes = limit
+
     def _next_id(self) -> int:
         self._last_id = self._last_id % MAX_MESSAGE_ID + 1
         return self._last_id

@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import ldap3
 import pytest
@@ -313,4 +314,53 @@ def test_check_says_which_right_the_service_account_lacks(stack: LocalStack) -> 
             assert f"cannot create {cls} objects in {dn}" in line
     finally:
         admin.delete(plain)
+        admin.unbind()
+
+
+async def test_group_members_handed_out_in_slices_are_read_to_the_end(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Active Directory gives a long member list in slices ("member;range=0-1499"); Samba
+    does so when asked for a slice, which stands in for a group past MaxValRange here."""
+    from mailsvc.app import open_directory
+    from provisioning.directory import bulk
+    from provisioning.directory.bulk import list_groups
+
+    slices: list[int] = []
+    next_slice = bulk._next_slice
+
+    async def counted(*args: Any) -> int | None:
+        slices.append(args[4])  # the low end asked for
+        return await next_slice(*args)
+
+    monkeypatch.setattr(bulk, "_next_slice", counted)
+
+    settings = stack.settings
+    d, ad = settings.ldap, settings.samba_directory
+    admin = connection(settings, ad.admin_principal)
+    assert admin.bind()
+    assert admin.search(f"CN=Users,{ad.base_dn}", "(objectClass=*)", ldap3.LEVEL)
+    everyone = sorted(entry.entry_dn for entry in admin.entries)
+    assert len(everyone) > 15, everyone  # the built-in accounts and groups of a new domain
+    group = f"CN=wielu-czlonkow,{d.groups_dn}"
+    conn = _as_service(settings)
+    try:
+        values = {"sAMAccountName": "g-wielu", "member": everyone}
+        assert conn.add(group, ["group"], values), conn.result
+        directory = open_directory(settings)
+        try:
+            config, context = directory.config, directory.ssl_context()
+            for slice_size in (4, 7, len(everyone), None):  # several, one exact, unasked
+                slices.clear()
+                groups = await list_groups(config, context, slice_size=slice_size)
+                found = {g.dn.lower(): g.members for g in groups}
+                assert found[group.lower()] == {dn.lower() for dn in everyone}, slice_size
+                if slice_size is not None:  # every slice after the first was asked for
+                    size = len(everyone)
+                    assert slices == list(range(slice_size, size, slice_size)), slice_size
+        finally:
+            await directory.close()
+    finally:
+        conn.delete(group)
+        conn.unbind()
         admin.unbind()
