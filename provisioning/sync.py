@@ -114,12 +114,21 @@ def plan_sync(desired: Sequence[RosterEntry], existing: Iterable[Existing], toda
     """Compute what to create, update and disable so the directory matches the roster."""
     plan = Plan()
     by_id: dict[str, list[Existing]] = defaultdict(list)
-    by_name: dict[tuple[str, str], list[Existing]] = defaultdict(list)
     all_existing = list(existing)
     for ex in all_existing:
         if ex.external_id:
             by_id[ex.external_id].append(ex)
-        by_name[_name_key(ex.given_names, ex.surname, ex.district)].append(ex)
+    # Names are normalised (transliterated, folded) only when a row has no id match: with
+    # external ids in the roster, a large import never needs the name index.
+    name_index: dict[tuple[str, str], list[Existing]] | None = None
+
+    def by_name(key: tuple[str, str]) -> list[Existing]:
+        nonlocal name_index
+        if name_index is None:
+            name_index = defaultdict(list)
+            for ex in all_existing:
+                name_index[_name_key(ex.given_names, ex.surname, ex.district)].append(ex)
+        return name_index.get(key, [])
 
     matched: set[str] = set()
     for entry in desired:
@@ -131,9 +140,7 @@ def plan_sync(desired: Sequence[RosterEntry], existing: Iterable[Existing], toda
             # that carries a different external id.
             candidates = [
                 ex
-                for ex in by_name.get(
-                    _name_key(entry.given_names, entry.surname, entry.district), []
-                )
+                for ex in by_name(_name_key(entry.given_names, entry.surname, entry.district))
                 if not (
                     entry.external_id and ex.external_id and ex.external_id != entry.external_id
                 )

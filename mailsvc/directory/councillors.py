@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -181,14 +182,20 @@ class Councillors:
         logins = {e.login.lower() for e in staff if e.login}
         return {a[: -len(suffix)] for a in addresses if a.endswith(suffix)} | logins
 
-    async def plan(self, entries: Sequence[RosterEntry], today: date | None = None) -> Plan:
-        """What importing ``entries`` changes. Members of the clerks' group (office staff with a
-        mailbox here) are not councillors: a roster never disables them."""
+    async def current_councillors(self) -> list[Existing]:
+        """``current`` without the members of the clerks' group: office staff with a mailbox
+        here are not councillors, and a roster never disables them."""
         current = await self.current()
         clerks = await self.directory.get_group(self.settings.web.clerks_group)
         if clerks is not None and clerks.members:
             staff = {dn.lower() for dn in clerks.members}
             current = [e for e in current if (e.dn or "").lower() not in staff]
+        return current
+
+    def plan(
+        self, entries: Sequence[RosterEntry], current: Sequence[Existing], today: date | None = None
+    ) -> Plan:
+        """What importing ``entries`` changes, against ``current_councillors()``."""
         return plan_sync(entries, current, today or date.today())
 
     # -- applying ----------------------------------------------------------------------------
@@ -454,17 +461,19 @@ class Councillors:
         }
         for slug, name in self.settings.committee_names.items():
             wanted[committee_group(slug)] = (set(), name)
+        # Councillors by (role, committees): a few dozen kinds however many councillors, so
+        # each group takes its members a kind at a time.
+        kinds: dict[tuple[str, tuple[str, ...]], list[str]] = defaultdict(list)
         for dn, role, committees in active:
+            kinds[(role, committees)].append(dn)
+        for (role, committees), dns in kinds.items():
             for slug in committees:
-                wanted.setdefault(committee_group(slug), (set(), slug))[0].add(dn)
+                wanted.setdefault(committee_group(slug), (set(), slug))[0].update(dns)
             if role in ROLE_GROUPS:
-                wanted.setdefault(ROLE_GROUPS[role], (set(), role))[0].add(dn)
+                wanted.setdefault(ROLE_GROUPS[role], (set(), role))[0].update(dns)
         for group in ROLE_GROUPS.values():
             wanted.setdefault(group, (set(), group))
-        changed = 0
-        for name, (members, description) in wanted.items():
-            changed += await self.directory.sync_group(name, members, description)
-        return changed
+        return await self.directory.sync_groups(wanted)
 
     # -- single-councillor commands ----------------------------------------------------------
 

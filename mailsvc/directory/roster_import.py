@@ -10,6 +10,8 @@ is unchanged (``PlanChanged`` otherwise: the roster or the directory changed sin
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -22,7 +24,8 @@ from mailsvc import i18n
 from mailsvc.directory.councillors import ApplyResult, Councillors
 from mailsvc.errors import MailsvcError
 from mailsvc.storage.register import AuditContext
-from provisioning.roster import Roster, read_roster
+from provisioning.roster import Roster
+from provisioning.roster.apart import read_roster_apart
 from provisioning.sync import Create, Plan
 
 
@@ -68,15 +71,29 @@ async def prepare_import(
     today: date | None = None,
     max_bytes: int | None = None,
 ) -> PreparedImport:
-    """Read and validate ``path`` and plan it against the directory. Nothing is changed."""
-    roster = read_roster(
-        path,
-        encoding=encoding,
-        committees=committees,
-        **({"max_bytes": max_bytes} if max_bytes else {}),
+    """Read and validate ``path`` and plan it against the directory. Nothing is changed.
+
+    The file is read (apart from the event loop, a large one in a process of its own) while
+    the directory and the register are read; a problem of the file is reported first, as if
+    it had been read before anything else."""
+    reading = asyncio.create_task(
+        read_roster_apart(
+            path,
+            encoding=encoding,
+            committees=committees,
+            **({"max_bytes": max_bytes} if max_bytes else {}),
+        )
     )
+    current = asyncio.create_task(councillors.current_councillors())
+    try:
+        roster = await reading
+    except BaseException:
+        current.cancel()
+        with contextlib.suppress(BaseException):
+            await current
+        raise
     problems = [str(p) for p in roster.problems]
-    plan = await councillors.plan(roster.entries, today)
+    plan = councillors.plan(roster.entries, await current, today)
     problems += [f"{roster.path}:{p.line}: {p.message}" for p in plan.problems]
     chosen = await councillors.choose_addresses(plan.creates)
     addresses = {c.entry.line: f"{local}@{councillors.domain}" for c, local in chosen}

@@ -1,0 +1,165 @@
+"""Reading a roster off the event loop: on a thread, or a large one in a process of its own.
+
+Checking a roster is pure Python work, about 70 µs a row. For a council's few dozen rows a
+thread is plenty; a county's or a vendor's roster of tens of thousands takes seconds that an
+import would otherwise spend with its second core idle, while it also lists the directory and
+reads the register (Python work too, so a thread would only take turns with it under the GIL).
+So a file of ``APART_BYTES`` or more is read by ``python -m provisioning.roster.apart`` and the
+result comes back over a pipe as JSON arrays, which decode several times faster than the
+dataclasses would unpickle.
+
+The child is this program's own interpreter running this module; the request (path, encoding,
+committees, size limit) goes in on stdin, never on the command line. Whole-file problems come
+back as RosterFileError exactly as ``read_roster`` raises them. If the child cannot run at all
+(no interpreter, killed), the roster is read on a thread instead: slower, same result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from provisioning.roster.file import DEFAULT_MAX_BYTES, read_roster
+from provisioning.roster.result import Roster, RosterEntry, RosterFileError, RosterProblem
+
+log = logging.getLogger(__name__)
+
+# About 1,800 rows: below it a process costs more than it saves.
+APART_BYTES = 256 * 1024
+
+_FIELDS = tuple(RosterEntry.__dataclass_fields__)
+_OK, _FILE_ERROR = "ok", "file-error"
+
+
+async def read_roster_apart(
+    path: Path | str,
+    *,
+    encoding: str | None = None,
+    committees: Mapping[str, str] | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    apart_bytes: int = APART_BYTES,
+) -> Roster:
+    """``read_roster`` without blocking the event loop; a file of ``apart_bytes`` or more is
+    read in a child process (see the module's docstring)."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        size = 0  # read_roster names the problem
+    if size < apart_bytes:
+        return await asyncio.to_thread(
+            read_roster, path, encoding=encoding, committees=committees, max_bytes=max_bytes
+        )
+    request = [str(path), encoding, dict(committees) if committees is not None else None, max_bytes]
+    try:
+        answer = await _run_child(json.dumps(request).encode())
+    except _ChildFailed as exc:
+        log.warning("reading the roster in a process failed (%s); reading it here", exc)
+        return await asyncio.to_thread(
+            read_roster, path, encoding=encoding, committees=committees, max_bytes=max_bytes
+        )
+    return _from_wire(answer)
+
+
+class _ChildFailed(Exception):
+    """The child process did not answer (not a problem of the roster)."""
+
+
+async def _run_child(request: bytes) -> Any:
+    try:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            __name__,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        raise _ChildFailed(f"cannot start {sys.executable}: {exc}") from exc
+    try:
+        out, err = await child.communicate(request)
+    except BaseException:  # cancelled: the child's work is not wanted any more
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        await child.wait()
+        raise
+    if child.returncode != 0:
+        tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
+        raise _ChildFailed(f"exit status {child.returncode}: {tail[0]}")
+    try:
+        return json.loads(out)
+    except Exception as exc:  # any garbage means the child misbehaved
+        raise _ChildFailed(f"unreadable answer: {exc}") from exc
+
+
+# --- the wire form: plain tuples --------------------------------------------------------------
+
+
+def _to_wire(roster: Roster) -> tuple[Any, ...]:
+    entries = [
+        (
+            *(getattr(e, name) for name in _FIELDS[:7]),
+            e.term_start.toordinal(),
+            e.mandate_end.toordinal() if e.mandate_end is not None else None,
+            e.private_email,
+            e.phone,
+            e.external_id,
+        )
+        for e in roster.entries
+    ]
+    problems = [(p.path, p.line, p.column, p.message) for p in roster.problems]
+    return (_OK, roster.path, roster.encoding, roster.delimiter, entries, problems)
+
+
+def _from_wire(answer: Any) -> Roster:
+    if answer[0] == _FILE_ERROR:
+        _, path, message, line = answer
+        raise RosterFileError(path, message, line=line)
+    _, path, encoding, delimiter, rows, problems = answer
+    from_ordinal = date.fromordinal
+    new = object.__new__
+    entries = []
+    for row in rows:
+        # The frozen dataclass's __init__ sets each field through object.__setattr__; filling
+        # __dict__ at once gives an equal object at a fraction of the cost (rows were checked
+        # by read_roster in the child).
+        entry = new(RosterEntry)
+        values = dict(zip(_FIELDS, row, strict=True))
+        values["committees"] = tuple(row[6])
+        values["term_start"] = from_ordinal(row[7])
+        if row[8] is not None:
+            values["mandate_end"] = from_ordinal(row[8])
+        entry.__dict__.update(values)
+        entries.append(entry)
+    return Roster(
+        path=path,
+        encoding=encoding,
+        delimiter=delimiter,
+        entries=tuple(entries),
+        problems=tuple(RosterProblem(*p) for p in problems),
+    )
+
+
+def _serve() -> None:
+    """The child: one request on stdin, one answer on stdout."""
+    path, encoding, committees, max_bytes = json.loads(sys.stdin.buffer.read())
+    answer: tuple[Any, ...]
+    try:
+        roster = read_roster(path, encoding=encoding, committees=committees, max_bytes=max_bytes)
+        answer = _to_wire(roster)
+    except RosterFileError as exc:
+        answer = (_FILE_ERROR, exc.path, exc.reason, exc.line)
+    sys.stdout.buffer.write(json.dumps(answer, ensure_ascii=False).encode())
+    sys.stdout.buffer.flush()
+
+
+if __name__ == "__main__":
+    _serve()
