@@ -6,6 +6,7 @@ import csv
 import io
 import re
 from collections.abc import Callable, Iterator, Mapping
+from datetime import date
 from typing import TypeVar
 
 from provisioning.errors import NamingError
@@ -30,6 +31,18 @@ from provisioning.roster.result import Roster, RosterEntry, RosterFileError, Ros
 
 _T = TypeVar("_T")
 _LINE_BREAKS = re.compile(r"[\r\n]+")
+# Category Cc is exactly U+0000-U+001F and U+007F-U+009F; these are all of them but the line
+# breaks, which end rows (and are the only ones a clean file has, see parse_roster_text).
+_CONTROL_BUT_LINE_BREAKS = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Subsets of what check_email and check_phone accept, for the fast path in _RowParser: a value
+# matching one is returned unchanged by its check; any other value is left to the check.
+# E-mail: ASCII, one @, two or more dot-separated domain labels not starting or ending in "-".
+_PLAIN_EMAIL = re.compile(
+    r"[A-Za-z0-9._%+\-]+@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+)
+# Phone: an optional leading +, then 9 to 15 digits among spaces, hyphens and parentheses.
+_PLAIN_PHONE = re.compile(r"\+?[ ()\-]*(?:[0-9][ ()\-]*){9,15}")
 
 
 def parse_roster_text(
@@ -50,14 +63,18 @@ def parse_roster_text(
     header = next(rows, None)
     if header is None:
         raise RosterFileError(path, "the file is empty")
-    header_line, header_cells = header
+    header_line, header_cells, _spans_lines = header
     layout = _read_header(header_cells, path, header_line)
     index = CommitteeIndex(committees) if committees is not None else None
-    parser = _RowParser(path, delimiter, layout, index)
+    # One search of the whole text instead of a check of every cell: in a file without control
+    # characters other than line breaks, only the cells of a row that spans several lines
+    # (a quoted cell with a line break in it) can contain one.
+    check_every_cell = _CONTROL_BUT_LINE_BREAKS.search(text) is not None
+    parser = _RowParser(path, delimiter, layout, index, check_every_cell=check_every_cell)
     seen_rows = False
-    for line, cells in rows:
+    for line, cells, spans_lines in rows:
         seen_rows = True
-        parser.parse(line, cells)
+        parser.parse(line, cells, spans_lines)
     if not seen_rows:
         raise RosterFileError(path, "the file has a header but no councillors below it")
     return Roster(
@@ -97,8 +114,12 @@ def _detect_delimiter(text: str, path: str) -> tuple[str, bool]:
     return (";" if semicolons >= commas else ","), False
 
 
-def _rows(text: str, path: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank rows with the line each starts on (quoted cells may span lines)."""
+def _rows(text: str, path: str, delimiter: str) -> Iterator[tuple[int, list[str], bool]]:
+    """Non-blank rows with the line each starts on, and whether it spans more than one line.
+
+    The reader gets its text a line at a time, each line ending at its only CR, LF or
+    CRLF; a row read from a single line therefore has no line break in any cell.
+    """
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     while True:
         start = reader.line_num + 1
@@ -112,8 +133,8 @@ def _rows(text: str, path: str, delimiter: str) -> Iterator[tuple[int, list[str]
             else:
                 message = f"malformed CSV ({exc}); check the quotes on this line"
             raise RosterFileError(path, message, line=start) from None
-        if any(cell.strip() for cell in cells):
-            yield start, cells
+        if "".join(cells).strip():  # any(cell.strip() for cell in cells), in one call
+            yield start, cells, reader.line_num != start
 
 
 def _read_header(cells: list[str], path: str, line: int) -> list[tuple[Column, str]]:
@@ -157,7 +178,15 @@ def _read_header(cells: list[str], path: str, line: int) -> list[tuple[Column, s
 
 
 class _RowParser:
-    """Turns data rows into entries, collecting every problem with its line and column."""
+    """Turns data rows into entries, collecting every problem with its line and column.
+
+    A roster of tens of thousands of rows repeats the same few thousand names, districts,
+    clubs, dates, roles and committee lists, so the parser is built for that: the columns'
+    positions are looked up once from the header, and every conversion that depends on the
+    cell alone (collapsing whitespace, dates, roles, committees, the address check of each
+    name) is kept per spelling for the length of one parse, errors included (an error is
+    still reported on every line that has it; only the work of finding it is shared).
+    """
 
     def __init__(
         self,
@@ -165,14 +194,40 @@ class _RowParser:
         delimiter: str,
         layout: list[tuple[Column, str]],
         committees: CommitteeIndex | None,
+        *,
+        check_every_cell: bool = True,
     ) -> None:
         self._path = path
         self._delimiter = delimiter
-        self._layout = layout
+        self._width = len(layout)
         self._labels = {column.field: label for column, label in layout}
+        self._fields = [column.field for column, _label in layout]
+        at = {column.field: position for position, (column, _label) in enumerate(layout)}
+        # Required columns are always there (_read_header refuses a header without them).
+        self._given_at = at["given_names"]
+        self._surname_at = at["surname"]
+        self._district_at = at["district"]
+        self._term_start_at = at["term_start"]
+        self._club_at = at.get("club")
+        self._role_at = at.get("role")
+        self._committees_at = at.get("committees")
+        self._mandate_end_at = at.get("mandate_end")
+        self._email_at = at.get("private_email")
+        self._phone_at = at.get("phone")
+        self._external_id_at = at.get("external_id")
         self._committees = committees
+        # False when the whole text has no control character but line breaks: then only a
+        # row spanning several lines (a quoted cell with a line break) can hold one.
+        self._check_every_cell = check_every_cell
         self._lines_by_id: dict[str, int] = {}
         self._lines_by_person: dict[tuple[str, str], int] = {}
+        # Per-spelling results for this parse: (value, None) or (None, error message).
+        self._collapsed: dict[str, str] = {}
+        self._roles: dict[str, tuple[str | None, str | None]] = {}
+        self._dates: dict[str, tuple[date | None, str | None]] = {}
+        self._committee_lists: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...]]] = {}
+        self._given_name_errors: dict[str, str | None] = {}
+        self._surname_errors: dict[str, str | None] = {}
         self.entries: list[RosterEntry] = []
         self.problems: list[RosterProblem] = []
 
@@ -180,60 +235,120 @@ class _RowParser:
         column = self._labels[field] if field is not None else None
         self.problems.append(RosterProblem(self._path, line, column, message))
 
-    def parse(self, line: int, cells: list[str]) -> None:
+    def parse(self, line: int, cells: list[str], spans_lines: bool = True) -> None:
+        """Check one row; ``spans_lines`` says whether it took more than one line of text."""
         before = len(self.problems)
-        extra = [cell.strip() for cell in cells[len(self._layout) :]]
-        if any(extra):
-            self._problem(
-                line,
-                None,
-                f"{len(cells)} cells but the header has {len(self._layout)} columns "
-                f"(extra: {', '.join(repr(cell) for cell in extra if cell)}); "
-                f"is there an unquoted {self._delimiter!r} inside a cell?",
-            )
-        values: dict[str, str] = {}
-        for position, (column, _label) in enumerate(self._layout):
-            value = cells[position].strip() if position < len(cells) else ""
-            if column.field == "committees":  # Alt+Enter lists in Excel are line breaks
-                # Split and strip, not re.sub(r"\s*[\r\n]+\s*", ","): that pattern backtracks
-                # over a long run of spaces without a line break (minutes for one 120 kB cell).
-                value = ",".join(part.strip() for part in _LINE_BREAKS.split(value))
-            bad = control_character(value)
-            if bad is not None:
+        width = self._width
+        if len(cells) > width:
+            extra = [cell.strip() for cell in cells[width:]]
+            if any(extra):
                 self._problem(
-                    line, column.field, f"contains a control character (U+{ord(bad):04X})"
+                    line,
+                    None,
+                    f"{len(cells)} cells but the header has {width} columns "
+                    f"(extra: {', '.join(repr(cell) for cell in extra if cell)}); "
+                    f"is there an unquoted {self._delimiter!r} inside a cell?",
                 )
-                continue
-            values[column.field] = value
+        # The cells by position, stripped; a short row's missing cells are empty, and a cell
+        # with a control character becomes None (reported here, left out of every check below).
+        values: list[str | None] = [cell.strip() for cell in cells[:width]]
+        if len(values) < width:
+            values += [""] * (width - len(values))
+        committees_at = self._committees_at
+        if committees_at is not None:
+            value = values[committees_at]
+            if value is not None and ("\n" in value or "\r" in value):
+                # Alt+Enter lists in Excel are line breaks. Split and strip, not
+                # re.sub(r"\s*[\r\n]+\s*", ","): that pattern backtracks over a long run of
+                # spaces without a line break (minutes for one 120 kB cell).
+                values[committees_at] = ",".join(part.strip() for part in _LINE_BREAKS.split(value))
+        if self._check_every_cell or spans_lines:
+            for position, value in enumerate(values):
+                bad = control_character(value) if value is not None else None
+                if bad is not None:
+                    self._problem(
+                        line,
+                        self._fields[position],
+                        f"contains a control character (U+{ord(bad):04X})",
+                    )
+                    values[position] = None
         entry = self._build(line, values)
         self._check_duplicates(line, values)
         if entry is not None and len(self.problems) == before:
             self.entries.append(entry)
 
-    def _build(self, line: int, values: dict[str, str]) -> RosterEntry | None:
+    @staticmethod
+    def _cell(values: list[str | None], position: int | None) -> str | None:
+        """The cell of an optional column; None when the column is absent or was rejected."""
+        return values[position] if position is not None else None
+
+    def _collapse(self, value: str | None) -> str:
+        """Inner whitespace collapsed to one space (``""`` for an absent cell)."""
+        if value is None:
+            return ""
+        collapsed = self._collapsed.get(value)
+        if collapsed is None:
+            collapsed = self._collapsed[value] = WHITESPACE.sub(" ", value)
+        return collapsed
+
+    def _required(self, line: int, value: str | None, field: str, what: str) -> str:
+        """The value with inner whitespace collapsed; a problem when the cell is empty."""
+        collapsed = self._collapse(value)
+        if not collapsed and value is not None:  # None: a control character was reported
+            self._problem(line, field, f"missing {what}")
+        return collapsed
+
+    def _build(self, line: int, values: list[str | None]) -> RosterEntry | None:
         """The entry, or None when a cell had a problem (already recorded)."""
         before = len(self.problems)
-        given_names = self._required(line, values, "given_names", "given names")
-        surname = self._required(line, values, "surname", "surname")
-        district = self._required(line, values, "district", "district")
-        club = WHITESPACE.sub(" ", values.get("club", ""))
+        given_names = self._required(line, values[self._given_at], "given_names", "given names")
+        surname = self._required(line, values[self._surname_at], "surname", "surname")
+        district = self._required(line, values[self._district_at], "district", "district")
+        club = self._collapse(self._cell(values, self._club_at))
         if given_names and surname:
             self._check_address(line, given_names, surname)
-        role = self._convert(line, values, "role", parse_role, default="radny")
-        committees = self._parse_committees(line, values.get("committees", ""))
+
+        role: str | None = "radny"
+        role_value = self._cell(values, self._role_at)
+        if role_value:
+            role = self._converted(line, "role", role_value, self._roles, parse_role)
+
+        committees = self._parse_committees(line, self._cell(values, self._committees_at) or "")
+
         term_start = None
-        if self._required(line, values, "term_start", "term start"):
-            term_start = self._convert(line, values, "term_start", parse_date)
-        mandate_end = self._convert(line, values, "mandate_end", parse_date)
+        term_value = values[self._term_start_at]
+        if self._required(line, term_value, "term_start", "term start") and term_value:
+            term_start = self._converted(line, "term_start", term_value, self._dates, parse_date)
+        mandate_end = None
+        mandate_value = self._cell(values, self._mandate_end_at)
+        if mandate_value:
+            mandate_end = self._converted(
+                line, "mandate_end", mandate_value, self._dates, parse_date
+            )
         if term_start is not None and mandate_end is not None and mandate_end < term_start:
             self._problem(
                 line,
                 "mandate_end",
-                f"mandate end {values['mandate_end']!r} is before term start "
-                f"{values['term_start']!r}",
+                f"mandate end {mandate_value!r} is before term start {term_value!r}",
             )
-        private_email = self._convert(line, values, "private_email", check_email)
-        phone = self._convert(line, values, "phone", check_phone)
+
+        private_email = None
+        email_value = self._cell(values, self._email_at)
+        if email_value:
+            # Nearly every address is plain ASCII that check_email accepts unchanged; the
+            # pattern recognises those at C speed, anything else gets check_email's verdict.
+            if len(email_value) <= 254 and _PLAIN_EMAIL.fullmatch(email_value):
+                private_email = email_value
+            else:
+                private_email = self._checked(line, "private_email", email_value, check_email)
+        phone = None
+        phone_value = self._cell(values, self._phone_at)
+        if phone_value:
+            if _PLAIN_PHONE.fullmatch(phone_value):  # what check_phone accepts, see there
+                phone = phone_value
+            else:
+                phone = self._checked(line, "phone", phone_value, check_phone)
+
         if (
             len(self.problems) > before
             or not (given_names and surname and district)
@@ -254,79 +369,94 @@ class _RowParser:
             mandate_end=mandate_end,
             private_email=private_email,
             phone=phone,
-            external_id=values.get("external_id") or None,
+            external_id=self._cell(values, self._external_id_at) or None,
         )
 
-    def _required(self, line: int, values: dict[str, str], field: str, what: str) -> str:
-        """The value with inner whitespace collapsed; a problem when the cell is empty."""
-        value = WHITESPACE.sub(" ", values.get(field, ""))
-        if not value and field in values:  # absent: a control character was reported
-            self._problem(line, field, f"missing {what}")
-        return value
-
-    def _convert(
+    def _converted(
         self,
         line: int,
-        values: dict[str, str],
         field: str,
+        value: str,
+        cache: dict[str, tuple[_T | None, str | None]],
         convert: Callable[[str], _T],
-        default: _T | None = None,
     ) -> _T | None:
-        """The converted cell; ``default`` when empty or absent; None after a problem."""
-        value = values.get(field, "")
-        if not value:
-            return default
+        """``convert(value)`` remembered per spelling; None after a problem (recorded)."""
+        known = cache.get(value)
+        if known is None:
+            try:
+                known = (convert(value), None)
+            except CellError as exc:
+                known = (None, str(exc))
+            cache[value] = known
+        result, message = known
+        if message is not None:
+            self._problem(line, field, message)
+        return result
+
+    def _checked(
+        self, line: int, field: str, value: str, check: Callable[[str], str]
+    ) -> str | None:
+        """``check(value)``; None after a problem (recorded)."""
         try:
-            return convert(value)
+            return check(value)
         except CellError as exc:
             self._problem(line, field, str(exc))
             return None
 
     def _check_address(self, line: int, given_names: str, surname: str) -> None:
-        """Flag names no address can be made from now, not halfway through a sync."""
-        for field, args in (
-            ("given_names", (given_names, "x")),
-            ("surname", ("x", surname)),
-            (None, (given_names, surname)),
-        ):
-            try:
-                base_local_part(*args)
-            except NamingError as exc:
-                self._problem(line, field, str(exc))
-                return
+        """Flag names no address can be made from now, not halfway through a sync.
+
+        Each side alone first, so that the problem names the column at fault; the verdict on
+        a side depends on that name alone and is kept per spelling.
+        """
+        message = _remembered(self._given_name_errors, given_names, (given_names, "x"))
+        if message is not None:
+            self._problem(line, "given_names", message)
+            return
+        message = _remembered(self._surname_errors, surname, ("x", surname))
+        if message is not None:
+            self._problem(line, "surname", message)
+            return
+        message = _naming_error(given_names, surname)  # the whole address may be too long
+        if message is not None:
+            self._problem(line, None, message)
 
     def _parse_committees(self, line: int, value: str) -> tuple[str, ...] | None:
+        known = self._committee_lists.get(value)
+        if known is None:
+            known = self._committee_lists[value] = self._resolve_committees(value)
+        slugs, messages = known
+        for message in messages:
+            self._problem(line, "committees", message)
+        return slugs
+
+    def _resolve_committees(self, value: str) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+        """The slugs of a committees cell (None if any is bad) and a message per bad one."""
         slugs: list[str] = []
-        ok = True
+        messages: list[str] = []
         for item in (part.strip() for part in re.split(r"[,|]", value)):
             if not item:
                 continue
             if self._committees is None:
                 slug = slugify_committee(item)
                 if not slug:
-                    self._problem(
-                        line, "committees", f"committee {item!r} has no letters or digits"
-                    )
-                    ok = False
+                    messages.append(f"committee {item!r} has no letters or digits")
                     continue
             else:
                 found = self._committees.resolve(item)
                 if found is None:
-                    self._problem(
-                        line,
-                        "committees",
+                    messages.append(
                         f"unknown committee {item!r}; known committees: "
-                        f"{self._committees.describe()}",
+                        f"{self._committees.describe()}"
                     )
-                    ok = False
                     continue
                 slug = found
             if slug not in slugs:
                 slugs.append(slug)
-        return tuple(slugs) if ok else None
+        return (None if messages else tuple(slugs)), tuple(messages)
 
-    def _check_duplicates(self, line: int, values: dict[str, str]) -> None:
-        external_id = values.get("external_id", "")
+    def _check_duplicates(self, line: int, values: list[str | None]) -> None:
+        external_id = self._cell(values, self._external_id_at)
         if external_id:
             key = external_id.casefold()
             earlier = self._lines_by_id.setdefault(key, line)
@@ -334,9 +464,9 @@ class _RowParser:
                 self._problem(
                     line, "external_id", f"id {external_id!r} is already used on line {earlier}"
                 )
-        given_names = values.get("given_names", "")
-        surname = values.get("surname", "")
-        district = values.get("district", "")
+        given_names = values[self._given_at]
+        surname = values[self._surname_at]
+        district = values[self._district_at]
         if given_names and surname and district:
             person = (normalise_name(f"{given_names} {surname}"), normalise_name(district))
             earlier = self._lines_by_person.setdefault(person, line)
@@ -347,3 +477,20 @@ class _RowParser:
                     f"{given_names} {surname} in district {district!r} "
                     f"is already on line {earlier}",
                 )
+
+
+def _naming_error(given_names: str, surname: str) -> str | None:
+    """Why no address can be made from these names, or None when one can."""
+    try:
+        base_local_part(given_names, surname)
+    except NamingError as exc:
+        return str(exc)
+    return None
+
+
+def _remembered(cache: dict[str, str | None], key: str, names: tuple[str, str]) -> str | None:
+    """``_naming_error(*names)``, computed once per ``key``."""
+    if key in cache:
+        return cache[key]
+    message = cache[key] = _naming_error(*names)
+    return message
