@@ -31,9 +31,6 @@ from provisioning.roster.result import Roster, RosterEntry, RosterFileError, Ros
 
 _T = TypeVar("_T")
 _LINE_BREAKS = re.compile(r"[\r\n]+")
-# Category Cc is exactly U+0000-U+001F and U+007F-U+009F; these are all of them but the line
-# breaks, which end rows (and are the only ones a clean file has, see parse_roster_text).
-_CONTROL_BUT_LINE_BREAKS = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # Subsets of what check_email and check_phone accept, for the fast path in _RowParser: a value
 # matching one is returned unchanged by its check; any other value is left to the check.
 # E-mail: ASCII, one @, two or more dot-separated domain labels not starting or ending in "-".
@@ -54,7 +51,7 @@ def parse_roster_text(
 ) -> Roster:
     """Parse roster text already decoded (tests, web upload); see ``read_roster``."""
     text = text.removeprefix("\ufeff")
-    if not text.strip():
+    if not text or text.isspace():  # not text.strip(), which copies the whole text
         raise RosterFileError(path, "the file is empty")
     delimiter, has_sep_line = _detect_delimiter(text, path)
     rows = _rows(text, path, delimiter)
@@ -63,18 +60,14 @@ def parse_roster_text(
     header = next(rows, None)
     if header is None:
         raise RosterFileError(path, "the file is empty")
-    header_line, header_cells, _spans_lines = header
+    header_line, header_cells = header
     layout = _read_header(header_cells, path, header_line)
     index = CommitteeIndex(committees) if committees is not None else None
-    # One search of the whole text instead of a check of every cell: in a file without control
-    # characters other than line breaks, only the cells of a row that spans several lines
-    # (a quoted cell with a line break in it) can contain one.
-    check_every_cell = _CONTROL_BUT_LINE_BREAKS.search(text) is not None
-    parser = _RowParser(path, delimiter, layout, index, check_every_cell=check_every_cell)
+    parser = _RowParser(path, delimiter, layout, index)
     seen_rows = False
-    for line, cells, spans_lines in rows:
+    for line, cells in rows:
         seen_rows = True
-        parser.parse(line, cells, spans_lines)
+        parser.parse(line, cells)
     if not seen_rows:
         raise RosterFileError(path, "the file has a header but no councillors below it")
     return Roster(
@@ -96,10 +89,25 @@ def _count_outside_quotes(line: str, char: str) -> int:
     return count
 
 
+def _first_line(text: str) -> str:
+    """``next(line for line in text.splitlines() if line.strip())``, without splitting all
+    of a large file: the lines of a prefix are those of the text but for the last one, which
+    may go on (or be a CR whose LF follows)."""
+    size = 4096
+    while True:
+        lines = text[:size].splitlines()
+        whole = size >= len(text)
+        for line in lines if whole else lines[:-1]:
+            if line.strip():
+                return line
+        if whole:
+            raise ValueError("no line but blank ones")  # the caller has ruled this out
+        size *= 4
+
+
 def _detect_delimiter(text: str, path: str) -> tuple[str, bool]:
     """The delimiter from the header line; Excel's optional ``sep=;`` first line wins."""
-    lines = (line for line in text.splitlines() if line.strip())
-    first = next(lines)
+    first = _first_line(text)
     if sep := re.fullmatch(r'\s*"?sep=([;,])"?[;,]*\s*', first):
         return sep.group(1), True
     semicolons = _count_outside_quotes(first, ";")
@@ -114,12 +122,8 @@ def _detect_delimiter(text: str, path: str) -> tuple[str, bool]:
     return (";" if semicolons >= commas else ","), False
 
 
-def _rows(text: str, path: str, delimiter: str) -> Iterator[tuple[int, list[str], bool]]:
-    """Non-blank rows with the line each starts on, and whether it spans more than one line.
-
-    The reader gets its text a line at a time, each line ending at its only CR, LF or
-    CRLF; a row read from a single line therefore has no line break in any cell.
-    """
+def _rows(text: str, path: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """Non-blank rows with the line each starts on (quoted cells may span lines)."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     while True:
         start = reader.line_num + 1
@@ -134,7 +138,7 @@ def _rows(text: str, path: str, delimiter: str) -> Iterator[tuple[int, list[str]
                 message = f"malformed CSV ({exc}); check the quotes on this line"
             raise RosterFileError(path, message, line=start) from None
         if "".join(cells).strip():  # any(cell.strip() for cell in cells), in one call
-            yield start, cells, reader.line_num != start
+            yield start, cells
 
 
 def _read_header(cells: list[str], path: str, line: int) -> list[tuple[Column, str]]:
@@ -264,8 +268,6 @@ class _RowParser:
         delimiter: str,
         layout: list[tuple[Column, str]],
         committees: CommitteeIndex | None,
-        *,
-        check_every_cell: bool = True,
     ) -> None:
         self._path = path
         self._delimiter = delimiter
@@ -289,9 +291,6 @@ class _RowParser:
         self._phone_at = at.get("phone", absent)
         self._external_id_at = at.get("external_id", absent)
         self._committees = committees
-        # False when the whole text has no control character but line breaks: then only a
-        # row spanning several lines (a quoted cell with a line break) can hold one.
-        self._check_every_cell = check_every_cell
         self._lines_by_id: dict[str, int] = {}
         self._lines_by_person: dict[tuple[str, str], int] = {}
         self._collapsed = _Collapsed()
@@ -306,8 +305,7 @@ class _RowParser:
         column = self._labels[field] if field is not None else None
         self.problems.append(RosterProblem(self._path, line, column, message))
 
-    def parse(self, line: int, cells: list[str], spans_lines: bool = True) -> None:
-        """Check one row; ``spans_lines`` says whether it took more than one line of text."""
+    def parse(self, line: int, cells: list[str]) -> None:
         before = len(self.problems)
         width = self._width
         if len(cells) > width:
@@ -320,24 +318,29 @@ class _RowParser:
                     f"(extra: {', '.join(repr(cell) for cell in extra if cell)}); "
                     f"is there an unquoted {self._delimiter!r} inside a cell?",
                 )
-        # The cells by position, stripped, then the slot of absent columns (see __init__); a
-        # short row's missing cells are empty, and a cell with a control character becomes
-        # None (reported here, left out of every check below).
-        values: list[str | None] = list(map(str.strip, cells[:width]))
-        if len(values) < width:
-            values += [""] * (width - len(values))
-        values.append(None)
+        # The row's cells, stripped; a short row's missing cells are empty.
+        stripped = list(map(str.strip, cells[:width]))
+        if len(stripped) < width:
+            stripped += [""] * (width - len(stripped))
         committees_at = self._committees_at
         if committees_at < width:
-            value = values[committees_at]
-            if value is not None and ("\n" in value or "\r" in value):
+            value = stripped[committees_at]
+            if "\n" in value or "\r" in value:
                 # Alt+Enter lists in Excel are line breaks. Split and strip, not
                 # re.sub(r"\s*[\r\n]+\s*", ","): that pattern backtracks over a long run of
                 # spaces without a line break (minutes for one 120 kB cell).
-                values[committees_at] = ",".join(part.strip() for part in _LINE_BREAKS.split(value))
-        if self._check_every_cell or spans_lines:
-            for position, value in enumerate(values[:width]):
-                bad = control_character(value) if value is not None else None
+                stripped[committees_at] = ",".join(
+                    part.strip() for part in _LINE_BREAKS.split(value)
+                )
+        # The cells, then the slot of absent columns (see __init__); a cell with a control
+        # character becomes None (reported here, left out of every check below).
+        values: list[str | None] = [*stripped, None]
+        # A row whose text is all printable has no control character in any cell: one check
+        # of the row spares one per cell (the rare row with, say, a no-break space still gets
+        # them, as does a row with a line break inside a quoted cell).
+        if not "".join(stripped).isprintable():
+            for position, value in enumerate(stripped):
+                bad = control_character(value)
                 if bad is not None:
                     self._problem(
                         line,
@@ -490,7 +493,18 @@ class _RowParser:
         surname = values[self._surname_at]
         district = values[self._district_at]
         if given_names and surname and district:
-            person = (normalise_name(f"{given_names} {surname}"), normalise_name(district))
+            # normalise_name(f"{given_names} {surname}") made of the normalised parts: a
+            # roster has some ten thousand full names but only a few thousand given names and
+            # surnames, and normalising (transliterating) is the dear part. The two are equal
+            # (tests/unit/test_naming.py): normalising maps each character on its own and
+            # squeezes spaces, and the space between the parts keeps them apart.
+            given_key, surname_key = normalise_name(given_names), normalise_name(surname)
+            full_key = (
+                f"{given_key} {surname_key}"
+                if given_key and surname_key
+                else given_key or surname_key
+            )
+            person = (full_key, normalise_name(district))
             earlier = self._lines_by_person.setdefault(person, line)
             if earlier != line:
                 self._problem(
