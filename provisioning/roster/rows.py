@@ -493,18 +493,7 @@ class _RowParser:
         surname = values[self._surname_at]
         district = values[self._district_at]
         if given_names and surname and district:
-            # normalise_name(f"{given_names} {surname}") made of the normalised parts: a
-            # roster has some ten thousand full names but only a few thousand given names and
-            # surnames, and normalising (transliterating) is the dear part. The two are equal
-            # (tests/unit/test_naming.py): normalising maps each character on its own and
-            # squeezes spaces, and the space between the parts keeps them apart.
-            given_key, surname_key = normalise_name(given_names), normalise_name(surname)
-            full_key = (
-                f"{given_key} {surname_key}"
-                if given_key and surname_key
-                else given_key or surname_key
-            )
-            person = (full_key, normalise_name(district))
+            person = (_full_name_key(given_names, surname), normalise_name(district))
             earlier = self._lines_by_person.setdefault(person, line)
             if earlier != line:
                 self._problem(
@@ -513,6 +502,21 @@ class _RowParser:
                     f"{given_names} {surname} in district {district!r} "
                     f"is already on line {earlier}",
                 )
+
+
+def _full_name_key(given_names: str, surname: str) -> str:
+    """``normalise_name(f"{given_names} {surname}")``, made of the normalised parts.
+
+    A roster has some ten thousand full names but only a few thousand given names and
+    surnames, and normalising (transliterating) is the dear part. The two are equal
+    (tests/unit/test_roster_parser.py): normalising maps each character on its own (NFKD
+    reorders combining marks only up to the next base character, such as the space between
+    the parts) and then squeezes whitespace.
+    """
+    given_key, surname_key = normalise_name(given_names), normalise_name(surname)
+    if given_key and surname_key:
+        return f"{given_key} {surname_key}"
+    return given_key or surname_key
 
 
 def _naming_error(given_names: str, surname: str) -> str | None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
 
 from provisioning.errors import NamingError
 from provisioning.naming import (
@@ -253,28 +251,3 @@ def test_choose_local_part_is_deterministic_across_a_roster() -> None:
 )
 def test_normalise_name(text: str, expected: str) -> None:
     assert normalise_name(text) == expected
-
-
-# Names as clerks type them, and what transliteration and normalisation care about: Polish and
-# other Latin letters, combining marks (which NFKD reorders), spaces of every kind, letters
-# that expand ("ß" → "ss"), and characters that are dropped.
-_NAME_TEXT = st.text(
-    alphabet=st.one_of(
-        st.sampled_from(list("aZ -.ąŁśŻßæøÞıéü\u0301\u0327\u031b\u00a0\u2003\t\n\ufb01ḱ̃Яア")),
-        st.characters(),
-    ),
-    max_size=12,
-)
-
-
-@settings(max_examples=500, deadline=None)
-@given(given_names=_NAME_TEXT, surname=_NAME_TEXT)
-@example(given_names="", surname="\u0301a")
-@example(given_names="a\u0327", surname="\u0301Ł")
-@example(given_names=" Ян ", surname="Kowal")
-def test_normalise_name_of_a_full_name_is_made_of_its_parts(given_names: str, surname: str) -> None:
-    """The roster's duplicate check normalises given names and surname apart and joins them
-    (provisioning/roster/rows.py): that must be the key of the full name."""
-    given_key, surname_key = normalise_name(given_names), normalise_name(surname)
-    joined = f"{given_key} {surname_key}" if given_key and surname_key else given_key or surname_key
-    assert normalise_name(f"{given_names} {surname}") == joined
