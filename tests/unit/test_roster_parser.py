@@ -211,3 +211,20 @@ NAME_TEXT = st.text(
 @example(given_names="Jan", surname="Иванов")
 def test_the_full_name_key_is_made_of_the_parts(given_names: str, surname: str) -> None:
     assert _full_name_key(given_names, surname) == normalise_name(f"{given_names} {surname}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.sampled_from(["\r", "\n", "\r\n", " ", " " * 4095, "\u2028", "\x85", "\x0c", "x;y"]),
+        min_size=1,
+        max_size=40,
+    )
+)
+@example(pieces=[" " * 4095, "\r\n", "imię;nazwisko"])
+@example(pieces=["\n" * 5000, "x;y"])
+def test_the_first_line_is_the_first_that_splitlines_gives(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    if not text.strip():
+        return
+    assert rows._first_line(text) == next(line for line in text.splitlines() if line.strip())
