@@ -428,7 +428,7 @@ class _RowParser:
             or term_start is None
         ):
             return None
-        return _new_entry(
+        return new_entry(
             line=line,
             given_names=given_names,
             surname=surname,
@@ -536,7 +536,7 @@ def _remembered(cache: dict[str, str | None], key: str, names: tuple[str, str]) 
     return message
 
 
-def _new_entry(
+def new_entry(
     *,
     line: int,
     given_names: str,

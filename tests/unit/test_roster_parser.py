@@ -20,7 +20,7 @@ from provisioning.naming import normalise_name
 from provisioning.roster import Roster, RosterFileError, rows
 from provisioning.roster.fields import COLUMNS, CellError, check_email, check_phone
 from provisioning.roster.result import RosterEntry
-from provisioning.roster.rows import _PLAIN_EMAIL, _PLAIN_PHONE, _full_name_key, _new_entry
+from provisioning.roster.rows import _PLAIN_EMAIL, _PLAIN_PHONE, _full_name_key, new_entry
 
 from . import roster_reference
 
@@ -183,9 +183,9 @@ def test_a_plain_phone_is_one_check_phone_accepts(value: str) -> None:
 
 def test_new_entry_takes_the_fields_of_roster_entry_and_makes_an_equal_one() -> None:
     names = [field.name for field in dataclasses.fields(RosterEntry)]
-    assert list(inspect.signature(_new_entry).parameters) == names
+    assert list(inspect.signature(new_entry).parameters) == names
     values = {name: f"v-{name}" for name in names}
-    made, constructed = _new_entry(**values), RosterEntry(**values)  # type: ignore[arg-type]
+    made, constructed = new_entry(**values), RosterEntry(**values)  # type: ignore[arg-type]
     assert made == constructed and repr(made) == repr(constructed)
     assert hash(made) == hash(constructed) and vars(made) == vars(constructed)
     assert re.fullmatch(r"RosterEntry\(.*\)", repr(made))
