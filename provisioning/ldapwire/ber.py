@@ -321,10 +321,11 @@ def _long_length(buf: bytes, pos: int, first: int, limit: int) -> tuple[int, int
 
 def _fast_entry(buf: bytes, pos: int, end: int) -> LdapResponse | None:
     """The SearchResultEntry whose LDAPMessage SEQUENCE has its contents at ``buf[pos:end]``,
-    or None: not one, or not well formed (see above)."""
+    or None: not one, or not well formed (see above), or with text that is not UTF-8 (the
+    checked path replaces what is not; strict decoding, without arguments, is faster)."""
     try:
         return _fast_entry_body(buf, pos, end)
-    except (IndexError, _NotFast):
+    except (IndexError, _NotFast, UnicodeDecodeError):
         return None
 
 
@@ -356,7 +357,7 @@ def _fast_entry_body(buf: bytes, pos: int, end: int) -> LdapResponse | None:
     e = pos + n
     if e > op_end:
         return None
-    dn = buf[pos:e].decode("utf-8", "replace")
+    dn = buf[pos:e].decode()
     # attributes: SEQUENCE OF SEQUENCE {type, SET OF value}. As in _search_entry, anything
     # after the attributes in the protocolOp, or after the values in an attribute, is ignored.
     if buf[e] != 0x30:
@@ -388,7 +389,7 @@ def _fast_entry_body(buf: bytes, pos: int, end: int) -> LdapResponse | None:
         pos = s + n
         if buf[pos] != 0x31:
             return None
-        name = buf[s:pos].decode("utf-8", "replace")
+        name = buf[s:pos].decode()
         n = buf[pos + 1]
         pos += 2
         if n & 0x80:
@@ -406,7 +407,7 @@ def _fast_entry_body(buf: bytes, pos: int, end: int) -> LdapResponse | None:
             else:
                 s = pos + 2
             pos = s + n
-            values.append(buf[s:pos].decode("utf-8", "replace"))
+            values.append(buf[s:pos].decode())
         if pos != values_end:
             return None
         pos = attribute_end
