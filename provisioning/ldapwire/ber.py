@@ -324,98 +324,97 @@ def _fast_entry(buf: bytes, pos: int, end: int) -> LdapResponse | None:
     or None: not one, or not well formed (see above), or with text that is not UTF-8 (the
     checked path replaces what is not; strict decoding, without arguments, is faster)."""
     try:
-        return _fast_entry_body(buf, pos, end)
-    except (IndexError, _NotFast, UnicodeDecodeError):
-        return None
-
-
-def _fast_entry_body(buf: bytes, pos: int, end: int) -> LdapResponse | None:
-    # messageID: an INTEGER of 1 to 4 octets, the first below 0x80: within 0..MAX_MESSAGE_ID.
-    n = buf[pos + 1]
-    if buf[pos] != 0x02 or not 0 < n <= 4 or buf[pos + 2] & 0x80:
-        return None
-    s = pos + 2
-    pos = s + n
-    message_id = buf[s] if n == 1 else int.from_bytes(buf[s:pos], "big")
-    # protocolOp [APPLICATION 4]
-    if buf[pos] != 0x64:
-        return None
-    n = buf[pos + 1]
-    pos += 2
-    if n & 0x80:
-        n, pos = _long_length(buf, pos, n, end)
-    op_end = pos + n
-    if op_end > end:
-        return None
-    # objectName
-    if buf[pos] != 0x04:
-        return None
-    n = buf[pos + 1]
-    pos += 2
-    if n & 0x80:
-        n, pos = _long_length(buf, pos, n, op_end)
-    e = pos + n
-    if e > op_end:
-        return None
-    dn = buf[pos:e].decode()
-    # attributes: SEQUENCE OF SEQUENCE {type, SET OF value}. As in _search_entry, anything
-    # after the attributes in the protocolOp, or after the values in an attribute, is ignored.
-    if buf[e] != 0x30:
-        return None
-    n = buf[e + 1]
-    pos = e + 2
-    if n & 0x80:
-        n, pos = _long_length(buf, pos, n, op_end)
-    stop = pos + n
-    if stop > op_end:
-        return None
-    attributes: dict[str, list[str]] = {}
-    while pos < stop:
+        # messageID: an INTEGER of 1 to 4 octets, the first below 0x80: within 0..MAX_MESSAGE_ID.
         n = buf[pos + 1]
-        if buf[pos] != 0x30:
+        if buf[pos] != 0x02 or not 0 < n <= 4 or buf[pos + 2] & 0x80:
             return None
-        pos += 2
-        if n & 0x80:
-            n, pos = _long_length(buf, pos, n, stop)
-        attribute_end = pos + n
-        # type: its end is checked with the values' below (it precedes them)
+        s = pos + 2
+        pos = s + n
+        message_id = buf[s] if n == 1 else int.from_bytes(buf[s:pos], "big")
+        # protocolOp [APPLICATION 4]
+        if buf[pos] != 0x64:
+            return None
         n = buf[pos + 1]
+        pos += 2
+        if n == 0x81:  # most entries are 128 to 255 bytes long
+            n = buf[pos]
+            pos += 1
+        elif n & 0x80:
+            n, pos = _long_length(buf, pos, n, end)
+        op_end = pos + n
+        if op_end > end:
+            return None
+        # objectName
         if buf[pos] != 0x04:
             return None
-        if n & 0x80:
-            n, s = _long_length(buf, pos + 2, n, attribute_end)
-        else:
-            s = pos + 2
-        pos = s + n
-        if buf[pos] != 0x31:
-            return None
-        name = buf[s:pos].decode()
         n = buf[pos + 1]
         pos += 2
         if n & 0x80:
-            n, pos = _long_length(buf, pos, n, attribute_end)
-        values_end = pos + n
-        if values_end > attribute_end:
+            n, pos = _long_length(buf, pos, n, op_end)
+        e = pos + n
+        if e > op_end:
             return None
-        values = attributes.setdefault(name, [])
-        while pos < values_end:
+        dn = buf[pos:e].decode()
+        # attributes: SEQUENCE OF SEQUENCE {type, SET OF value}. As in _search_entry, anything
+        # after the attributes in the protocolOp, or after the values in an attribute, is ignored.
+        if buf[e] != 0x30:
+            return None
+        n = buf[e + 1]
+        pos = e + 2
+        if n & 0x80:
+            n, pos = _long_length(buf, pos, n, op_end)
+        stop = pos + n
+        if stop > op_end:
+            return None
+        attributes: dict[str, list[str]] = {}
+        while pos < stop:
+            n = buf[pos + 1]
+            if buf[pos] != 0x30:
+                return None
+            pos += 2
+            if n & 0x80:
+                n, pos = _long_length(buf, pos, n, stop)
+            attribute_end = pos + n
+            # type: its end is checked with the values' below (it precedes them)
             n = buf[pos + 1]
             if buf[pos] != 0x04:
                 return None
             if n & 0x80:
-                n, s = _long_length(buf, pos + 2, n, values_end)
+                n, s = _long_length(buf, pos + 2, n, attribute_end)
             else:
                 s = pos + 2
             pos = s + n
-            values.append(buf[s:pos].decode())
-        if pos != values_end:
+            if buf[pos] != 0x31:
+                return None
+            name = buf[s:pos].decode()
+            n = buf[pos + 1]
+            pos += 2
+            if n & 0x80:
+                n, pos = _long_length(buf, pos, n, attribute_end)
+            values_end = pos + n
+            if values_end > attribute_end:
+                return None
+            values = attributes.setdefault(name, [])
+            while pos < values_end:
+                n = buf[pos + 1]
+                if buf[pos] != 0x04:
+                    return None
+                if n & 0x80:
+                    n, s = _long_length(buf, pos + 2, n, values_end)
+                else:
+                    s = pos + 2
+                pos = s + n
+                values.append(buf[s:pos].decode())
+            if pos != values_end:
+                return None
+            pos = attribute_end
+        if pos != stop:
             return None
-        pos = attribute_end
-    if pos != stop:
+        return entry_response(
+            message_id, (dn, attributes), _controls(buf, op_end, end) if op_end != end else ()
+        )
+    except (IndexError, _NotFast, UnicodeDecodeError):
         return None
-    return entry_response(
-        message_id, (dn, attributes), _controls(buf, op_end, end) if op_end != end else ()
-    )
 
 
 # --- the checked path: every response, every error --------------------------------------------
