@@ -571,6 +571,7 @@ class ResponseReader:
         # the decoders take, and the bytearray is trimmed below.
         view = bytes(buf)
         out: list[LdapResponse] = []
+        limit = self.max_message_bytes
         pos = need = 0
         while size - pos >= 2:
             if view[pos] != 0x30:
@@ -587,10 +588,10 @@ class ResponseReader:
                 if size - pos < head:
                     break
                 length = int.from_bytes(view[pos + 2 : pos + head], "big")
-            if length > self.max_message_bytes:
+            if length > limit:
                 raise LdapProtocolError(
                     f"LDAPMessage of {length:,} bytes is over the limit of "
-                    f"{self.max_message_bytes:,} bytes for a response"
+                    f"{limit:,} bytes for a response"
                 )
             end = pos + head + length
             if end > size:
