@@ -24,6 +24,7 @@ from provisioning.ldapwire.protocol import (
     LdapProtocolError,
     LdapResponse,
     LdapResult,
+    entry_response,
 )
 
 # The responses made of an LDAPResult: the only ones ``decode_message`` accepts.
@@ -277,6 +278,151 @@ def _text(buf: bytes, start: int, end: int) -> str:
 def decode_message(buf: bytes, start: int = 0, end: int | None = None) -> LdapResponse:
     """Decode one whole LDAPMessage (a response made of an LDAPResult) from ``buf[start:end]``."""
     end = len(buf) if end is None else end
+    if end - start >= 2 and buf[start] == 0x30:
+        first = buf[start + 1]
+        head = 2 if first < 0x80 else 2 + first - 0x80
+        if (first < 0x80 or 0x80 < first <= 0x88) and end - start >= head:
+            length = first if first < 0x80 else int.from_bytes(buf[start + 2 : start + head], "big")
+            if start + head + length == end:
+                response = _fast_entry(buf, start + head, end)
+                if response is not None:
+                    return response
+    return _decode_checked(buf, start, end)
+
+
+# --- the fast path: a well-formed SearchResultEntry -------------------------------------------
+# A listing is tens of thousands of SearchResultEntry messages of some 15 small elements each;
+# reading every element through _header (a call, a tuple, a label for the error) is most of
+# the time it takes. _fast_entry reads such a message with each element's header inline. It
+# accepts only what _decode_checked accepts, and returns the same response; on anything else
+# (another protocolOp, an unexpected tag, an element running past its enclosing one, a bad
+# length octet) it returns None, and _decode_checked reads the message again from the start,
+# either decoding it or raising the LdapProtocolError that says what is wrong where.
+#
+# To keep the inline reads short, an element's two header octets are read before checking
+# that they lie inside the enclosing element, and the elements of a SEQUENCE OF are checked
+# against its end once, after the last one: an element that starts at or after the enclosing
+# end, or runs past it, moves the position past that end, and what was read from there on is
+# thrown away. Such a read may land past the end of ``buf``: the IndexError gives up too.
+
+
+class _NotFast(Exception):
+    """The fast path gives up: _decode_checked decides."""
+
+
+def _long_length(buf: bytes, pos: int, first: int, limit: int) -> tuple[int, int]:
+    """The length in ``first & 0x7f`` octets at ``pos`` (X.690 long form, 1 to 8 octets as
+    _header allows) and the position after them; these octets must end by ``limit``."""
+    size = first - 0x80
+    if not 0 < size <= 8 or pos + size > limit:
+        raise _NotFast
+    return int.from_bytes(buf[pos : pos + size], "big"), pos + size
+
+
+def _fast_entry(buf: bytes, pos: int, end: int) -> LdapResponse | None:
+    """The SearchResultEntry whose LDAPMessage SEQUENCE has its contents at ``buf[pos:end]``,
+    or None: not one, or not well formed (see above), or with text that is not UTF-8 (the
+    checked path replaces what is not; strict decoding, without arguments, is faster)."""
+    try:
+        # messageID: an INTEGER of 1 to 4 octets, the first below 0x80: within 0..MAX_MESSAGE_ID.
+        n = buf[pos + 1]
+        if buf[pos] != 0x02 or not 0 < n <= 4 or buf[pos + 2] & 0x80:
+            return None
+        s = pos + 2
+        pos = s + n
+        message_id = buf[s] if n == 1 else int.from_bytes(buf[s:pos], "big")
+        # protocolOp [APPLICATION 4]
+        if buf[pos] != 0x64:
+            return None
+        n = buf[pos + 1]
+        pos += 2
+        if n == 0x81:  # most entries are 128 to 255 bytes long
+            n = buf[pos]
+            pos += 1
+        elif n & 0x80:
+            n, pos = _long_length(buf, pos, n, end)
+        op_end = pos + n
+        if op_end > end:
+            return None
+        # objectName
+        if buf[pos] != 0x04:
+            return None
+        n = buf[pos + 1]
+        pos += 2
+        if n & 0x80:
+            n, pos = _long_length(buf, pos, n, op_end)
+        e = pos + n
+        if e > op_end:
+            return None
+        dn = buf[pos:e].decode()
+        # attributes: SEQUENCE OF SEQUENCE {type, SET OF value}. As in _search_entry, anything
+        # after the attributes in the protocolOp, or after the values in an attribute, is ignored.
+        if buf[e] != 0x30:
+            return None
+        n = buf[e + 1]
+        pos = e + 2
+        if n & 0x80:
+            n, pos = _long_length(buf, pos, n, op_end)
+        stop = pos + n
+        if stop > op_end:
+            return None
+        attributes: dict[str, list[str]] = {}
+        while pos < stop:
+            n = buf[pos + 1]
+            if buf[pos] != 0x30:
+                return None
+            pos += 2
+            if n & 0x80:
+                n, pos = _long_length(buf, pos, n, stop)
+            attribute_end = pos + n
+            # type: its end is checked with the values' below (it precedes them)
+            n = buf[pos + 1]
+            if buf[pos] != 0x04:
+                return None
+            if n & 0x80:
+                n, s = _long_length(buf, pos + 2, n, attribute_end)
+            else:
+                s = pos + 2
+            pos = s + n
+            if buf[pos] != 0x31:
+                return None
+            name = buf[s:pos].decode()
+            n = buf[pos + 1]
+            pos += 2
+            if n & 0x80:
+                n, pos = _long_length(buf, pos, n, attribute_end)
+            values_end = pos + n
+            if values_end > attribute_end:
+                return None
+            values = attributes.setdefault(name, [])
+            while pos < values_end:
+                n = buf[pos + 1]
+                if buf[pos] != 0x04:
+                    return None
+                if n & 0x80:
+                    n, s = _long_length(buf, pos + 2, n, values_end)
+                else:
+                    s = pos + 2
+                pos = s + n
+                values.append(buf[s:pos].decode())
+            if pos != values_end:
+                return None
+            pos = attribute_end
+        if pos != stop:
+            return None
+        return entry_response(
+            message_id, (dn, attributes), _controls(buf, op_end, end) if op_end != end else ()
+        )
+    except (IndexError, _NotFast, UnicodeDecodeError):
+        return None
+
+
+# --- the checked path: every response, every error --------------------------------------------
+
+
+def _decode_checked(buf: bytes, start: int, end: int) -> LdapResponse:
+    """Decode the LDAPMessage filling ``buf[start:end]`` element by element through _header,
+    raising LdapProtocolError with what is wrong where."""
     tag, pos, stop = _header(buf, start, end, "LDAPMessage")
     if tag != 0x30:
         raise LdapProtocolError(f"LDAPMessage: expected SEQUENCE (0x30), got 0x{tag:02x}")
@@ -396,11 +542,18 @@ def _search_entry(buf: bytes, pos: int, end: int) -> tuple[str, dict[str, list[s
 
 
 class ResponseReader:
-    """Splits a byte stream into LDAPMessages: feed it whatever each read returned."""
+    """Splits a byte stream into LDAPMessages: feed it whatever each read returned.
+
+    After an LdapProtocolError the stream is out of step: the reader keeps the bytes and the
+    next feed raises again; the connection must be dropped."""
 
     def __init__(self, max_message_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         self.max_message_bytes = max_message_bytes
         self._buf = bytearray()
+        # How many pending bytes complete the next message (0: its length is not read yet).
+        # Until then a read is only appended: a message longer than a read is not copied
+        # and scanned again on every read, which would be quadratic in its size.
+        self._need = 0
 
     @property
     def pending_bytes(self) -> int:
@@ -411,9 +564,15 @@ class ResponseReader:
         """The messages completed by ``data`` (none if it ends inside one)."""
         buf = self._buf
         buf += data
+        size = len(buf)
+        if size < self._need:
+            return []
+        # One copy per read that completes a message: slices of bytes (the values) are what
+        # the decoders take, and the bytearray is trimmed below.
+        view = bytes(buf)
         out: list[LdapResponse] = []
-        pos, size = 0, len(buf)
-        view = bytes(buf) if size else b""
+        limit = self.max_message_bytes
+        pos = need = 0
         while size - pos >= 2:
             if view[pos] != 0x30:
                 raise LdapProtocolError(
@@ -429,15 +588,20 @@ class ResponseReader:
                 if size - pos < head:
                     break
                 length = int.from_bytes(view[pos + 2 : pos + head], "big")
-            if length > self.max_message_bytes:
+            if length > limit:
                 raise LdapProtocolError(
                     f"LDAPMessage of {length:,} bytes is over the limit of "
-                    f"{self.max_message_bytes:,} bytes for a response"
+                    f"{limit:,} bytes for a response"
                 )
-            if size - pos < head + length:
+            end = pos + head + length
+            if end > size:
+                need = end - pos
                 break
-            out.append(decode_message(view, pos, pos + head + length))
-            pos += head + length
+            # The SEQUENCE's header is checked above as _decode_checked checks it.
+            response = _fast_entry(view, pos + head, end)
+            out.append(_decode_checked(view, pos, end) if response is None else response)
+            pos = end
         if pos:
             del buf[:pos]
+        self._need = need
         return out
