@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -62,6 +63,25 @@ def plan_digest(plan: Plan, addresses: dict[int, str]) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for the duration of a bulk step.
+
+    Planning a large roster makes hundreds of thousands of small containers (entries, their
+    attributes, register rows) that live until the plan is done and form no cycles. Each
+    automatic collection walks all of them again, for nothing: a third of the CPU of a no-change
+    import of 50,000 (docs/benchmarks.md). Reference counting still frees everything as usual;
+    cycles made meanwhile by other work wait for the next collection after the step.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 async def prepare_import(
     councillors: Councillors,
     path: Path,
@@ -76,6 +96,18 @@ async def prepare_import(
     The file is read (apart from the event loop, a large one in a process of its own) while
     the directory and the register are read; a problem of the file is reported first, as if
     it had been read before anything else."""
+    with _collector_paused():
+        return await _prepare(councillors, path, committees, encoding, today, max_bytes)
+
+
+async def _prepare(
+    councillors: Councillors,
+    path: Path,
+    committees: Mapping[str, str] | None,
+    encoding: str | None,
+    today: date | None,
+    max_bytes: int | None,
+) -> PreparedImport:
     reading = asyncio.create_task(
         read_roster_apart(
             path,
@@ -124,8 +156,9 @@ async def apply_import(
     if expected_digest is not None and prepared.digest != expected_digest:
         raise PlanChanged(i18n.text(language, "import.plan_changed"))
     refuse_invalid(prepared, language=language, skip_invalid=skip_invalid)
-    result = await councillors.apply(
-        prepared.plan, context, progress=progress, chosen=prepared.chosen
-    )
+    with _collector_paused():
+        result = await councillors.apply(
+            prepared.plan, context, progress=progress, chosen=prepared.chosen
+        )
     result.errors = prepared.problems + result.errors
     return result

@@ -118,8 +118,13 @@ async def list_brief(
 
     found = await _read(c, ssl_context, search, f"list {c.councillors_dn}")
     out = []
+    as_asked = frozenset(asked)
     for dn, attributes in found:
-        values = {spelling.get(name.lower(), name): v for name, v in attributes.items()}
+        values = (
+            attributes  # slapd names attributes as asked: no renaming needed
+            if attributes.keys() <= as_asked
+            else {spelling.get(name.lower(), name): v for name, v in attributes.items()}
+        )
         addresses = values.get(c.mail_attribute) or [""]
         out.append(
             CouncillorEntry(
