@@ -63,22 +63,32 @@ def plan_digest(plan: Plan, addresses: dict[int, str]) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
 
 
+_pauses = 0  # prepares under way in this process (the web may run several at once)
+_collector_was_enabled = True
+
+
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for the duration of a bulk step.
+    """Python's cyclic garbage collector off while a roster is planned.
 
     Planning a large roster makes hundreds of thousands of small containers (entries, their
-    attributes, register rows) that live until the plan is done and form no cycles. Each
+    attributes, register rows) that live until the plan is made and form no cycles. Each
     automatic collection walks all of them again, for nothing: a third of the CPU of a no-change
     import of 50,000 (docs/benchmarks.md). Reference counting still frees everything as usual;
-    cycles made meanwhile by other work wait for the next collection after the step.
+    cycles made meanwhile wait for the next collection after the last prepare in the process
+    ends. Applying is left alone: it meets the directory's failures, and what they leave
+    behind is collected at once as usual.
     """
-    enabled = gc.isenabled()
-    gc.disable()
+    global _pauses, _collector_was_enabled
+    if _pauses == 0:
+        _collector_was_enabled = gc.isenabled()
+        gc.disable()
+    _pauses += 1
     try:
         yield
     finally:
-        if enabled:
+        _pauses -= 1
+        if _pauses == 0 and _collector_was_enabled:
             gc.enable()
 
 
@@ -156,9 +166,8 @@ async def apply_import(
     if expected_digest is not None and prepared.digest != expected_digest:
         raise PlanChanged(i18n.text(language, "import.plan_changed"))
     refuse_invalid(prepared, language=language, skip_invalid=skip_invalid)
-    with _collector_paused():
-        result = await councillors.apply(
-            prepared.plan, context, progress=progress, chosen=prepared.chosen
-        )
+    result = await councillors.apply(
+        prepared.plan, context, progress=progress, chosen=prepared.chosen
+    )
     result.errors = prepared.problems + result.errors
     return result
