@@ -105,7 +105,22 @@ def samba_settings() -> Iterator[Settings]:
     stack = LocalStack(settings)
     started = time.monotonic()
     try:
-        stack.up()  # provisions the domain: the slow part, once for the module
+        for attempt in range(4):
+            try:
+                stack.up()  # provisions the domain: the slow part, once for the module
+                break
+            except StackError as exc:
+                # Dovecot's ports were free when chosen, a minute of provisioning ago; another
+                # test process may have taken one since. Fresh ones, and up again (the domain
+                # is made already).
+                if "already in use" not in str(exc) or attempt == 3:
+                    raise
+                imap_port, lmtp_port, smtp_port = free_ports(3)
+                settings = settings.with_changes(
+                    stack={"imap_port": imap_port, "lmtp_port": lmtp_port},
+                    smtp={"port": smtp_port},
+                )
+                stack = LocalStack(settings)
         TIMINGS["first up (provision + start)"] = time.monotonic() - started
         yield settings
     finally:
