@@ -32,6 +32,10 @@ from provisioning.errors import DirectoryError
 SIZE_LIMIT_EXCEEDED = 4
 
 
+# Member values per add or modify request of a group (see Directory._change_members).
+MEMBER_BATCH = 2000
+
+
 class Directory:
     """Async facade over a small pool of ldap3 connections running in threads."""
 
@@ -599,20 +603,36 @@ class Directory:
         if current is None:
             # Through the pipelined client: a council-wide group can hold tens of thousands of
             # member values, which ldap3's encoder takes seconds to write.
+            members = sorted(wanted)
             attributes: dict[str, Any] = {
                 **self.dialect.group_attributes(name),
                 "description": description,
             }
-            if wanted:
-                attributes[self.config.member_attribute] = sorted(wanted)
+            if members:
+                attributes[self.config.member_attribute] = members[:MEMBER_BATCH]
             (result,) = await self.add_many([(dn, attributes)], self.dialect.group_classes())
             if isinstance(result, Exception):
                 raise result
+            await self._change_members(dn, members[MEMBER_BATCH:], [])
             return True
-        if wanted == current.members:
+        added, removed = sorted(wanted - current.members), sorted(current.members - wanted)
+        if not added and not removed:
             return False
-        await self.modify(dn, {self.config.member_attribute: sorted(wanted)})
+        await self._change_members(dn, added, removed)
         return True
+
+    async def _change_members(self, dn: str, added: list[str], removed: list[str]) -> None:
+        """Add, then remove, members of group ``dn`` in requests of ``MEMBER_BATCH`` values:
+        only what differs is sent, and no single request makes the directory work on tens of
+        thousands of values at once (Samba took longer than the 5 s ``directory.timeout`` to
+        add a group of 50,000 members in one request). Adding first keeps a groupOfNames from
+        ever being empty."""
+        for start in range(0, len(added), MEMBER_BATCH):
+            batch = added[start : start + MEMBER_BATCH]
+            await self._modify_members(dn, [(ldap3.MODIFY_ADD, batch)])
+        for start in range(0, len(removed), MEMBER_BATCH):
+            batch = removed[start : start + MEMBER_BATCH]
+            await self._modify_members(dn, [(ldap3.MODIFY_DELETE, batch)])
 
     async def add_member(self, name: str, dn: str, description: str) -> bool:
         """Put ``dn`` into group ``name`` (made if missing); False if it was there already.

@@ -565,3 +565,43 @@ async def test_a_council_of_sixty_is_imported_at_once_within_the_directory_timeo
     assert result is not None and result.errors == []
     assert len(result.created) == 60
     assert len(await parts.directory.list_councillors(brief=True)) == 60
+
+
+async def test_a_large_group_is_written_in_batches_of_only_what_differs(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The council-wide group of a large roster: no request may carry all its members (Samba
+    # took over the 5 s directory timeout to add 50,000 at once). Batches of 3 stand in for
+    # MEMBER_BATCH here; every request is counted.
+    import provisioning.directory.adapter as adapter_module
+
+    await run_import(parts, SAMPLE, quiet=True)
+    people = sorted(e.dn for e in await parts.directory.list_councillors())
+    assert len(people) == 25
+    monkeypatch.setattr(adapter_module, "MEMBER_BATCH", 3)
+    sizes: list[int] = []
+    modify = Directory._modify_members
+
+    async def counted(self: Directory, dn: str, changes: list[tuple[Any, list[str]]]) -> None:
+        sizes.extend(len(values) for _, values in changes)
+        await modify(self, dn, changes)
+
+    monkeypatch.setattr(Directory, "_modify_members", counted)
+    directory = parts.directory
+
+    async def members() -> set[str]:
+        group = await directory.get_group("proba-duza")
+        assert group is not None
+        return set(group.members)
+
+    assert await directory.sync_group("proba-duza", people[:10], "Próba")
+    assert await members() == {dn.lower() for dn in people[:10]}
+    assert sizes == [3, 3, 1]  # 3 in the add itself, then the other 7 in batches
+    sizes.clear()
+    # 5 leave, 4 join: only those 9 values are sent, none of the 5 who stay.
+    assert await directory.sync_group("proba-duza", people[5:14], "Próba")
+    assert await members() == {dn.lower() for dn in people[5:14]}
+    assert sorted(sizes) == [1, 2, 3, 3]
+    sizes.clear()
+    assert not await directory.sync_group("proba-duza", people[5:14], "Próba")
+    assert sizes == []
