@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -63,35 +62,6 @@ def plan_digest(plan: Plan, addresses: dict[int, str]) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
 
 
-_pauses = 0  # prepares under way in this process (the web may run several at once)
-_collector_was_enabled = True
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while a roster is planned.
-
-    Planning a large roster makes hundreds of thousands of small containers (entries, their
-    attributes, register rows) that live until the plan is made and form no cycles. Each
-    automatic collection walks all of them again, for nothing: a third of the CPU of a no-change
-    import of 50,000 (docs/benchmarks.md). Reference counting still frees everything as usual;
-    cycles made meanwhile wait for the next collection after the last prepare in the process
-    ends. Applying is left alone: it meets the directory's failures, and what they leave
-    behind is collected at once as usual.
-    """
-    global _pauses, _collector_was_enabled
-    if _pauses == 0:
-        _collector_was_enabled = gc.isenabled()
-        gc.disable()
-    _pauses += 1
-    try:
-        yield
-    finally:
-        _pauses -= 1
-        if _pauses == 0 and _collector_was_enabled:
-            gc.enable()
-
-
 async def prepare_import(
     councillors: Councillors,
     path: Path,
@@ -106,8 +76,7 @@ async def prepare_import(
     The file is read (apart from the event loop, a large one in a process of its own) while
     the directory and the register are read; a problem of the file is reported first, as if
     it had been read before anything else."""
-    with _collector_paused():
-        return await _prepare(councillors, path, committees, encoding, today, max_bytes)
+    return await _prepare(councillors, path, committees, encoding, today, max_bytes)
 
 
 async def _prepare(

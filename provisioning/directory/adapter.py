@@ -32,10 +32,6 @@ from provisioning.errors import DirectoryError
 SIZE_LIMIT_EXCEEDED = 4
 
 
-# Member values per add or modify request of a group (see Directory._change_members).
-MEMBER_BATCH = 2000
-
-
 class Directory:
     """Async facade over a small pool of ldap3 connections running in threads."""
 
@@ -608,12 +604,13 @@ class Directory:
                 **self.dialect.group_attributes(name),
                 "description": description,
             }
+            batch = self.dialect.member_batch or len(members)
             if members:
-                attributes[self.config.member_attribute] = members[:MEMBER_BATCH]
+                attributes[self.config.member_attribute] = members[:batch]
             (result,) = await self.add_many([(dn, attributes)], self.dialect.group_classes())
             if isinstance(result, Exception):
                 raise result
-            await self._change_members(dn, members[MEMBER_BATCH:], [])
+            await self._change_members(dn, members[batch:], [])
             return True
         added, removed = sorted(wanted - current.members), sorted(current.members - wanted)
         if not added and not removed:
@@ -622,17 +619,15 @@ class Directory:
         return True
 
     async def _change_members(self, dn: str, added: list[str], removed: list[str]) -> None:
-        """Add, then remove, members of group ``dn`` in requests of ``MEMBER_BATCH`` values:
-        only what differs is sent, and no single request makes the directory work on tens of
-        thousands of values at once (Samba took longer than the 5 s ``directory.timeout`` to
-        add a group of 50,000 members in one request). Adding first keeps a groupOfNames from
-        ever being empty."""
-        for start in range(0, len(added), MEMBER_BATCH):
-            batch = added[start : start + MEMBER_BATCH]
-            await self._modify_members(dn, [(ldap3.MODIFY_ADD, batch)])
-        for start in range(0, len(removed), MEMBER_BATCH):
-            batch = removed[start : start + MEMBER_BATCH]
-            await self._modify_members(dn, [(ldap3.MODIFY_DELETE, batch)])
+        """Add, then remove, members of group ``dn``: only what differs is sent, in requests
+        of the dialect's ``member_batch`` values (Active Directory: no single request makes
+        the domain controller work on tens of thousands of values; Samba took longer than the
+        5 s ``directory.timeout`` to add a group of 50,000 members in one). Adding first keeps
+        a groupOfNames from ever being empty."""
+        for op, values in ((ldap3.MODIFY_ADD, added), (ldap3.MODIFY_DELETE, removed)):
+            size = self.dialect.member_batch or max(len(values), 1)
+            for start in range(0, len(values), size):
+                await self._modify_members(dn, [(op, values[start : start + size])])
 
     async def add_member(self, name: str, dn: str, description: str) -> bool:
         """Put ``dn`` into group ``name`` (made if missing); False if it was there already.

