@@ -76,17 +76,6 @@ async def prepare_import(
     The file is read (apart from the event loop, a large one in a process of its own) while
     the directory and the register are read; a problem of the file is reported first, as if
     it had been read before anything else."""
-    return await _prepare(councillors, path, committees, encoding, today, max_bytes)
-
-
-async def _prepare(
-    councillors: Councillors,
-    path: Path,
-    committees: Mapping[str, str] | None,
-    encoding: str | None,
-    today: date | None,
-    max_bytes: int | None,
-) -> PreparedImport:
     reading = asyncio.create_task(
         read_roster_apart(
             path,

@@ -210,18 +210,10 @@ async def list_groups(
             raise
         out = []
         for dn, attributes in found:
-            name, members, next_low = "", [], None
-            for attribute, values in attributes.items():
-                if attribute.lower() == "cn":
-                    name = values[0] if values else ""
-                elif attribute.lower() == member.lower():
-                    members.extend(values)
-                elif (ranged := _RANGE.match(attribute)) and ranged["name"].lower() == (
-                    member.lower()
-                ):
-                    members.extend(values)
-                    if ranged["high"] != "*":
-                        next_low = int(ranged["high"]) + 1
+            cn = next((v for a, v in attributes.items() if a.lower() == "cn"), [])
+            name = cn[0] if cn else ""
+            members: list[str] = []
+            next_low = _take_members(attributes, member, members)
             while next_low is not None:
                 next_low = await _next_slice(wire, c, dn, members, next_low, slice_size)
             out.append(GroupEntry(dn, name, frozenset(map(str.lower, members))))
@@ -243,17 +235,25 @@ async def _next_slice(
     high = "*" if slice_size is None else str(low + slice_size - 1)
     asked = f"{c.member_attribute};range={low}-{high}"
     found = await wire.search(dn, BASE_OBJECT, ("objectClass", c.group_object_class), [asked])
-    next_low = None
-    got = 0
+    before, next_low = len(members), None
     for _, attributes in found:
-        for attribute, values in attributes.items():
-            ranged = _RANGE.match(attribute)
-            if ranged and ranged["name"].lower() == c.member_attribute.lower():
-                members.extend(values)
-                got += len(values)
-                if ranged["high"] != "*":
-                    next_low = int(ranged["high"]) + 1
-    if next_low is not None and not got:
+        next_low = _take_members(attributes, c.member_attribute, members)
+    if next_low is not None and len(members) == before:
         # A directory that keeps answering empty slices would keep this loop going forever.
         raise LdapProtocolError(f"{dn}: an empty slice of {c.member_attribute} before its end")
+    return next_low
+
+
+def _take_members(attributes: Mapping[str, list[str]], member: str, into: list[str]) -> int | None:
+    """Appends the values of ``member`` in ``attributes`` (whole, or a slice named
+    "member;range=low-high") to ``into``; the low end of the next slice, or None when there
+    is none."""
+    next_low = None
+    for attribute, values in attributes.items():
+        if attribute.lower() == member.lower():
+            into.extend(values)
+        elif (ranged := _RANGE.match(attribute)) and ranged["name"].lower() == member.lower():
+            into.extend(values)
+            if ranged["high"] != "*":
+                next_low = int(ranged["high"]) + 1
     return next_low
