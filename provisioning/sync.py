@@ -32,9 +32,10 @@ COMPARED_FIELDS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Existing:
-    """A councillor as they exist now (directory entry joined with the register)."""
+    """A councillor as they exist now (directory entry joined with the register); slots: a
+    plan holds one for every councillor, tens of thousands in a county."""
 
     address: str
     dn: str | None

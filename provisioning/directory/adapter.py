@@ -16,6 +16,7 @@ from provisioning.directory.bulk import add_entries, list_brief, list_groups
 from provisioning.directory.dialect import dialect_for
 from provisioning.directory.entries import (
     ALREADY_EXISTS,
+    NO_ATTRIBUTES,
     NO_SUCH_OBJECT,
     CouncillorEntry,
     DirectoryConfig,
@@ -94,7 +95,7 @@ class Directory:
                 for k, v in attrs.items()
             }
             if keep_raw
-            else {},
+            else NO_ATTRIBUTES,
         )
 
     async def ping(self) -> None:

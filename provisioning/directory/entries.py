@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from ldap3.utils.conv import escape_filter_chars
@@ -68,9 +69,14 @@ class DirectoryConfig:
     kind: str = "openldap"
 
 
-@dataclass(frozen=True)
+# The raw attributes of an entry read without them (a brief listing): one shared, read-only.
+NO_ATTRIBUTES: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
 class CouncillorEntry:
-    """A councillor's directory entry as the service sees it."""
+    """A councillor's directory entry as the service sees it (slots: an import lists tens of
+    thousands of them)."""
 
     dn: str
     address: str
@@ -83,7 +89,7 @@ class CouncillorEntry:
     club: str = ""
     role: str = ""
     phone: str | None = None
-    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    attributes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: NO_ATTRIBUTES)
     # The name the person signs in with besides the address (uid; sAMAccountName in AD), when
     # it was read.
     login: str = ""

@@ -8,6 +8,7 @@ import asyncio
 import math
 import queue
 import ssl
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -81,6 +82,11 @@ class ConnectionPool:
         self.config = config
         self._ssl: ssl.SSLContext | None = None
         self._pool: queue.LifoQueue[ldap3.Connection | None] = queue.LifoQueue()
+        # Set by close(): a connection that a worker thread still holds then is closed when
+        # it comes back instead of being pooled (a cancelled caller's thread runs on, and its
+        # connection would otherwise outlive the pool, unclosed).
+        self._closed = False
+        self._closing = threading.Lock()
         for _ in range(config.pool_size):
             self._pool.put(None)  # connections are opened lazily
 
@@ -161,6 +167,13 @@ class ConnectionPool:
             _close_quietly(conn)
         self._pool.put(None)
 
+    def _give_back(self, conn: ldap3.Connection | None) -> None:
+        with self._closing:
+            if not self._closed:
+                self._pool.put(conn)
+                return
+        self._discard(conn)
+
     def _call(self, fn: Callable[[ldap3.Connection], T]) -> T:
         # A pooled connection may have gone stale (server restarted): on a communication error
         # with a reused connection, try once more on a fresh one before calling it unavailable.
@@ -190,9 +203,9 @@ class ConnectionPool:
                 self._discard(conn)
                 raise
             except BaseException:
-                self._pool.put(conn)
+                self._give_back(conn)
                 raise
-            self._pool.put(conn)
+            self._give_back(conn)
             return result
         raise AssertionError("unreachable")
 
@@ -215,13 +228,22 @@ class ConnectionPool:
         return ok
 
     async def close(self) -> None:
+        """Close the pooled connections; one still in use is closed when its call ends. Calls
+        made after this still work, each on a connection of its own that it closes."""
+
         def close_all() -> None:
-            while True:
-                try:
-                    conn = self._pool.get_nowait()
-                except queue.Empty:
-                    return
+            with self._closing:
+                self._closed = True
+                pooled = []
+                while True:
+                    try:
+                        pooled.append(self._pool.get_nowait())
+                    except queue.Empty:
+                        break
+                for _ in pooled:  # still usable: each later call opens and closes its own
+                    self._pool.put(None)
+            for conn in pooled:
                 if conn is not None:
-                    conn.unbind()
+                    _close_quietly(conn)
 
         await asyncio.to_thread(close_all)

@@ -148,6 +148,7 @@ def read_roster(
         text, used = _decode_explicit(raw, shown, encoding), encoding
     else:
         text, used = _decode_detected(raw, shown)
+    del raw  # not held beside the text and the entries while a large file is parsed
     return parse_roster_text(text, path=shown, committees=committees, encoding=used)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import smtplib
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 from email import message_from_bytes, policy
@@ -419,10 +420,6 @@ class FailingDirectory(Directory):
         return done + [fault] * (len(items) - len(allowed))
 
 
-# A socket left unclosed by some earlier step has surfaced (ResourceWarning at collection) in
-# this test in 3 of about 8 runs of the file since 2026-12-04 20:00; its origin is not found yet
-# (issue #16's note). Ignored here only, so that it cannot fail the assertions below.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_a_failure_part_way_leaves_whole_entries_and_a_rerun_completes(
     parts: Parts, settings: Settings, tmp_path: Path
 ) -> None:
@@ -447,6 +444,41 @@ async def test_a_failure_part_way_leaves_whole_entries_and_a_rerun_completes(
     assert len(final) == 25
     assert len({e.address for e in final}) == 25
     assert len({e.external_id for e in final}) == 25
+
+
+async def test_a_connection_in_use_when_the_directory_closes_is_closed_when_it_comes_back(
+    directory: Directory,
+) -> None:
+    # A caller cancelled while its worker thread still talks to slapd (an import stopped by
+    # an error elsewhere) leaves the thread running; its connection used to go back into the
+    # closed pool and be left unclosed there (a ResourceWarning at some later collection).
+    config = directory.config
+    directory = Directory(config)
+    started, release = threading.Event(), threading.Event()
+    held: list[Any] = []
+
+    def slow_read(conn: Any) -> bool:
+        held.append(conn)
+        started.set()
+        release.wait(10)
+        return bool(conn.search(config.base_dn, "(objectClass=*)"))
+
+    call = asyncio.ensure_future(directory._ldap.run(slow_read))
+    assert await asyncio.to_thread(started.wait, 10)
+    call.cancel()
+    await directory.close()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    # The thread finishes after the cancelled caller; wait for it to hand the connection back.
+    for _ in range(100):
+        if held[0].closed:
+            break
+        await asyncio.sleep(0.05)
+    assert held[0].closed
+    # The directory still answers after close, on connections it does not keep open.
+    assert await directory.list_councillors() == []
+    assert all(conn is None for conn in directory._ldap._pool.queue)
 
 
 class WaitingDirectory(Directory):

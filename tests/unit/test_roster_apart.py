@@ -63,7 +63,7 @@ async def test_the_sample_roster_read_apart_equals_the_one_read_here() -> None:
 async def test_a_small_file_is_read_on_a_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def no_child(request: bytes) -> Any:
+    async def no_child(*args: Any) -> Any:
         raise AssertionError("a small roster started a process")
 
     monkeypatch.setattr(apart, "_run_child", no_child)
@@ -147,3 +147,49 @@ async def test_cancelling_the_read_ends_the_child(
     with pytest.raises(asyncio.CancelledError):
         await reading
     assert children[0].returncode is not None  # killed and reaped, not left running
+
+
+def test_the_child_answers_a_batch_of_rows_a_line(tmp_path: Path) -> None:
+    # Neither side holds the whole answer: the child writes (and the parent decodes) one batch
+    # of rows at a time, each line far smaller than the whole.
+    import json
+    import subprocess
+
+    path = large_roster(tmp_path / "radni.csv", 5_000)
+    request = json.dumps([str(path), None, COMMITTEES, 10**8]).encode()
+    out = subprocess.run(
+        [sys.executable, "-m", apart.__name__], input=request, capture_output=True, check=True
+    ).stdout
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line[0] for line in lines] == ["ok", "rows", "rows", "rows", "end"]
+    entries = read_roster(path, committees=COMMITTEES).entries
+    assert [len(line[1]) for line in lines[1:-1]] == [2_000, 2_000, len(entries) - 4_000]
+    assert max(map(len, out.splitlines())) < len(out) / 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        '["ok", "x", "utf-8", ";"]\n["rows", []]\n',  # ends before its last line
+        '["ok", "x", "utf-8", ";"]\n{not json\n',
+        '["ok", "x", "utf-8", ";"]\n["what", 1]\n',
+        '["rows", []]\n',
+    ],
+)
+async def test_a_child_whose_answer_is_cut_or_garbled_is_read_here_instead(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    answer: str,
+) -> None:
+    path = large_roster(tmp_path / "radni.csv", 300)
+    fake = tmp_path / "python"
+    script = tmp_path / "answer.txt"
+    script.write_text(answer)
+    fake.write_text(f"#!/bin/sh\ncat > /dev/null\ncat {script}\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    with caplog.at_level(logging.WARNING, logger=apart.__name__):
+        roster = await read_roster_apart(path, committees=COMMITTEES, apart_bytes=0)
+    assert roster == read_roster(path, committees=COMMITTEES)
+    assert "reading it here" in caplog.text
