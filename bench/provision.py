@@ -39,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import warnings
@@ -475,6 +476,55 @@ def _children_peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
+def _rss_of(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass  # gone meanwhile
+    return 0
+
+
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as children:
+                out += [int(child) for child in children.read().split()]
+    except OSError:
+        pass
+    return out + [grandchild for child in out for grandchild in _descendants(child)]
+
+
+class TogetherRss:
+    """The peak of this process's RSS plus its descendants' (the roster reader) at the same
+    moment, sampled every 10 ms on a thread: what the import holds at once. Peaks summed as if
+    they coincided would overstate it (the reader has ended before the import's own peak)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> TogetherRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        me = os.getpid()
+        while True:
+            total = _rss_of(me) + sum(_rss_of(pid) for pid in _descendants(me))
+            self.peak = max(self.peak, total)
+            if self._stop.wait(0.01):
+                return
+
+
 class PhaseTimes:
     """Wall time and calls of named steps of the import (wrappers around the real methods)."""
 
@@ -603,10 +653,13 @@ def _import_child(
 ) -> None:
     try:
         load_patch(patch)
-        report = asyncio.run(_import(spec, Path(roster), max_bytes))
-        # The roster reader runs beside the import: both count, as if at their peaks at once.
+        with TogetherRss() as together:
+            report = asyncio.run(_import(spec, Path(roster), max_bytes))
+        # The roster reader runs beside the import: what both hold at once counts.
         report["reader_rss_bytes"] = _children_peak_rss()
-        report["max_rss_bytes"] = _peak_rss() + report["reader_rss_bytes"]
+        report["own_rss_bytes"] = _peak_rss()
+        report["max_rss_bytes"] = max(together.peak, report["own_rss_bytes"])
+        report["summed_rss_bytes"] = report["own_rss_bytes"] + report["reader_rss_bytes"]
         out.send(("ok", report))
     except BaseException:
         out.send(("error", traceback.format_exc()))
@@ -1055,9 +1108,12 @@ def main(argv: list[str] | None = None) -> int:
         ),
         (f"1 % change import ({changed:,} updates)", f"{update['seconds']:.1f} s", "", ""),
         (
-            "peak RSS of an import (+ its roster reader)",
+            "peak RSS of an import with its roster reader, at once",
             f"{_mb(peak)} (first {_mb(first['max_rss_bytes'])}, no-change "
-            f"{_mb(again['max_rss_bytes'])}, 1 % {_mb(update['max_rss_bytes'])})",
+            f"{_mb(again['max_rss_bytes'])}, 1 % {_mb(update['max_rss_bytes'])}; the "
+            f"no-change's import process {_mb(again['own_rss_bytes'])} and reader "
+            f"{_mb(again['reader_rss_bytes'])}, if their peaks coincided "
+            f"{_mb(again['summed_rss_bytes'])})",
             f"≤ {GOAL_PEAK_RSS_MB:g} MB",
             _yes(peak <= GOAL_PEAK_RSS_MB * MB),
         ),

@@ -416,7 +416,7 @@ def run(args: argparse.Namespace) -> int:
             f"{again['seconds']:.1f} s (samba CPU {again['dc_cpu_seconds']:.1f} s)",
         ),
         (
-            "peak RSS of an import process",
+            "peak RSS of an import with its roster reader, at once",
             f"first {_mb(first['max_rss_bytes'])}, no-change {_mb(again['max_rss_bytes'])}",
         ),
     ]
