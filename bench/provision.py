@@ -39,7 +39,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 import warnings
@@ -476,53 +475,11 @@ def _children_peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
-def _rss_of(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass  # gone meanwhile
-    return 0
+def _with_children() -> list[int]:
+    """This process and its children (the import's roster reader, while it runs)."""
+    from relay_procs import child_pids  # bench/, beside this file, is on sys.path
 
-
-def _descendants(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as children:
-                out += [int(child) for child in children.read().split()]
-    except OSError:
-        pass
-    return out + [grandchild for child in out for grandchild in _descendants(child)]
-
-
-class TogetherRss:
-    """The peak of this process's RSS plus its descendants' (the roster reader) at the same
-    moment, sampled every 10 ms on a thread: what the import holds at once. Peaks summed as if
-    they coincided would overstate it (the reader has ended before the import's own peak)."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> TogetherRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _sample(self) -> None:
-        me = os.getpid()
-        while True:
-            total = _rss_of(me) + sum(_rss_of(pid) for pid in _descendants(me))
-            self.peak = max(self.peak, total)
-            if self._stop.wait(0.01):
-                return
+    return [os.getpid(), *child_pids(os.getpid())]
 
 
 class PhaseTimes:
@@ -653,7 +610,11 @@ def _import_child(
 ) -> None:
     try:
         load_patch(patch)
-        with TogetherRss() as together:
+        from relay_procs import RssSampler
+
+        # What the import and its roster reader hold at once, every 10 ms: peaks summed as if
+        # they coincided would overstate it (the reader has ended before the import's peak).
+        with RssSampler(_with_children, interval=0.01) as together:
             report = asyncio.run(_import(spec, Path(roster), max_bytes))
         # The roster reader runs beside the import: what both hold at once counts.
         report["reader_rss_bytes"] = _children_peak_rss()
