@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from provisioning.roster import RosterFileError, apart, read_roster
+from provisioning.roster import Roster, RosterFileError, apart, read_roster
 from provisioning.roster.apart import read_roster_apart
 
 SAMPLE_ROSTER = Path(__file__).resolve().parents[2] / "config" / "sample-roster.csv"
@@ -41,6 +41,21 @@ def large_roster(path: Path, rows: int) -> Path:
         lines.append(line)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8-sig")
     return path
+
+
+async def read_with_fake_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, shell: str
+) -> tuple[Roster, Path, str]:
+    """A roster of 300 rows read apart by an "interpreter" that is the ``shell`` script; the
+    roster, its path, and what was logged."""
+    path = large_roster(tmp_path / "radni.csv", 300)
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\n{shell}\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    with caplog.at_level(logging.WARNING, logger=apart.__name__):
+        roster = await read_roster_apart(path, committees=COMMITTEES, apart_bytes=0)
+    return roster, path, caplog.text
 
 
 @pytest.mark.parametrize("rows", [3, 2_000])
@@ -113,16 +128,12 @@ async def test_without_a_working_interpreter_the_roster_is_read_here(
 async def test_a_child_that_dies_is_read_here_instead(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = large_roster(tmp_path / "radni.csv", 300)
     # An interpreter that fails before it answers: "python -c 'exit(3)' -m …" runs the -c.
-    fake = tmp_path / "python"
-    fake.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'raise SystemExit(3)'\n")
-    fake.chmod(0o755)
-    monkeypatch.setattr(sys, "executable", str(fake))
-    with caplog.at_level(logging.WARNING, logger=apart.__name__):
-        roster = await read_roster_apart(path, committees=COMMITTEES, apart_bytes=0)
+    roster, path, log = await read_with_fake_python(
+        tmp_path, monkeypatch, caplog, f"exec {sys.executable} -c 'raise SystemExit(3)'"
+    )
     assert roster == read_roster(path, committees=COMMITTEES)
-    assert "exit status 3" in caplog.text
+    assert "exit status 3" in log
 
 
 async def test_cancelling_the_read_ends_the_child(
@@ -182,14 +193,10 @@ async def test_a_child_whose_answer_is_cut_or_garbled_is_read_here_instead(
     caplog: pytest.LogCaptureFixture,
     answer: str,
 ) -> None:
-    path = large_roster(tmp_path / "radni.csv", 300)
-    fake = tmp_path / "python"
     script = tmp_path / "answer.txt"
     script.write_text(answer)
-    fake.write_text(f"#!/bin/sh\ncat > /dev/null\ncat {script}\n")
-    fake.chmod(0o755)
-    monkeypatch.setattr(sys, "executable", str(fake))
-    with caplog.at_level(logging.WARNING, logger=apart.__name__):
-        roster = await read_roster_apart(path, committees=COMMITTEES, apart_bytes=0)
+    roster, path, log = await read_with_fake_python(
+        tmp_path, monkeypatch, caplog, f"cat > /dev/null\ncat {script}"
+    )
     assert roster == read_roster(path, committees=COMMITTEES)
-    assert "reading it here" in caplog.text
+    assert "reading it here" in log
