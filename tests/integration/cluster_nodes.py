@@ -337,9 +337,14 @@ class ClusterNodes:
                 return data
             await asyncio.sleep(0.3)
 
-    async def leader(self, within: float = 30.0) -> Node:
-        """The node whose status row says "leader" (waits until exactly one does)."""
-        data = await self.wait_status(lambda d: len(status_leaders(d)) == 1, within)
+    async def leader(self, within: float = 30.0, *, other_than: Node | None = None) -> Node:
+        """The node whose status row says "leader" (waits until exactly one does, and with
+        ``other_than``, until it is another node: a killed leader's row says "leader" until
+        its lease runs out)."""
+        gone = other_than.name if other_than is not None else None
+        data = await self.wait_status(
+            lambda d: len(status_leaders(d)) == 1 and status_leaders(d)[0] != gone, within
+        )
         found = status_leaders(data)
         assert len(found) == 1, f"not exactly one leader: {data}"
         return self.node(found[0])

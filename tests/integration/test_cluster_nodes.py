@@ -319,7 +319,7 @@ async def test_distribution_due_when_the_leader_is_killed_reaches_everyone_once(
         await asyncio.sleep(lead_time - 1.0)
         leader.kill()  # one second before it is due
         # Another node leads and sends it; every councillor gets it once.
-        new_leader = await cluster.leader(within=30)
+        new_leader = await cluster.leader(within=30, other_than=leader)
         assert new_leader is not leader
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
