@@ -856,6 +856,12 @@ def main(argv: list[str] | None = None) -> int:
         "and ldbadd (bench/provision_samba.py; as root; ~7 users/s: a small --count, e.g. 500)",
     )
     parser.add_argument("--skip-ldbadd", action="store_true", help="--directory samba: no ldbadd")
+    parser.add_argument(
+        "--peer-beside",
+        action="store_true",
+        help="--directory samba: ldapadd into its own DC at the same time as the first import "
+        "(both see the same machine; one pass's wall time instead of two)",
+    )
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")

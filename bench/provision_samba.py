@@ -20,6 +20,12 @@ Argon2id step on either side. The peers add no groups; the import also syncs its
 
     .venv/bin/python bench/provision.py --directory samba --count 500
     .venv/bin/python bench/provision.py --directory samba --count 10000 --skip-ldbadd
+    .venv/bin/python bench/provision.py --directory samba --count 50000 --skip-ldbadd --peer-beside
+
+--peer-beside runs step 3 at the same time as step 1, each into its own DC (Samba's DC is one
+process: on two cores each gets one). Both then see the same machine, whatever else runs on it,
+and the two passes take one pass's wall time: at 50,000 one pass is 1-2 hours here, because
+Samba's cost per added user grows with the number of users already in the domain.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +49,6 @@ from provision import (
     HEADER,
     Person,
     StackSpec,
-    _children_cpu,
     _mb,
     _print_phases,
     _rate,
@@ -207,30 +213,42 @@ def _ldap_env(settings: Settings) -> dict[str, str]:
     return {**os.environ, "LDAPTLS_CACERT": str(settings.samba_directory.ca_file)}
 
 
+def _run_measured(
+    argv: list[str], env: dict[str, str] | None = None
+) -> tuple[int, str, float, float]:
+    """Run ``argv`` to its end: exit code, output, wall seconds and the CPU seconds of that
+    process alone (its own rusage from wait4: right also while other children run beside)."""
+    with tempfile.TemporaryFile() as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    return proc.returncode, text, seconds, usage.ru_utime + usage.ru_stime
+
+
 def run_ldapadd(settings: Settings, ldif: Path, pw: Path) -> tuple[float, float]:
     """ldapadd of ``ldif`` over LDAPS as the Administrator: wall and ldapadd's CPU seconds."""
     ad = settings.samba_directory
     argv = ["ldapadd", "-x", "-H", ad.url, "-D", ad.admin_dn, "-y", str(pw), "-f", str(ldif)]
-    cpu, start = _children_cpu(), time.perf_counter()
-    result = subprocess.run(argv, capture_output=True, text=True, env=_ldap_env(settings))
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"ldapadd failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
-    return seconds, _children_cpu() - cpu
+    code, output, seconds, cpu = _run_measured(argv, env=_ldap_env(settings))
+    if code != 0:
+        raise SystemExit(f"ldapadd failed ({code}): {output.strip()[-2000:]}")
+    return seconds, cpu
 
 
 def run_ldbadd(settings: Settings, ldif: Path) -> tuple[float, float]:
     """ldbadd of ``ldif`` into the DC's sam.ldb (tdb://, through Samba's own modules, as the
     system; one transaction for the whole file): wall and ldbadd's CPU seconds."""
     sam = settings.samba_directory.samba_dir / "private" / "sam.ldb"
-    argv = ["ldbadd", "-H", f"tdb://{sam}", str(ldif)]
-    cpu, start = _children_cpu(), time.perf_counter()
-    result = subprocess.run(argv, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        output = (result.stdout + result.stderr).strip()[-2000:]
-        raise SystemExit(f"ldbadd failed ({result.returncode}): {output}")
-    return seconds, _children_cpu() - cpu
+    code, output, seconds, cpu = _run_measured(["ldbadd", "-H", f"tdb://{sam}", str(ldif)])
+    if code != 0:
+        raise SystemExit(f"ldbadd failed ({code}): {output.strip()[-2000:]}")
+    return seconds, cpu
 
 
 def councillor_dns(settings: Settings, pw: Path) -> set[str]:
@@ -288,13 +306,45 @@ def run(args: argparse.Namespace) -> int:
         stack.up()
         provision_seconds = time.perf_counter() - started
 
-        _step(f"1/4 first import of {count:,} councillors")
-        dc_cpu = SambaCpu(stack)
-        first = run_import_in_child(ours, roster, max_bytes, args.patch)
-        first["dc_cpu_seconds"] = dc_cpu.used()
-        assert first["error_count"] == 0, first["errors"]
-        assert first["created"] == count, f"created {first['created']} of {count}"
-        _step(f"    {count:,} created in {first['seconds']:.1f} s")
+        beside = args.peer_beside and not args.skip_peer
+        peer_settings = peer.settings()
+        ldif = work / "radni.ldif"
+        peer_dns: set[str] = set()
+        peer_stack: LocalStack | None = None
+        pw = work / "peer" / "samba-admin.pw"
+        if not args.skip_peer:
+            peer_dns = {dn.lower() for dn in write_ad_ldif(ldif, peer_settings, council.people)}
+            peer_stack = LocalStack(peer_settings)
+            stacks.append(peer_stack)
+            if beside:
+                _step(f"provisioning and starting a second Samba in {peer.var_dir}")
+                peer_stack.start_service("samba")
+                (work / "peer").mkdir()
+                pw = administrator_password_file(peer_settings, work / "peer")
+                notes.append(
+                    "--peer-beside: ldapadd ran into the second domain at the same time as the "
+                    "first import, each DC (one process) with the same machine around it"
+                )
+
+        ldapadd_future: Future[tuple[float, float]] | None = None
+        with ThreadPoolExecutor(1) as pool:
+            if beside:
+                assert peer_stack is not None
+                _step(f"1/4 + 3/4 first import of {count:,} councillors, ldapadd beside it")
+                peer_cpu = SambaCpu(peer_stack)
+                ldapadd_future = pool.submit(run_ldapadd, peer_settings, ldif, pw)
+            else:
+                _step(f"1/4 first import of {count:,} councillors")
+            dc_cpu = SambaCpu(stack)
+            first = run_import_in_child(ours, roster, max_bytes, args.patch)
+            first["dc_cpu_seconds"] = dc_cpu.used()
+            assert first["error_count"] == 0, first["errors"]
+            assert first["created"] == count, f"created {first['created']} of {count}"
+            _step(f"    {count:,} created in {first['seconds']:.1f} s")
+            if ldapadd_future is not None:
+                ldapadd_seconds, ldapadd_cpu = ldapadd_future.result()
+                peer_dc_cpu = peer_cpu.used()
+                _step(f"    ldapadd: {ldapadd_seconds:.1f} s")
 
         _step("2/4 the same roster again (no changes)")
         dc_cpu = SambaCpu(stack)
@@ -306,29 +356,27 @@ def run(args: argparse.Namespace) -> int:
         assert again["unchanged"] == count, f"unchanged {again['unchanged']} of {count}"
         _step(f"    0 changes in {again['seconds']:.1f} s")
 
-        ours_pw = administrator_password_file(ours_settings, work)
+        (work / "ours").mkdir()
+        ours_pw = administrator_password_file(ours_settings, work / "ours")
         ours_dns = councillor_dns(ours_settings, ours_pw)
         assert len(ours_dns) == count, f"the import left {len(ours_dns)} entries, not {count}"
 
-        if not args.skip_peer:
-            peer_settings = peer.settings()
-            ldif = work / "radni.ldif"
-            peer_dns = {dn.lower() for dn in write_ad_ldif(ldif, peer_settings, council.people)}
+        if peer_stack is not None:
             if peer_dns != ours_dns:
                 notes.append(
                     f"the peers' DNs differ from the import's in {len(peer_dns ^ ours_dns)} "
                     "entries (address choice)"
                 )
-            peer_stack = LocalStack(peer_settings)
-            stacks.append(peer_stack)
-            _step(f"provisioning and starting a second Samba in {peer.var_dir}")
-            peer_stack.start_service("samba")
-            _step("3/4 peer: ldapadd of the same entries over LDAPS")
-            pw = administrator_password_file(peer_settings, work)
-            dc_cpu = SambaCpu(peer_stack)
-            ldapadd_seconds, ldapadd_cpu = run_ldapadd(peer_settings, ldif, pw)
-            peer_dc_cpu = dc_cpu.used()
-            _step(f"    ldapadd: {ldapadd_seconds:.1f} s")
+            if not beside:
+                _step(f"provisioning and starting a second Samba in {peer.var_dir}")
+                peer_stack.start_service("samba")
+                _step("3/4 peer: ldapadd of the same entries over LDAPS")
+                (work / "peer").mkdir()
+                pw = administrator_password_file(peer_settings, work / "peer")
+                dc_cpu = SambaCpu(peer_stack)
+                ldapadd_seconds, ldapadd_cpu = run_ldapadd(peer_settings, ldif, pw)
+                peer_dc_cpu = dc_cpu.used()
+                _step(f"    ldapadd: {ldapadd_seconds:.1f} s")
             got = len(councillor_dns(peer_settings, pw))
             assert got == count, f"ldapadd left {got} entries, expected {count}"
 
@@ -343,7 +391,8 @@ def run(args: argparse.Namespace) -> int:
                 _step("4/4 peer: ldbadd of the same entries into its sam.ldb")
                 ldbadd_seconds, ldbadd_cpu = run_ldbadd(ldb_settings, ldif)
                 _step(f"    ldbadd: {ldbadd_seconds:.1f} s")
-                pw = administrator_password_file(ldb_settings, work)
+                (work / "ldb").mkdir()
+                pw = administrator_password_file(ldb_settings, work / "ldb")
                 got = len(councillor_dns(ldb_settings, pw))
                 assert got == count, f"ldbadd left {got} entries, expected {count}"
         fsync_after = fsync_probe(work)
