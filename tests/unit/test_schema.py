@@ -11,6 +11,9 @@ import asyncio
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine as sync_engine
 
 from mailsvc.cli.main import main
@@ -241,3 +245,69 @@ async def test_a_revision_that_fails_leaves_the_database_as_it_was(tmp_path: Pat
         await engine.dispose()
     assert rows(path) == before
     assert differences(path) == []  # no priority column, client still NOT NULL
+
+
+def _alembics(location: Path) -> tuple[str | None, set[str]]:
+    scripts = ScriptDirectory.from_config(schema.alembic_config(location))
+    return scripts.get_current_head(), {s.revision for s in scripts.walk_revisions()}
+
+
+def test_the_revisions_read_without_alembic_are_alembics(tmp_path: Path) -> None:
+    # The shipped history, and one with a later revision whose file name says nothing.
+    for location in (schema.MIGRATIONS, later_revision(tmp_path / "later")):
+        expected_head, expected_known = _alembics(location)
+        assert (schema.head(location), set(schema._known(location))) == (
+            expected_head,
+            expected_known,
+        )
+    assert schema.head(later_revision(tmp_path / "again")) == f"{HEAD}test"
+
+
+def test_a_history_that_is_not_one_plain_line_is_left_to_alembic(tmp_path: Path) -> None:
+    location = tmp_path / "migrations"
+    shutil.copytree(schema.MIGRATIONS, location, ignore=shutil.ignore_patterns("__pycache__"))
+    versions = location / "versions"
+    before = str(int(HEAD) - 1).zfill(4)
+    plain = "revision = {rev!r}\ndown_revision = {down}\nbranch_labels = None\ndepends_on = None\n"
+    body = "\n\ndef upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n"
+    branch = plain.format(rev="b" + HEAD, down=repr(before)) + body
+    (versions / "v9998_branch.py").write_text(branch, encoding="utf-8")
+    merge = plain.format(rev="merged", down=repr((HEAD, "b" + HEAD))) + body
+    (versions / "v9999_merge.py").write_text(merge, encoding="utf-8")
+    assert schema._declared(location) is None  # the tuple: not read by the quick reading
+    assert schema.head(location) == "merged" == _alembics(location)[0]
+    assert set(schema._known(location)) == _alembics(location)[1]
+
+
+def test_a_command_starts_without_loading_alembic() -> None:
+    # The CLI's import, and a look at a database at the head, read the revision with one
+    # SELECT: Alembic (and Mako) load only when a migration runs.
+    probe = (
+        "import asyncio, sys, tempfile\n"
+        "import mailsvc.cli.main\n"
+        "from mailsvc.storage.db import create_engine\n"
+        "from mailsvc.storage import schema\n"
+        "loaded_at_import = 'alembic' in sys.modules\n"
+        "async def look(path):\n"
+        "    engine = create_engine(f'sqlite+aiosqlite:///{path}')\n"
+        "    try:\n"
+        "        await schema.ready(engine)\n"
+        "        return await schema.state(engine)\n"
+        "    finally:\n"
+        "        await engine.dispose()\n"
+        "path = sys.argv[1]\n"
+        "asyncio.run(look(path))  # a fresh database: made by Alembic's upgrade\n"
+        "for name in [m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')]:\n"
+        "    del sys.modules[name]\n"
+        "state = asyncio.run(look(path))  # at the head now: no Alembic\n"
+        "print(loaded_at_import, state.status.value, 'alembic' in sys.modules)\n"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        out = subprocess.run(
+            [sys.executable, "-c", probe, str(Path(folder) / "mailsvc.db")],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout.split()
+    assert out == ["False", "current", "False"]
