@@ -71,6 +71,7 @@ from provisioning.passwords import (
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_COUNT = 50_000
+QUICK_COUNT = 2_000  # --quick: about two minutes on two cores
 GOAL_RATIO = 1.0  # mailsvc import / (ldapadd + hashing its LDIF)
 GOAL_NO_CHANGE_SECONDS = 5.0
 GOAL_PEAK_RSS_MB = 300.0
@@ -824,7 +825,10 @@ def main(argv: list[str] | None = None) -> int:
         description="Provisioning benchmark: roster import into a real slapd vs. ldapadd.",
         epilog="example: .venv/bin/python bench/provision.py --count 2000",
     )
-    parser.add_argument("--count", type=int, default=DEFAULT_COUNT, help="councillors (50000)")
+    parser.add_argument("--count", type=int, help=f"councillors ({DEFAULT_COUNT})")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_COUNT:,} councillors unless --count is given"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     parser.add_argument("--seed", type=int, default=2024, help="seed of the synthetic roster")
     parser.add_argument(
@@ -863,6 +867,8 @@ def main(argv: list[str] | None = None) -> int:
         "(both see the same machine; one pass's wall time instead of two)",
     )
     args = parser.parse_args(argv)
+    if args.count is None:
+        args.count = QUICK_COUNT if args.quick else DEFAULT_COUNT
     if args.count < 1:
         parser.error("--count must be at least 1")
     if args.directory == "samba":
