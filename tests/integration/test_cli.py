@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 from mailsvc.config import Settings
 from mailsvc.mailbox import read_inbox
 from provisioning.directory import Directory
+from tests import cli_fork
 
 # Run against Samba's AD DC too (make test-samba): what the directory server may change.
 pytestmark = pytest.mark.directory
@@ -38,15 +38,9 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 def run_cli(settings: Settings, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mailsvc.cli", *args],
-        env=cli_env(settings, **extra),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=Path(__file__).resolve().parents[2],
-    )
+    """``mailsvc ARGS`` in a process of its own (forked from one that has imported mailsvc:
+    tests/cli_fork.py), with the stack's settings in its environment."""
+    return cli_fork.run(args, cli_env(settings, **extra), Path(__file__).resolve().parents[2])
 
 
 async def test_councillors_add_json_prints_a_working_login(
