@@ -95,6 +95,9 @@ class _Helper:
         if self.alive():
             self.proc.kill()
             self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
     def _answer(self, timeout: float) -> dict[str, int]:
         assert self.proc.stdout is not None

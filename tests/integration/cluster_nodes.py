@@ -44,6 +44,7 @@ from mailsvc import secret_store
 from mailsvc.app import Service
 from mailsvc.config import Settings
 from mailsvc.stack import free_ports
+from tests import cli_fork
 
 LOOPBACK = "127.0.0.1"
 # The worktree's own console script, beside the interpreter running the tests.
@@ -306,16 +307,8 @@ class ClusterNodes:
 
     async def cli(self, *args: str, node: Node | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``mailsvc ARGS`` with a node's settings (the first node's by default)."""
-        env = (node or self.nodes[0]).env
-        return await asyncio.to_thread(
-            subprocess.run,
-            [str(MAILSVC), *args],
-            env=env,
-            cwd=(node or self.nodes[0]).var_dir,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        chosen = node or self.nodes[0]
+        return await asyncio.to_thread(cli_fork.run, args, chosen.env, chosen.var_dir)
 
     async def status(self) -> dict[str, Any]:
         """``mailsvc cluster status --json``, parsed."""
