@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 with warnings.catch_warnings():
     # pyasn1 0.6 deprecates names that ldap3 2.9 still imports.
@@ -632,6 +632,27 @@ def _import_child(
         out.close()
 
 
+class ServerCpu(Protocol):
+    def used(self) -> float: ...
+
+
+def first_import(
+    spec: Any,
+    roster: Path,
+    max_bytes: int | None,
+    patch: str | None,
+    count: int,
+    server: ServerCpu,
+    key: str,
+) -> dict[str, Any]:
+    """The first import (all creations) in a child, checked; the server's CPU under ``key``."""
+    report = run_import_in_child(spec, roster, max_bytes, patch)
+    report[key] = server.used()
+    assert report["error_count"] == 0, report["errors"]
+    assert report["created"] == count, f"created {report['created']} of {count}"
+    return report
+
+
 def run_import_in_child(
     spec: StackSpec, roster: Path, max_bytes: int | None, patch: str | None = None
 ) -> dict[str, Any]:
@@ -925,11 +946,9 @@ def main(argv: list[str] | None = None) -> int:
         stack.up()
 
         _step(f"1/4 first import of {count:,} councillors")
-        slapd_cpu = SlapdCpu(stack)
-        first = run_import_in_child(ours, roster, max_bytes, args.patch)
-        first["slapd_cpu_seconds"] = slapd_cpu.used()
-        assert first["error_count"] == 0, first["errors"]
-        assert first["created"] == count, f"created {first['created']} of {count}"
+        first = first_import(
+            ours, roster, max_bytes, args.patch, count, SlapdCpu(stack), "slapd_cpu_seconds"
+        )
 
         _step("2/4 the same roster again (no changes)")
         again = run_import_in_child(ours, roster, max_bytes, args.patch)

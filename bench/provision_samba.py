@@ -54,6 +54,7 @@ from provision import (
     _rate,
     _step,
     _table,
+    first_import,
     fsync_probe,
     load_patch,
     machine,
@@ -335,11 +336,9 @@ def run(args: argparse.Namespace) -> int:
                 ldapadd_future = pool.submit(run_ldapadd, peer_settings, ldif, pw)
             else:
                 _step(f"1/4 first import of {count:,} councillors")
-            dc_cpu = SambaCpu(stack)
-            first = run_import_in_child(ours, roster, max_bytes, args.patch)
-            first["dc_cpu_seconds"] = dc_cpu.used()
-            assert first["error_count"] == 0, first["errors"]
-            assert first["created"] == count, f"created {first['created']} of {count}"
+            first = first_import(
+                ours, roster, max_bytes, args.patch, count, SambaCpu(stack), "dc_cpu_seconds"
+            )
             _step(f"    {count:,} created in {first['seconds']:.1f} s")
             if ldapadd_future is not None:
                 ldapadd_seconds, ldapadd_cpu = ldapadd_future.result()
