@@ -70,12 +70,12 @@ system-deps: ## Debian packages: slapd, Samba AD DC and Dovecot (IMAP, LMTP, LDA
 venv: $(VENV)/.installed
 
 # pip upgrades itself from the lock; mailsvc goes in last, without dependencies, built by the
-# locked setuptools (no build isolation: nothing fetched unhashed for it). --no-compile: Python
-# compiles each module when it is first imported; compiling every installed file up front took
-# half of the install (about 25 of 55 s here), mostly for modules nothing imports.
+# locked setuptools (no build isolation: nothing fetched unhashed for it). Compiled at install
+# (not --no-compile, which would halve the install): a dependency's source compiled later, under
+# pytest's warnings-as-errors, fails on its invalid escape sequences (pyspf's spf.py).
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --no-compile --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
