@@ -39,6 +39,7 @@ for line in requests:
     request = json.loads(line)
     pid = os.fork()
     if pid == 0:
+        status = 1  # unless the command runs and says otherwise
         try:
             os.chdir(request["cwd"])
             os.environ.clear()
@@ -65,7 +66,7 @@ for line in requests:
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
-            os._exit(locals().get("status", 1) or 0)
+            os._exit(status or 0)
     answers.write(json.dumps({"pid": pid}) + "\n")
     answers.flush()
     _, wait_status = os.waitpid(pid, 0)
